@@ -1,0 +1,114 @@
+//! What this kernel's io_uring supports, probed once at start-up.
+
+use crate::bufring::BufRing;
+use crate::ring::{Ring, RingConfig};
+use io_uring::{opcode, register::Probe};
+use std::io;
+
+/// How a ring runs its completion work, strongest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupMode {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN` (Linux 6.1): completion work runs only inside our own
+    /// `io_uring_enter`, in batches, never interrupting the loop.
+    DeferTaskrun,
+    /// `COOP_TASKRUN | TASKRUN_FLAG` (Linux 5.19): no interrupting IPIs; work runs at the next
+    /// kernel entry.
+    CoopTaskrun,
+    /// No set-up flags.
+    Plain,
+}
+
+impl SetupMode {
+    /// The next weaker mode, `None` after [`Plain`](SetupMode::Plain).
+    pub fn weaker(self) -> Option<SetupMode> {
+        match self {
+            SetupMode::DeferTaskrun => Some(SetupMode::CoopTaskrun),
+            SetupMode::CoopTaskrun => Some(SetupMode::Plain),
+            SetupMode::Plain => None,
+        }
+    }
+
+    /// A short name for logs: `defer_taskrun`, `coop_taskrun` or `plain`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SetupMode::DeferTaskrun => "defer_taskrun",
+            SetupMode::CoopTaskrun => "coop_taskrun",
+            SetupMode::Plain => "plain",
+        }
+    }
+}
+
+/// The io_uring features a server needs, as this kernel offers them.
+#[derive(Clone, Debug)]
+pub struct Features {
+    /// The strongest set-up the kernel accepted.
+    pub setup: SetupMode,
+    /// Opcodes the server needs and the kernel lacks (by name).
+    pub missing_opcodes: Vec<&'static str>,
+    /// Provided-buffer rings (`IORING_REGISTER_PBUF_RING`, Linux 5.19).
+    pub buf_ring: bool,
+    /// Multishot accept (Linux 5.19; inferred from `IORING_OP_SOCKET`, which arrived with it).
+    pub multishot_accept: bool,
+    /// Multishot receive (Linux 6.0; inferred from `IORING_OP_SEND_ZC`, which arrived with it).
+    pub multishot_recv: bool,
+    /// A registered ring descriptor (`IORING_REGISTER_RING_FDS`, Linux 5.18).
+    pub registered_ring_fd: bool,
+    /// Completions are never dropped on CQ overflow (`IORING_FEAT_NODROP`, Linux 5.5).
+    pub nodrop: bool,
+}
+
+impl Features {
+    /// Probes the kernel with a small ring (dropped before returning). Fails with the
+    /// kernel's error when io_uring cannot be used at all: `EPERM` when a sysctl
+    /// (`kernel.io_uring_disabled`) or a seccomp profile forbids it, `ENOSYS` when the kernel
+    /// has no io_uring.
+    pub fn probe() -> io::Result<Features> {
+        let config = RingConfig {
+            sq_entries: 8,
+            cq_entries: 16,
+            inflight_max: 8,
+            ..RingConfig::default()
+        };
+        let mut ring = Ring::new(&config)?;
+        let mut probe = Probe::new();
+        ring.submitter_probe(&mut probe)?;
+        let needed: [(u8, &'static str); 8] = [
+            (opcode::Accept::CODE, "accept"),
+            (opcode::Recv::CODE, "recv"),
+            (opcode::Send::CODE, "send"),
+            (opcode::Read::CODE, "read"),
+            (opcode::Close::CODE, "close"),
+            (opcode::Shutdown::CODE, "shutdown"),
+            (opcode::AsyncCancel::CODE, "async_cancel"),
+            (opcode::Timeout::CODE, "timeout"),
+        ];
+        let missing_opcodes = needed
+            .iter()
+            .filter(|(code, _)| !probe.is_supported(*code))
+            .map(|(_, name)| *name)
+            .collect();
+        let buf_ring = ring.register_buf_ring(BufRing::new(0, 1, 64)?).is_ok();
+        Ok(Features {
+            setup: ring.mode(),
+            missing_opcodes,
+            buf_ring,
+            multishot_accept: probe.is_supported(opcode::Socket::CODE),
+            multishot_recv: probe.is_supported(opcode::SendZc::CODE),
+            registered_ring_fd: ring.ring_fd_registered(),
+            nodrop: ring.nodrop(),
+        })
+    }
+
+    /// What a server built on multishot receive and provided buffers lacks here, as a list of
+    /// names; empty when everything is present.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut missing = self.missing_opcodes.clone();
+        if !self.buf_ring {
+            missing.push("provided buffer rings");
+        }
+        if !self.multishot_recv {
+            missing.push("multishot recv");
+        }
+        missing
+    }
+}

@@ -1,0 +1,444 @@
+//! Each typed entry against real sockets and pipes. A test whose kernel lacks what it needs
+//! prints why and returns early, never passes silently on a kernel that has it.
+
+use ringmaster_uring::{BufRing, Completion, Features, Op, Owned, Ring, RingConfig, SetupMode};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// The longest any test waits for a completion it expects.
+const WAIT_MAX: Duration = Duration::from_secs(5);
+
+fn features() -> Option<Features> {
+    match Features::probe() {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("skipped: io_uring unavailable here: {e}");
+            None
+        }
+    }
+}
+
+fn ring() -> Ring {
+    Ring::new(&RingConfig::default()).expect("ring")
+}
+
+/// Submits and reaps until `count` completions arrived or `WAIT_MAX` passed.
+fn wait_for(ring: &mut Ring, count: usize) -> Vec<Completion> {
+    let deadline = Instant::now() + WAIT_MAX;
+    let mut out = Vec::with_capacity(ring.cq_capacity());
+    while out.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {} of {count} completions arrived",
+            out.len()
+        );
+        ring.submit_and_wait_timeout(1, left).expect("enter");
+        ring.reap(&mut out);
+    }
+    out
+}
+
+/// SO_LINGER {on, 0}: closing sends RST instead of FIN.
+fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY (test): a valid socket and a `linger` that outlives the call.
+    let ret = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0);
+}
+
+fn connected_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+#[test]
+fn setup_uses_the_strongest_mode_the_kernel_accepts() {
+    let Some(features) = features() else { return };
+    let ring = ring();
+    assert_eq!(ring.mode(), features.setup);
+    eprintln!(
+        "setup {:?}, registered ring fd {}, missing {:?}",
+        ring.mode(),
+        ring.ring_fd_registered(),
+        features.missing()
+    );
+    let plain = Ring::new(&RingConfig {
+        setup: SetupMode::Plain,
+        ..RingConfig::default()
+    })
+    .unwrap();
+    assert_eq!(plain.mode(), SetupMode::Plain);
+}
+
+#[test]
+fn bad_sizes_are_refused() {
+    for (sq, cq) in [(0, 16), (64, 32), (40000, 80000)] {
+        let config = RingConfig {
+            sq_entries: sq,
+            cq_entries: cq,
+            ..RingConfig::default()
+        };
+        assert!(Ring::new(&config).is_err(), "sq {sq} cq {cq} accepted");
+    }
+}
+
+#[test]
+fn multishot_accept_yields_one_completion_per_connection() {
+    let Some(features) = features() else { return };
+    if !features.multishot_accept {
+        eprintln!("skipped: kernel lacks multishot accept");
+        return;
+    }
+    let mut ring = ring();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = ring
+        .push(
+            Op::AcceptMulti {
+                fd: listener.as_raw_fd(),
+            },
+            1,
+        )
+        .unwrap();
+    let _clients: Vec<_> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let done = wait_for(&mut ring, 3);
+    for c in &done {
+        assert_eq!(c.id, accept);
+        assert_eq!(c.tag, 1);
+        assert!(c.result >= 0, "accept failed: {}", c.result);
+        assert!(c.more(), "multishot accept disarmed");
+        // SAFETY (test): the descriptor was just accepted for us and is closed once.
+        unsafe { libc::close(c.result) };
+    }
+    ring.push(Op::Cancel { target: accept }, 2).unwrap();
+    let done = wait_for(&mut ring, 2);
+    let ended = done.iter().find(|c| c.tag == 1).expect("accept ended");
+    assert_eq!(ended.result, -libc::ECANCELED);
+    assert!(!ended.more());
+    assert_eq!(ring.in_flight(), 0);
+}
+
+#[test]
+fn single_accept_takes_exactly_one() {
+    let Some(_) = features() else { return };
+    let mut ring = ring();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    ring.push(
+        Op::Accept {
+            fd: listener.as_raw_fd(),
+        },
+        5,
+    )
+    .unwrap();
+    let _a = TcpStream::connect(addr).unwrap();
+    let _b = TcpStream::connect(addr).unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert!(done[0].result >= 0 && !done[0].more());
+    // SAFETY (test): accepted descriptor, closed once.
+    unsafe { libc::close(done[0].result) };
+    // The second connection is still queued on the listener.
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_ok());
+}
+
+#[test]
+fn multishot_recv_picks_provided_buffers() {
+    let Some(features) = features() else { return };
+    if !features.multishot_recv || !features.buf_ring {
+        eprintln!("skipped: kernel lacks multishot recv or buffer rings");
+        return;
+    }
+    let mut ring = ring();
+    ring.register_buf_ring(BufRing::new(3, 8, 64).unwrap())
+        .unwrap();
+    let (mut client, server) = connected_pair();
+    ring.push(
+        Op::RecvMulti {
+            fd: server.as_raw_fd(),
+            group: 3,
+        },
+        9,
+    )
+    .unwrap();
+    let mut received = Vec::new();
+    for chunk in [&b"hello "[..], b"multishot ", b"world"] {
+        client.write_all(chunk).unwrap();
+        let done = wait_for(&mut ring, 1);
+        for c in done {
+            assert!(c.more());
+            let bid = c.buffer_id().expect("a buffer was picked");
+            received.extend_from_slice(ring.buffer(3, bid, c.result as usize));
+            ring.give_back(3, bid);
+        }
+    }
+    assert_eq!(received, b"hello multishot world");
+    assert_eq!(ring.buf_ring(3).held_count(), 0);
+    drop(client);
+    let done = wait_for(&mut ring, 1);
+    assert_eq!(done[0].result, 0, "end of stream");
+    assert!(!done[0].more());
+}
+
+#[test]
+fn recv_without_buffers_ends_with_enobufs_and_rearms() {
+    let Some(features) = features() else { return };
+    if !features.multishot_recv || !features.buf_ring {
+        eprintln!("skipped: kernel lacks multishot recv or buffer rings");
+        return;
+    }
+    let mut ring = ring();
+    ring.register_buf_ring(BufRing::new(4, 1, 8).unwrap())
+        .unwrap();
+    let (mut client, server) = connected_pair();
+    let arm = |ring: &mut Ring| {
+        ring.push(
+            Op::RecvMulti {
+                fd: server.as_raw_fd(),
+                group: 4,
+            },
+            1,
+        )
+        .unwrap()
+    };
+    arm(&mut ring);
+    client.write_all(b"0123456789abcdef").unwrap();
+    // One buffer of 8 bytes: the first completion takes it, the next finds none.
+    let done = wait_for(&mut ring, 2);
+    let bid = done[0].buffer_id().unwrap();
+    assert_eq!(ring.buffer(4, bid, done[0].result as usize), b"01234567");
+    assert_eq!(done[1].result, -libc::ENOBUFS);
+    assert!(!done[1].more(), "ENOBUFS ends the multishot recv");
+    ring.give_back(4, bid);
+    arm(&mut ring);
+    let done = wait_for(&mut ring, 1);
+    let bid = done[0].buffer_id().unwrap();
+    assert_eq!(ring.buffer(4, bid, done[0].result as usize), b"89abcdef");
+    ring.give_back(4, bid);
+}
+
+#[test]
+fn send_hands_the_buffer_back() {
+    let Some(_) = features() else { return };
+    let mut ring = ring();
+    let (mut client, server) = connected_pair();
+    let buf = b"response bytes".to_vec();
+    ring.push(
+        Op::Send {
+            fd: server.as_raw_fd(),
+            buf,
+            offset: 9,
+        },
+        3,
+    )
+    .unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert_eq!(done[0].result, 5);
+    match &done[0].owned {
+        Owned::Buf(b) => assert_eq!(b, b"response bytes"),
+        other => panic!("send handed back {other:?}"),
+    }
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"bytes");
+}
+
+#[test]
+fn send_to_a_reset_peer_fails_without_sigpipe() {
+    let Some(_) = features() else { return };
+    let mut ring = ring();
+    let (client, server) = connected_pair();
+    set_linger_zero(&client);
+    drop(client);
+    // The first send may still succeed before the RST is processed; repeat until it fails.
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        ring.push(
+            Op::Send {
+                fd: server.as_raw_fd(),
+                buf: vec![b'x'; 1024],
+                offset: 0,
+            },
+            1,
+        )
+        .unwrap();
+        let done = wait_for(&mut ring, 1);
+        if done[0].result < 0 {
+            assert!(
+                [libc::ECONNRESET, libc::EPIPE].contains(&-done[0].result),
+                "unexpected {}",
+                done[0].result
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "send kept succeeding");
+    }
+}
+
+#[test]
+fn read_fills_spare_capacity_from_a_pipe() {
+    let Some(_) = features() else { return };
+    let mut ring = ring();
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let mut buf = Vec::with_capacity(32);
+    buf.extend_from_slice(b"ab");
+    ring.push(
+        Op::Read {
+            fd: reader.as_raw_fd(),
+            buf,
+        },
+        4,
+    )
+    .unwrap();
+    writer.write_all(b"cdef").unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert_eq!(done[0].result, 4);
+    match &done[0].owned {
+        Owned::Buf(b) => assert_eq!(b, b"abcdef"),
+        other => panic!("read handed back {other:?}"),
+    }
+}
+
+#[test]
+fn close_and_shutdown_act_on_the_socket() {
+    let Some(_) = features() else { return };
+    let mut ring = ring();
+    let (mut client, server) = connected_pair();
+    ring.push(
+        Op::Shutdown {
+            fd: server.as_raw_fd(),
+            how: libc::SHUT_WR,
+        },
+        1,
+    )
+    .unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert_eq!(done[0].result, 0);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "peer sees end of stream");
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
+    ring.push(Op::Close { fd }, 2).unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert_eq!(done[0].result, 0);
+    // SAFETY (test): fd was closed by the ring; fcntl on it must now fail.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1);
+}
+
+#[test]
+fn cancel_ends_a_pending_recv() {
+    let Some(features) = features() else { return };
+    if !features.multishot_recv || !features.buf_ring {
+        eprintln!("skipped: kernel lacks multishot recv or buffer rings");
+        return;
+    }
+    let mut ring = ring();
+    ring.register_buf_ring(BufRing::new(0, 4, 64).unwrap())
+        .unwrap();
+    let (_client, server) = connected_pair();
+    let recv = ring
+        .push(
+            Op::RecvMulti {
+                fd: server.as_raw_fd(),
+                group: 0,
+            },
+            1,
+        )
+        .unwrap();
+    ring.push(Op::Cancel { target: recv }, 2).unwrap();
+    let done = wait_for(&mut ring, 2);
+    let recv_end = done.iter().find(|c| c.tag == 1).unwrap();
+    let cancel = done.iter().find(|c| c.tag == 2).unwrap();
+    assert_eq!(recv_end.result, -libc::ECANCELED);
+    assert_eq!(cancel.result, 0);
+    // Cancelling what has already ended is reported, not fatal.
+    ring.push(Op::Cancel { target: recv }, 3).unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert_eq!(done[0].result, -libc::ENOENT);
+}
+
+#[test]
+fn timeout_fires_and_hands_its_timespec_back() {
+    let Some(_) = features() else { return };
+    let mut ring = ring();
+    let start = Instant::now();
+    ring.push(Op::timeout(Duration::from_millis(20)), 8)
+        .unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    assert_eq!(done[0].result, -libc::ETIME);
+    assert!(matches!(done[0].owned, Owned::Timespec(_)));
+}
+
+#[test]
+fn full_in_flight_table_refuses_work() {
+    let Some(_) = features() else { return };
+    let mut ring = Ring::new(&RingConfig {
+        inflight_max: 2,
+        ..RingConfig::default()
+    })
+    .unwrap();
+    ring.push(Op::timeout(Duration::from_secs(60)), 1).unwrap();
+    ring.push(Op::timeout(Duration::from_secs(60)), 2).unwrap();
+    let err = ring
+        .push(Op::timeout(Duration::from_secs(60)), 3)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::OutOfMemory);
+}
+
+#[test]
+fn a_full_submission_queue_is_flushed_not_dropped() {
+    let Some(_) = features() else { return };
+    let mut ring = Ring::new(&RingConfig {
+        sq_entries: 4,
+        cq_entries: 64,
+        inflight_max: 64,
+        ..RingConfig::default()
+    })
+    .unwrap();
+    for tag in 0..20 {
+        ring.push(Op::timeout(Duration::from_millis(1)), tag)
+            .unwrap();
+    }
+    let done = wait_for(&mut ring, 20);
+    let mut tags: Vec<u64> = done.iter().map(|c| c.tag).collect();
+    tags.sort_unstable();
+    assert_eq!(tags, (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn reap_never_grows_its_vector() {
+    let Some(_) = features() else { return };
+    let mut ring = ring();
+    for tag in 0..6 {
+        ring.push(Op::timeout(Duration::from_millis(1)), tag)
+            .unwrap();
+    }
+    let deadline = Instant::now() + WAIT_MAX;
+    let mut total = 0;
+    while total < 6 {
+        assert!(Instant::now() < deadline);
+        ring.submit_and_wait_timeout(6, Duration::from_millis(100))
+            .unwrap();
+        let mut out = Vec::with_capacity(4);
+        let n = ring.reap(&mut out);
+        assert!(n <= 4 && out.capacity() == 4);
+        total += n;
+    }
+}
