@@ -1,0 +1,299 @@
+//! The configuration: where to listen, how many workers, and every limit, each named with its
+//! unit last and documented with what happens when it is reached.
+
+use crate::error::Error;
+use crate::http::HeadLimits;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// How many workers to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workers {
+    /// One per CPU in the process's affinity mask (so `taskset` and container CPU sets are
+    /// honoured).
+    Auto,
+    /// Exactly this many (1..=[`WORKERS_MAX`](Config::WORKERS_MAX)); worker *i* is pinned to the
+    /// *i*-th allowed CPU, wrapping around when there are more workers than CPUs.
+    Count(u32),
+}
+
+/// Per-worker limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections per worker. At the bound the worker stops accepting (connections wait
+    /// in the listen backlog, or go to another worker) and resumes when one closes.
+    /// Default 10,000; at most [`Limits::CONNECTIONS_MAX`].
+    pub connections_max: u32,
+    /// The longest request line, line end included. Longer: `414 URI Too Long`, then close.
+    /// Default 8 KiB.
+    pub request_line_bytes_max: u32,
+    /// The largest header section (fields and the blank line). Larger: `431`, then close.
+    /// Default 16 KiB.
+    pub request_fields_bytes_max: u32,
+    /// The largest request body. Larger: `413 Content Too Large`, then close. Default 1 MiB.
+    pub request_body_bytes_max: u32,
+}
+
+impl Limits {
+    /// The most connections one worker's ring is sized for: its completion queue (at most
+    /// 65,536 entries) must hold four completions per connection plus the receive buffers and
+    /// the accept burst.
+    pub const CONNECTIONS_MAX: u32 = 14_000;
+
+    pub(crate) fn head(&self) -> HeadLimits {
+        HeadLimits {
+            request_line_bytes_max: self.request_line_bytes_max as usize,
+            request_fields_bytes_max: self.request_fields_bytes_max as usize,
+            request_body_bytes_max: u64::from(self.request_body_bytes_max),
+        }
+    }
+
+    /// The most bytes one connection buffers for requests not yet answered: one whole
+    /// request at its limits. Past it the connection is closed.
+    pub(crate) fn input_bytes_max(&self) -> usize {
+        (self.request_line_bytes_max + self.request_fields_bytes_max) as usize
+            + self.request_body_bytes_max as usize
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections_max: 10_000,
+            request_line_bytes_max: 8 * 1024,
+            request_fields_bytes_max: 16 * 1024,
+            request_body_bytes_max: 1024 * 1024,
+        }
+    }
+}
+
+/// Which io_uring features the workers use. All on by default; each can be switched off to
+/// measure what it buys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UringOptions {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN` (else `COOP_TASKRUN`, else none).
+    pub defer_taskrun: bool,
+    /// One multishot accept instead of one accept per connection.
+    pub multishot_accept: bool,
+    /// One multishot receive per connection instead of one receive per read.
+    pub multishot_recv: bool,
+    /// Register the ring's descriptor so each `io_uring_enter` skips the descriptor lookup.
+    pub registered_ring_fd: bool,
+    /// Provided receive buffers per worker (a power of two, at most 32,768). When all are in
+    /// use, receives pause (`-ENOBUFS`) until buffers are given back; no data is lost.
+    pub recv_buffers: u16,
+    /// Bytes per provided receive buffer.
+    pub recv_buffer_bytes: u32,
+}
+
+impl Default for UringOptions {
+    fn default() -> UringOptions {
+        UringOptions {
+            defer_taskrun: true,
+            multishot_accept: true,
+            multishot_recv: true,
+            registered_ring_fd: true,
+            recv_buffers: 1024,
+            recv_buffer_bytes: 4096,
+        }
+    }
+}
+
+/// Everything a [`Server`](crate::Server) needs besides its handler.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The address to listen on. Default `0.0.0.0:3000`.
+    pub listen: SocketAddr,
+    /// How many workers. Default [`Workers::Auto`].
+    pub workers: Workers,
+    /// The listen backlog (the kernel caps it at `net.core.somaxconn`). Default 4096.
+    pub backlog: u32,
+    /// How long a graceful shutdown waits for workers to finish their requests before they
+    /// are killed. Default 10 s.
+    pub drain_timeout: Duration,
+    /// Per-worker limits.
+    pub limits: Limits,
+    /// io_uring features.
+    pub uring: UringOptions,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3000)),
+            workers: Workers::Auto,
+            backlog: 4096,
+            drain_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+            uring: UringOptions::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The most workers one master runs.
+    pub const WORKERS_MAX: u32 = 1024;
+    /// The longest drain timeout: one hour.
+    pub const DRAIN_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+
+    /// Checks every value against its range; the error names the value and the range.
+    pub fn validate(&self) -> Result<(), Error> {
+        if let Workers::Count(n) = self.workers {
+            if n == 0 || n > Config::WORKERS_MAX {
+                return Err(Error::config(format!(
+                    "workers = {n} is out of range; use 1..={} or auto",
+                    Config::WORKERS_MAX
+                )));
+            }
+        }
+        if self.backlog == 0 || self.backlog > 65_535 {
+            return Err(Error::config(format!(
+                "backlog = {} is out of range; use 1..=65535",
+                self.backlog
+            )));
+        }
+        if self.drain_timeout > Config::DRAIN_TIMEOUT_MAX {
+            return Err(Error::config(format!(
+                "drain timeout {:?} is over the maximum of {:?}",
+                self.drain_timeout,
+                Config::DRAIN_TIMEOUT_MAX
+            )));
+        }
+        let l = &self.limits;
+        if l.connections_max == 0 || l.connections_max > Limits::CONNECTIONS_MAX {
+            return Err(Error::config(format!(
+                "connections-max = {} is out of range; use 1..={} per worker",
+                l.connections_max,
+                Limits::CONNECTIONS_MAX
+            )));
+        }
+        for (name, value, min, max) in [
+            (
+                "request-line-bytes-max",
+                l.request_line_bytes_max,
+                64,
+                1 << 20,
+            ),
+            (
+                "request-fields-bytes-max",
+                l.request_fields_bytes_max,
+                64,
+                1 << 20,
+            ),
+            (
+                "request-body-bytes-max",
+                l.request_body_bytes_max,
+                0,
+                1 << 30,
+            ),
+        ] {
+            if value < min || value > max {
+                return Err(Error::config(format!(
+                    "{name} = {value} is out of range; use {min}..={max}"
+                )));
+            }
+        }
+        let u = &self.uring;
+        if !u.recv_buffers.is_power_of_two()
+            || u.recv_buffers > ringmaster_uring::BUF_RING_ENTRIES_MAX
+        {
+            return Err(Error::config(format!(
+                "recv-buffers = {} must be a power of two up to {}",
+                u.recv_buffers,
+                ringmaster_uring::BUF_RING_ENTRIES_MAX
+            )));
+        }
+        self.ring_sizes(self.backlog)?;
+        if !(512..=65_536).contains(&u.recv_buffer_bytes) {
+            return Err(Error::config(format!(
+                "recv-buffer-bytes = {} is out of range; use 512..=65536",
+                u.recv_buffer_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Completions one connection can have pending at once: its receive's last, a send, a
+/// close and a cancel.
+const COMPLETIONS_PER_CONNECTION: u32 = 4;
+/// Single-shot accepts kept armed at once when the table is nearly full.
+pub(crate) const ACCEPT_SINGLE_DEPTH: u32 = 4;
+/// Operations a worker keeps outside its connections: accepts, the IPC read, the signal
+/// read, the timer, and slack.
+const WORKER_OPS: u32 = ACCEPT_SINGLE_DEPTH + 8;
+/// Submission queue entries per worker. A turn that pushes more submits early.
+const SQ_ENTRIES: u32 = 2048;
+
+/// The sizes of a worker's ring, derived from the limits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingSizes {
+    pub(crate) sq_entries: u32,
+    pub(crate) cq_entries: u32,
+    pub(crate) inflight_max: u32,
+}
+
+impl Config {
+    /// Sizes the ring so its completion queue cannot overflow: every connection's pending
+    /// completions, one per receive buffer (each multishot completion consumes one), and an
+    /// accept burst of at most `accept_queue` connections (the kernel's accept queue length).
+    pub(crate) fn ring_sizes(&self, accept_queue: u32) -> Result<RingSizes, Error> {
+        let c = self.limits.connections_max;
+        let inflight_max = c * COMPLETIONS_PER_CONNECTION + WORKER_OPS;
+        let cq = inflight_max + u32::from(self.uring.recv_buffers) + accept_queue;
+        let cq_entries = cq.next_power_of_two();
+        if cq_entries > ringmaster_uring::CQ_ENTRIES_MAX {
+            return Err(Error::config(format!(
+                "connections-max = {c} with recv-buffers = {} and backlog = {accept_queue} needs a \
+                 completion queue of {cq} entries, over the kernel's {}; lower one of them",
+                self.uring.recv_buffers,
+                ringmaster_uring::CQ_ENTRIES_MAX
+            )));
+        }
+        Ok(RingSizes {
+            sq_entries: SQ_ENTRIES,
+            cq_entries,
+            inflight_max,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bounds_are_enforced_at_the_edges() {
+        let with = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate()
+        };
+        assert!(with(&|c| c.workers = Workers::Count(1)).is_ok());
+        assert!(with(&|c| c.workers = Workers::Count(Config::WORKERS_MAX)).is_ok());
+        assert!(with(&|c| c.workers = Workers::Count(0)).is_err());
+        assert!(with(&|c| c.workers = Workers::Count(Config::WORKERS_MAX + 1)).is_err());
+        assert!(with(&|c| c.limits.connections_max = Limits::CONNECTIONS_MAX).is_ok());
+        assert!(with(&|c| c.limits.connections_max = Limits::CONNECTIONS_MAX + 1).is_err());
+        assert!(with(&|c| c.limits.connections_max = 0).is_err());
+        assert!(with(&|c| c.uring.recv_buffers = 3).is_err());
+        let err = with(&|c| {
+            c.limits.connections_max = Limits::CONNECTIONS_MAX;
+            c.uring.recv_buffers = 32768;
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("completion queue"), "{err}");
+        assert!(with(&|c| c.drain_timeout = Config::DRAIN_TIMEOUT_MAX).is_ok());
+        assert!(
+            with(&|c| c.drain_timeout = Config::DRAIN_TIMEOUT_MAX + Duration::from_secs(1))
+                .is_err()
+        );
+        let err = with(&|c| c.backlog = 0).unwrap_err();
+        assert!(err.to_string().contains("backlog = 0"), "{err}");
+    }
+}

@@ -1,0 +1,129 @@
+//! The `Date` field, formatted once per second (IMF-fixdate, RFC 9110 section 5.6.7).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `Date: Thu, 26 Nov 2026 14:55:00 GMT\r\n`
+const LINE_BYTES: usize = 37;
+
+/// The current `Date:` line, rebuilt only when the second changes.
+#[derive(Debug)]
+pub struct DateCache {
+    secs: u64,
+    line: [u8; LINE_BYTES],
+}
+
+impl Default for DateCache {
+    fn default() -> DateCache {
+        DateCache::new()
+    }
+}
+
+impl DateCache {
+    /// A cache holding the current time.
+    pub fn new() -> DateCache {
+        let mut cache = DateCache {
+            secs: u64::MAX,
+            line: [0; LINE_BYTES],
+        };
+        cache.update(now_secs());
+        cache
+    }
+
+    /// Moves the cache to `secs` since the epoch; returns whether the line changed.
+    pub fn update(&mut self, secs: u64) -> bool {
+        if secs == self.secs {
+            return false;
+        }
+        self.secs = secs;
+        format_line(secs, &mut self.line);
+        true
+    }
+
+    /// Refreshes from the clock (a cheap vDSO call); returns whether the second changed.
+    pub fn refresh(&mut self) -> bool {
+        self.update(now_secs())
+    }
+
+    /// The full line, `Date: ... GMT\r\n`.
+    pub fn line(&self) -> &[u8] {
+        &self.line
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn format_line(secs: u64, out: &mut [u8; LINE_BYTES]) {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    let two = |n: u64| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
+    out[..6].copy_from_slice(b"Date: ");
+    out[6..9].copy_from_slice(DAYS[(days % 7) as usize]);
+    out[9..11].copy_from_slice(b", ");
+    out[11..13].copy_from_slice(&two(day as u64));
+    out[13] = b' ';
+    out[14..17].copy_from_slice(MONTHS[(month - 1) as usize]);
+    out[17] = b' ';
+    let y = year as u64;
+    out[18..20].copy_from_slice(&two(y / 100));
+    out[20..22].copy_from_slice(&two(y % 100));
+    out[22] = b' ';
+    out[23..25].copy_from_slice(&two(rem / 3600));
+    out[25] = b':';
+    out[26..28].copy_from_slice(&two(rem / 60 % 60));
+    out[28] = b':';
+    out[29..31].copy_from_slice(&two(rem % 60));
+    out[31..37].copy_from_slice(b" GMT\r\n");
+}
+
+/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31): Howard Hinnant's algorithm.
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        let cases = [
+            (0, "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"),
+            (784_111_777, "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+            (951_782_400, "Date: Tue, 29 Feb 2000 00:00:00 GMT\r\n"),
+            (1_795_704_900, "Date: Thu, 26 Nov 2026 14:55:00 GMT\r\n"),
+            (4_102_444_799, "Date: Thu, 31 Dec 2099 23:59:59 GMT\r\n"),
+        ];
+        for (secs, want) in cases {
+            let mut cache = DateCache::new();
+            cache.update(secs);
+            assert_eq!(std::str::from_utf8(cache.line()).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn rebuilds_only_when_the_second_changes() {
+        let mut cache = DateCache::new();
+        assert!(cache.update(10));
+        assert!(!cache.update(10));
+        assert!(cache.update(11));
+    }
+}

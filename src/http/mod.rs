@@ -1,0 +1,9 @@
+//! HTTP/1.1: request heads parsed from borrowed bytes, responses encoded into a caller's
+//! buffer. No I/O and no allocation here: the connection layer owns the buffers.
+
+pub mod date;
+pub mod request;
+pub mod response;
+
+pub use request::{parse_head, Framing, Head, HeadError, HeadLimits, Parsed, Request, Version};
+pub use response::{HeaderError, Response};

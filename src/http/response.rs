@@ -1,0 +1,382 @@
+//! Responses: what a handler fills in ([`Response`]) and the encoder that frames it.
+
+use std::fmt;
+
+/// Header fields the server writes itself; a handler may not set them.
+const RESERVED: [&str; 4] = ["content-length", "transfer-encoding", "connection", "date"];
+
+/// Why a header field was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// The name is empty or not an HTTP token.
+    InvalidName,
+    /// The value holds CR, LF, NUL or another control byte other than HTAB.
+    InvalidValue,
+    /// The server frames the response itself: `Content-Length`, `Transfer-Encoding`,
+    /// `Connection` and `Date` are its own.
+    Reserved,
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HeaderError::InvalidName => "header name is not an HTTP token",
+            HeaderError::InvalidValue => "header value holds a control byte",
+            HeaderError::Reserved => {
+                "Content-Length, Transfer-Encoding, Connection and Date are set by the server"
+            }
+        })
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+/// The response a handler builds: status (200 unless set), header fields and body. The
+/// server adds `Date`, `Content-Length` and, when the connection closes, `Connection: close`.
+///
+/// The same value is reused for every request of a worker, so its buffers are allocated once.
+#[derive(Debug)]
+pub struct Response {
+    status: u16,
+    /// Encoded `Name: value\r\n` lines.
+    headers: Vec<u8>,
+    body: Vec<u8>,
+    close: bool,
+}
+
+impl Default for Response {
+    fn default() -> Response {
+        Response::new()
+    }
+}
+
+impl Response {
+    /// A `200 OK` with no fields and an empty body.
+    pub fn new() -> Response {
+        Response {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+            close: false,
+        }
+    }
+
+    /// Makes the value ready for the next request, keeping its buffers.
+    pub(crate) fn reset(&mut self) {
+        self.status = 200;
+        self.headers.clear();
+        self.body.clear();
+        self.close = false;
+    }
+
+    /// Sets the status code.
+    ///
+    /// # Panics
+    /// If `code` is outside 200..=599: informational responses would break the framing.
+    pub fn status(&mut self, code: u16) -> &mut Response {
+        assert!(
+            (200..=599).contains(&code),
+            "status {code} is outside 200..=599"
+        );
+        self.status = code;
+        self
+    }
+
+    /// Adds a header field.
+    ///
+    /// # Panics
+    /// If [`try_header`](Self::try_header) would refuse it; use that for values from outside.
+    pub fn header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Response {
+        if let Err(e) = self.try_header(name, value) {
+            panic!("header {name:?}: {e}");
+        }
+        self
+    }
+
+    /// Adds a header field, refusing names that are not tokens, values with control bytes
+    /// (which would let a value smuggle in a field or a response), and the fields the server
+    /// sets itself.
+    pub fn try_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), HeaderError> {
+        let value = value.as_ref();
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(HeaderError::InvalidName);
+        }
+        if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+            return Err(HeaderError::Reserved);
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(HeaderError::InvalidValue);
+        }
+        self.headers.extend_from_slice(name.as_bytes());
+        self.headers.extend_from_slice(b": ");
+        self.headers.extend_from_slice(value);
+        self.headers.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// Replaces the body.
+    pub fn body(&mut self, bytes: impl AsRef<[u8]>) -> &mut Response {
+        self.body.clear();
+        self.body.extend_from_slice(bytes.as_ref());
+        self
+    }
+
+    /// Appends to the body.
+    pub fn write(&mut self, bytes: impl AsRef<[u8]>) -> &mut Response {
+        self.body.extend_from_slice(bytes.as_ref());
+        self
+    }
+
+    /// Closes the connection after this response (`Connection: close`).
+    pub fn close(&mut self) -> &mut Response {
+        self.close = true;
+        self
+    }
+
+    /// The status code set so far.
+    pub fn status_code(&self) -> u16 {
+        self.status
+    }
+
+    /// The body written so far.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Whether the handler asked to close the connection.
+    pub(crate) fn wants_close(&self) -> bool {
+        self.close
+    }
+}
+
+/// `tchar` of RFC 9110.
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Which `Connection` field the response carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionHeader {
+    /// None: HTTP/1.1 keep-alive is the default.
+    Omit,
+    /// `Connection: keep-alive`, for an HTTP/1.0 client that asked for it.
+    KeepAlive,
+    /// `Connection: close`: the server closes after this response.
+    Close,
+}
+
+/// Appends the framed response to `out`: status line, `Date` (the cached line), the
+/// handler's fields, `Content-Length`, `Connection` when needed, blank line, and the body
+/// unless the request was `HEAD` or the status forbids one.
+pub fn encode(
+    out: &mut Vec<u8>,
+    res: &Response,
+    date_line: &[u8],
+    head_only: bool,
+    connection: ConnectionHeader,
+) {
+    write_head_start(out, res.status, date_line);
+    out.extend_from_slice(&res.headers);
+    let bodiless = matches!(res.status, 204 | 304);
+    if !bodiless {
+        write_content_length(out, res.body.len());
+    }
+    write_connection(out, connection);
+    out.extend_from_slice(b"\r\n");
+    if !head_only && !bodiless {
+        out.extend_from_slice(&res.body);
+    }
+}
+
+/// The longest error body; a longer detail is cut (error details are short fixed phrases).
+const ERROR_BODY_BYTES_MAX: usize = 256;
+
+/// Appends an error response for `status` with a one-line plain-text body naming `detail`,
+/// and `Connection: close`.
+pub fn encode_error(out: &mut Vec<u8>, status: u16, detail: &dyn fmt::Display, date_line: &[u8]) {
+    use std::io::Write;
+    let mut body = [0u8; ERROR_BODY_BYTES_MAX];
+    let mut cursor = std::io::Cursor::new(&mut body[..]);
+    // A detail too long for the buffer is cut short, which is all `write!` can fail with.
+    let _ = writeln!(cursor, "{} {}: {detail}", status, reason(status));
+    let len = cursor.position() as usize;
+    write_head_start(out, status, date_line);
+    out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
+    write_content_length(out, len);
+    write_connection(out, ConnectionHeader::Close);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body[..len]);
+}
+
+fn write_head_start(out: &mut Vec<u8>, status: u16, date_line: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    write_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(date_line);
+}
+
+fn write_content_length(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(b"Content-Length: ");
+    write_decimal(out, len as u64);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_connection(out: &mut Vec<u8>, connection: ConnectionHeader) {
+    match connection {
+        ConnectionHeader::Omit => {}
+        ConnectionHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        ConnectionHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
+    }
+}
+
+/// Appends `n` in decimal without allocating.
+pub(crate) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The reason phrase for `status` (empty for codes without a registered one).
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &[u8] = b"Date: Thu, 26 Nov 2026 14:55:00 GMT\r\n";
+
+    fn encoded(res: &Response, head_only: bool, c: ConnectionHeader) -> String {
+        let mut out = Vec::new();
+        encode(&mut out, res, DATE, head_only, c);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn frames_status_fields_length_and_body() {
+        let mut res = Response::new();
+        res.header("Content-Type", "text/plain").body("Hello World");
+        assert_eq!(
+            encoded(&res, false, ConnectionHeader::Omit),
+            "HTTP/1.1 200 OK\r\nDate: Thu, 26 Nov 2026 14:55:00 GMT\r\n\
+             Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nHello World"
+        );
+        assert!(encoded(&res, true, ConnectionHeader::Close)
+            .ends_with("Content-Length: 11\r\nConnection: close\r\n\r\n"));
+        assert!(encoded(&res, false, ConnectionHeader::KeepAlive)
+            .contains("Connection: keep-alive\r\n"));
+    }
+
+    #[test]
+    fn bodiless_statuses_carry_neither_length_nor_body() {
+        let mut res = Response::new();
+        res.status(204).body("ignored");
+        let text = encoded(&res, false, ConnectionHeader::Omit);
+        assert!(text.starts_with("HTTP/1.1 204 No Content\r\n"));
+        assert!(!text.contains("Content-Length") && text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn header_injection_and_reserved_fields_are_refused() {
+        let mut res = Response::new();
+        assert_eq!(
+            res.try_header("X", "a\r\nSet-Cookie: x"),
+            Err(HeaderError::InvalidValue)
+        );
+        assert_eq!(res.try_header("X", "a\0"), Err(HeaderError::InvalidValue));
+        assert_eq!(
+            res.try_header("Bad Name", "v"),
+            Err(HeaderError::InvalidName)
+        );
+        assert_eq!(res.try_header("", "v"), Err(HeaderError::InvalidName));
+        assert_eq!(
+            res.try_header("content-length", "1"),
+            Err(HeaderError::Reserved)
+        );
+        assert_eq!(res.try_header("X-Tab", "a\tb"), Ok(()));
+        assert!(encoded(&res, false, ConnectionHeader::Omit).contains("X-Tab: a\tb\r\n"));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside 200..=599")]
+    fn informational_status_is_a_bug() {
+        Response::new().status(101);
+    }
+
+    #[test]
+    fn error_response_is_plain_text_and_closes() {
+        let mut out = Vec::new();
+        encode_error(&mut out, 400, &"invalid header field name", DATE);
+        let text = String::from_utf8(out).unwrap();
+        let body = "400 Bad Request: invalid header field name\n";
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(text.ends_with(&format!("\r\n\r\n{body}")));
+    }
+
+    #[test]
+    fn decimal_without_allocation() {
+        for n in [0u64, 7, 10, 999, u64::MAX] {
+            let mut out = Vec::new();
+            write_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn reset_keeps_nothing_but_capacity() {
+        let mut res = Response::new();
+        res.status(404).header("X", "y").body("gone").close();
+        res.reset();
+        assert_eq!(res.status_code(), 200);
+        assert!(res.body_bytes().is_empty() && !res.wants_close());
+        assert!(encoded(&res, false, ConnectionHeader::Omit).ends_with("Content-Length: 0\r\n\r\n"));
+    }
+}

@@ -1,0 +1,238 @@
+//! Messages between the master and a worker over their pipe pair: length-prefixed frames
+//! with a type byte. A leaf module: the master and the worker both use it; it uses neither.
+//!
+//! Frame: `len: u32` (little-endian; the bytes after it: type and payload), `type: u8`,
+//! payload. A frame is at most [`FRAME_BYTES_MAX`] bytes in all, so that one `write(2)` to a
+//! pipe sends it whole or not at all (POSIX: writes up to `PIPE_BUF` are atomic).
+
+use std::fmt;
+
+/// The largest frame, header included: `PIPE_BUF` on Linux.
+pub const FRAME_BYTES_MAX: usize = 4096;
+/// Length prefix and type byte.
+const HEADER_BYTES: usize = 5;
+/// The largest user payload one message carries.
+pub const USER_BYTES_MAX: usize = FRAME_BYTES_MAX - HEADER_BYTES;
+
+const TYPE_READY: u8 = 1;
+const TYPE_STATS: u8 = 2;
+const TYPE_USER: u8 = 3;
+const TYPE_SHUTDOWN: u8 = 4;
+
+/// Counters a worker reports to the master; all are totals since the worker started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests answered.
+    pub requests: u64,
+    /// Connections open now.
+    pub connections: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Requests refused as malformed or over a limit.
+    pub errors: u64,
+}
+
+const STATS_FIELDS: usize = 6;
+const STATS_BYTES: usize = STATS_FIELDS * 8;
+
+/// One message, in either direction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// worker → master: the worker's ring is up and its accept is armed.
+    Ready,
+    /// worker → master: periodic counters.
+    Stats(Stats),
+    /// master → worker: stop accepting, finish what was received, close, exit; the master
+    /// kills the worker `drain_ms` milliseconds after sending this.
+    Shutdown {
+        /// The drain deadline, in milliseconds from now.
+        drain_ms: u64,
+    },
+    /// Either way: application bytes (at most [`USER_BYTES_MAX`]).
+    User(Vec<u8>),
+}
+
+/// Why bytes could not be framed or unframed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// A frame longer than [`FRAME_BYTES_MAX`], or a user payload over [`USER_BYTES_MAX`].
+    Oversized,
+    /// A length prefix of zero (a frame needs its type byte).
+    Empty,
+    /// A type byte no message has.
+    UnknownType(u8),
+    /// A payload of the wrong size for its type.
+    BadPayload(u8),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Oversized => write!(f, "frame over {FRAME_BYTES_MAX} bytes"),
+            FrameError::Empty => f.write_str("frame without a type"),
+            FrameError::UnknownType(t) => write!(f, "unknown frame type {t}"),
+            FrameError::BadPayload(t) => write!(f, "bad payload for frame type {t}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Appends `msg` as one frame to `out`.
+pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let (kind, payload_len) = match msg {
+        Message::Ready => (TYPE_READY, 0),
+        Message::Stats(_) => (TYPE_STATS, STATS_BYTES),
+        Message::Shutdown { .. } => (TYPE_SHUTDOWN, 8),
+        Message::User(bytes) if bytes.len() > USER_BYTES_MAX => return Err(FrameError::Oversized),
+        Message::User(bytes) => (TYPE_USER, bytes.len()),
+    };
+    out.extend_from_slice(&(1 + payload_len as u32).to_le_bytes());
+    out.push(kind);
+    match msg {
+        Message::Ready => {}
+        Message::Stats(s) => {
+            for v in [
+                s.requests,
+                s.connections,
+                s.accepted,
+                s.bytes_in,
+                s.bytes_out,
+                s.errors,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Message::Shutdown { drain_ms } => out.extend_from_slice(&drain_ms.to_le_bytes()),
+        Message::User(bytes) => out.extend_from_slice(bytes),
+    }
+    Ok(())
+}
+
+/// Takes the first whole frame off the front of `buf`: `Ok(Some((message, consumed)))`,
+/// `Ok(None)` when the frame is not complete yet, or an error when the bytes cannot be a
+/// frame (the stream cannot be trusted after that; close it).
+pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
+    let Some(prefix) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > FRAME_BYTES_MAX - 4 {
+        return Err(FrameError::Oversized);
+    }
+    let Some(frame) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let (kind, payload) = (frame[0], &frame[1..]);
+    let word = |i: usize| u64::from_le_bytes(payload[i * 8..i * 8 + 8].try_into().expect("8"));
+    let msg = match kind {
+        TYPE_READY if payload.is_empty() => Message::Ready,
+        TYPE_STATS if payload.len() == STATS_BYTES => Message::Stats(Stats {
+            requests: word(0),
+            connections: word(1),
+            accepted: word(2),
+            bytes_in: word(3),
+            bytes_out: word(4),
+            errors: word(5),
+        }),
+        TYPE_SHUTDOWN if payload.len() == 8 => Message::Shutdown { drain_ms: word(0) },
+        TYPE_USER => Message::User(payload.to_vec()),
+        TYPE_READY | TYPE_STATS | TYPE_SHUTDOWN => return Err(FrameError::BadPayload(kind)),
+        other => return Err(FrameError::UnknownType(other)),
+    };
+    Ok(Some((msg, 4 + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(msg: &Message) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(msg, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn round_trips_every_message() {
+        let stats = Stats {
+            requests: 1,
+            connections: 2,
+            accepted: 3,
+            bytes_in: 4,
+            bytes_out: u64::MAX,
+            errors: 6,
+        };
+        for msg in [
+            Message::Ready,
+            Message::Stats(stats),
+            Message::Shutdown { drain_ms: 10_000 },
+            Message::User(Vec::new()),
+            Message::User(vec![7; USER_BYTES_MAX]),
+        ] {
+            let bytes = frame(&msg);
+            assert!(bytes.len() <= FRAME_BYTES_MAX);
+            assert_eq!(decode(&bytes), Ok(Some((msg, bytes.len()))));
+        }
+    }
+
+    #[test]
+    fn truncated_frames_wait_for_more() {
+        let bytes = frame(&Message::Shutdown { drain_ms: 5 });
+        for cut in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..cut]), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn frames_follow_each_other() {
+        let mut bytes = frame(&Message::Ready);
+        bytes.extend(frame(&Message::User(b"hi".to_vec())));
+        let (first, used) = decode(&bytes).unwrap().unwrap();
+        assert_eq!(first, Message::Ready);
+        let (second, _) = decode(&bytes[used..]).unwrap().unwrap();
+        assert_eq!(second, Message::User(b"hi".to_vec()));
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let cases: &[(&[u8], FrameError)] = &[
+            (&[0, 0, 0, 0], FrameError::Empty),
+            (&[0xff, 0xff, 0xff, 0xff, 1], FrameError::Oversized),
+            (&[0xfd, 0x0f, 0, 0], FrameError::Oversized),
+            (&[1, 0, 0, 0, 99], FrameError::UnknownType(99)),
+            (
+                &[2, 0, 0, 0, TYPE_READY, 0],
+                FrameError::BadPayload(TYPE_READY),
+            ),
+            (
+                &[2, 0, 0, 0, TYPE_STATS, 0],
+                FrameError::BadPayload(TYPE_STATS),
+            ),
+            (
+                &[1, 0, 0, 0, TYPE_SHUTDOWN],
+                FrameError::BadPayload(TYPE_SHUTDOWN),
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(decode(bytes), Err(*want), "bytes {bytes:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_user_payload_is_refused_at_encode() {
+        let mut out = Vec::new();
+        assert_eq!(
+            encode(&Message::User(vec![0; USER_BYTES_MAX + 1]), &mut out),
+            Err(FrameError::Oversized)
+        );
+        assert!(out.is_empty());
+    }
+}

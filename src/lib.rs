@@ -1,0 +1,144 @@
+//! ringmaster: Node's `cluster` + `http`, rebuilt in Rust for Linux.
+//!
+//! A master process binds one listening socket, forks one worker per allowed CPU and pins it
+//! there; every worker accepts, receives and sends through its own io_uring and calls your
+//! [`Handler`] for each request. The master respawns workers that die and drains them on
+//! `SIGTERM`/`SIGINT`.
+//!
+//! ```no_run
+//! use ringmaster::{Request, Response, Server};
+//!
+//! fn main() -> Result<(), ringmaster::Error> {
+//!     Server::new(|req: &Request<'_>, res: &mut Response| {
+//!         if req.path() == "/" {
+//!             res.header("Content-Type", "text/plain").body("Hello World");
+//!         } else {
+//!             res.status(404).body("not found\n");
+//!         }
+//!     })
+//!     .listen("127.0.0.1:3000".parse().unwrap())
+//!     .run()
+//! }
+//! ```
+//!
+//! Node's `http.createServer(fn).listen(port)` inside `cluster` maps onto
+//! `Server::new(fn).listen(addr).run()`: the closure runs in every worker, on its own core.
+//!
+//! Layers point one way: `cli → master → worker → {uring, connection} → http`, with `ipc` a
+//! leaf shared by master and worker. See `ARCHITECTURE.md` for the data flow.
+#![deny(
+    missing_docs,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc,
+    unsafe_op_in_unsafe_fn
+)]
+
+mod config;
+mod connection;
+mod error;
+pub mod http;
+pub mod ipc;
+mod log;
+mod master;
+mod pool;
+mod worker;
+
+pub use config::{Config, Limits, UringOptions, Workers};
+pub use error::{Error, ErrorKind};
+pub use http::{HeaderError, Request, Response, Version};
+
+/// What every worker runs for each request: the counterpart of the callback given to Node's
+/// `http.createServer`.
+///
+/// `handle` fills in `res`; the server frames it (status line, `Date`, `Content-Length`,
+/// `Connection`) and sends it. It runs on the worker's only thread, between network
+/// operations, so it should not block: a slow handler delays every connection of its worker.
+/// A panic ends the worker (the master starts a new one).
+///
+/// Closures `Fn(&Request, &mut Response)` are handlers.
+pub trait Handler: 'static {
+    /// Answers one request.
+    fn handle(&self, req: &Request<'_>, res: &mut Response);
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&Request<'_>, &mut Response) + 'static,
+{
+    fn handle(&self, req: &Request<'_>, res: &mut Response) {
+        self(req, res)
+    }
+}
+
+/// The seed's application: `200 OK`, `text/plain`, `Hello World` for every request. The
+/// `ringmaster` binary serves it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HelloWorld;
+
+impl Handler for HelloWorld {
+    fn handle(&self, _req: &Request<'_>, res: &mut Response) {
+        res.header("Content-Type", "text/plain").body("Hello World");
+    }
+}
+
+/// A server: the listening address, the workers and their limits, and the handler.
+///
+/// Built with chained setters, started with [`run`](Server::run).
+pub struct Server<H: Handler> {
+    config: Config,
+    handler: H,
+}
+
+impl<H: Handler> Server<H> {
+    /// A server for `handler` with [`Config::default`] (listening on `0.0.0.0:3000`, one
+    /// worker per allowed CPU).
+    pub fn new(handler: H) -> Server<H> {
+        Server {
+            config: Config::default(),
+            handler,
+        }
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Server<H> {
+        self.config = config;
+        self
+    }
+
+    /// The address to listen on; port 0 picks a free port (logged as `listening on ADDR`).
+    pub fn listen(mut self, addr: std::net::SocketAddr) -> Server<H> {
+        self.config.listen = addr;
+        self
+    }
+
+    /// How many workers to run.
+    pub fn workers(mut self, workers: Workers) -> Server<H> {
+        self.config.workers = workers;
+        self
+    }
+
+    /// The per-worker limits.
+    pub fn limits(mut self, limits: Limits) -> Server<H> {
+        self.config.limits = limits;
+        self
+    }
+
+    /// How long a shutdown waits for workers to finish before killing them.
+    pub fn drain_timeout(mut self, timeout: std::time::Duration) -> Server<H> {
+        self.config.drain_timeout = timeout;
+        self
+    }
+
+    /// Runs the master: binds, forks the workers, supervises them, and returns `Ok(())`
+    /// after a graceful shutdown (`SIGTERM` or `SIGINT`).
+    ///
+    /// Call it from a single-threaded process (before starting any thread): it forks.
+    /// In workers it never returns; they exit when they are done.
+    ///
+    /// # Errors
+    /// A start-up failure, with its cause and remedy: io_uring unavailable, the address in
+    /// use, an invalid configuration.
+    pub fn run(self) -> Result<(), Error> {
+        master::run(&self.config, &self.handler)
+    }
+}

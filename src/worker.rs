@@ -1,0 +1,696 @@
+//! A worker: one process pinned to one CPU, one io_uring, one loop. All branching on
+//! completions lives here; the connection layer only processes bytes and reports state.
+//!
+//! Each loop turn: act on the connections touched last turn (push sends, arm or pause
+//! receives, close), keep the accept armed within the connection bound, then one
+//! `submit_and_wait`, then drain every completion.
+
+use crate::config::{Config, UringOptions, ACCEPT_SINGLE_DEPTH};
+use crate::connection::{Conn, Counters, Ctx, Phase, Recv, Sending};
+use crate::http::date::DateCache;
+use crate::http::Response;
+use crate::ipc::{self, Message};
+use crate::log::log;
+use crate::pool::BufPool;
+use crate::Handler;
+use io_uring::types::Timespec;
+use ringmaster_uring::{BufRing, Completion, Op, OpId, Owned, Ring, RingConfig, SetupMode};
+use slab::Slab;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Exit code of a worker that could not start because of its configuration or environment
+/// (`EX_CONFIG`): the master does not respawn it in a loop.
+pub(crate) const EXIT_CONFIG: i32 = 78;
+
+/// The provided-buffer group of the receive buffers.
+const RECV_GROUP: u16 = 0;
+/// The loop wakes at least this often, for timers and the stats report.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the worker reports its counters to the master.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+/// After `EMFILE`/`ENFILE` on accept, accepting pauses this long instead of spinning.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Completions handled per reap; the loop reaps until the queue is empty.
+const REAP_BATCH: usize = 256;
+/// Free buffers the worker keeps for connection input and output.
+const POOL_RETAIN_MAX: usize = 1024;
+/// Buffers allocated at start, so that a light load never allocates.
+const POOL_PREFILL: usize = 64;
+/// Bytes of one `signalfd_siginfo`.
+const SIGINFO_BYTES: usize = 128;
+
+/// What a completion is about, packed into the tag: kind in the high 32 bits, connection
+/// slot in the low 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    Accept,
+    Ipc,
+    Signal,
+    Tick,
+    Cancel,
+    Recv(u32),
+    Send(u32),
+    Close(u32),
+}
+
+impl Event {
+    fn tag(self) -> u64 {
+        let (kind, slot) = match self {
+            Event::Accept => (1, 0),
+            Event::Ipc => (2, 0),
+            Event::Signal => (3, 0),
+            Event::Tick => (4, 0),
+            Event::Cancel => (5, 0),
+            Event::Recv(s) => (6, s),
+            Event::Send(s) => (7, s),
+            Event::Close(s) => (8, s),
+        };
+        (kind << 32) | u64::from(slot)
+    }
+
+    fn from_tag(tag: u64) -> Event {
+        let slot = tag as u32;
+        match tag >> 32 {
+            1 => Event::Accept,
+            2 => Event::Ipc,
+            3 => Event::Signal,
+            4 => Event::Tick,
+            5 => Event::Cancel,
+            6 => Event::Recv(slot),
+            7 => Event::Send(slot),
+            8 => Event::Close(slot),
+            kind => panic!("completion with unknown tag kind {kind}"),
+        }
+    }
+}
+
+/// What the master hands a worker at fork.
+pub(crate) struct Setup {
+    pub(crate) slot: u32,
+    pub(crate) listener: RawFd,
+    /// The read end of the master → worker pipe (non-blocking).
+    pub(crate) from_master: OwnedFd,
+    /// The write end of the worker → master pipe (non-blocking).
+    pub(crate) to_master: OwnedFd,
+    /// The listener's accept queue length: the largest burst one multishot accept can take.
+    pub(crate) accept_queue: u32,
+}
+
+/// Whether the worker is serving or winding down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Serving,
+    /// Shutting down: no accepts, idle connections closed, busy ones closed after their
+    /// last received request is answered.
+    Draining,
+}
+
+/// The accept operations: one multishot while the connection table has room for a whole
+/// accept queue, else up to [`ACCEPT_SINGLE_DEPTH`] single accepts, each of which takes
+/// exactly one connection. That way the worker stops accepting at its bound instead of
+/// accepting and dropping.
+#[derive(Debug, Default)]
+struct Acceptor {
+    multi: Option<OpId>,
+    /// A cancel of `multi` is in flight.
+    cancelling: bool,
+    singles: Vec<OpId>,
+    /// Accepting resumes at this instant (after running out of descriptors).
+    paused_until: Option<Instant>,
+    /// Connections accepted by a multishot accept beyond the table's bound, closed at once.
+    overflow: u64,
+}
+
+/// Runs a worker until it has drained; returns its exit code.
+pub(crate) fn run<H: Handler>(config: &Config, handler: &H, setup: Setup) -> i32 {
+    let mut worker = match Worker::new(config, handler, setup) {
+        Ok(w) => w,
+        Err(e) => {
+            log!("cannot start: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    match worker.serve() {
+        Ok(()) => 0,
+        Err(e) => {
+            log!("ring failed: {e}; exiting");
+            1
+        }
+    }
+}
+
+struct Worker<'h, H> {
+    ring: Ring,
+    conns: Slab<Conn>,
+    connections_max: usize,
+    /// Connections to act on at the end of this turn.
+    touched: Vec<u32>,
+    acceptor: Acceptor,
+    listener: RawFd,
+    accept_queue: u32,
+    uring: UringOptions,
+    mode: Mode,
+    ctx: Ctx<'h, H>,
+    /// Receives that ended with `-ENOBUFS` (all provided buffers in use) and were re-armed.
+    enobufs: u64,
+    batch: Vec<Completion>,
+    from_master: OwnedFd,
+    to_master: OwnedFd,
+    signals: nix::sys::signalfd::SignalFd,
+    /// The IPC read buffer while no read is in flight (the ring holds it otherwise).
+    ipc_buf: Option<Vec<u8>>,
+    signal_buf: Option<Vec<u8>>,
+    tick_spec: Option<Box<Timespec>>,
+    last_stats: Instant,
+}
+
+impl<'h, H: Handler> Worker<'h, H> {
+    fn new(config: &Config, handler: &'h H, setup: Setup) -> Result<Worker<'h, H>, String> {
+        let sizes = config
+            .ring_sizes(setup.accept_queue)
+            .map_err(|e| e.to_string())?;
+        let ring_config = RingConfig {
+            sq_entries: sizes.sq_entries,
+            cq_entries: sizes.cq_entries,
+            inflight_max: sizes.inflight_max,
+            setup: if config.uring.defer_taskrun {
+                SetupMode::DeferTaskrun
+            } else {
+                SetupMode::CoopTaskrun
+            },
+            register_ring_fd: config.uring.registered_ring_fd,
+        };
+        let mut ring = Ring::new(&ring_config).map_err(|e| format!("io_uring set-up: {e}"))?;
+        let bufs = BufRing::new(
+            RECV_GROUP,
+            config.uring.recv_buffers,
+            config.uring.recv_buffer_bytes,
+        )
+        .map_err(|e| format!("receive buffers: {e}"))?;
+        ring.register_buf_ring(bufs)
+            .map_err(|e| format!("registering receive buffers: {e}"))?;
+        let signals = worker_signals().map_err(|e| format!("signalfd: {e}"))?;
+        let connections_max = config.limits.connections_max as usize;
+        Ok(Worker {
+            ring,
+            conns: Slab::with_capacity(connections_max),
+            connections_max,
+            touched: Vec::with_capacity(connections_max),
+            acceptor: Acceptor {
+                singles: Vec::with_capacity(ACCEPT_SINGLE_DEPTH as usize),
+                ..Acceptor::default()
+            },
+            listener: setup.listener,
+            accept_queue: setup.accept_queue,
+            uring: config.uring,
+            mode: Mode::Serving,
+            ctx: Ctx {
+                handler,
+                res: Response::new(),
+                date: DateCache::new(),
+                limits: config.limits.head(),
+                input_bytes_max: config.limits.input_bytes_max(),
+                pool: BufPool::new(POOL_RETAIN_MAX, POOL_PREFILL),
+                draining: false,
+                counters: Counters::default(),
+            },
+            enobufs: 0,
+            batch: Vec::with_capacity(REAP_BATCH),
+            from_master: setup.from_master,
+            to_master: setup.to_master,
+            signals,
+            ipc_buf: Some(Vec::with_capacity(2 * ipc::FRAME_BYTES_MAX)),
+            signal_buf: Some(Vec::with_capacity(SIGINFO_BYTES)),
+            tick_spec: Some(Box::new(
+                Timespec::new()
+                    .sec(TICK.as_secs())
+                    .nsec(TICK.subsec_nanos()),
+            )),
+            last_stats: Instant::now(),
+        })
+    }
+
+    fn serve(&mut self) -> std::io::Result<()> {
+        self.arm_ipc()?;
+        self.arm_signals()?;
+        self.arm_tick()?;
+        self.arm_accept()?;
+        // Hand the accept to the kernel before telling the master this worker is ready.
+        self.ring.submit_and_wait(0)?;
+        self.send_to_master(&Message::Ready);
+        log!(
+            "ready (io_uring {}, registered ring fd {}, connections max {})",
+            self.ring.mode().name(),
+            self.ring.ring_fd_registered(),
+            self.connections_max
+        );
+        loop {
+            self.act_on_touched()?;
+            self.arm_accept()?;
+            if self.mode == Mode::Draining && self.conns.is_empty() {
+                log!("drained; exiting");
+                return Ok(());
+            }
+            self.ring.submit_and_wait(1)?;
+            self.ctx.date.refresh();
+            let mut batch = std::mem::take(&mut self.batch);
+            while self.ring.reap(&mut batch) > 0 {
+                for completion in batch.drain(..) {
+                    self.dispatch(completion)?;
+                }
+            }
+            self.batch = batch;
+        }
+    }
+
+    fn dispatch(&mut self, c: Completion) -> std::io::Result<()> {
+        match Event::from_tag(c.tag) {
+            Event::Accept => self.on_accept(&c),
+            Event::Recv(slot) => self.on_recv(slot, &c),
+            Event::Send(slot) => self.on_send(slot, c)?,
+            Event::Close(slot) => {
+                let conn = &mut self.conns[slot as usize];
+                debug_assert_eq!(conn.phase, Phase::Closing { fd_closed: false });
+                conn.phase = Phase::Closing { fd_closed: true };
+                self.touch(slot);
+            }
+            Event::Cancel => {
+                // ENOENT/EALREADY: the target had ended or was ending; both are fine.
+            }
+            Event::Ipc => self.on_ipc(c)?,
+            Event::Signal => self.on_signal(c)?,
+            Event::Tick => self.on_tick(c)?,
+        }
+        Ok(())
+    }
+
+    /// Queues `slot` to be acted on at the end of the turn (once).
+    fn touch(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if !conn.queued {
+            conn.queued = true;
+            self.touched.push(slot);
+        }
+    }
+
+    fn on_accept(&mut self, c: &Completion) {
+        let a = &mut self.acceptor;
+        if !c.more() {
+            if a.multi == Some(c.id) {
+                a.multi = None;
+                a.cancelling = false;
+            } else {
+                a.singles.retain(|&id| id != c.id);
+            }
+        }
+        match c.errno() {
+            None => {
+                let fd = c.result;
+                if self.conns.len() >= self.connections_max {
+                    // A multishot accept took more than the room left: an arrival burst
+                    // beyond the accept queue while the table was nearly full.
+                    a.overflow += 1;
+                    // SAFETY: `fd` was just accepted for this worker and nothing else owns it.
+                    unsafe { libc::close(fd) };
+                    return;
+                }
+                self.ctx.counters.accepted += 1;
+                let slot = self.conns.insert(Conn::new(fd)) as u32;
+                self.touch(slot);
+            }
+            Some(libc::ECANCELED) => {}
+            Some(e @ (libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
+                log!(
+                    "accept: {}; pausing accepts for {ACCEPT_PAUSE:?}",
+                    std::io::Error::from_raw_os_error(e)
+                );
+                a.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+            }
+            Some(_) => {
+                // ECONNABORTED and the like: that connection is gone; keep accepting.
+            }
+        }
+    }
+
+    /// Keeps the accept armed within the connection bound; cancels it when draining or too
+    /// close to the bound for a multishot accept.
+    fn arm_accept(&mut self) -> std::io::Result<()> {
+        let a = &mut self.acceptor;
+        let serving = self.mode == Mode::Serving;
+        if !serving {
+            for id in a.singles.drain(..) {
+                self.ring
+                    .push(Op::Cancel { target: id }, Event::Cancel.tag())?;
+            }
+        }
+        if let Some(until) = a.paused_until {
+            if Instant::now() < until {
+                return Ok(());
+            }
+            a.paused_until = None;
+        }
+        let free = self
+            .connections_max
+            .saturating_sub(self.conns.len() + a.singles.len());
+        let multi_fits =
+            serving && self.uring.multishot_accept && free > self.accept_queue as usize;
+        if let Some(multi) = a.multi {
+            if !multi_fits && !a.cancelling {
+                a.cancelling = true;
+                self.ring
+                    .push(Op::Cancel { target: multi }, Event::Cancel.tag())?;
+            }
+            return Ok(());
+        }
+        if !serving {
+            return Ok(());
+        }
+        if multi_fits {
+            let op = Op::AcceptMulti { fd: self.listener };
+            a.multi = Some(self.ring.push(op, Event::Accept.tag())?);
+            return Ok(());
+        }
+        let want = free.min(ACCEPT_SINGLE_DEPTH as usize);
+        while a.singles.len() < want {
+            let op = Op::Accept { fd: self.listener };
+            a.singles.push(self.ring.push(op, Event::Accept.tag())?);
+        }
+        Ok(())
+    }
+
+    fn on_recv(&mut self, slot: u32, c: &Completion) {
+        let conn = &mut self.conns[slot as usize];
+        if c.result > 0 {
+            let bid = c.buffer_id().expect("a receive with data names its buffer");
+            let data = self.ring.buffer(RECV_GROUP, bid, c.result as usize);
+            conn.on_data(data, &mut self.ctx);
+            self.ring.give_back(RECV_GROUP, bid);
+        }
+        if !c.more() {
+            conn.recv = match c.errno() {
+                // End of stream: the peer sends no more; answer what came, then close.
+                None if c.result == 0 => {
+                    if conn.phase == Phase::Open {
+                        conn.phase = Phase::Finishing;
+                    }
+                    Recv::Ended
+                }
+                // Data on a receive that ended (single-shot, or the kernel stopped it).
+                None => Recv::Idle,
+                Some(libc::ENOBUFS) => {
+                    self.enobufs += 1;
+                    Recv::Idle
+                }
+                Some(libc::ECANCELED) => Recv::Idle,
+                Some(_) => {
+                    // ECONNRESET and the like: nothing more can be sent either.
+                    conn.discard(&mut self.ctx.pool);
+                    if conn.phase == Phase::Open {
+                        conn.phase = Phase::Finishing;
+                    }
+                    Recv::Ended
+                }
+            };
+        }
+        self.touch(slot);
+    }
+
+    fn on_send(&mut self, slot: u32, c: Completion) -> std::io::Result<()> {
+        let result = c.io_result();
+        let Owned::Buf(buf) = c.owned else {
+            panic!("a send hands its buffer back")
+        };
+        let conn = &mut self.conns[slot as usize];
+        let Sending::InFlight { offset } = conn.send else {
+            panic!("send completion without a send in flight")
+        };
+        match result {
+            Ok(n) => {
+                self.ctx.counters.bytes_out += u64::from(n);
+                let offset = offset + n as usize;
+                if offset < buf.len() && n > 0 {
+                    // A short send: push the rest, still in order.
+                    let fd = conn.fd;
+                    conn.send = Sending::InFlight { offset };
+                    self.ring
+                        .push(Op::Send { fd, buf, offset }, Event::Send(slot).tag())?;
+                    return Ok(());
+                }
+                conn.send = Sending::Idle;
+                self.ctx.pool.put(buf);
+                conn.resume(&mut self.ctx);
+            }
+            Err(_) => {
+                // The peer is gone: drop what is left and close.
+                conn.send = Sending::Idle;
+                self.ctx.pool.put(buf);
+                conn.discard(&mut self.ctx.pool);
+                if conn.phase == Phase::Open {
+                    conn.phase = Phase::Finishing;
+                }
+            }
+        }
+        self.touch(slot);
+        Ok(())
+    }
+
+    /// Acts on every connection touched this turn: sends its output, arms or pauses its
+    /// receive, closes it, or frees its slot.
+    fn act_on_touched(&mut self) -> std::io::Result<()> {
+        let mut touched = std::mem::take(&mut self.touched);
+        for slot in touched.drain(..) {
+            self.act_on(slot)?;
+        }
+        self.touched = touched;
+        Ok(())
+    }
+
+    fn act_on(&mut self, slot: u32) -> std::io::Result<()> {
+        let conn = &mut self.conns[slot as usize];
+        conn.queued = false;
+        if let Phase::Closing { .. } = conn.phase {
+            if conn.is_finished() {
+                self.conns.remove(slot as usize);
+            }
+            return Ok(());
+        }
+        if let Some(buf) = conn.take_output() {
+            conn.send = Sending::InFlight { offset: 0 };
+            let op = Op::Send {
+                fd: conn.fd,
+                buf,
+                offset: 0,
+            };
+            self.ring.push(op, Event::Send(slot).tag())?;
+        }
+        let closing = match conn.phase {
+            Phase::Open => self.mode == Mode::Draining && conn.is_idle(),
+            Phase::Finishing => conn.is_idle(),
+            Phase::Closing { .. } => unreachable!("handled above"),
+        };
+        if closing {
+            return self.close(slot);
+        }
+        match (conn.recv, conn.wants_read()) {
+            (Recv::Idle, true) => {
+                let op = if self.uring.multishot_recv {
+                    Op::RecvMulti {
+                        fd: conn.fd,
+                        group: RECV_GROUP,
+                    }
+                } else {
+                    Op::Recv {
+                        fd: conn.fd,
+                        group: RECV_GROUP,
+                        len: self.uring.recv_buffer_bytes,
+                    }
+                };
+                conn.recv = Recv::Armed(self.ring.push(op, Event::Recv(slot).tag())?);
+            }
+            (Recv::Armed(op), false) if conn.phase == Phase::Open => {
+                // Output is backed up: stop reading until the client reads.
+                conn.recv = Recv::Cancelling(op);
+                self.ring
+                    .push(Op::Cancel { target: op }, Event::Cancel.tag())?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Starts tearing a connection down: cancel its receive, close its descriptor. The slot
+    /// is freed when every operation on it has ended.
+    fn close(&mut self, slot: u32) -> std::io::Result<()> {
+        let conn = &mut self.conns[slot as usize];
+        conn.discard(&mut self.ctx.pool);
+        conn.phase = Phase::Closing { fd_closed: false };
+        if let Recv::Armed(op) = conn.recv {
+            conn.recv = Recv::Cancelling(op);
+            self.ring
+                .push(Op::Cancel { target: op }, Event::Cancel.tag())?;
+        }
+        let fd = conn.fd;
+        self.ring.push(Op::Close { fd }, Event::Close(slot).tag())?;
+        Ok(())
+    }
+
+    /// Stops accepting, closes idle connections, and lets busy ones finish.
+    fn drain(&mut self, why: &str) {
+        if self.mode == Mode::Draining {
+            return;
+        }
+        log!("{why}: draining {} connections", self.conns.len());
+        self.mode = Mode::Draining;
+        self.ctx.draining = true;
+        let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
+        for slot in slots {
+            self.touch(slot);
+        }
+    }
+
+    fn arm_ipc(&mut self) -> std::io::Result<()> {
+        let buf = self.ipc_buf.take().expect("one IPC read at a time");
+        let op = Op::Read {
+            fd: self.from_master.as_raw_fd(),
+            buf,
+        };
+        self.ring.push(op, Event::Ipc.tag())?;
+        Ok(())
+    }
+
+    fn on_ipc(&mut self, c: Completion) -> std::io::Result<()> {
+        let Owned::Buf(mut buf) = c.owned else {
+            panic!("a read hands its buffer back")
+        };
+        match c.result {
+            r if r == -libc::EAGAIN => {}
+            0 => {
+                // The master closed its end: it is gone or going. Drain and do not read again.
+                self.drain("master closed the pipe");
+                return Ok(());
+            }
+            r if r < 0 => {
+                log!(
+                    "reading the master's pipe: {}",
+                    std::io::Error::from_raw_os_error(-r)
+                );
+                self.drain("IPC failure");
+                return Ok(());
+            }
+            _ => {}
+        }
+        let mut used = 0;
+        loop {
+            match ipc::decode(&buf[used..]) {
+                Ok(Some((msg, len))) => {
+                    used += len;
+                    self.on_message(msg);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log!("garbage on the master's pipe ({e}); draining");
+                    self.drain("IPC failure");
+                    return Ok(());
+                }
+            }
+        }
+        buf.drain(..used);
+        self.ipc_buf = Some(buf);
+        self.arm_ipc()
+    }
+
+    fn on_message(&mut self, msg: Message) {
+        match msg {
+            Message::Shutdown { .. } => self.drain("shutdown requested by the master"),
+            other => log!("unexpected message from the master: {other:?}"),
+        }
+    }
+
+    fn arm_signals(&mut self) -> std::io::Result<()> {
+        let buf = self.signal_buf.take().expect("one signal read at a time");
+        let op = Op::Read {
+            fd: self.signals.as_raw_fd(),
+            buf,
+        };
+        self.ring.push(op, Event::Signal.tag())?;
+        Ok(())
+    }
+
+    fn on_signal(&mut self, c: Completion) -> std::io::Result<()> {
+        let Owned::Buf(mut buf) = c.owned else {
+            panic!("a read hands its buffer back")
+        };
+        if buf.len() >= 4 {
+            let signo = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes"));
+            let name = if signo == libc::SIGINT as u32 {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            self.drain(name);
+        }
+        buf.clear();
+        self.signal_buf = Some(buf);
+        self.arm_signals()
+    }
+
+    fn arm_tick(&mut self) -> std::io::Result<()> {
+        let spec = self.tick_spec.take().expect("one tick at a time");
+        self.ring.push(Op::Timeout { spec }, Event::Tick.tag())?;
+        Ok(())
+    }
+
+    fn on_tick(&mut self, c: Completion) -> std::io::Result<()> {
+        let Owned::Timespec(spec) = c.owned else {
+            panic!("a timeout hands its timespec back")
+        };
+        self.tick_spec = Some(spec);
+        if self.last_stats.elapsed() >= STATS_EVERY {
+            self.last_stats = Instant::now();
+            self.report_stats();
+        }
+        self.arm_tick()
+    }
+
+    fn report_stats(&mut self) {
+        let c = &self.ctx.counters;
+        let stats = ipc::Stats {
+            requests: c.requests,
+            connections: self.conns.len() as u64,
+            accepted: c.accepted,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            errors: c.errors,
+        };
+        self.send_to_master(&Message::Stats(stats));
+    }
+
+    /// Writes one frame to the master's pipe without blocking. A frame fits `PIPE_BUF`, so it
+    /// goes whole or not at all; when the pipe is full (the master is behind) a stats report
+    /// is dropped, and the next one carries the totals anyway.
+    fn send_to_master(&self, msg: &Message) {
+        let mut frame = Vec::with_capacity(ipc::FRAME_BYTES_MAX);
+        if let Err(e) = ipc::encode(msg, &mut frame) {
+            log!("message to the master not sent: {e}");
+            return;
+        }
+        if let Err(e) = nix::unistd::write(&self.to_master, &frame) {
+            if e != nix::errno::Errno::EAGAIN {
+                log!("writing to the master: {e}");
+            }
+        }
+    }
+}
+
+/// Blocks `SIGTERM` and `SIGINT` (the master blocked them before fork; this makes sure) and
+/// returns a signalfd that reads them: a worker drains on either.
+fn worker_signals() -> nix::Result<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+}

@@ -1,0 +1,279 @@
+//! Shared helpers for the integration tests: start the real binary on port 0, follow its
+//! log, talk HTTP over real sockets. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest any helper waits for something it expects.
+pub const WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// The log lines a process wrote so far, with a condvar signalled on each new one.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// A running `ringmaster` master with its workers.
+pub struct Server {
+    child: Option<Child>,
+    log: Arc<Log>,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `ringmaster ARGS --listen 127.0.0.1:0` (unless ARGS has --listen) and waits
+    /// until every worker is ready.
+    pub fn start(args: &[&str]) -> Server {
+        let mut all: Vec<&str> = args.to_vec();
+        if !args.contains(&"--listen") {
+            all.extend(["--listen", "127.0.0.1:0"]);
+        }
+        let mut server = Server::spawn(&all);
+        let line = server.wait_log("listening on ");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        server.addr = addr;
+        let workers: usize = line
+            .split('(')
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("worker count in the listening line");
+        server.wait_log_count("ready (pid", workers);
+        server
+    }
+
+    /// Spawns the binary with exactly `args` and starts following its stderr.
+    pub fn spawn(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringmaster");
+        let log = Arc::new(Log::default());
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("RINGMASTER_TEST_LOG").is_some() {
+                    eprintln!("{line}");
+                }
+                sink.lines.lock().unwrap().push(line);
+                sink.grew.notify_all();
+            }
+        });
+        Server {
+            child: Some(child),
+            log,
+            addr: "0.0.0.0:0".parse().unwrap(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits until a log line contains `needle`; returns the first such line.
+    pub fn wait_log(&self, needle: &str) -> String {
+        self.wait_log_count(needle, 1).remove(0)
+    }
+
+    /// Waits until `count` log lines contain `needle`; returns them.
+    pub fn wait_log_count(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + WAIT_MAX;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            let found: Vec<String> = lines
+                .iter()
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "waited {WAIT_MAX:?} for {count} lines with {needle:?}; log:\n{}",
+                lines.join("\n")
+            );
+            lines = self.log.grew.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lines.lock().unwrap().clone()
+    }
+
+    /// The master's live children: the workers.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        children(self.pid())
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY (test): sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, signal) }, 0);
+    }
+
+    /// Waits for the master to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + WAIT_MAX;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "master did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Killing the master kills its workers (PR_SET_PDEATHSIG).
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The child processes of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` every few milliseconds until it holds or `WAIT_MAX` passes.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT_MAX;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The CPUs this process may run on (what `--workers auto` counts).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY (test): a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY (test): `set` is a valid cpu_set_t of the size passed.
+    let ret = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    assert_eq!(ret, 0);
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY (test): `cpu` is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A connection with a read timeout, so no test can hang on a silent server.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT_MAX)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Reads one response (head, then a body of `Content-Length` bytes unless `head_only`).
+pub fn read_response(reader: &mut BufReader<TcpStream>, head_only: bool) -> Response {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    assert!(line.ends_with("\r\n"), "status line {line:?}");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header line");
+        if line == "\r\n" {
+            break;
+        }
+        let (name, value) = line
+            .trim_end()
+            .split_once(':')
+            .unwrap_or_else(|| panic!("bad header line {line:?}"));
+        headers.push((name.to_string(), value.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; if head_only { 0 } else { len }];
+    reader.read_exact(&mut body).expect("body");
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Sends `raw` on a new connection and reads one response.
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> (Response, BufReader<TcpStream>) {
+    let mut stream = connect(addr);
+    stream.write_all(raw).unwrap();
+    let mut reader = BufReader::new(stream);
+    let response = read_response(&mut reader, false);
+    (response, reader)
+}
+
+/// Whether the server closed the connection: the next read sees end of stream (or a
+/// reset), within the read timeout.
+pub fn closed_by_server(reader: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) => rest.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// `GET / HTTP/1.1` with a Host.
+pub const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
