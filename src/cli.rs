@@ -38,7 +38,7 @@ struct ServeArgs {
     #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_workers)]
     workers: Workers,
     /// Seconds a graceful shutdown waits for requests in flight before killing workers.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs, allow_negative_numbers = true)]
     drain_timeout: Duration,
     /// Listen backlog (capped by the kernel's net.core.somaxconn).
     #[arg(long, value_name = "N", default_value_t = Config::default().backlog)]

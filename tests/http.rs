@@ -172,3 +172,37 @@ fn body_over_the_limit_gets_413() {
     assert_eq!(res.status, 413);
     assert!(closed_by_server(&mut reader));
 }
+
+#[test]
+fn at_the_connection_bound_a_worker_stops_accepting_and_resumes_below_it() {
+    use std::io::Read;
+    let server = Server::start(&["--workers", "1", "--connections-max", "2"]);
+    let (first, first_reader) = exchange(server.addr, GET);
+    let (second, _second_reader) = exchange(server.addr, GET);
+    assert_eq!((first.status, second.status), (200, 200));
+    // The third connection completes its handshake in the kernel's backlog, but the worker
+    // does not accept it: its request waits, and it is not reset.
+    let mut third = connect(server.addr);
+    third.write_all(GET).unwrap();
+    third
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let err = third
+        .read(&mut byte)
+        .expect_err("no answer while at the bound");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "waiting, not reset: {err}"
+    );
+    // One connection closes: the worker goes below the bound and takes the third.
+    drop(first_reader);
+    third.set_read_timeout(Some(common::WAIT_MAX)).unwrap();
+    let mut reader = BufReader::new(third);
+    let res = read_response(&mut reader, false);
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, b"Hello World");
+}

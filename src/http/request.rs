@@ -365,7 +365,8 @@ mod tests {
 
     #[test]
     fn framing_and_connection_rules() {
-        let cases: &[(&[u8], Result<Option<(Framing, bool)>, HeadError>)] = &[
+        type Want = Result<Option<(Framing, bool)>, HeadError>;
+        let cases: &[(&[u8], Want)] = &[
             (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(Some((Framing::None, true)))),
             (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Ok(Some((Framing::None, false)))),
             (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", Ok(Some((Framing::None, false)))),

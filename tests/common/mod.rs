@@ -54,8 +54,27 @@ impl Server {
 
     /// Spawns the binary with exactly `args` and starts following its stderr.
     pub fn spawn(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmaster"))
-            .args(args)
+        Server::spawn_command(Command::new(env!("CARGO_BIN_EXE_ringmaster")).args(args))
+    }
+
+    /// Like [`Server::start`], for any command (an example, or the binary under a
+    /// `pre_exec` hook); waits for `workers` ready lines.
+    pub fn start_command(command: &mut Command, workers: usize) -> Server {
+        let mut server = Server::spawn_command(command);
+        let line = server.wait_log("listening on ");
+        server.addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        server.wait_log_count("ready (pid", workers);
+        server
+    }
+
+    /// Spawns `command` and starts following its stderr.
+    pub fn spawn_command(command: &mut Command) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

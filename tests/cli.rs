@@ -1,0 +1,143 @@
+//! The command line: usage errors, start-up errors, and io_uring being unavailable. Each is
+//! one line on stderr naming the cause and the remedy, and exit code 2.
+
+mod common;
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+        .args(args)
+        .output()
+        .expect("run ringmaster")
+}
+
+fn one_error_line(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(lines[0].starts_with("ringmaster: error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+#[test]
+fn bad_flag_values_exit_2_with_one_line() {
+    for (args, needle) in [
+        (&["--workers", "0"][..], "--workers"),
+        (&["--workers", "lots"], "--workers"),
+        (&["--listen", "nowhere"], "--listen"),
+        (&["--drain-timeout", "-1"], "--drain-timeout"),
+        (&["--connections-max", "0"], "connections-max"),
+        (&["--connections-max", "1000000"], "connections-max"),
+        (&["--recv-buffers", "1000"], "power of two"),
+        (&["--no-such-flag"], "--no-such-flag"),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let line = one_error_line(&out);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--listen"));
+    assert_eq!(run(&["--version"]).status.code(), Some(0));
+}
+
+#[test]
+fn address_in_use_exits_2_naming_the_remedy() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&["--listen", &addr]);
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("already in use") && line.contains("--listen"),
+        "{line}"
+    );
+}
+
+/// Runs the binary with a seccomp filter that fails `io_uring_setup` with `errno`, the
+/// way a container runtime's default profile does.
+fn run_without_io_uring(errno: i32) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringmaster"));
+    command.args(["--listen", "127.0.0.1:0"]);
+    // SAFETY (test): pre_exec runs in the child between fork and exec; prctl is
+    // async-signal-safe and the filter program lives on this stack for the call.
+    unsafe {
+        command.pre_exec(move || {
+            const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+            const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+            let filter = [
+                // Load the syscall number (offset 0 of struct seccomp_data).
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                // if nr == io_uring_setup: fall through to ERRNO, else skip to ALLOW.
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_io_uring_setup as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: SECCOMP_RET_ERRNO | errno as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: SECCOMP_RET_ALLOW,
+                },
+            ];
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().expect("run ringmaster")
+}
+
+#[test]
+fn io_uring_blocked_by_seccomp_is_explained() {
+    let out = run_without_io_uring(libc::EPERM);
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("io_uring") && line.contains("seccomp"),
+        "{line}"
+    );
+    assert!(
+        line.contains("io_uring_setup"),
+        "names the syscall to allow: {line}"
+    );
+}
+
+#[test]
+fn kernel_without_io_uring_is_explained() {
+    let out = run_without_io_uring(libc::ENOSYS);
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("no io_uring") && line.contains("Linux"),
+        "{line}"
+    );
+}
