@@ -249,6 +249,7 @@ impl<'h, H: Handler> Worker<'h, H> {
             self.act_on_touched()?;
             self.arm_accept()?;
             if self.mode == Mode::Draining && self.conns.is_empty() {
+                self.report_stats();
                 log!("drained; exiting");
                 return Ok(());
             }
