@@ -1,15 +1,35 @@
-//! The command line: parses flags into a [`Config`] and runs the server. Every usage error
-//! is one line on stderr and exit code 2.
+//! The command line: the `ringmaster` binary's, and yours if you bring your own handler:
+//!
+//! ```no_run
+//! use ringmaster::{Request, Response, Server};
+//!
+//! fn main() {
+//!     let server = Server::new(|_: &Request<'_>, res: &mut Response| {
+//!         res.body("hi");
+//!     });
+//!     std::process::exit(ringmaster::cli::run(server));
+//! }
+//! ```
+//!
+//! `run` parses the arguments: `serve` (the default) applies the flags given over the
+//! server's configuration and runs it; `status`, `reload` and `stop` talk to a running
+//! master over its control socket. Every usage error is one line on stderr and exit code 2.
 
+use crate::{Config, ErrorKind, Handler, ListenMode, Server, Workers};
 use clap::{Args, Parser, Subcommand};
-use ringmaster::{Config, ErrorKind, HelloWorld, Limits, Server, UringOptions, Workers};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Exit code for a usage or start-up error.
+/// Exit code for a usage or start-up error, or no master to talk to.
 const EXIT_USAGE: i32 = 2;
-/// Exit code when the server started but could not keep running (every worker failed).
+/// Exit code when the server could not keep running, or a command to it failed.
 const EXIT_FAILED: i32 = 1;
+/// How long `reload` waits for the master's answer: a reload of many slow-starting
+/// workers can take a while.
+const RELOAD_ANSWER_WAIT: Duration = Duration::from_secs(600);
+/// How long `status` and `stop` wait for the master's answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// Node's cluster + http for Linux: a master forks one worker per CPU, pins it there, and
 /// every worker serves HTTP/1.1 through its own io_uring.
@@ -26,41 +46,97 @@ struct Cli {
 enum Command {
     /// Serve HTTP (what ringmaster does when no command is given).
     Serve(ServeArgs),
+    /// Show the running master's workers.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace every worker of the running master, one slot at a time, without dropping a
+    /// request (the same as SIGHUP to the master); waits until it is done.
+    Reload(Target),
+    /// Stop the running master gracefully (the same as SIGTERM to the master).
+    Stop(Target),
+}
+
+/// Which running master to talk to.
+#[derive(Args, Debug)]
+struct Target {
+    /// The master's control socket (default: derived from --listen's port).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// The address the master listens on; its port names the control socket.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:3000", value_parser = parse_listen)]
+    listen: SocketAddr,
+}
+
+impl Target {
+    fn path(&self) -> PathBuf {
+        let config = Config {
+            control: self.control.clone(),
+            ..Config::default()
+        };
+        config.control_path(self.listen.port())
+    }
 }
 
 #[derive(Args, Debug)]
 struct ServeArgs {
     /// Address to listen on: IP:PORT, [IPv6]:PORT, or a bare PORT (on 0.0.0.0). Port 0
-    /// picks a free port; the log says which.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:3000", value_parser = parse_listen)]
-    listen: SocketAddr,
-    /// Number of workers, or `auto` for one per CPU this process may run on.
-    #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_workers)]
-    workers: Workers,
+    /// picks a free port; the log says which. [default: 0.0.0.0:3000]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+    /// Number of workers, or `auto` for one per CPU this process may run on. [default: auto]
+    #[arg(long, value_name = "N|auto", value_parser = parse_workers)]
+    workers: Option<Workers>,
+    /// How workers share the port: `reuseport` (one SO_REUSEPORT socket per worker, kept
+    /// open by the master) or `shared` (one socket). [default: reuseport]
+    #[arg(long, value_name = "MODE", value_parser = parse_listen_mode)]
+    listen_mode: Option<ListenMode>,
     /// Seconds a graceful shutdown waits for requests in flight before killing workers.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs, allow_negative_numbers = true)]
-    drain_timeout: Duration,
-    /// Listen backlog (capped by the kernel's net.core.somaxconn).
-    #[arg(long, value_name = "N", default_value_t = Config::default().backlog)]
-    backlog: u32,
-    /// Open connections per worker; at the bound a worker stops accepting.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().connections_max)]
-    connections_max: u32,
-    /// Longest request line in bytes (longer: 414).
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().request_line_bytes_max)]
-    request_line_bytes_max: u32,
-    /// Largest header section in bytes (larger: 431).
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().request_fields_bytes_max)]
-    request_fields_bytes_max: u32,
-    /// Largest request body in bytes (larger: 413).
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().request_body_bytes_max)]
-    request_body_bytes_max: u32,
-    /// Provided receive buffers per worker (a power of two).
-    #[arg(long, value_name = "N", default_value_t = UringOptions::default().recv_buffers)]
-    recv_buffers: u16,
-    /// Bytes per provided receive buffer.
-    #[arg(long, value_name = "BYTES", default_value_t = UringOptions::default().recv_buffer_bytes)]
-    recv_buffer_bytes: u32,
+    /// [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    drain_timeout: Option<Duration>,
+    /// Listen backlog (capped by the kernel's net.core.somaxconn). [default: 4096]
+    #[arg(long, value_name = "N")]
+    backlog: Option<u32>,
+    /// Open connections per worker; at the bound a worker stops accepting. [default: 10000]
+    #[arg(long, value_name = "N")]
+    connections_max: Option<u32>,
+    /// Longest request line in bytes (longer: 414). [default: 8192]
+    #[arg(long, value_name = "BYTES")]
+    request_line_bytes_max: Option<u32>,
+    /// Largest header section in bytes (larger: 431). [default: 16384]
+    #[arg(long, value_name = "BYTES")]
+    request_fields_bytes_max: Option<u32>,
+    /// Largest request body in bytes (larger: 413). [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    request_body_bytes_max: Option<u32>,
+    /// Slots a reload replaces at once. [default: 1]
+    #[arg(long, value_name = "N")]
+    reload_parallel: Option<u32>,
+    /// Seconds a new worker has to report ready (a reload keeps the old one if it does not).
+    /// [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    ready_timeout: Option<Duration>,
+    /// Failures of one slot within --respawn-window that stop its respawns. [default: 5]
+    #[arg(long, value_name = "N")]
+    respawn_failures_max: Option<u32>,
+    /// Seconds in which --respawn-failures-max failures stop a slot's respawns.
+    /// [default: 60]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    respawn_window: Option<Duration>,
+    /// The control socket's path. [default: $XDG_RUNTIME_DIR or /tmp, ringmaster-PORT.sock]
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// Provided receive buffers per worker (a power of two). [default: 1024]
+    #[arg(long, value_name = "N")]
+    recv_buffers: Option<u16>,
+    /// Bytes per provided receive buffer. [default: 4096]
+    #[arg(long, value_name = "BYTES")]
+    recv_buffer_bytes: Option<u32>,
     /// Do not set up rings with SINGLE_ISSUER + DEFER_TASKRUN (use COOP_TASKRUN).
     #[arg(long)]
     uring_no_defer_taskrun: bool,
@@ -76,27 +152,45 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn config(&self) -> Config {
-        Config {
-            listen: self.listen,
-            workers: self.workers,
-            backlog: self.backlog,
-            drain_timeout: self.drain_timeout,
-            limits: Limits {
-                connections_max: self.connections_max,
-                request_line_bytes_max: self.request_line_bytes_max,
-                request_fields_bytes_max: self.request_fields_bytes_max,
-                request_body_bytes_max: self.request_body_bytes_max,
-            },
-            uring: UringOptions {
-                defer_taskrun: !self.uring_no_defer_taskrun,
-                multishot_accept: !self.uring_no_multishot_accept,
-                multishot_recv: !self.uring_no_multishot_recv,
-                registered_ring_fd: !self.uring_no_registered_ring,
-                recv_buffers: self.recv_buffers,
-                recv_buffer_bytes: self.recv_buffer_bytes,
-            },
+    /// `base` with every flag given applied over it.
+    fn apply(&self, mut c: Config) -> Config {
+        fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
+            if let Some(v) = flag {
+                *field = v.clone();
+            }
         }
+        set(&mut c.listen, &self.listen);
+        set(&mut c.workers, &self.workers);
+        set(&mut c.listen_mode, &self.listen_mode);
+        set(&mut c.drain_timeout, &self.drain_timeout);
+        set(&mut c.backlog, &self.backlog);
+        set(&mut c.limits.connections_max, &self.connections_max);
+        set(
+            &mut c.limits.request_line_bytes_max,
+            &self.request_line_bytes_max,
+        );
+        set(
+            &mut c.limits.request_fields_bytes_max,
+            &self.request_fields_bytes_max,
+        );
+        set(
+            &mut c.limits.request_body_bytes_max,
+            &self.request_body_bytes_max,
+        );
+        set(&mut c.reload_parallel, &self.reload_parallel);
+        set(&mut c.ready_timeout, &self.ready_timeout);
+        set(&mut c.respawn_failures_max, &self.respawn_failures_max);
+        set(&mut c.respawn_window, &self.respawn_window);
+        if self.control.is_some() {
+            c.control = self.control.clone();
+        }
+        set(&mut c.uring.recv_buffers, &self.recv_buffers);
+        set(&mut c.uring.recv_buffer_bytes, &self.recv_buffer_bytes);
+        c.uring.defer_taskrun &= !self.uring_no_defer_taskrun;
+        c.uring.multishot_accept &= !self.uring_no_multishot_accept;
+        c.uring.multishot_recv &= !self.uring_no_multishot_recv;
+        c.uring.registered_ring_fd &= !self.uring_no_registered_ring;
+        c
     }
 }
 
@@ -127,6 +221,14 @@ fn parse_workers(s: &str) -> Result<Workers, String> {
     }
 }
 
+fn parse_listen_mode(s: &str) -> Result<ListenMode, String> {
+    match s {
+        "shared" => Ok(ListenMode::Shared),
+        "reuseport" => Ok(ListenMode::ReusePort),
+        _ => Err("expected `reuseport` or `shared`".to_string()),
+    }
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
         Ok(secs) if secs.is_finite() && (0.0..=3600.0).contains(&secs) => {
@@ -136,8 +238,9 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Runs the command line; returns the exit code.
-pub fn main() -> i32 {
+/// Parses the process's arguments and runs what they ask: serves with `server` (the flags
+/// given override its configuration) or talks to a running master. Returns the exit code.
+pub fn run<H: Handler>(server: Server<H>) -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -153,11 +256,21 @@ pub fn main() -> i32 {
             return EXIT_USAGE;
         }
     };
-    let args = match &cli.command {
-        Some(Command::Serve(args)) => args,
-        None => &cli.serve,
-    };
-    match Server::new(HelloWorld).config(args.config()).run() {
+    match &cli.command {
+        None => serve(server, &cli.serve),
+        Some(Command::Serve(args)) => serve(server, args),
+        Some(Command::Status { target, json }) => {
+            let command = if *json { "status json" } else { "status" };
+            talk(target, command, ANSWER_WAIT)
+        }
+        Some(Command::Reload(target)) => talk(target, "reload", RELOAD_ANSWER_WAIT),
+        Some(Command::Stop(target)) => talk(target, "stop", ANSWER_WAIT),
+    }
+}
+
+fn serve<H: Handler>(server: Server<H>, args: &ServeArgs) -> i32 {
+    let config = args.apply(server.config_ref().clone());
+    match server.config(config).run() {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("ringmaster: error: {e}");
@@ -166,6 +279,29 @@ pub fn main() -> i32 {
             } else {
                 EXIT_USAGE
             }
+        }
+    }
+}
+
+/// Sends one command to the master and prints its answer.
+fn talk(target: &Target, command: &str, wait: Duration) -> i32 {
+    let path = target.path();
+    match crate::control::request(&path, command, wait) {
+        Ok(answer) => {
+            print!("{answer}");
+            if answer.starts_with("error") {
+                EXIT_FAILED
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "ringmaster: error: no ringmaster answers on {} ({e}); is it running? pass \
+                 --listen with its address or --control with its socket",
+                path.display()
+            );
+            EXIT_USAGE
         }
     }
 }

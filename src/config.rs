@@ -4,7 +4,24 @@
 use crate::error::Error;
 use crate::http::HeadLimits;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// How the workers share the listening port.
+///
+/// Measured on a 2-core machine, `wrk -t1 -c64 -d10s` keep-alive, 2 workers: see
+/// BENCHMARKS.md for the figures (requests per worker and requests/s in each mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenMode {
+    /// One socket, bound by the master and inherited by every worker. The kernel wakes one
+    /// waiting worker per burst of connections, so the split between workers follows who
+    /// is idle, not a hash.
+    Shared,
+    /// One `SO_REUSEPORT` socket per slot, bound and kept open by the master, so a worker
+    /// that dies or is replaced never closes a socket with queued connections. The kernel
+    /// spreads connections over the slots by a hash of their addresses.
+    ReusePort,
+}
 
 /// How many workers to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +132,21 @@ pub struct Config {
     pub limits: Limits,
     /// io_uring features.
     pub uring: UringOptions,
+    /// How the workers share the port. Default [`ListenMode::ReusePort`].
+    pub listen_mode: ListenMode,
+    /// How many slots a rolling reload replaces at once. Default 1.
+    pub reload_parallel: u32,
+    /// How long a new worker has to report ready, at start-up and in a reload; a reload
+    /// kills a new worker that misses it and keeps the old one. Default 10 s.
+    pub ready_timeout: Duration,
+    /// Failures of one slot within [`respawn_window`](Self::respawn_window) that mark it
+    /// errored (no more respawns). Default 5.
+    pub respawn_failures_max: u32,
+    /// The window for [`respawn_failures_max`](Self::respawn_failures_max). Default 60 s.
+    pub respawn_window: Duration,
+    /// The control socket's path (`ringmaster status|reload|stop` talk to it). Default:
+    /// derived from the port, see [`Config::control_path`].
+    pub control: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -126,6 +158,12 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             uring: UringOptions::default(),
+            listen_mode: ListenMode::ReusePort,
+            reload_parallel: 1,
+            ready_timeout: Duration::from_secs(10),
+            respawn_failures_max: 5,
+            respawn_window: Duration::from_secs(60),
+            control: None,
         }
     }
 }
@@ -136,8 +174,46 @@ impl Config {
     /// The longest drain timeout: one hour.
     pub const DRAIN_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 
+    /// The control socket for a server on `port`: the configured path, else
+    /// `$XDG_RUNTIME_DIR/ringmaster-PORT.sock` when that directory is set, else
+    /// `/tmp/ringmaster-PORT.sock`.
+    pub fn control_path(&self, port: u16) -> PathBuf {
+        if let Some(path) = &self.control {
+            return path.clone();
+        }
+        let dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        dir.join(format!("ringmaster-{port}.sock"))
+    }
+
     /// Checks every value against its range; the error names the value and the range.
     pub fn validate(&self) -> Result<(), Error> {
+        if self.reload_parallel == 0 || self.reload_parallel > Config::WORKERS_MAX {
+            return Err(Error::config(format!(
+                "reload-parallel = {} is out of range; use 1..={}",
+                self.reload_parallel,
+                Config::WORKERS_MAX
+            )));
+        }
+        if self.respawn_failures_max == 0 || self.respawn_failures_max > 1000 {
+            return Err(Error::config(format!(
+                "respawn-failures-max = {} is out of range; use 1..=1000",
+                self.respawn_failures_max
+            )));
+        }
+        for (name, value) in [
+            ("ready-timeout", self.ready_timeout),
+            ("respawn-window", self.respawn_window),
+        ] {
+            if value.is_zero() || value > Config::DRAIN_TIMEOUT_MAX {
+                return Err(Error::config(format!(
+                    "{name} {value:?} is out of range; use more than 0 and at most {:?}",
+                    Config::DRAIN_TIMEOUT_MAX
+                )));
+            }
+        }
         if let Workers::Count(n) = self.workers {
             if n == 0 || n > Config::WORKERS_MAX {
                 return Err(Error::config(format!(

@@ -33,8 +33,11 @@
     unsafe_op_in_unsafe_fn
 )]
 
+pub mod cli;
+mod cluster;
 mod config;
 mod connection;
+mod control;
 mod error;
 pub mod http;
 pub mod ipc;
@@ -43,7 +46,8 @@ mod master;
 mod pool;
 mod worker;
 
-pub use config::{Config, Limits, UringOptions, Workers};
+pub use cluster::{send_to_master, Cluster, Exit, SendError, WorkerInfo};
+pub use config::{Config, Limits, ListenMode, UringOptions, Workers};
 pub use error::{Error, ErrorKind};
 pub use http::{HeaderError, Request, Response, Version};
 
@@ -59,6 +63,20 @@ pub use http::{HeaderError, Request, Response, Version};
 pub trait Handler: 'static {
     /// Answers one request.
     fn handle(&self, req: &Request<'_>, res: &mut Response);
+
+    /// Runs once in each worker after fork, before it accepts connections: the place for
+    /// per-worker set-up (Node: the code after `cluster.isWorker`). An error ends the
+    /// worker as misconfigured: it is logged and the slot is not respawned in a loop.
+    fn start(&self, worker: &WorkerInfo) -> Result<(), String> {
+        let _ = worker;
+        Ok(())
+    }
+
+    /// Receives a message the master sent with [`Cluster::send`] or [`Cluster::broadcast`]
+    /// (Node: `process.on('message')`).
+    fn on_message(&self, bytes: &[u8]) {
+        let _ = bytes;
+    }
 }
 
 impl<F> Handler for F
@@ -87,6 +105,7 @@ impl Handler for HelloWorld {
 pub struct Server<H: Handler> {
     config: Config,
     handler: H,
+    hooks: cluster::Hooks,
 }
 
 impl<H: Handler> Server<H> {
@@ -96,7 +115,13 @@ impl<H: Handler> Server<H> {
         Server {
             config: Config::default(),
             handler,
+            hooks: cluster::Hooks::default(),
         }
+    }
+
+    /// The configuration so far.
+    pub fn config_ref(&self) -> &Config {
+        &self.config
     }
 
     /// Replaces the whole configuration.
@@ -129,6 +154,38 @@ impl<H: Handler> Server<H> {
         self
     }
 
+    /// Called in the master after it forked a worker (Node: `cluster.on('fork')`).
+    pub fn on_fork(mut self, hook: impl FnMut(&Cluster<'_>, WorkerInfo) + 'static) -> Server<H> {
+        self.hooks.fork = Some(Box::new(hook));
+        self
+    }
+
+    /// Called in the master when a worker is ready: its ring is up and it accepts (Node:
+    /// `cluster.on('online')`).
+    pub fn on_online(mut self, hook: impl FnMut(&Cluster<'_>, WorkerInfo) + 'static) -> Server<H> {
+        self.hooks.online = Some(Box::new(hook));
+        self
+    }
+
+    /// Called in the master when a worker has exited, with how (Node: `cluster.on('exit')`).
+    pub fn on_exit(
+        mut self,
+        mut hook: impl FnMut(&Cluster<'_>, WorkerInfo, Exit) + 'static,
+    ) -> Server<H> {
+        self.hooks.exit = Some(Box::new(move |c: &Cluster<'_>, (w, e)| hook(c, w, e)));
+        self
+    }
+
+    /// Called in the master for each message a worker sent with [`send_to_master`] (Node:
+    /// `cluster.on('message')`).
+    pub fn on_message(
+        mut self,
+        hook: impl FnMut(&Cluster<'_>, WorkerInfo, &[u8]) + 'static,
+    ) -> Server<H> {
+        self.hooks.message = Some(Box::new(hook));
+        self
+    }
+
     /// Runs the master: binds, forks the workers, supervises them, and returns `Ok(())`
     /// after a graceful shutdown (`SIGTERM` or `SIGINT`).
     ///
@@ -138,7 +195,7 @@ impl<H: Handler> Server<H> {
     /// # Errors
     /// A start-up failure, with its cause and remedy: io_uring unavailable, the address in
     /// use, an invalid configuration.
-    pub fn run(self) -> Result<(), Error> {
-        master::run(&self.config, &self.handler)
+    pub fn run(mut self) -> Result<(), Error> {
+        master::run(&self.config, &self.handler, &mut self.hooks)
     }
 }

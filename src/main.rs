@@ -1,7 +1,7 @@
 //! The `ringmaster` binary: serves the seed's Hello World app, one worker per core.
 
-mod cli;
-
 fn main() {
-    std::process::exit(cli::main());
+    std::process::exit(ringmaster::cli::run(ringmaster::Server::new(
+        ringmaster::HelloWorld,
+    )));
 }

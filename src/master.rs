@@ -1,10 +1,14 @@
-//! The master: binds the listener, forks one pinned worker per slot, and supervises them
-//! from one thread, waiting in `poll(2)` on a signalfd and the workers' pipes.
+//! The master: binds the listener(s), forks one pinned worker per slot, and supervises them
+//! from one thread, waiting in `poll(2)` on a signalfd, the workers' pipes and the control
+//! socket. It respawns workers with a growing delay, gives up on slots that keep failing,
+//! replaces every worker without dropping a request on reload, and drains them on shutdown.
 //!
 //! It never owns an io_uring a child could inherit: the start-up probe's ring is gone
 //! before the first fork.
 
-use crate::config::{Config, Workers};
+use crate::cluster::{self, Cluster, Exit, Hooks, WorkerInfo};
+use crate::config::{Config, ListenMode, Workers};
+use crate::control::{self, ControlServer};
 use crate::error::{self, Error, ErrorKind};
 use crate::ipc::{self, Message};
 use crate::log::log;
@@ -27,17 +31,19 @@ use std::time::{Duration, Instant};
 const RESPAWN_DELAY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait before a respawn.
 const RESPAWN_DELAY_MAX: Duration = Duration::from_secs(10);
-/// A worker that stayed up this long resets its slot's backoff.
+/// A worker that stayed up this long resets its slot's backoff and failure count.
 const HEALTHY_UPTIME: Duration = Duration::from_secs(30);
-/// A slot whose workers fail this many times within [`FAILURE_WINDOW`] is marked errored.
-const FAILURES_MAX: usize = 5;
-/// The window in which [`FAILURES_MAX`] failures mark a slot errored.
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Bytes read from a worker's pipe at once.
 const PIPE_READ_BYTES: usize = ipc::FRAME_BYTES_MAX;
+/// After the drain deadline's kill, the master waits this long for the exits to be reaped.
+const KILL_REAP_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs the master until shutdown. See [`Server::run`](crate::Server::run).
-pub(crate) fn run<H: Handler>(config: &Config, handler: &H) -> Result<(), Error> {
+pub(crate) fn run<H: Handler>(
+    config: &Config,
+    handler: &H,
+    hooks: &mut Hooks,
+) -> Result<(), Error> {
     config.validate()?;
     check_uring()?;
     let cpus = allowed_cpus()?;
@@ -49,27 +55,47 @@ pub(crate) fn run<H: Handler>(config: &Config, handler: &H) -> Result<(), Error>
     // instead of killing the process. Workers inherit the disposition.
     unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) }
         .map_err(|e| Error::system("ignoring SIGPIPE", e))?;
-    let listener = bind(config.listen, config.backlog)?;
-    let local: SocketAddr = sock::getsockname::<SockaddrStorage>(listener.as_raw_fd())
-        .ok()
-        .and_then(|s| to_std_addr(&s))
-        .ok_or_else(|| Error::system("getsockname", "no address"))?;
+    // With a fixed port, a second master must be refused before it binds: SO_REUSEPORT
+    // would let it join the first one's group silently.
+    let mut control = match config.listen.port() {
+        0 => None,
+        port => Some(ControlServer::bind(&config.control_path(port))?),
+    };
+    let listeners = Listeners::bind(config, count)?;
+    let local = listeners.local_addr()?;
+    if control.is_none() {
+        control = Some(ControlServer::bind(&config.control_path(local.port()))?);
+    }
     let signals = master_signals()?;
-    log!("listening on {local} ({count} workers)");
+    let mode = match config.listen_mode {
+        ListenMode::Shared => "shared listener",
+        ListenMode::ReusePort => "SO_REUSEPORT listener per worker",
+    };
+    log!(
+        "listening on {local} ({count} workers, {mode}, control {})",
+        config.control_path(local.port()).display()
+    );
     let mut master = Master {
         config,
         handler,
-        listener,
+        hooks,
+        listeners,
         accept_queue: accept_queue(config.backlog),
         signals,
+        control: control.expect("bound above"),
         slots: (0..count)
             .map(|i| Slot::new(i as u32, cpus[i % cpus.len()]))
             .collect(),
+        retiring: Vec::with_capacity(count),
         state: State::Running,
+        reload: None,
+        reload_queued: None,
         pid: getpid(),
+        events: Vec::with_capacity(control::CONNECTIONS_MAX),
     };
     for slot in 0..count {
-        master.spawn(slot)?;
+        let child = master.fork_worker(slot)?;
+        master.slots[slot].state = SlotState::Running(child);
     }
     master.supervise()
 }
@@ -99,7 +125,64 @@ fn allowed_cpus() -> Result<Vec<core_affinity::CoreId>, Error> {
     }
 }
 
-fn bind(addr: SocketAddr, backlog: u32) -> Result<OwnedFd, Error> {
+/// The listening sockets, all opened and kept by the master.
+enum Listeners {
+    Shared(OwnedFd),
+    /// One `SO_REUSEPORT` socket per slot.
+    PerSlot(Vec<OwnedFd>),
+}
+
+impl Listeners {
+    fn bind(config: &Config, count: usize) -> Result<Listeners, Error> {
+        match config.listen_mode {
+            ListenMode::Shared => Ok(Listeners::Shared(bind(
+                config.listen,
+                config.backlog,
+                false,
+            )?)),
+            ListenMode::ReusePort => {
+                let first = bind(config.listen, config.backlog, true)?;
+                // With port 0 the first socket picked the port; the others join it.
+                let addr = local_addr(&first)?;
+                let mut all = vec![first];
+                for _ in 1..count {
+                    all.push(bind(addr, config.backlog, true)?);
+                }
+                Ok(Listeners::PerSlot(all))
+            }
+        }
+    }
+
+    fn for_slot(&self, slot: usize) -> RawFd {
+        match self {
+            Listeners::Shared(fd) => fd.as_raw_fd(),
+            Listeners::PerSlot(fds) => fds[slot].as_raw_fd(),
+        }
+    }
+
+    fn all(&self) -> Vec<RawFd> {
+        match self {
+            Listeners::Shared(fd) => vec![fd.as_raw_fd()],
+            Listeners::PerSlot(fds) => fds.iter().map(|f| f.as_raw_fd()).collect(),
+        }
+    }
+
+    fn local_addr(&self) -> Result<SocketAddr, Error> {
+        match self {
+            Listeners::Shared(fd) => local_addr(fd),
+            Listeners::PerSlot(fds) => local_addr(&fds[0]),
+        }
+    }
+}
+
+fn local_addr(fd: &OwnedFd) -> Result<SocketAddr, Error> {
+    sock::getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|s| to_std_addr(&s))
+        .ok_or_else(|| Error::system("getsockname", "no address"))
+}
+
+fn bind(addr: SocketAddr, backlog: u32, reuseport: bool) -> Result<OwnedFd, Error> {
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -114,6 +197,10 @@ fn bind(addr: SocketAddr, backlog: u32) -> Result<OwnedFd, Error> {
     .map_err(|e| Error::system("socket", e))?;
     sock::setsockopt(&fd, sockopt::ReuseAddr, &true)
         .map_err(|e| Error::system("SO_REUSEADDR", e))?;
+    if reuseport {
+        sock::setsockopt(&fd, sockopt::ReusePort, &true)
+            .map_err(|e| Error::system("SO_REUSEPORT", e))?;
+    }
     // Accepted sockets inherit TCP_NODELAY from the listener: responses go out at once.
     sock::setsockopt(&fd, sockopt::TcpNoDelay, &true)
         .map_err(|e| Error::system("TCP_NODELAY", e))?;
@@ -169,8 +256,8 @@ fn accept_queue(backlog: u32) -> u32 {
 }
 
 /// Blocks the signals the master handles and returns a signalfd reading them. Workers
-/// inherit the mask; it keeps a signal sent to the whole process group from killing them
-/// before they have drained.
+/// inherit the mask, so a signal sent to the whole process group reaches them as a drain
+/// request on their own signalfd rather than killing them.
 fn master_signals() -> Result<SignalFd, Error> {
     let mut mask = SigSet::empty();
     for s in [
@@ -200,6 +287,8 @@ enum State {
 /// A worker process and the master's ends of its pipes.
 struct Child {
     pid: Pid,
+    cpu: usize,
+    slot: u32,
     started: Instant,
     ready: bool,
     /// Master → worker.
@@ -209,6 +298,16 @@ struct Child {
     /// Bytes read from the worker that do not make a whole frame yet.
     pending: Vec<u8>,
     stats: ipc::Stats,
+}
+
+impl Child {
+    fn info(&self) -> WorkerInfo {
+        WorkerInfo {
+            slot: self.slot,
+            pid: self.pid.as_raw() as u32,
+            cpu: self.cpu,
+        }
+    }
 }
 
 /// What a slot is doing.
@@ -222,14 +321,16 @@ enum SlotState {
     Stopped,
 }
 
-/// One worker position: a CPU, and the worker currently filling it.
+/// One worker position: a CPU, the worker filling it, and during a reload its successor.
 struct Slot {
     index: u32,
     cpu: core_affinity::CoreId,
     state: SlotState,
+    /// The new worker of a reload, until it is ready.
+    incoming: Option<(Child, Instant)>,
     /// The next respawn delay after a failure (zero after a healthy run).
     backoff: Duration,
-    /// When recent failures happened, oldest first, at most [`FAILURES_MAX`].
+    /// When recent failures happened, oldest first.
     failures: Vec<Instant>,
     restarts: u32,
 }
@@ -239,9 +340,10 @@ impl Slot {
         Slot {
             index,
             cpu,
-            state: SlotState::Waiting(Instant::now()),
+            state: SlotState::Stopped,
+            incoming: None,
             backoff: Duration::ZERO,
-            failures: Vec::with_capacity(FAILURES_MAX),
+            failures: Vec::new(),
             restarts: 0,
         }
     }
@@ -252,42 +354,94 @@ impl Slot {
             _ => None,
         }
     }
+
+    fn state_name(&self) -> &'static str {
+        match &self.state {
+            SlotState::Running(c) if c.ready => "ready",
+            SlotState::Running(_) => "starting",
+            SlotState::Waiting(_) => "respawning",
+            SlotState::Errored => "errored",
+            SlotState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A rolling reload in progress.
+struct Reload {
+    /// The next slot to replace.
+    next: usize,
+    replaced: u32,
+    started: Instant,
+    /// Control connections to answer when it is over.
+    waiters: Vec<u64>,
+}
+
+impl Reload {
+    fn new(waiters: Vec<u64>) -> Reload {
+        Reload {
+            next: 0,
+            replaced: 0,
+            started: Instant::now(),
+            waiters,
+        }
+    }
+}
+
+/// Where a reaped worker was.
+enum Place {
+    Slot(usize),
+    Incoming(usize),
+    Retiring(usize),
 }
 
 struct Master<'a, H> {
     config: &'a Config,
     handler: &'a H,
-    listener: OwnedFd,
+    hooks: &'a mut Hooks,
+    listeners: Listeners,
     accept_queue: u32,
     signals: SignalFd,
+    control: ControlServer,
     slots: Vec<Slot>,
+    /// Workers replaced by a reload, draining.
+    retiring: Vec<Child>,
     state: State,
+    reload: Option<Reload>,
+    /// A reload requested while one was running runs after it (its waiters want workers
+    /// forked after they asked); requests meanwhile are merged into it.
+    reload_queued: Option<Vec<u64>>,
     pid: Pid,
+    events: Vec<control::Event>,
 }
 
 impl<H: Handler> Master<'_, H> {
-    /// Forks the worker of `slot`.
-    fn spawn(&mut self, slot: usize) -> Result<(), Error> {
+    /// Forks a worker for `slot`.
+    fn fork_worker(&mut self, slot: usize) -> Result<Child, Error> {
         let pipe = || {
             nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
                 .map_err(|e| Error::system("pipe2", e))
         };
         let (worker_reads, master_writes) = pipe()?;
         let (master_reads, worker_writes) = pipe()?;
-        // Descriptors the child must not keep: the master's own and other workers' pipes.
+        let listener = self.listeners.for_slot(slot);
+        // Descriptors the child must not keep: everything the master owns but its listener.
         let mut foreign: Vec<RawFd> = vec![
             self.signals.as_raw_fd(),
             master_writes.as_raw_fd(),
             master_reads.as_raw_fd(),
         ];
-        for s in &self.slots {
-            if let Some(c) = s.child() {
-                foreign.push(c.to_worker.as_raw_fd());
-                foreign.extend(c.from_worker.as_ref().map(|f| f.as_raw_fd()));
-            }
+        foreign.extend(self.control.poll_fds().map(|fd| fd.as_raw_fd()));
+        foreign.extend(
+            self.listeners
+                .all()
+                .into_iter()
+                .filter(|&fd| fd != listener),
+        );
+        for child in self.children() {
+            foreign.push(child.to_worker.as_raw_fd());
+            foreign.extend(child.from_worker.as_ref().map(|f| f.as_raw_fd()));
         }
-        let cpu = self.slots[slot].cpu;
-        let index = self.slots[slot].index;
+        let (cpu, index) = (self.slots[slot].cpu, self.slots[slot].index);
         // SAFETY: the master is single-threaded (Server::run requires it), so the child
         // inherits no lock held by another thread; it runs the worker and exits without
         // returning into the master's code.
@@ -296,12 +450,14 @@ impl<H: Handler> Master<'_, H> {
             Ok(ForkResult::Child) => {
                 for fd in foreign {
                     // SAFETY: these descriptors belong to the master; the child closes its
-                    // copies and never uses them (their owners' destructors never run here).
+                    // copies and never uses them (their owners' destructors never run here,
+                    // as the child leaves through `exit`).
                     unsafe { libc::close(fd) };
                 }
                 let setup = worker::Setup {
                     slot: index,
-                    listener: self.listener.as_raw_fd(),
+                    cpu: cpu.id,
+                    listener,
                     from_master: worker_reads,
                     to_master: worker_writes,
                     accept_queue: self.accept_queue,
@@ -312,18 +468,50 @@ impl<H: Handler> Master<'_, H> {
             Ok(ForkResult::Parent { child }) => {
                 drop((worker_reads, worker_writes));
                 log!("worker {index} started (pid {child}, cpu {})", cpu.id);
-                self.slots[slot].state = SlotState::Running(Child {
+                let child = Child {
                     pid: child,
+                    cpu: cpu.id,
+                    slot: index,
                     started: Instant::now(),
                     ready: false,
                     to_worker: master_writes,
                     from_worker: Some(master_reads),
                     pending: Vec::with_capacity(2 * PIPE_READ_BYTES),
                     stats: ipc::Stats::default(),
-                });
-                Ok(())
+                };
+                self.call_hook(HookEvent::Fork(child.info()));
+                Ok(child)
             }
         }
+    }
+
+    /// Every live worker: slot holders, reload successors, retiring ones.
+    fn children(&self) -> impl Iterator<Item = &Child> {
+        self.slots
+            .iter()
+            .flat_map(|s| {
+                s.child()
+                    .into_iter()
+                    .chain(s.incoming.as_ref().map(|(c, _)| c))
+            })
+            .chain(self.retiring.iter())
+    }
+
+    fn call_hook(&mut self, event: HookEvent<'_>) {
+        let workers: Vec<(WorkerInfo, std::os::fd::BorrowedFd<'_>)> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.child().filter(|c| c.ready))
+            .map(|c| (c.info(), c.to_worker.as_fd()))
+            .collect();
+        let cluster = Cluster { workers: &workers };
+        let hooks = &mut *self.hooks;
+        match event {
+            HookEvent::Fork(w) => hooks.fork.as_mut().map(|h| h(&cluster, w)),
+            HookEvent::Online(w) => hooks.online.as_mut().map(|h| h(&cluster, w)),
+            HookEvent::Exit(w, e) => hooks.exit.as_mut().map(|h| h(&cluster, (w, e))),
+            HookEvent::Message(w, bytes) => hooks.message.as_mut().map(|h| h(&cluster, w, bytes)),
+        };
     }
 
     /// The supervision loop: returns after a graceful shutdown, or with an error when every
@@ -331,7 +519,7 @@ impl<H: Handler> Master<'_, H> {
     fn supervise(&mut self) -> Result<(), Error> {
         loop {
             if let State::ShuttingDown { .. } = self.state {
-                if self.slots.iter().all(|s| s.child().is_none()) {
+                if self.children().next().is_none() {
                     log!("all workers stopped; exiting");
                     return Ok(());
                 }
@@ -351,41 +539,60 @@ impl<H: Handler> Master<'_, H> {
                 .map(|d| d.saturating_duration_since(Instant::now()));
             let ready = self.wait(timeout)?;
             if ready.signals {
-                self.on_signals()?;
+                self.on_signals();
             }
-            for slot in ready.pipes {
-                self.on_pipe(slot);
+            for pid in ready.pipes {
+                self.on_pipe(pid);
             }
-            self.on_deadlines()?;
+            if ready.control {
+                self.on_control();
+            }
+            self.on_deadlines();
+            self.step_reload();
         }
     }
 
-    /// The earliest instant something is due: a respawn or the drain deadline.
+    /// The earliest instant something is due: a respawn, a ready timeout, a control
+    /// client's timeout, or the drain deadline.
     fn next_deadline(&self) -> Option<Instant> {
-        let respawn = self.slots.iter().filter_map(|s| match s.state {
-            SlotState::Waiting(at) if self.state == State::Running => Some(at),
-            _ => None,
-        });
+        let running = self.state == State::Running;
+        let slots = self
+            .slots
+            .iter()
+            .filter_map(|s| match (&s.state, &s.incoming) {
+                (_, Some((_, deadline))) => Some(*deadline),
+                (SlotState::Waiting(at), None) if running => Some(*at),
+                (SlotState::Running(c), None) if !c.ready => {
+                    Some(c.started + self.config.ready_timeout)
+                }
+                _ => None,
+            });
         let drain = match self.state {
             State::ShuttingDown { deadline } => Some(deadline),
             State::Running => None,
         };
-        respawn.chain(drain).min()
+        slots.chain(drain).chain(self.control.next_deadline()).min()
     }
 
-    /// Waits in `poll(2)` for a signal, a worker's pipe, or `timeout`.
+    /// Waits in `poll(2)` for a signal, a worker's pipe, the control socket, or `timeout`.
     fn wait(&self, timeout: Option<Duration>) -> Result<Ready, Error> {
         let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-        let mut owners = Vec::with_capacity(self.slots.len());
-        for (i, s) in self.slots.iter().enumerate() {
-            if let Some(fd) = s.child().and_then(|c| c.from_worker.as_ref()) {
+        let control_fds = self.control.poll_fds().count();
+        fds.extend(
+            self.control
+                .poll_fds()
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+        );
+        let mut owners = Vec::new();
+        for child in self.children() {
+            if let Some(fd) = child.from_worker.as_ref() {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                owners.push(i);
+                owners.push(child.pid);
             }
         }
         let timeout = match timeout {
             None => PollTimeout::NONE,
-            // Round up so a deadline is never polled for a zero timeout repeatedly.
+            // Round up, so that a deadline is never polled with a zero timeout in a loop.
             Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(60_000) as u32)
                 .unwrap_or(PollTimeout::MAX),
         };
@@ -393,108 +600,177 @@ impl<H: Handler> Master<'_, H> {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(Error::system("poll", e)),
         }
-        let signals = fds[0].any().unwrap_or(false);
-        let pipes = fds[1..]
+        let any = |fd: &PollFd<'_>| fd.any().unwrap_or(false);
+        let signals = any(&fds[0]);
+        let control = fds[1..1 + control_fds].iter().any(any);
+        let pipes = fds[1 + control_fds..]
             .iter()
             .zip(owners)
-            .filter(|(fd, _)| fd.any().unwrap_or(false))
-            .map(|(_, slot)| slot)
+            .filter(|(fd, _)| any(fd))
+            .map(|(_, pid)| pid)
             .collect();
-        Ok(Ready { signals, pipes })
+        Ok(Ready {
+            signals,
+            control,
+            pipes,
+        })
     }
 
-    fn on_signals(&mut self) -> Result<(), Error> {
+    fn on_signals(&mut self) {
         while let Ok(Some(info)) = self.signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGCHLD) => self.reap(),
-                Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => self.shutdown(s),
-                Ok(Signal::SIGHUP) => log!("SIGHUP ignored: rolling reload is not available yet"),
+                Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => self.shutdown(&s.to_string()),
+                Ok(Signal::SIGHUP) => self.request_reload(None),
                 _ => {}
             }
         }
-        Ok(())
     }
 
-    /// Starts a graceful shutdown; a second signal during one kills the workers now.
-    fn shutdown(&mut self, signal: Signal) {
+    fn on_control(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        self.control.poll(&mut events);
+        for event in events.drain(..) {
+            let control::Event::Command(id, command) = event;
+            match command {
+                control::Command::Status => {
+                    let text = self.status_text();
+                    self.control.answer(id, &text);
+                }
+                control::Command::StatusJson => {
+                    let text = self.status_json();
+                    self.control.answer(id, &text);
+                }
+                control::Command::Reload => self.request_reload(Some(id)),
+                control::Command::Stop => {
+                    self.control.answer(id, "ok: stopping\n");
+                    self.shutdown("stop requested");
+                }
+            }
+        }
+        self.events = events;
+    }
+
+    /// Starts a graceful shutdown; a second request during one kills the workers now.
+    fn shutdown(&mut self, why: &str) {
         match self.state {
             State::Running => {
                 let drain = self.config.drain_timeout;
                 log!(
-                    "{signal}: shutting down (drain timeout {}s)",
+                    "{why}: shutting down (drain timeout {}s)",
                     drain.as_secs_f64()
                 );
                 self.state = State::ShuttingDown {
                     deadline: Instant::now() + drain,
                 };
+                let waiters = self
+                    .reload
+                    .take()
+                    .map(|r| r.waiters)
+                    .into_iter()
+                    .chain(self.reload_queued.take())
+                    .flatten();
+                for id in waiters.collect::<Vec<_>>() {
+                    self.control
+                        .answer(id, "error: reload abandoned, shutting down\n");
+                }
                 let msg = Message::Shutdown {
                     drain_ms: drain.as_millis() as u64,
                 };
                 for s in &mut self.slots {
-                    match &s.state {
-                        SlotState::Running(c) => send(c, &msg),
-                        SlotState::Waiting(_) => s.state = SlotState::Stopped,
-                        _ => {}
+                    if let SlotState::Waiting(_) = s.state {
+                        s.state = SlotState::Stopped;
                     }
+                }
+                for child in self.children() {
+                    tell(child, &msg);
                 }
             }
             State::ShuttingDown { .. } => {
-                log!("{signal} again: killing the workers now");
+                log!("{why} again: killing the workers now");
                 self.kill_all();
             }
         }
     }
 
-    fn kill_all(&mut self) {
-        for s in &self.slots {
-            if let Some(c) = s.child() {
-                // ESRCH means it is already gone; the SIGCHLD will tell.
-                let _ = kill(c.pid, Signal::SIGKILL);
-            }
+    fn kill_all(&self) {
+        for child in self.children() {
+            // ESRCH means it is already gone; the SIGCHLD will tell.
+            let _ = kill(child.pid, Signal::SIGKILL);
         }
     }
 
     /// Collects every exited worker and decides what its slot does next.
     fn reap(&mut self) {
         loop {
-            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig as i32)),
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(status) => status,
+                Ok(_) => continue,
             };
-            let (pid, how, config_error) = match status {
-                WaitStatus::Exited(pid, code) => {
-                    (pid, format!("exit code {code}"), code == EXIT_CONFIG)
-                }
-                WaitStatus::Signaled(pid, sig, _) => (pid, format!("signal {sig}"), false),
-                _ => continue,
-            };
-            let Some(slot) = self
-                .slots
-                .iter()
-                .position(|s| s.child().is_some_and(|c| c.pid == pid))
-            else {
+            let Some(place) = self.find(pid) else {
                 continue;
             };
-            self.on_exit(slot, pid, &how, config_error);
+            let child = match place {
+                Place::Slot(i) => {
+                    match std::mem::replace(&mut self.slots[i].state, SlotState::Stopped) {
+                        SlotState::Running(child) => child,
+                        _ => unreachable!("found a running child"),
+                    }
+                }
+                Place::Incoming(i) => {
+                    let (child, _) = self.slots[i].incoming.take().expect("found incoming");
+                    self.reload_failed(&format!(
+                        "the new worker {} exited before it was ready ({})",
+                        child.slot,
+                        describe(exit)
+                    ));
+                    child
+                }
+                Place::Retiring(i) => self.retiring.swap_remove(i),
+            };
+            log!(
+                "worker {} exited (pid {pid}, cpu {}, {}, {} requests)",
+                child.slot,
+                child.cpu,
+                describe(exit),
+                child.stats.requests
+            );
+            self.call_hook(HookEvent::Exit(child.info(), exit));
+            if let Place::Slot(i) = place {
+                self.after_exit(i, &child, exit);
+            }
         }
     }
 
-    fn on_exit(&mut self, slot: usize, pid: Pid, how: &str, config_error: bool) {
-        let shutting_down = self.state != State::Running;
-        let s = &mut self.slots[slot];
-        let SlotState::Running(child) = std::mem::replace(&mut s.state, SlotState::Stopped) else {
-            unreachable!("reaped a worker its slot does not run")
-        };
-        log!(
-            "worker {} exited (pid {pid}, cpu {}, {how}, {} requests)",
-            s.index,
-            s.cpu.id,
-            child.stats.requests
-        );
-        if shutting_down {
+    fn find(&self, pid: Pid) -> Option<Place> {
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.child().is_some_and(|c| c.pid == pid) {
+                return Some(Place::Slot(i));
+            }
+            if s.incoming.as_ref().is_some_and(|(c, _)| c.pid == pid) {
+                return Some(Place::Incoming(i));
+            }
+        }
+        self.retiring
+            .iter()
+            .position(|c| c.pid == pid)
+            .map(Place::Retiring)
+    }
+
+    /// Decides the fate of a slot whose worker died unasked: respawn after a delay that
+    /// doubles with each failure in a row, or give up on the slot.
+    fn after_exit(&mut self, slot: usize, child: &Child, exit: Exit) {
+        if self.state != State::Running {
             return;
         }
-        if config_error && !child.ready {
+        let (failures_max, window) = (
+            self.config.respawn_failures_max as usize,
+            self.config.respawn_window,
+        );
+        let s = &mut self.slots[slot];
+        if exit == Exit::Code(EXIT_CONFIG) && !child.ready {
             log!(
                 "worker {} ERRORED: it cannot start with this configuration (see its log \
                  line above); not respawning it",
@@ -508,15 +784,14 @@ impl<H: Handler> Master<'_, H> {
             s.backoff = Duration::ZERO;
             s.failures.clear();
         }
-        if s.failures.len() == FAILURES_MAX {
-            s.failures.remove(0);
-        }
+        s.failures.retain(|&t| now.duration_since(t) <= window);
         s.failures.push(now);
-        if s.failures.len() == FAILURES_MAX && now.duration_since(s.failures[0]) <= FAILURE_WINDOW {
+        if s.failures.len() >= failures_max {
             log!(
-                "worker {} ERRORED: {FAILURES_MAX} failures within {}s; not respawning it",
+                "worker {} ERRORED: {} failures within {}s; not respawning it",
                 s.index,
-                FAILURE_WINDOW.as_secs()
+                s.failures.len(),
+                window.as_secs_f64()
             );
             s.state = SlotState::Errored;
             return;
@@ -533,10 +808,8 @@ impl<H: Handler> Master<'_, H> {
     }
 
     /// Reads what a worker sent.
-    fn on_pipe(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
-        let index = s.index;
-        let SlotState::Running(child) = &mut s.state else {
+    fn on_pipe(&mut self, pid: Pid) {
+        let Some(child) = self.child_mut(pid) else {
             return;
         };
         let Some(fd) = child.from_worker.as_ref() else {
@@ -552,28 +825,25 @@ impl<H: Handler> Master<'_, H> {
             Ok(n) => child.pending.extend_from_slice(&buf[..n]),
             Err(Errno::EAGAIN | Errno::EINTR) => return,
             Err(e) => {
-                log!("worker {index}: reading its pipe: {e}");
+                log!("worker {}: reading its pipe: {e}", child.slot);
                 child.from_worker = None;
                 return;
             }
         }
         let mut used = 0;
+        let mut messages = Vec::new();
         loop {
             match ipc::decode(&child.pending[used..]) {
                 Ok(Some((msg, len))) => {
                     used += len;
-                    match msg {
-                        Message::Ready => {
-                            child.ready = true;
-                            log!("worker {index} ready (pid {})", child.pid);
-                        }
-                        Message::Stats(stats) => child.stats = stats,
-                        other => log!("worker {index}: unexpected message {other:?}"),
-                    }
+                    messages.push(msg);
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    log!("worker {index}: garbage on its pipe ({e}); killing it");
+                    log!(
+                        "worker {}: garbage on its pipe ({e}); killing it",
+                        child.slot
+                    );
                     let _ = kill(child.pid, Signal::SIGKILL);
                     child.from_worker = None;
                     return;
@@ -581,64 +851,319 @@ impl<H: Handler> Master<'_, H> {
             }
         }
         child.pending.drain(..used);
+        for msg in messages {
+            self.on_message(pid, msg);
+        }
     }
 
-    /// Respawns slots whose delay has passed; kills what is left at the drain deadline.
-    fn on_deadlines(&mut self) -> Result<(), Error> {
+    fn child_mut(&mut self, pid: Pid) -> Option<&mut Child> {
+        match self.find(pid)? {
+            Place::Slot(i) => match &mut self.slots[i].state {
+                SlotState::Running(c) => Some(c),
+                _ => None,
+            },
+            Place::Incoming(i) => self.slots[i].incoming.as_mut().map(|(c, _)| c),
+            Place::Retiring(i) => self.retiring.get_mut(i),
+        }
+    }
+
+    fn on_message(&mut self, pid: Pid, msg: Message) {
+        match msg {
+            Message::Ready => self.on_ready(pid),
+            Message::Stats(stats) => {
+                if let Some(child) = self.child_mut(pid) {
+                    child.stats = stats;
+                }
+            }
+            Message::User(bytes) => {
+                if let Some(info) = self.child_mut(pid).map(|c| c.info()) {
+                    self.call_hook(HookEvent::Message(info, &bytes));
+                }
+            }
+            Message::Shutdown { .. } => log!("worker pid {pid}: unexpected Shutdown message"),
+        }
+    }
+
+    fn on_ready(&mut self, pid: Pid) {
+        match self.find(pid) {
+            Some(Place::Slot(i)) => {
+                if let SlotState::Running(c) = &mut self.slots[i].state {
+                    c.ready = true;
+                    log!("worker {} ready (pid {pid})", c.slot);
+                    let info = c.info();
+                    self.call_hook(HookEvent::Online(info));
+                }
+            }
+            Some(Place::Incoming(i)) => {
+                let (mut new, _) = self.slots[i].incoming.take().expect("found incoming");
+                new.ready = true;
+                log!(
+                    "worker {} ready (pid {pid}), replacing the old one",
+                    new.slot
+                );
+                let info = new.info();
+                let old = std::mem::replace(&mut self.slots[i].state, SlotState::Running(new));
+                if let SlotState::Running(old) = old {
+                    tell(
+                        &old,
+                        &Message::Shutdown {
+                            drain_ms: self.config.drain_timeout.as_millis() as u64,
+                        },
+                    );
+                    self.retiring.push(old);
+                }
+                self.call_hook(HookEvent::Online(info));
+                if let Some(reload) = &mut self.reload {
+                    reload.replaced += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Respawns slots whose delay has passed, enforces ready timeouts, and kills what is
+    /// left at the drain deadline.
+    fn on_deadlines(&mut self) {
         let now = Instant::now();
         match self.state {
             State::Running => {
                 for slot in 0..self.slots.len() {
-                    if let SlotState::Waiting(at) = self.slots[slot].state {
-                        if at <= now {
-                            self.slots[slot].restarts += 1;
-                            if let Err(e) = self.spawn(slot) {
-                                log!("worker {slot}: {e}; retrying");
-                                self.slots[slot].state =
-                                    SlotState::Waiting(now + RESPAWN_DELAY_MAX);
-                            }
-                        }
-                    }
+                    self.slot_deadlines(slot, now);
                 }
             }
             State::ShuttingDown { deadline } if now >= deadline => {
-                let left = self.slots.iter().filter(|s| s.child().is_some()).count();
+                let left = self.children().count();
                 if left > 0 {
                     log!("drain timeout: killing {left} workers");
                     self.kill_all();
                 }
-                // Wait for their SIGCHLD; the next deadline is a second away.
                 self.state = State::ShuttingDown {
-                    deadline: now + Duration::from_secs(1),
+                    deadline: now + KILL_REAP_WAIT,
                 };
             }
             State::ShuttingDown { .. } => {}
         }
-        Ok(())
+    }
+
+    fn slot_deadlines(&mut self, slot: usize, now: Instant) {
+        let timeout = self.config.ready_timeout;
+        if let Some((new, deadline)) = &self.slots[slot].incoming {
+            if now >= *deadline {
+                let why = format!(
+                    "the new worker {slot} (pid {}) was not ready within {}s",
+                    new.pid,
+                    timeout.as_secs_f64()
+                );
+                self.reload_failed(&why);
+            }
+        }
+        let s = &mut self.slots[slot];
+        match &s.state {
+            SlotState::Waiting(at) if *at <= now => {
+                s.restarts += 1;
+                match self.fork_worker(slot) {
+                    Ok(child) => self.slots[slot].state = SlotState::Running(child),
+                    Err(e) => {
+                        log!("worker {slot}: {e}; retrying");
+                        self.slots[slot].state = SlotState::Waiting(now + RESPAWN_DELAY_MAX);
+                    }
+                }
+            }
+            SlotState::Running(c) if !c.ready && now >= c.started + timeout => {
+                log!(
+                    "worker {} (pid {}) was not ready within {}s; killing it",
+                    s.index,
+                    c.pid,
+                    timeout.as_secs_f64()
+                );
+                // The exit counts as a failure of the slot and is respawned with backoff.
+                let _ = kill(c.pid, Signal::SIGKILL);
+                if let SlotState::Running(c) = &mut s.state {
+                    c.started = now;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts a reload, or queues one if a reload is running (from SIGHUP when `waiter` is
+    /// `None`, else from a control client, answered when it is over).
+    fn request_reload(&mut self, waiter: Option<u64>) {
+        if self.state != State::Running {
+            if let Some(id) = waiter {
+                self.control.answer(id, "error: shutting down\n");
+            }
+            return;
+        }
+        let waiters: Vec<u64> = waiter.into_iter().collect();
+        if self.reload.is_some() {
+            self.reload_queued
+                .get_or_insert_with(Vec::new)
+                .extend(waiters);
+            return;
+        }
+        log!("reload: replacing {} workers", self.slots.len());
+        self.reload = Some(Reload::new(waiters));
+    }
+
+    /// Advances the reload: forks successors for up to `reload_parallel` slots at a time;
+    /// finishes when every slot has been handled.
+    fn step_reload(&mut self) {
+        let Some(reload) = &self.reload else { return };
+        let parallel = self.config.reload_parallel as usize;
+        let mut next = reload.next;
+        let mut in_progress = self.slots.iter().filter(|s| s.incoming.is_some()).count();
+        while in_progress < parallel && next < self.slots.len() {
+            let slot = next;
+            next += 1;
+            if self.slots[slot].child().is_none() {
+                continue; // Respawning or errored: the next worker it gets is new anyway.
+            }
+            match self.fork_worker(slot) {
+                Ok(child) => {
+                    let deadline = Instant::now() + self.config.ready_timeout;
+                    self.slots[slot].incoming = Some((child, deadline));
+                    in_progress += 1;
+                }
+                Err(e) => {
+                    self.reload_failed(&format!("forking worker {slot}: {e}"));
+                    return;
+                }
+            }
+        }
+        if let Some(reload) = &mut self.reload {
+            reload.next = next;
+        }
+        if in_progress == 0 && next >= self.slots.len() {
+            let reload = self.reload.take().expect("checked above");
+            let text = format!(
+                "ok: reloaded {} workers in {}ms\n",
+                reload.replaced,
+                reload.started.elapsed().as_millis()
+            );
+            log!(
+                "reload complete: {}",
+                text.trim_start_matches("ok: ").trim_end()
+            );
+            self.finish_reload(reload, &text);
+        }
+    }
+
+    /// Ends the reload: the successors not yet ready are killed and retired, and the old
+    /// workers keep serving.
+    fn reload_failed(&mut self, why: &str) {
+        let Some(reload) = self.reload.take() else {
+            return;
+        };
+        log!("RELOAD FAILED: {why}; the old workers keep serving");
+        for s in &mut self.slots {
+            if let Some((child, _)) = s.incoming.take() {
+                let _ = kill(child.pid, Signal::SIGKILL);
+                self.retiring.push(child);
+            }
+        }
+        let text = format!("error: reload failed: {why}; the old workers keep serving\n");
+        self.finish_reload(reload, &text);
+    }
+
+    /// Answers the control clients that waited for `reload`, and starts the queued one.
+    fn finish_reload(&mut self, reload: Reload, text: &str) {
+        for id in reload.waiters {
+            self.control.answer(id, text);
+        }
+        if let Some(waiters) = self.reload_queued.take() {
+            log!("reload: starting the one requested meanwhile");
+            self.reload = Some(Reload::new(waiters));
+        }
+    }
+
+    fn status_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::from("slot  pid      cpu  state       requests  connections\n");
+        for s in &self.slots {
+            let (pid, requests, conns) = s.child().map_or((0, 0, 0), |c| {
+                (c.pid.as_raw(), c.stats.requests, c.stats.connections)
+            });
+            let _ = writeln!(
+                out,
+                "{:<5} {:<8} {:<4} {:<11} {:<9} {}",
+                s.index,
+                pid,
+                s.cpu.id,
+                s.state_name(),
+                requests,
+                conns
+            );
+        }
+        out
+    }
+
+    fn status_json(&self) -> String {
+        let rows: Vec<String> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let c = s.child();
+                format!(
+                    "{{\"slot\":{},\"pid\":{},\"cpu\":{},\"state\":\"{}\",\"restarts\":{},\"requests\":{},\"connections\":{}}}",
+                    s.index,
+                    c.map_or(0, |c| c.pid.as_raw()),
+                    s.cpu.id,
+                    s.state_name(),
+                    s.restarts,
+                    c.map_or(0, |c| c.stats.requests),
+                    c.map_or(0, |c| c.stats.connections)
+                )
+            })
+            .collect();
+        format!(
+            "{{\"master_pid\":{},\"workers\":[{}]}}\n",
+            self.pid,
+            rows.join(",")
+        )
+    }
+}
+
+/// A hook to call, with its arguments.
+enum HookEvent<'b> {
+    Fork(WorkerInfo),
+    Online(WorkerInfo),
+    Exit(WorkerInfo, Exit),
+    Message(WorkerInfo, &'b [u8]),
+}
+
+fn describe(exit: Exit) -> String {
+    match exit {
+        Exit::Code(code) => format!("exit code {code}"),
+        Exit::Signal(sig) => match Signal::try_from(sig) {
+            Ok(s) => format!("signal {s}"),
+            Err(_) => format!("signal {sig}"),
+        },
     }
 }
 
 /// What `poll` found ready.
 struct Ready {
     signals: bool,
-    /// Slots whose pipe is readable (or closed).
-    pipes: Vec<usize>,
+    control: bool,
+    /// Workers whose pipe is readable (or closed).
+    pipes: Vec<Pid>,
 }
 
-/// Sends `msg` to a worker without blocking: if its pipe is full the worker is not reading
-/// and will meet the drain deadline.
-fn send(child: &Child, msg: &Message) {
-    let mut frame = Vec::with_capacity(ipc::FRAME_BYTES_MAX);
-    if ipc::encode(msg, &mut frame).is_ok() {
-        if let Err(e) = nix::unistd::write(&child.to_worker, &frame) {
-            log!("message to worker pid {} not sent: {e}", child.pid);
-        }
+/// Sends `msg` to a worker without blocking: if its pipe is full, the worker is not
+/// reading, and it will meet the drain deadline.
+fn tell(child: &Child, msg: &Message) {
+    if let Err(e) = cluster::write_frame(child.to_worker.as_fd(), msg) {
+        log!(
+            "message to worker {} (pid {}) not sent: {e}",
+            child.slot,
+            child.pid
+        );
     }
 }
 
 /// The worker side of a fork: dies with the master, pins itself, runs, and returns an exit
-/// code. A panic in the worker ends up here as exit code 101, never back in the master's
-/// code.
+/// code. A panic in the worker ends here as exit code 101, never back in the master's code.
 fn child_main<H: Handler>(
     config: &Config,
     handler: &H,

@@ -39,6 +39,11 @@ const POOL_RETAIN_MAX: usize = 1024;
 const POOL_PREFILL: usize = 64;
 /// Bytes of one `signalfd_siginfo`.
 const SIGINFO_BYTES: usize = 128;
+/// When draining, an idle keep-alive connection gets this long (at most half the drain
+/// timeout) to send one more request, which is answered with `Connection: close`. Closing
+/// it at once would race a request the client may be sending: the client would see its
+/// connection reset instead of an answer.
+const DRAIN_IDLE_GRACE_MAX: Duration = Duration::from_secs(1);
 
 /// What a completion is about, packed into the tag: kind in the high 32 bits, connection
 /// slot in the low 32.
@@ -88,6 +93,7 @@ impl Event {
 /// What the master hands a worker at fork.
 pub(crate) struct Setup {
     pub(crate) slot: u32,
+    pub(crate) cpu: usize,
     pub(crate) listener: RawFd,
     /// The read end of the master → worker pipe (non-blocking).
     pub(crate) from_master: OwnedFd,
@@ -101,9 +107,13 @@ pub(crate) struct Setup {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Serving,
-    /// Shutting down: no accepts, idle connections closed, busy ones closed after their
-    /// last received request is answered.
-    Draining,
+    /// Shutting down: no accepts; every answer closes its connection unless more requests
+    /// were already received; idle connections are closed once `idle_close_at` has passed.
+    Draining {
+        idle_close_at: Instant,
+        /// `idle_close_at` has passed: idle connections are closed as they are seen.
+        idle_closing: bool,
+    },
 }
 
 /// The accept operations: one multishot while the connection table has room for a whole
@@ -124,6 +134,12 @@ struct Acceptor {
 
 /// Runs a worker until it has drained; returns its exit code.
 pub(crate) fn run<H: Handler>(config: &Config, handler: &H, setup: Setup) -> i32 {
+    crate::cluster::set_to_master(setup.to_master.as_raw_fd());
+    let info = crate::cluster::WorkerInfo {
+        slot: setup.slot,
+        pid: std::process::id(),
+        cpu: setup.cpu,
+    };
     let mut worker = match Worker::new(config, handler, setup) {
         Ok(w) => w,
         Err(e) => {
@@ -131,6 +147,10 @@ pub(crate) fn run<H: Handler>(config: &Config, handler: &H, setup: Setup) -> i32
             return EXIT_CONFIG;
         }
     };
+    if let Err(e) = handler.start(&info) {
+        log!("cannot start: the handler's start failed: {e}");
+        return EXIT_CONFIG;
+    }
     match worker.serve() {
         Ok(()) => 0,
         Err(e) => {
@@ -151,6 +171,7 @@ struct Worker<'h, H> {
     accept_queue: u32,
     uring: UringOptions,
     mode: Mode,
+    drain_timeout: Duration,
     ctx: Ctx<'h, H>,
     /// Receives that ended with `-ENOBUFS` (all provided buffers in use) and were re-armed.
     enobufs: u64,
@@ -205,6 +226,7 @@ impl<'h, H: Handler> Worker<'h, H> {
             accept_queue: setup.accept_queue,
             uring: config.uring,
             mode: Mode::Serving,
+            drain_timeout: config.drain_timeout,
             ctx: Ctx {
                 handler,
                 res: Response::new(),
@@ -248,7 +270,7 @@ impl<'h, H: Handler> Worker<'h, H> {
         loop {
             self.act_on_touched()?;
             self.arm_accept()?;
-            if self.mode == Mode::Draining && self.conns.is_empty() {
+            if self.mode != Mode::Serving && self.conns.is_empty() {
                 self.report_stats();
                 log!("drained; exiting");
                 return Ok(());
@@ -485,8 +507,15 @@ impl<'h, H: Handler> Worker<'h, H> {
             };
             self.ring.push(op, Event::Send(slot).tag())?;
         }
+        let idle_closing = matches!(
+            self.mode,
+            Mode::Draining {
+                idle_closing: true,
+                ..
+            }
+        );
         let closing = match conn.phase {
-            Phase::Open => self.mode == Mode::Draining && conn.is_idle(),
+            Phase::Open => idle_closing && conn.is_idle(),
             Phase::Finishing => conn.is_idle(),
             Phase::Closing { .. } => unreachable!("handled above"),
         };
@@ -536,14 +565,24 @@ impl<'h, H: Handler> Worker<'h, H> {
         Ok(())
     }
 
-    /// Stops accepting, closes idle connections, and lets busy ones finish.
-    fn drain(&mut self, why: &str) {
-        if self.mode == Mode::Draining {
+    /// Stops accepting and lets connections finish: each answer closes its connection,
+    /// and idle connections are closed after a short grace. `drain` is the time the master
+    /// allows before it kills this worker.
+    fn drain(&mut self, why: &str, drain: Duration) {
+        if self.mode != Mode::Serving {
             return;
         }
         log!("{why}: draining {} connections", self.conns.len());
-        self.mode = Mode::Draining;
+        let grace = DRAIN_IDLE_GRACE_MAX.min(drain / 2);
+        self.mode = Mode::Draining {
+            idle_close_at: Instant::now() + grace,
+            idle_closing: grace.is_zero(),
+        };
         self.ctx.draining = true;
+        self.touch_all();
+    }
+
+    fn touch_all(&mut self) {
         let slots: Vec<u32> = self.conns.iter().map(|(slot, _)| slot as u32).collect();
         for slot in slots {
             self.touch(slot);
@@ -568,7 +607,7 @@ impl<'h, H: Handler> Worker<'h, H> {
             r if r == -libc::EAGAIN => {}
             0 => {
                 // The master closed its end: it is gone or going. Drain and do not read again.
-                self.drain("master closed the pipe");
+                self.drain("master closed the pipe", Duration::ZERO);
                 return Ok(());
             }
             r if r < 0 => {
@@ -576,7 +615,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                     "reading the master's pipe: {}",
                     std::io::Error::from_raw_os_error(-r)
                 );
-                self.drain("IPC failure");
+                self.drain("IPC failure", Duration::ZERO);
                 return Ok(());
             }
             _ => {}
@@ -591,7 +630,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                 Ok(None) => break,
                 Err(e) => {
                     log!("garbage on the master's pipe ({e}); draining");
-                    self.drain("IPC failure");
+                    self.drain("IPC failure", Duration::ZERO);
                     return Ok(());
                 }
             }
@@ -603,7 +642,11 @@ impl<'h, H: Handler> Worker<'h, H> {
 
     fn on_message(&mut self, msg: Message) {
         match msg {
-            Message::Shutdown { .. } => self.drain("shutdown requested by the master"),
+            Message::Shutdown { drain_ms } => self.drain(
+                "shutdown requested by the master",
+                Duration::from_millis(drain_ms),
+            ),
+            Message::User(bytes) => self.ctx.handler.on_message(&bytes),
             other => log!("unexpected message from the master: {other:?}"),
         }
     }
@@ -629,7 +672,7 @@ impl<'h, H: Handler> Worker<'h, H> {
             } else {
                 "SIGTERM"
             };
-            self.drain(name);
+            self.drain(name, self.drain_timeout);
         }
         buf.clear();
         self.signal_buf = Some(buf);
@@ -647,6 +690,19 @@ impl<'h, H: Handler> Worker<'h, H> {
             panic!("a timeout hands its timespec back")
         };
         self.tick_spec = Some(spec);
+        if let Mode::Draining {
+            idle_close_at,
+            idle_closing: false,
+        } = self.mode
+        {
+            if Instant::now() >= idle_close_at {
+                self.mode = Mode::Draining {
+                    idle_close_at,
+                    idle_closing: true,
+                };
+                self.touch_all();
+            }
+        }
         if self.last_stats.elapsed() >= STATS_EVERY {
             self.last_stats = Instant::now();
             self.report_stats();
@@ -667,19 +723,13 @@ impl<'h, H: Handler> Worker<'h, H> {
         self.send_to_master(&Message::Stats(stats));
     }
 
-    /// Writes one frame to the master's pipe without blocking. A frame fits `PIPE_BUF`, so it
-    /// goes whole or not at all; when the pipe is full (the master is behind) a stats report
-    /// is dropped, and the next one carries the totals anyway.
+    /// Writes one frame to the master's pipe without blocking. When the pipe is full (the
+    /// master is behind) a stats report is dropped; the next one carries the totals anyway.
     fn send_to_master(&self, msg: &Message) {
-        let mut frame = Vec::with_capacity(ipc::FRAME_BYTES_MAX);
-        if let Err(e) = ipc::encode(msg, &mut frame) {
-            log!("message to the master not sent: {e}");
-            return;
-        }
-        if let Err(e) = nix::unistd::write(&self.to_master, &frame) {
-            if e != nix::errno::Errno::EAGAIN {
-                log!("writing to the master: {e}");
-            }
+        use std::os::fd::AsFd;
+        match crate::cluster::write_frame(self.to_master.as_fd(), msg) {
+            Ok(()) | Err(crate::cluster::SendError::Full) => {}
+            Err(e) => log!("message to the master not sent: {e}"),
         }
     }
 }

@@ -54,7 +54,7 @@ fn the_affinity_mask_bounds_the_worker_count() {
         });
     }
     let server = Server::start_command(&mut command, 1);
-    assert!(server.wait_log("listening on").contains("(1 workers)"));
+    assert!(server.wait_log("listening on").contains("(1 workers,"));
     let workers = server.worker_pids();
     assert_eq!(workers.len(), 1);
     assert_eq!(pinned_cpu(workers[0]), Some(first));

@@ -1,0 +1,153 @@
+//! The cluster API: what the master tells you about its workers, and the messages both sides
+//! exchange. The counterpart of Node's `cluster` module.
+//!
+//! | Node.js `cluster` | ringmaster |
+//! | --- | --- |
+//! | `cluster.isPrimary` / `cluster.isWorker` | code in [`Server`](crate::Server) hooks runs in the master; [`Handler`](crate::Handler) methods run in workers |
+//! | `cluster.fork()` | the master forks one worker per slot ([`Workers`](crate::Workers)), pinned to a CPU, and respawns them |
+//! | `cluster.on('fork', (worker) => …)` | [`Server::on_fork`](crate::Server::on_fork) |
+//! | `cluster.on('online', (worker) => …)` / `'listening'` | [`Server::on_online`](crate::Server::on_online): the worker's ring is up and its accept armed |
+//! | `cluster.on('exit', (worker, code, signal) => …)` | [`Server::on_exit`](crate::Server::on_exit) with an [`Exit`] |
+//! | `cluster.on('message', (worker, msg) => …)` | [`Server::on_message`](crate::Server::on_message) |
+//! | `worker.send(msg)` (in the primary) | [`Cluster::send`] |
+//! | `for (const id in cluster.workers) cluster.workers[id].send(msg)` | [`Cluster::broadcast`] |
+//! | `cluster.workers` | [`Cluster::workers`] |
+//! | `process.send(msg)` (in a worker) | [`send_to_master`] |
+//! | `process.on('message', (msg) => …)` (in a worker) | [`Handler::on_message`](crate::Handler::on_message) |
+//! | worker start-up code after `cluster.isWorker` | [`Handler::start`](crate::Handler::start) |
+//! | `worker.disconnect()` / `worker.kill()` | `SIGTERM` / `SIGKILL` to the worker's [`WorkerInfo::pid`]; the master respawns it |
+//! | rolling restart (PM2 `reload`) | `SIGHUP` to the master, or `ringmaster reload` |
+//!
+//! Messages are bytes (at most [`USER_BYTES_MAX`](crate::ipc::USER_BYTES_MAX) each), not
+//! JSON: serialize as you like. Delivery is in order per direction and never blocks either
+//! side: when the pipe is full, sending fails with [`SendError::Full`].
+
+use crate::ipc::{self, Message};
+use std::fmt;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// A worker as the master sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its slot, `0..workers`; a respawned or reloaded worker keeps the slot.
+    pub slot: u32,
+    /// Its process id.
+    pub pid: u32,
+    /// The CPU it is pinned to.
+    pub cpu: usize,
+}
+
+/// How a worker ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code (0 after a graceful drain).
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+/// Why a message was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// Over [`USER_BYTES_MAX`](crate::ipc::USER_BYTES_MAX) bytes.
+    TooLarge,
+    /// The pipe is full: the other side is not reading. Try again later.
+    Full,
+    /// No such worker, or the other side is gone.
+    Gone,
+    /// [`send_to_master`] was called outside a worker.
+    NotAWorker,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::TooLarge => "message over the IPC size limit",
+            SendError::Full => "the pipe is full (the other side is not reading)",
+            SendError::Gone => "no such worker, or it is gone",
+            SendError::NotAWorker => "send_to_master called outside a worker",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Writes one frame without blocking: a frame fits `PIPE_BUF`, so it goes whole or not at all.
+pub(crate) fn write_frame(fd: BorrowedFd<'_>, msg: &Message) -> Result<(), SendError> {
+    let mut frame = Vec::with_capacity(ipc::FRAME_BYTES_MAX);
+    ipc::encode(msg, &mut frame).map_err(|_| SendError::TooLarge)?;
+    match nix::unistd::write(fd, &frame) {
+        Ok(n) if n == frame.len() => Ok(()),
+        Ok(_) => Err(SendError::Gone),
+        Err(nix::errno::Errno::EAGAIN) => Err(SendError::Full),
+        Err(_) => Err(SendError::Gone),
+    }
+}
+
+/// The write end of this worker's pipe to the master; -1 in the master.
+static TO_MASTER: AtomicI32 = AtomicI32::new(-1);
+
+/// Records this worker's pipe to the master (right after fork).
+pub(crate) fn set_to_master(fd: RawFd) {
+    TO_MASTER.store(fd, Ordering::Relaxed);
+}
+
+/// Sends `bytes` to the master, from a worker (Node's `process.send`). The master's
+/// [`Server::on_message`](crate::Server::on_message) hook receives them.
+pub fn send_to_master(bytes: &[u8]) -> Result<(), SendError> {
+    let fd = TO_MASTER.load(Ordering::Relaxed);
+    if fd < 0 {
+        return Err(SendError::NotAWorker);
+    }
+    if bytes.len() > ipc::USER_BYTES_MAX {
+        return Err(SendError::TooLarge);
+    }
+    // SAFETY: `fd` is the worker's pipe to the master, open for the worker's whole life
+    // (the worker never closes it; it is set once after fork).
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    write_frame(fd, &Message::User(bytes.to_vec()))
+}
+
+/// The master's view of its running workers, handed to every hook: send to one worker or
+/// to all.
+pub struct Cluster<'a> {
+    pub(crate) workers: &'a [(WorkerInfo, BorrowedFd<'a>)],
+}
+
+impl Cluster<'_> {
+    /// The workers that are ready, by slot.
+    pub fn workers(&self) -> impl Iterator<Item = WorkerInfo> + '_ {
+        self.workers.iter().map(|(info, _)| *info)
+    }
+
+    /// Sends `bytes` to the worker of `slot` (Node's `worker.send`); its
+    /// [`Handler::on_message`](crate::Handler::on_message) receives them.
+    pub fn send(&self, slot: u32, bytes: &[u8]) -> Result<(), SendError> {
+        let (_, fd) = self
+            .workers
+            .iter()
+            .find(|(info, _)| info.slot == slot)
+            .ok_or(SendError::Gone)?;
+        write_frame(*fd, &Message::User(bytes.to_vec()))
+    }
+
+    /// Sends `bytes` to every ready worker; returns how many it reached.
+    pub fn broadcast(&self, bytes: &[u8]) -> usize {
+        self.workers
+            .iter()
+            .filter(|(_, fd)| write_frame(*fd, &Message::User(bytes.to_vec())).is_ok())
+            .count()
+    }
+}
+
+type Hook<A> = Box<dyn FnMut(&Cluster<'_>, A)>;
+
+/// The master-side hooks a [`Server`](crate::Server) was given.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub(crate) fork: Option<Hook<WorkerInfo>>,
+    pub(crate) online: Option<Hook<WorkerInfo>>,
+    pub(crate) exit: Option<Hook<(WorkerInfo, Exit)>>,
+    pub(crate) message: Option<Box<dyn FnMut(&Cluster<'_>, WorkerInfo, &[u8])>>,
+}
