@@ -142,6 +142,7 @@ impl Cluster<'_> {
 }
 
 type Hook<A> = Box<dyn FnMut(&Cluster<'_>, A)>;
+type MessageHook = Box<dyn FnMut(&Cluster<'_>, WorkerInfo, &[u8])>;
 
 /// The master-side hooks a [`Server`](crate::Server) was given.
 #[derive(Default)]
@@ -149,5 +150,5 @@ pub(crate) struct Hooks {
     pub(crate) fork: Option<Hook<WorkerInfo>>,
     pub(crate) online: Option<Hook<WorkerInfo>>,
     pub(crate) exit: Option<Hook<(WorkerInfo, Exit)>>,
-    pub(crate) message: Option<Box<dyn FnMut(&Cluster<'_>, WorkerInfo, &[u8])>>,
+    pub(crate) message: Option<MessageHook>,
 }

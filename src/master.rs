@@ -620,7 +620,7 @@ impl<H: Handler> Master<'_, H> {
         while let Ok(Some(info)) = self.signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGCHLD) => self.reap(),
-                Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => self.shutdown(&s.to_string()),
+                Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => self.shutdown(s.as_ref()),
                 Ok(Signal::SIGHUP) => self.request_reload(None),
                 _ => {}
             }
