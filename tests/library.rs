@@ -3,22 +3,8 @@
 
 mod common;
 
-use common::{closed_by_server, exchange, Server};
-use std::path::PathBuf;
+use common::{closed_by_server, example, exchange, Server};
 use std::process::Command;
-
-fn example(name: &str) -> PathBuf {
-    // Integration tests live in target/<profile>/deps; examples in target/<profile>/examples.
-    let deps = std::env::current_exe().unwrap();
-    let profile = deps.parent().unwrap().parent().unwrap();
-    let path = profile.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo test --workspace`, which builds the examples first",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn a_user_handler_routes_and_reads_bodies() {

@@ -2,6 +2,8 @@
 //! log, talk HTTP over real sockets. Every wait is bounded.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -292,6 +294,53 @@ pub fn closed_by_server(reader: &mut BufReader<TcpStream>) -> bool {
         Ok(_) => rest.is_empty(),
         Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
     }
+}
+
+/// The path of a built example program.
+pub fn example(name: &str) -> std::path::PathBuf {
+    // Integration tests live in target/<profile>/deps; examples in target/<profile>/examples.
+    let deps = std::env::current_exe().unwrap();
+    let profile = deps.parent().unwrap().parent().unwrap();
+    let path = profile.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo test --workspace`, which builds the examples first",
+        path.display()
+    );
+    path
+}
+
+/// The testbed example (a handler whose behaviour tests choose) with `args`, on port 0.
+pub fn testbed(args: &[&str]) -> Command {
+    let mut command = Command::new(example("testbed"));
+    command.args(args).args(["--listen", "127.0.0.1:0"]);
+    command
+}
+
+/// The number of open descriptors of `pid`.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Sends a command to the master's control socket and returns the answer.
+pub fn control(server: &Server, command: &str) -> String {
+    let path = format!("/tmp/ringmaster-{}.sock", server.addr.port());
+    let path = std::env::var("XDG_RUNTIME_DIR")
+        .ok()
+        .map(|d| format!("{d}/ringmaster-{}.sock", server.addr.port()))
+        .filter(|p| std::path::Path::new(p).exists())
+        .unwrap_or(path);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path)
+        .unwrap_or_else(|e| panic!("control socket {path}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(format!("{command}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 /// `GET / HTTP/1.1` with a Host.

@@ -1,0 +1,119 @@
+//! A server whose behaviour tests choose per request, run through ringmaster's own command
+//! line (`ringmaster::cli::run`), with every cluster hook in use. The integration tests run
+//! it as a real process; it also shows the IPC API end to end.
+//!
+//! Paths: `/` Hello World; `/pid` the worker's pid; `/slow?ms=N` answers after N ms (the
+//! worker is blocked meanwhile); `/panic` panics; `/send?m=TEXT` sends TEXT to the master;
+//! `/inbox` the worker's pid and the last message the master sent it.
+//!
+//! The master's `on_message` hook answers `echo:TEXT` to the sender, and for
+//! `broadcast:TEXT` sends TEXT to every worker. Hooks log `testbed: EVENT ...` lines.
+//!
+//! `TESTBED_START=config` makes `Handler::start` fail (a configuration error: no respawn
+//! loop); `TESTBED_START=exit` or `exit:SLOT` makes the worker (of that slot) exit with
+//! code 3 at start (a crash: respawned with backoff until the slot is errored).
+//! `TESTBED_START_FILE=PATH` reads the same choice from a file at each start (absent: a
+//! normal start), plus `hang`: never become ready.
+
+use ringmaster::{send_to_master, Handler, Request, Response, Server, WorkerInfo};
+use std::cell::RefCell;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Testbed {
+    inbox: RefCell<Vec<u8>>,
+}
+
+fn query<'a>(req: &Request<'a>, key: &str) -> Option<&'a str> {
+    req.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+impl Handler for Testbed {
+    fn handle(&self, req: &Request<'_>, res: &mut Response) {
+        match req.path() {
+            "/" => {
+                res.header("Content-Type", "text/plain").body("Hello World");
+            }
+            "/pid" => {
+                res.body(std::process::id().to_string());
+            }
+            "/slow" => {
+                let ms = query(req, "ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+                eprintln!("testbed: slow request started ({ms}ms)");
+                std::thread::sleep(Duration::from_millis(ms));
+                res.body("slow done");
+            }
+            "/panic" => panic!("testbed: /panic requested"),
+            "/send" => {
+                let text = query(req, "m").unwrap_or("");
+                match send_to_master(text.as_bytes()) {
+                    Ok(()) => res.body("sent"),
+                    Err(e) => res.status(500).body(e.to_string()),
+                };
+            }
+            "/inbox" => {
+                let inbox = self.inbox.borrow();
+                res.body(format!(
+                    "{}:{}",
+                    std::process::id(),
+                    String::from_utf8_lossy(&inbox)
+                ));
+            }
+            _ => {
+                res.status(404).body("not found\n");
+            }
+        }
+    }
+
+    fn start(&self, worker: &WorkerInfo) -> Result<(), String> {
+        let from_file = std::env::var("TESTBED_START_FILE")
+            .ok()
+            .and_then(|path| std::fs::read_to_string(path).ok());
+        let choice = from_file.or_else(|| std::env::var("TESTBED_START").ok());
+        match choice.as_deref().map(str::trim) {
+            Some("config") => Err("TESTBED_START=config asks for a failed start".into()),
+            Some("exit") => std::process::exit(3),
+            Some("hang") => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+            Some(s) if s.strip_prefix("exit:") == Some(&worker.slot.to_string()) => {
+                std::process::exit(3)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn on_message(&self, bytes: &[u8]) {
+        *self.inbox.borrow_mut() = bytes.to_vec();
+    }
+}
+
+fn main() {
+    let server = Server::new(Testbed::default())
+        .on_fork(|_, w| eprintln!("testbed: fork slot={} pid={}", w.slot, w.pid))
+        .on_online(|cluster, w| {
+            eprintln!(
+                "testbed: online slot={} pid={} ready={}",
+                w.slot,
+                w.pid,
+                cluster.workers().count()
+            )
+        })
+        .on_exit(|_, w, exit| eprintln!("testbed: exit slot={} pid={} {exit:?}", w.slot, w.pid))
+        .on_message(|cluster, w, bytes| {
+            let text = String::from_utf8_lossy(bytes).to_string();
+            eprintln!("testbed: message slot={} text={text}", w.slot);
+            if let Some(all) = text.strip_prefix("broadcast:") {
+                let reached = cluster.broadcast(all.as_bytes());
+                eprintln!("testbed: broadcast reached={reached}");
+            } else {
+                let reply = format!("echo:{text}");
+                if let Err(e) = cluster.send(w.slot, reply.as_bytes()) {
+                    eprintln!("testbed: reply failed: {e}");
+                }
+            }
+        });
+    std::process::exit(ringmaster::cli::run(server));
+}
