@@ -18,6 +18,8 @@ const TYPE_READY: u8 = 1;
 const TYPE_STATS: u8 = 2;
 const TYPE_USER: u8 = 3;
 const TYPE_SHUTDOWN: u8 = 4;
+const TYPE_ADOPT: u8 = 5;
+const TYPE_RELEASE: u8 = 6;
 
 /// Counters a worker reports to the master; all are totals since the worker started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +56,17 @@ pub enum Message {
     },
     /// Either way: application bytes (at most [`USER_BYTES_MAX`]).
     User(Vec<u8>),
+    /// master → worker: also accept on the listening socket of `slot`, whose worker is down
+    /// (`SO_REUSEPORT` mode: its queued connections would wait otherwise).
+    Adopt {
+        /// The slot whose socket to accept on.
+        slot: u32,
+    },
+    /// master → worker: stop accepting on `slot`'s socket; its own worker is back.
+    Release {
+        /// The slot whose socket to give back.
+        slot: u32,
+    },
 }
 
 /// Why bytes could not be framed or unframed.
@@ -88,6 +101,8 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
         Message::Ready => (TYPE_READY, 0),
         Message::Stats(_) => (TYPE_STATS, STATS_BYTES),
         Message::Shutdown { .. } => (TYPE_SHUTDOWN, 8),
+        Message::Adopt { .. } => (TYPE_ADOPT, 4),
+        Message::Release { .. } => (TYPE_RELEASE, 4),
         Message::User(bytes) if bytes.len() > USER_BYTES_MAX => return Err(FrameError::Oversized),
         Message::User(bytes) => (TYPE_USER, bytes.len()),
     };
@@ -108,6 +123,9 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
             }
         }
         Message::Shutdown { drain_ms } => out.extend_from_slice(&drain_ms.to_le_bytes()),
+        Message::Adopt { slot } | Message::Release { slot } => {
+            out.extend_from_slice(&slot.to_le_bytes())
+        }
         Message::User(bytes) => out.extend_from_slice(bytes),
     }
     Ok(())
@@ -143,8 +161,18 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
             errors: word(5),
         }),
         TYPE_SHUTDOWN if payload.len() == 8 => Message::Shutdown { drain_ms: word(0) },
+        TYPE_ADOPT | TYPE_RELEASE if payload.len() == 4 => {
+            let slot = u32::from_le_bytes(payload.try_into().expect("4 bytes"));
+            if kind == TYPE_ADOPT {
+                Message::Adopt { slot }
+            } else {
+                Message::Release { slot }
+            }
+        }
         TYPE_USER => Message::User(payload.to_vec()),
-        TYPE_READY | TYPE_STATS | TYPE_SHUTDOWN => return Err(FrameError::BadPayload(kind)),
+        TYPE_READY | TYPE_STATS | TYPE_SHUTDOWN | TYPE_ADOPT | TYPE_RELEASE => {
+            return Err(FrameError::BadPayload(kind))
+        }
         other => return Err(FrameError::UnknownType(other)),
     };
     Ok(Some((msg, 4 + len)))
@@ -174,6 +202,8 @@ mod tests {
             Message::Ready,
             Message::Stats(stats),
             Message::Shutdown { drain_ms: 10_000 },
+            Message::Adopt { slot: 3 },
+            Message::Release { slot: u32::MAX },
             Message::User(Vec::new()),
             Message::User(vec![7; USER_BYTES_MAX]),
         ] {

@@ -92,6 +92,7 @@ pub(crate) fn run<H: Handler>(
         reload_queued: None,
         pid: getpid(),
         events: Vec::with_capacity(control::CONNECTIONS_MAX),
+        adopters: vec![None; count],
     };
     for slot in 0..count {
         let child = master.fork_worker(slot)?;
@@ -150,13 +151,6 @@ impl Listeners {
                 }
                 Ok(Listeners::PerSlot(all))
             }
-        }
-    }
-
-    fn for_slot(&self, slot: usize) -> RawFd {
-        match self {
-            Listeners::Shared(fd) => fd.as_raw_fd(),
-            Listeners::PerSlot(fds) => fds[slot].as_raw_fd(),
         }
     }
 
@@ -412,6 +406,9 @@ struct Master<'a, H> {
     reload_queued: Option<Vec<u64>>,
     pid: Pid,
     events: Vec<control::Event>,
+    /// In `SO_REUSEPORT` mode, the worker accepting on each slot's socket while that slot
+    /// has no ready worker of its own.
+    adopters: Vec<Option<Pid>>,
 }
 
 impl<H: Handler> Master<'_, H> {
@@ -423,20 +420,15 @@ impl<H: Handler> Master<'_, H> {
         };
         let (worker_reads, master_writes) = pipe()?;
         let (master_reads, worker_writes) = pipe()?;
-        let listener = self.listeners.for_slot(slot);
-        // Descriptors the child must not keep: everything the master owns but its listener.
+        // The child keeps every listening socket: its own, and those it may be asked to adopt.
+        let listeners = self.listeners.all();
+        // Descriptors the child must not keep: everything else the master owns.
         let mut foreign: Vec<RawFd> = vec![
             self.signals.as_raw_fd(),
             master_writes.as_raw_fd(),
             master_reads.as_raw_fd(),
         ];
         foreign.extend(self.control.poll_fds().map(|fd| fd.as_raw_fd()));
-        foreign.extend(
-            self.listeners
-                .all()
-                .into_iter()
-                .filter(|&fd| fd != listener),
-        );
         for child in self.children() {
             foreign.push(child.to_worker.as_raw_fd());
             foreign.extend(child.from_worker.as_ref().map(|f| f.as_raw_fd()));
@@ -457,7 +449,7 @@ impl<H: Handler> Master<'_, H> {
                 let setup = worker::Setup {
                     slot: index,
                     cpu: cpu.id,
-                    listener,
+                    listeners,
                     from_master: worker_reads,
                     to_master: worker_writes,
                     accept_queue: self.accept_queue,
@@ -549,6 +541,48 @@ impl<H: Handler> Master<'_, H> {
             }
             self.on_deadlines();
             self.step_reload();
+            self.update_adoptions();
+        }
+    }
+
+    /// In `SO_REUSEPORT` mode, makes sure every slot's socket has a worker accepting on it:
+    /// a slot without a ready worker (respawning, errored) has its socket adopted by a
+    /// ready worker of another slot, and released when its own worker is ready again.
+    fn update_adoptions(&mut self) {
+        if !matches!(self.listeners, Listeners::PerSlot(_)) {
+            return;
+        }
+        let ready: Vec<Option<Pid>> = self
+            .slots
+            .iter()
+            .map(|s| s.child().filter(|c| c.ready).map(|c| c.pid))
+            .collect();
+        for slot in 0..self.slots.len() {
+            let adopter = self.adopters[slot];
+            if ready[slot].is_some() {
+                if let Some(pid) = adopter {
+                    self.adopters[slot] = None;
+                    self.tell_pid(pid, &Message::Release { slot: slot as u32 });
+                }
+                continue;
+            }
+            if adopter.is_some_and(|pid| ready.contains(&Some(pid))) {
+                continue; // Still adopted by a ready worker.
+            }
+            // The next ready slot after this one takes its socket.
+            let n = self.slots.len();
+            let taker = (1..n).map(|d| (slot + d) % n).find_map(|i| ready[i]);
+            self.adopters[slot] = taker;
+            if let Some(pid) = taker {
+                log!("slot {slot} has no ready worker: worker pid {pid} accepts on its socket");
+                self.tell_pid(pid, &Message::Adopt { slot: slot as u32 });
+            }
+        }
+    }
+
+    fn tell_pid(&self, pid: Pid, msg: &Message) {
+        if let Some(child) = self.children().find(|c| c.pid == pid) {
+            tell(child, msg);
         }
     }
 
@@ -880,7 +914,7 @@ impl<H: Handler> Master<'_, H> {
                     self.call_hook(HookEvent::Message(info, &bytes));
                 }
             }
-            Message::Shutdown { .. } => log!("worker pid {pid}: unexpected Shutdown message"),
+            other => log!("worker pid {pid}: unexpected message {other:?}"),
         }
     }
 

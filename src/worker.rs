@@ -49,7 +49,8 @@ const DRAIN_IDLE_GRACE_MAX: Duration = Duration::from_secs(1);
 /// slot in the low 32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Event {
-    Accept,
+    /// An accept on the listening socket of this slot.
+    Accept(u32),
     Ipc,
     Signal,
     Tick,
@@ -62,7 +63,7 @@ enum Event {
 impl Event {
     fn tag(self) -> u64 {
         let (kind, slot) = match self {
-            Event::Accept => (1, 0),
+            Event::Accept(s) => (1, s),
             Event::Ipc => (2, 0),
             Event::Signal => (3, 0),
             Event::Tick => (4, 0),
@@ -77,7 +78,7 @@ impl Event {
     fn from_tag(tag: u64) -> Event {
         let slot = tag as u32;
         match tag >> 32 {
-            1 => Event::Accept,
+            1 => Event::Accept(slot),
             2 => Event::Ipc,
             3 => Event::Signal,
             4 => Event::Tick,
@@ -94,7 +95,9 @@ impl Event {
 pub(crate) struct Setup {
     pub(crate) slot: u32,
     pub(crate) cpu: usize,
-    pub(crate) listener: RawFd,
+    /// The listening sockets by slot: one shared by all, or one per slot (`SO_REUSEPORT`).
+    /// The worker accepts on its own slot's, and on others the master asks it to adopt.
+    pub(crate) listeners: Vec<RawFd>,
     /// The read end of the master → worker pipe (non-blocking).
     pub(crate) from_master: OwnedFd,
     /// The write end of the worker → master pipe (non-blocking).
@@ -116,20 +119,49 @@ enum Mode {
     },
 }
 
-/// The accept operations: one multishot while the connection table has room for a whole
-/// accept queue, else up to [`ACCEPT_SINGLE_DEPTH`] single accepts, each of which takes
-/// exactly one connection. That way the worker stops accepting at its bound instead of
-/// accepting and dropping.
-#[derive(Debug, Default)]
+/// The accept operations on one listening socket: one multishot accept while the connection
+/// table has room for a whole accept queue, else up to [`ACCEPT_SINGLE_DEPTH`] single
+/// accepts, each of which takes exactly one connection. That way the worker stops accepting
+/// at its bound instead of accepting and dropping.
+#[derive(Debug)]
 struct Acceptor {
-    multi: Option<OpId>,
-    /// A cancel of `multi` is in flight.
-    cancelling: bool,
-    singles: Vec<OpId>,
-    /// Accepting resumes at this instant (after running out of descriptors).
-    paused_until: Option<Instant>,
-    /// Connections accepted by a multishot accept beyond the table's bound, closed at once.
-    overflow: u64,
+    /// The slot whose socket this is.
+    slot: u32,
+    fd: RawFd,
+    /// Whether it should accept: the worker's own socket while serving, an adopted one
+    /// until the master releases it.
+    wanted: bool,
+    /// The multishot accept, and whether a cancel of it was pushed.
+    multi: Option<(OpId, bool)>,
+    /// Single accepts, each with whether a cancel of it was pushed.
+    singles: Vec<(OpId, bool)>,
+}
+
+impl Acceptor {
+    fn new(slot: u32, fd: RawFd) -> Acceptor {
+        Acceptor {
+            slot,
+            fd,
+            wanted: true,
+            multi: None,
+            singles: Vec::with_capacity(ACCEPT_SINGLE_DEPTH as usize),
+        }
+    }
+
+    /// Whether an accept is still in the kernel: until then its poll entry sits on the
+    /// socket's wait queue, so the worker must not exit.
+    fn in_flight(&self) -> bool {
+        self.multi.is_some() || !self.singles.is_empty()
+    }
+
+    /// Forgets an accept that has ended.
+    fn ended(&mut self, id: OpId) {
+        if self.multi.is_some_and(|(m, _)| m == id) {
+            self.multi = None;
+        } else {
+            self.singles.retain(|&(s, _)| s != id);
+        }
+    }
 }
 
 /// Runs a worker until it has drained; returns its exit code.
@@ -166,9 +198,15 @@ struct Worker<'h, H> {
     connections_max: usize,
     /// Connections to act on at the end of this turn.
     touched: Vec<u32>,
-    acceptor: Acceptor,
-    listener: RawFd,
+    /// The worker's own socket's acceptor first, then adopted ones.
+    acceptors: Vec<Acceptor>,
+    /// Every listening socket, by slot (one entry in shared mode).
+    listeners: Vec<RawFd>,
     accept_queue: u32,
+    /// Accepting resumes at this instant (after running out of descriptors).
+    accept_paused_until: Option<Instant>,
+    /// Connections a multishot accept took beyond the table's bound, closed at once.
+    accept_overflow: u64,
     uring: UringOptions,
     mode: Mode,
     drain_timeout: Duration,
@@ -218,11 +256,15 @@ impl<'h, H: Handler> Worker<'h, H> {
             conns: Slab::with_capacity(connections_max),
             connections_max,
             touched: Vec::with_capacity(connections_max),
-            acceptor: Acceptor {
-                singles: Vec::with_capacity(ACCEPT_SINGLE_DEPTH as usize),
-                ..Acceptor::default()
+            acceptors: {
+                let own = setup.slot as usize % setup.listeners.len();
+                let mut acceptors = Vec::with_capacity(setup.listeners.len());
+                acceptors.push(Acceptor::new(own as u32, setup.listeners[own]));
+                acceptors
             },
-            listener: setup.listener,
+            listeners: setup.listeners,
+            accept_paused_until: None,
+            accept_overflow: 0,
             accept_queue: setup.accept_queue,
             uring: config.uring,
             mode: Mode::Serving,
@@ -257,7 +299,7 @@ impl<'h, H: Handler> Worker<'h, H> {
         self.arm_ipc()?;
         self.arm_signals()?;
         self.arm_tick()?;
-        self.arm_accept()?;
+        self.arm_accepts()?;
         // Hand the accept to the kernel before telling the master this worker is ready.
         self.ring.submit_and_wait(0)?;
         self.send_to_master(&Message::Ready);
@@ -269,8 +311,11 @@ impl<'h, H: Handler> Worker<'h, H> {
         );
         loop {
             self.act_on_touched()?;
-            self.arm_accept()?;
-            if self.mode != Mode::Serving && self.conns.is_empty() {
+            self.arm_accepts()?;
+            // Exit only once no accept is left in the kernel: a dead worker's accept could
+            // otherwise swallow a wake-up meant for the worker that took over its socket.
+            let accepting = self.acceptors.iter().any(Acceptor::in_flight);
+            if self.mode != Mode::Serving && self.conns.is_empty() && !accepting {
                 self.report_stats();
                 log!("drained; exiting");
                 return Ok(());
@@ -289,7 +334,7 @@ impl<'h, H: Handler> Worker<'h, H> {
 
     fn dispatch(&mut self, c: Completion) -> std::io::Result<()> {
         match Event::from_tag(c.tag) {
-            Event::Accept => self.on_accept(&c),
+            Event::Accept(slot) => self.on_accept(slot, &c),
             Event::Recv(slot) => self.on_recv(slot, &c),
             Event::Send(slot) => self.on_send(slot, c)?,
             Event::Close(slot) => {
@@ -317,14 +362,14 @@ impl<'h, H: Handler> Worker<'h, H> {
         }
     }
 
-    fn on_accept(&mut self, c: &Completion) {
-        let a = &mut self.acceptor;
+    fn on_accept(&mut self, listener: u32, c: &Completion) {
         if !c.more() {
-            if a.multi == Some(c.id) {
-                a.multi = None;
-                a.cancelling = false;
-            } else {
-                a.singles.retain(|&id| id != c.id);
+            if let Some(a) = self.acceptors.iter_mut().find(|a| a.slot == listener) {
+                a.ended(c.id);
+                let (fd, quiet) = (a.fd, !a.in_flight());
+                if quiet && (!a.wanted || self.mode != Mode::Serving) {
+                    self.sweep(fd);
+                }
             }
         }
         match c.errno() {
@@ -333,7 +378,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                 if self.conns.len() >= self.connections_max {
                     // A multishot accept took more than the room left: an arrival burst
                     // beyond the accept queue while the table was nearly full.
-                    a.overflow += 1;
+                    self.accept_overflow += 1;
                     // SAFETY: `fd` was just accepted for this worker and nothing else owns it.
                     unsafe { libc::close(fd) };
                     return;
@@ -348,7 +393,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                     "accept: {}; pausing accepts for {ACCEPT_PAUSE:?}",
                     std::io::Error::from_raw_os_error(e)
                 );
-                a.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
             }
             Some(_) => {
                 // ECONNABORTED and the like: that connection is gone; keep accepting.
@@ -356,50 +401,96 @@ impl<'h, H: Handler> Worker<'h, H> {
         }
     }
 
-    /// Keeps the accept armed within the connection bound; cancels it when draining or too
-    /// close to the bound for a multishot accept.
-    fn arm_accept(&mut self) -> std::io::Result<()> {
-        let a = &mut self.acceptor;
+    /// Keeps accepts armed on every wanted socket within the connection bound, cancels the
+    /// rest, and forgets adopted sockets once released and quiet.
+    fn arm_accepts(&mut self) -> std::io::Result<()> {
         let serving = self.mode == Mode::Serving;
-        if !serving {
-            for id in a.singles.drain(..) {
-                self.ring
-                    .push(Op::Cancel { target: id }, Event::Cancel.tag())?;
+        let paused = match self.accept_paused_until {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                self.accept_paused_until = None;
+                false
             }
-        }
-        if let Some(until) = a.paused_until {
-            if Instant::now() < until {
-                return Ok(());
-            }
-            a.paused_until = None;
-        }
+            None => false,
+        };
+        let singles: usize = self.acceptors.iter().map(|a| a.singles.len()).sum();
         let free = self
             .connections_max
-            .saturating_sub(self.conns.len() + a.singles.len());
-        let multi_fits =
-            serving && self.uring.multishot_accept && free > self.accept_queue as usize;
-        if let Some(multi) = a.multi {
-            if !multi_fits && !a.cancelling {
-                a.cancelling = true;
-                self.ring
-                    .push(Op::Cancel { target: multi }, Event::Cancel.tag())?;
+            .saturating_sub(self.conns.len() + singles);
+        let active = self.acceptors.iter().filter(|a| a.wanted).count().max(1);
+        // A multishot accept can take a whole accept queue at once, so it is armed only
+        // while every wanted socket's queue fits in the room left.
+        let multi_fits = self.uring.multishot_accept && free > self.accept_queue as usize * active;
+        let share = (free / active).min(ACCEPT_SINGLE_DEPTH as usize);
+        for a in &mut self.acceptors {
+            let wanted = serving && a.wanted;
+            if !wanted || (a.multi.is_some() && !multi_fits) {
+                cancel_accepts(&mut self.ring, a)?;
+                continue;
             }
-            return Ok(());
+            if paused || a.multi.is_some() {
+                continue;
+            }
+            if multi_fits {
+                let op = Op::AcceptMulti { fd: a.fd };
+                let id = self.ring.push(op, Event::Accept(a.slot).tag())?;
+                a.multi = Some((id, false));
+                continue;
+            }
+            while a.singles.len() < share {
+                let op = Op::Accept { fd: a.fd };
+                let id = self.ring.push(op, Event::Accept(a.slot).tag())?;
+                a.singles.push((id, false));
+            }
         }
-        if !serving {
-            return Ok(());
-        }
-        if multi_fits {
-            let op = Op::AcceptMulti { fd: self.listener };
-            a.multi = Some(self.ring.push(op, Event::Accept.tag())?);
-            return Ok(());
-        }
-        let want = free.min(ACCEPT_SINGLE_DEPTH as usize);
-        while a.singles.len() < want {
-            let op = Op::Accept { fd: self.listener };
-            a.singles.push(self.ring.push(op, Event::Accept.tag())?);
-        }
+        // Adopted sockets the master took back, with nothing left in the kernel.
+        let own = self.acceptors[0].slot;
+        self.acceptors
+            .retain(|a| a.slot == own || a.wanted || a.in_flight());
         Ok(())
+    }
+
+    /// Accepts, without waiting, what is queued on `fd` once this worker's accepts on it
+    /// have all ended. A connection can arrive just as an accept is cancelled: the socket
+    /// then wakes this worker's accept, which is gone, and no other worker waiting on the
+    /// socket, so the connection would wait for the next one to arrive. Taking it here (and
+    /// answering it as a draining worker does) leaves no connection behind.
+    fn sweep(&mut self, fd: RawFd) {
+        while self.conns.len() < self.connections_max {
+            // SAFETY: `fd` is a listening socket this worker holds open for its whole life;
+            // null address pointers are allowed by accept4.
+            let conn = unsafe {
+                libc::accept4(
+                    fd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if conn < 0 {
+                return; // EAGAIN: the queue is empty (or the socket failed: nothing to take).
+            }
+            self.ctx.counters.accepted += 1;
+            let slot = self.conns.insert(Conn::new(conn)) as u32;
+            self.touch(slot);
+        }
+    }
+
+    /// Starts accepting on slot `slot`'s socket too (its worker is down), or stops.
+    fn adopt(&mut self, slot: u32, adopt: bool) {
+        let Some(&fd) = self.listeners.get(slot as usize) else {
+            log!("asked to adopt slot {slot}, which has no socket here");
+            return;
+        };
+        match self.acceptors.iter_mut().find(|a| a.slot == slot) {
+            Some(a) => a.wanted = adopt,
+            None if adopt => self.acceptors.push(Acceptor::new(slot, fd)),
+            None => {}
+        }
+        log!(
+            "{} the socket of slot {slot}",
+            if adopt { "adopting" } else { "releasing" }
+        );
     }
 
     fn on_recv(&mut self, slot: u32, c: &Completion) {
@@ -647,6 +738,8 @@ impl<'h, H: Handler> Worker<'h, H> {
                 Duration::from_millis(drain_ms),
             ),
             Message::User(bytes) => self.ctx.handler.on_message(&bytes),
+            Message::Adopt { slot } => self.adopt(slot, true),
+            Message::Release { slot } => self.adopt(slot, false),
             other => log!("unexpected message from the master: {other:?}"),
         }
     }
@@ -732,6 +825,17 @@ impl<'h, H: Handler> Worker<'h, H> {
             Err(e) => log!("message to the master not sent: {e}"),
         }
     }
+}
+
+/// Pushes a cancel for every accept of `a` not cancelled yet.
+fn cancel_accepts(ring: &mut Ring, a: &mut Acceptor) -> std::io::Result<()> {
+    for (id, cancelled) in a.multi.iter_mut().chain(a.singles.iter_mut()) {
+        if !*cancelled {
+            *cancelled = true;
+            ring.push(Op::Cancel { target: *id }, Event::Cancel.tag())?;
+        }
+    }
+    Ok(())
 }
 
 /// Blocks `SIGTERM` and `SIGINT` (the master blocked them before fork; this makes sure) and

@@ -32,6 +32,18 @@ struct Counters {
     ok: AtomicU64,
     refused: AtomicU64,
     failed: AtomicU64,
+    /// The first few failures, for the test's message.
+    reasons: std::sync::Mutex<Vec<String>>,
+}
+
+impl Counters {
+    fn fail(&self, reason: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut reasons = self.reasons.lock().unwrap();
+        if reasons.len() < 10 {
+            reasons.push(reason);
+        }
+    }
 }
 
 /// Running client threads.
@@ -72,6 +84,9 @@ impl Load {
         for t in self.threads {
             t.join().unwrap();
         }
+        for reason in self.counters.reasons.lock().unwrap().iter() {
+            eprintln!("load: failure: {reason}");
+        }
         Tally {
             ok: self.counters.ok.load(Ordering::Relaxed),
             refused: self.counters.refused.load(Ordering::Relaxed),
@@ -99,7 +114,7 @@ fn client(addr: SocketAddr, style: Style, stop: &AtomicBool, counters: &Counters
                     if e.kind() == std::io::ErrorKind::ConnectionRefused {
                         counters.refused.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                        counters.fail(format!("connect: {e}"));
                     }
                     continue;
                 }
@@ -112,8 +127,8 @@ fn client(addr: SocketAddr, style: Style, stop: &AtomicBool, counters: &Counters
                     conn = None;
                 }
             }
-            Err(_) => {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
+            Err(e) => {
+                counters.fail(format!("exchange: {e}"));
                 conn = None;
             }
         }
