@@ -128,6 +128,10 @@ struct ServeArgs {
     /// [default: 60]
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     respawn_window: Option<Duration>,
+    /// Seconds a worker must stay up to count as healthy (its slot's respawn delay and
+    /// failure count start over). [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    min_uptime: Option<Duration>,
     /// The control socket's path. [default: $XDG_RUNTIME_DIR or /tmp, ringmaster-PORT.sock]
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -181,6 +185,7 @@ impl ServeArgs {
         set(&mut c.ready_timeout, &self.ready_timeout);
         set(&mut c.respawn_failures_max, &self.respawn_failures_max);
         set(&mut c.respawn_window, &self.respawn_window);
+        set(&mut c.min_uptime, &self.min_uptime);
         if self.control.is_some() {
             c.control = self.control.clone();
         }

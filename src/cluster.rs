@@ -1,22 +1,7 @@
 //! The cluster API: what the master tells you about its workers, and the messages both sides
 //! exchange. The counterpart of Node's `cluster` module.
 //!
-//! | Node.js `cluster` | ringmaster |
-//! | --- | --- |
-//! | `cluster.isPrimary` / `cluster.isWorker` | code in [`Server`](crate::Server) hooks runs in the master; [`Handler`](crate::Handler) methods run in workers |
-//! | `cluster.fork()` | the master forks one worker per slot ([`Workers`](crate::Workers)), pinned to a CPU, and respawns them |
-//! | `cluster.on('fork', (worker) => …)` | [`Server::on_fork`](crate::Server::on_fork) |
-//! | `cluster.on('online', (worker) => …)` / `'listening'` | [`Server::on_online`](crate::Server::on_online): the worker's ring is up and its accept armed |
-//! | `cluster.on('exit', (worker, code, signal) => …)` | [`Server::on_exit`](crate::Server::on_exit) with an [`Exit`] |
-//! | `cluster.on('message', (worker, msg) => …)` | [`Server::on_message`](crate::Server::on_message) |
-//! | `worker.send(msg)` (in the primary) | [`Cluster::send`] |
-//! | `for (const id in cluster.workers) cluster.workers[id].send(msg)` | [`Cluster::broadcast`] |
-//! | `cluster.workers` | [`Cluster::workers`] |
-//! | `process.send(msg)` (in a worker) | [`send_to_master`] |
-//! | `process.on('message', (msg) => …)` (in a worker) | [`Handler::on_message`](crate::Handler::on_message) |
-//! | worker start-up code after `cluster.isWorker` | [`Handler::start`](crate::Handler::start) |
-//! | `worker.disconnect()` / `worker.kill()` | `SIGTERM` / `SIGKILL` to the worker's [`WorkerInfo::pid`]; the master respawns it |
-//! | rolling restart (PM2 `reload`) | `SIGHUP` to the master, or `ringmaster reload` |
+//! The table of Node counterparts is in the crate's documentation.
 //!
 //! Messages are bytes (at most [`USER_BYTES_MAX`](crate::ipc::USER_BYTES_MAX) each), not
 //! JSON: serialize as you like. Delivery is in order per direction and never blocks either

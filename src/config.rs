@@ -9,8 +9,13 @@ use std::time::Duration;
 
 /// How the workers share the listening port.
 ///
-/// Measured on a 2-core machine, `wrk -t1 -c64 -d10s` keep-alive, 2 workers: see
-/// BENCHMARKS.md for the figures (requests per worker and requests/s in each mode).
+/// Measured on a 2-core machine (wrk on the same machine, `wrk -t1 -c64 -d5s`, keep-alive,
+/// 2 workers, `benches/supervisor.sh`, 2026-11-26): with `ReusePort` the workers answered
+/// 206,321 and 239,487 requests (46% / 54%) at 89.1k requests/s; with `Shared` one worker
+/// answered all 687,705 and the other none, at 137.5k requests/s. `Shared` is faster here
+/// only because the idle worker leaves its core to the load generator; on a machine whose
+/// clients are elsewhere, a worker that gets no connections is a core wasted. `ReusePort`
+/// is the default for its balance, and because each slot's socket outlives its workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListenMode {
     /// One socket, bound by the master and inherited by every worker. The kernel wakes one
@@ -144,6 +149,9 @@ pub struct Config {
     pub respawn_failures_max: u32,
     /// The window for [`respawn_failures_max`](Self::respawn_failures_max). Default 60 s.
     pub respawn_window: Duration,
+    /// A worker that stays up this long counts as healthy: its slot's respawn delay and
+    /// failure count start over (the next death respawns at once). Default 30 s.
+    pub min_uptime: Duration,
     /// The control socket's path (`ringmaster status|reload|stop` talk to it). Default:
     /// derived from the port, see [`Config::control_path`].
     pub control: Option<PathBuf>,
@@ -163,6 +171,7 @@ impl Default for Config {
             ready_timeout: Duration::from_secs(10),
             respawn_failures_max: 5,
             respawn_window: Duration::from_secs(60),
+            min_uptime: Duration::from_secs(30),
             control: None,
         }
     }
@@ -206,6 +215,7 @@ impl Config {
         for (name, value) in [
             ("ready-timeout", self.ready_timeout),
             ("respawn-window", self.respawn_window),
+            ("min-uptime", self.min_uptime),
         ] {
             if value.is_zero() || value > Config::DRAIN_TIMEOUT_MAX {
                 return Err(Error::config(format!(

@@ -24,6 +24,29 @@
 //! Node's `http.createServer(fn).listen(port)` inside `cluster` maps onto
 //! `Server::new(fn).listen(addr).run()`: the closure runs in every worker, on its own core.
 //!
+//! # Node's `cluster`, call by call
+//!
+//! | Node.js `cluster` | ringmaster |
+//! | --- | --- |
+//! | `cluster.isPrimary` / `cluster.isWorker` | code in [`Server`] hooks runs in the master; [`Handler`] methods run in workers |
+//! | `cluster.fork()` | the master forks one worker per slot ([`Workers`]), pinned to a CPU, and respawns them |
+//! | `cluster.on('fork', (worker) => …)` | [`Server::on_fork`] |
+//! | `cluster.on('online', (worker) => …)` / `'listening'` | [`Server::on_online`]: the worker's ring is up and its accept armed |
+//! | `cluster.on('exit', (worker, code, signal) => …)` | [`Server::on_exit`] with an [`Exit`] |
+//! | `cluster.on('message', (worker, msg) => …)` | [`Server::on_message`] |
+//! | `worker.send(msg)` (in the primary) | [`Cluster::send`] |
+//! | `for (const id in cluster.workers) cluster.workers[id].send(msg)` | [`Cluster::broadcast`] |
+//! | `cluster.workers` | [`Cluster::workers`] |
+//! | `process.send(msg)` (in a worker) | [`send_to_master`] |
+//! | `process.on('message', (msg) => …)` (in a worker) | [`Handler::on_message`] |
+//! | worker start-up code after `cluster.isWorker` | [`Handler::start`] |
+//! | `worker.disconnect()` / `worker.kill()` | `SIGTERM` / `SIGKILL` to the worker's [`WorkerInfo::pid`]; the master respawns it |
+//! | rolling restart (PM2 `reload`) | `SIGHUP` to the master, or `ringmaster reload` |
+//!
+//! Messages are bytes (at most [`ipc::USER_BYTES_MAX`] each), not JSON: serialize as you
+//! like. `examples/ipc.rs` sums the workers' request counts in the master and broadcasts
+//! the total back.
+//!
 //! Layers point one way: `cli → master → worker → {uring, connection} → http`, with `ipc` a
 //! leaf shared by master and worker. See `ARCHITECTURE.md` for the data flow.
 #![deny(

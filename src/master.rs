@@ -31,8 +31,6 @@ use std::time::{Duration, Instant};
 const RESPAWN_DELAY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait before a respawn.
 const RESPAWN_DELAY_MAX: Duration = Duration::from_secs(10);
-/// A worker that stayed up this long resets its slot's backoff and failure count.
-const HEALTHY_UPTIME: Duration = Duration::from_secs(30);
 /// Bytes read from a worker's pipe at once.
 const PIPE_READ_BYTES: usize = ipc::FRAME_BYTES_MAX;
 /// After the drain deadline's kill, the master waits this long for the exits to be reaped.
@@ -799,9 +797,10 @@ impl<H: Handler> Master<'_, H> {
         if self.state != State::Running {
             return;
         }
-        let (failures_max, window) = (
+        let (failures_max, window, min_uptime) = (
             self.config.respawn_failures_max as usize,
             self.config.respawn_window,
+            self.config.min_uptime,
         );
         let s = &mut self.slots[slot];
         if exit == Exit::Code(EXIT_CONFIG) && !child.ready {
@@ -814,7 +813,7 @@ impl<H: Handler> Master<'_, H> {
             return;
         }
         let now = Instant::now();
-        if now.duration_since(child.started) >= HEALTHY_UPTIME {
+        if now.duration_since(child.started) >= min_uptime {
             s.backoff = Duration::ZERO;
             s.failures.clear();
         }

@@ -24,3 +24,21 @@ fn a_user_handler_routes_and_reads_bodies() {
     assert_eq!(res.status, 404);
     assert!(closed_by_server(&mut reader));
 }
+
+#[test]
+fn the_ipc_example_sums_worker_counts_in_the_master_and_broadcasts_them() {
+    use common::wait_until;
+    let mut command = Command::new(example("ipc"));
+    command.args(["--listen", "127.0.0.1:0", "--workers", "2"]);
+    let server = Server::start_command(&mut command, 2);
+    for _ in 0..250 {
+        exchange(server.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    // Each worker reports every 100 requests; together they answered at least 200 in
+    // reported batches, which the master broadcast back.
+    wait_until("the total to reach the workers", || {
+        let (res, _) = exchange(server.addr, b"GET /total HTTP/1.1\r\nHost: t\r\n\r\n");
+        let total: u64 = String::from_utf8_lossy(&res.body).trim().parse().unwrap();
+        total >= 100 && total % 100 == 0
+    });
+}
