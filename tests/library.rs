@@ -39,6 +39,6 @@ fn the_ipc_example_sums_worker_counts_in_the_master_and_broadcasts_them() {
     wait_until("the total to reach the workers", || {
         let (res, _) = exchange(server.addr, b"GET /total HTTP/1.1\r\nHost: t\r\n\r\n");
         let total: u64 = String::from_utf8_lossy(&res.body).trim().parse().unwrap();
-        total >= 100 && total % 100 == 0
+        total >= 100 && total.is_multiple_of(100)
     });
 }
