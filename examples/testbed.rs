@@ -2,7 +2,8 @@
 //! line (`ringmaster::cli::run`), with every cluster hook in use. The integration tests run
 //! it as a real process; it also shows the IPC API end to end.
 //!
-//! Paths: `/` Hello World; `/pid` the worker's pid; `/slow?ms=N` answers after N ms (the
+//! Paths: `/` Hello World; `/pid` the worker's pid; `/echo` the request body; `/big?kb=N`
+//! N KiB; `/slow?ms=N` answers after N ms (the
 //! worker is blocked meanwhile); `/panic` panics; `/send?m=TEXT` sends TEXT to the master;
 //! `/inbox` the worker's pid and the last message the master sent it.
 //!
@@ -38,6 +39,15 @@ impl Handler for Testbed {
             }
             "/pid" => {
                 res.body(std::process::id().to_string());
+            }
+            "/echo" => {
+                res.body(req.body());
+            }
+            "/big" => {
+                let kb = query(req, "kb")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(64usize);
+                res.body(vec![b'b'; kb * 1024]);
             }
             "/slow" => {
                 let ms = query(req, "ms").and_then(|v| v.parse().ok()).unwrap_or(100);

@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve HTTP (what ringmaster does when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show the running master's workers.
     Status {
         #[command(flatten)]
@@ -114,6 +114,24 @@ struct ServeArgs {
     /// Largest request body in bytes (larger: 413). [default: 1048576]
     #[arg(long, value_name = "BYTES")]
     request_body_bytes_max: Option<u32>,
+    /// Response bytes waiting to be sent at which a connection stops reading (backpressure).
+    /// [default: 65536]
+    #[arg(long, value_name = "BYTES")]
+    output_bytes_max: Option<u32>,
+    /// Seconds for a whole request head to arrive (late: 408). [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    request_head_timeout: Option<Duration>,
+    /// Minimum request body rate in bytes per second, over 5 s windows (slower: 408).
+    /// [default: 1024]
+    #[arg(long, value_name = "BYTES")]
+    request_body_rate_min: Option<u32>,
+    /// Seconds an idle keep-alive connection stays open. [default: 60]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    idle_timeout: Option<Duration>,
+    /// Seconds a send may make no progress (the client stopped reading) before the
+    /// connection is closed. [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    send_timeout: Option<Duration>,
     /// Slots a reload replaces at once. [default: 1]
     #[arg(long, value_name = "N")]
     reload_parallel: Option<u32>,
@@ -181,6 +199,17 @@ impl ServeArgs {
             &mut c.limits.request_body_bytes_max,
             &self.request_body_bytes_max,
         );
+        set(&mut c.limits.output_bytes_max, &self.output_bytes_max);
+        set(
+            &mut c.limits.request_head_timeout,
+            &self.request_head_timeout,
+        );
+        set(
+            &mut c.limits.request_body_rate_min,
+            &self.request_body_rate_min,
+        );
+        set(&mut c.limits.idle_timeout, &self.idle_timeout);
+        set(&mut c.limits.send_timeout, &self.send_timeout);
         set(&mut c.reload_parallel, &self.reload_parallel);
         set(&mut c.ready_timeout, &self.ready_timeout);
         set(&mut c.respawn_failures_max, &self.respawn_failures_max);

@@ -54,6 +54,21 @@ pub struct Limits {
     pub request_fields_bytes_max: u32,
     /// The largest request body. Larger: `413 Content Too Large`, then close. Default 1 MiB.
     pub request_body_bytes_max: u32,
+    /// Response bytes waiting to be sent at which a connection stops parsing pipelined
+    /// requests and stops reading (backpressure): a client that sends without reading meets
+    /// TCP flow control instead of growing the server's memory. Default 64 KiB.
+    pub output_bytes_max: u32,
+    /// The whole request head must arrive within this long of its first byte (of the
+    /// connection's accept, for the first request). Late: `408`, then close. Default 10 s.
+    pub request_head_timeout: Duration,
+    /// A body must arrive at this many bytes per second at least, measured over 5-second
+    /// windows. Slower: `408`, then close. Default 1024.
+    pub request_body_rate_min: u32,
+    /// An idle keep-alive connection is closed after this long. Default 60 s.
+    pub idle_timeout: Duration,
+    /// A send that makes no progress for this long (the client stopped reading) closes the
+    /// connection. Default 30 s.
+    pub send_timeout: Duration,
 }
 
 impl Limits {
@@ -70,11 +85,13 @@ impl Limits {
         }
     }
 
-    /// The most bytes one connection buffers for requests not yet answered: one whole
-    /// request at its limits. Past it the connection is closed.
-    pub(crate) fn input_bytes_max(&self) -> usize {
-        (self.request_line_bytes_max + self.request_fields_bytes_max) as usize
-            + self.request_body_bytes_max as usize
+    pub(crate) fn timeouts(&self) -> crate::connection::Timeouts {
+        crate::connection::Timeouts {
+            request_head: self.request_head_timeout,
+            idle: self.idle_timeout,
+            send: self.send_timeout,
+            body_rate_min: u64::from(self.request_body_rate_min),
+        }
     }
 }
 
@@ -85,6 +102,11 @@ impl Default for Limits {
             request_line_bytes_max: 8 * 1024,
             request_fields_bytes_max: 16 * 1024,
             request_body_bytes_max: 1024 * 1024,
+            output_bytes_max: 64 * 1024,
+            request_head_timeout: Duration::from_secs(10),
+            request_body_rate_min: 1024,
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -213,6 +235,9 @@ impl Config {
             )));
         }
         for (name, value) in [
+            ("request-head-timeout", self.limits.request_head_timeout),
+            ("idle-timeout", self.limits.idle_timeout),
+            ("send-timeout", self.limits.send_timeout),
             ("ready-timeout", self.ready_timeout),
             ("respawn-window", self.respawn_window),
             ("min-uptime", self.min_uptime),

@@ -1,29 +1,43 @@
-//! One client connection: its state, its buffers, and the byte processing that turns
-//! received bytes into responses (parse, call the handler, encode). No ring operations
-//! happen here: the worker reads the state after each event and submits what it implies.
+//! One client connection: its state, its buffers, its timers, and the byte processing that
+//! turns received bytes into responses (parse, decode the body, call the handler, encode).
+//! No ring operations happen here: the worker reads the state after each event and submits
+//! what it implies.
 
+use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::date::DateCache;
 use crate::http::response::{encode, encode_error, ConnectionHeader};
-use crate::http::{parse_head, Framing, HeadLimits, Parsed, Request, Response, Version};
+use crate::http::{parse_head, Framing, Head, HeadLimits, Parsed, Request, Response, Version};
 use crate::pool::BufPool;
 use crate::Handler;
 use ringmaster_uring::OpId;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
 
-/// Parsing of further pipelined requests stops while this many response bytes wait to be
-/// handed to a send; the receive pauses too, so a client that sends without reading meets
-/// TCP flow control instead of growing the server's memory.
-pub(crate) const OUTPUT_PAUSE_BYTES: usize = 64 * 1024;
+/// The interim response to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// A body's arrival rate is measured over windows this long.
+pub(crate) const BODY_RATE_WINDOW: Duration = Duration::from_secs(5);
+/// After an error response the connection is half-closed and its input drained for at most
+/// this long, so that the client reads the status instead of a reset.
+pub(crate) const LINGER_MAX: Duration = Duration::from_secs(2);
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Reading requests and answering them.
     Open,
-    /// No further request is read (the last one said close, was malformed, or the peer
-    /// shut its side); the connection closes once its output is sent.
+    /// No further request is read (the last one said close, was refused, or the peer shut
+    /// its side); the connection closes once its output is sent.
     Finishing,
+    /// The output is sent and the write side shut: input is read and dropped until the peer
+    /// closes or `until`, then the connection closes. Closing at once could reset the
+    /// connection before the client read the last response.
+    Lingering {
+        /// The shutdown of the write side was submitted.
+        shut: bool,
+        until: Instant,
+    },
     /// Being torn down: a close was submitted; the slot is freed when every operation on
     /// the connection has ended.
     Closing {
@@ -50,11 +64,49 @@ pub(crate) enum Recv {
 pub(crate) enum Sending {
     /// No send in flight.
     Idle,
-    /// A send of the buffer the ring holds; `offset` bytes of it were sent before.
+    /// A send of the buffer the ring holds: `offset` bytes of it went out before, and it
+    /// last made progress at `since`.
     InFlight {
-        /// Bytes of the buffer already sent by earlier, partial sends.
+        op: OpId,
         offset: usize,
+        since: Instant,
     },
+}
+
+/// What the connection waits for from the client, and since when: the timer that applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// The first request's head, since the connection was accepted.
+    First { since: Instant },
+    /// Nothing: between requests, since the last one was answered (idle timeout).
+    Idle { since: Instant },
+    /// The rest of a head whose first bytes came at `since` (head timeout).
+    Head { since: Instant },
+    /// A body: `bytes` arrived since `window` began (minimum rate).
+    Body { window: Instant, bytes: u64 },
+    /// Nothing from the client: whole requests wait for the output to drain.
+    Output,
+}
+
+/// What happens to a connection whose timer ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// Answer `408 Request Timeout`, then close.
+    RequestTimeout,
+    /// Close without a word (idle keep-alive, nothing ever received, the linger is over).
+    Close,
+    /// The client does not read: drop the output and close.
+    Abort,
+}
+
+/// The timeouts and bounds a connection enforces.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    pub(crate) request_head: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) send: Duration,
+    /// Minimum body rate, bytes per second.
+    pub(crate) body_rate_min: u64,
 }
 
 /// Counters kept by a worker across its connections.
@@ -65,6 +117,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     pub(crate) accepted: u64,
+    pub(crate) timeouts: u64,
 }
 
 /// What processing needs besides the connection: owned by the worker, shared by all its
@@ -75,23 +128,43 @@ pub(crate) struct Ctx<'h, H> {
     pub(crate) res: Response,
     pub(crate) date: DateCache,
     pub(crate) limits: HeadLimits,
-    /// The most bytes a connection may buffer for one unanswered request.
-    pub(crate) input_bytes_max: usize,
+    /// Response bytes waiting to be sent at which parsing pauses (backpressure).
+    pub(crate) output_bytes_max: usize,
+    /// Bytes a connection may buffer beyond one request at its limits: what one receive
+    /// burst can deliver after the output bound was reached and before the receive is
+    /// stopped, at most every provided buffer of the worker. Past it the connection closes.
+    pub(crate) input_slack_bytes: usize,
+    pub(crate) timeouts: Timeouts,
     pub(crate) pool: BufPool,
     /// The worker is shutting down: the last answered request of a connection closes it.
     pub(crate) draining: bool,
     pub(crate) counters: Counters,
+    /// The time at the start of this loop turn.
+    pub(crate) now: Instant,
 }
 
 /// Why processing stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Next {
-    /// All whole requests were answered; any rest is a partial request.
-    More,
-    /// Output is at [`OUTPUT_PAUSE_BYTES`]: the rest waits until it drains.
+    /// All whole requests were answered; the rest (if any) is part of a head.
+    NeedHead,
+    /// A head is complete; its `Content-Length` body is still arriving.
+    NeedBody,
+    /// A head is complete; its chunked body is still arriving. The decoder consumed the
+    /// bytes after the head; the head is at `used..used + head_len`.
+    NeedChunks(ChunkedBody),
+    /// Output is at the bound: the rest waits until it drains.
     Pause,
-    /// The connection closes after its output is sent; the rest is discarded.
-    Close,
+    /// The connection closes after its output is sent; the rest is dropped. `linger` says
+    /// whether the client may still be sending (an error, or requests after a close).
+    Close { linger: bool },
+}
+
+/// A chunked body in progress. The head stays at the front of the connection's input.
+#[derive(Debug)]
+pub(crate) struct ChunkedBody {
+    head_len: usize,
+    decoder: ChunkedDecoder,
+    body: Vec<u8>,
 }
 
 /// One connection.
@@ -101,52 +174,85 @@ pub(crate) struct Conn {
     pub(crate) phase: Phase,
     pub(crate) recv: Recv,
     pub(crate) send: Sending,
+    pub(crate) wait: Wait,
     /// Bytes of requests not yet answered (a partial request, or pipelined requests held
-    /// back by [`OUTPUT_PAUSE_BYTES`]). Holds no buffer when empty.
+    /// back by the output bound). Holds no buffer when empty.
     input: Vec<u8>,
     /// Responses not yet handed to a send. Holds no buffer when empty.
     output: Vec<u8>,
+    /// The chunked body being received, if any.
+    chunked: Option<ChunkedBody>,
+    /// `100 Continue` was sent for the request being received.
+    continued: bool,
+    /// Half-close and drain before closing.
+    linger: bool,
+    /// The client has sent more than it reads (output reached its bound): from now on the
+    /// connection receives one buffer at a time, so its input stays within a buffer of
+    /// what it needs.
+    pub(crate) flooding: bool,
     /// The connection is in the worker's list of connections to act on at the turn's end.
     pub(crate) queued: bool,
 }
 
 impl Conn {
-    pub(crate) fn new(fd: RawFd) -> Conn {
+    pub(crate) fn new(fd: RawFd, now: Instant) -> Conn {
         Conn {
             fd,
             phase: Phase::Open,
             recv: Recv::Idle,
             send: Sending::Idle,
+            wait: Wait::First { since: now },
             input: Vec::new(),
             output: Vec::new(),
+            chunked: None,
+            continued: false,
+            linger: false,
+            flooding: false,
             queued: false,
         }
     }
 
-    /// Handles bytes received. In the common case (nothing buffered) the requests are
-    /// parsed straight from `data`, which is the kernel's provided buffer; only a partial
-    /// request is copied.
+    /// Handles bytes received. In the common case (nothing buffered) requests are parsed
+    /// straight from `data`, the kernel's provided buffer; only a partial request is copied.
     pub(crate) fn on_data<H: Handler>(&mut self, data: &[u8], ctx: &mut Ctx<'_, H>) {
         ctx.counters.bytes_in += data.len() as u64;
         if self.phase != Phase::Open {
-            return; // Bytes after the last request are read and dropped.
+            return; // Bytes after the last request, or while lingering: read and dropped.
+        }
+        if let Wait::Body { bytes, .. } = &mut self.wait {
+            *bytes += data.len() as u64;
         }
         if self.output.capacity() == 0 {
             self.output = ctx.pool.take();
         }
+        let mut data = data;
+        if self.chunked.is_some() {
+            match self.feed_chunks(data, ctx) {
+                Some(used) if self.phase == Phase::Open => data = &data[used..],
+                _ => return self.release_buffers(&mut ctx.pool),
+            }
+        }
         if self.input.is_empty() {
-            let (used, next) = process(data, &mut self.output, ctx);
+            let (used, next) = process(data, &mut self.output, &mut self.continued, ctx);
             let rest = &data[used..];
-            if next != Next::Close && !rest.is_empty() {
+            let keep = match &next {
+                Next::NeedChunks(c) => &rest[..c.head_len],
+                Next::Close { .. } => &[],
+                _ => rest,
+            };
+            if !keep.is_empty() {
                 self.input = ctx.pool.take();
-                self.input.extend_from_slice(rest);
+                self.input.extend_from_slice(keep);
             }
             self.after(next, ctx);
-        } else if self.input.len() + data.len() > ctx.input_bytes_max {
-            // Only pipelined requests held back by a client that does not read can get
-            // here: a single request is refused at its head when it exceeds the limits.
+        } else if self.input.len() + data.len()
+            > ctx.limits.input_bytes_max() + ctx.input_slack_bytes
+        {
+            // Only pipelined requests held back by a client that does not read get here:
+            // one request over the limits is refused at its head.
             ctx.counters.errors += 1;
             self.input.clear();
+            self.linger = true;
             self.phase = Phase::Finishing;
             self.release_buffers(&mut ctx.pool);
         } else {
@@ -155,31 +261,176 @@ impl Conn {
         }
     }
 
+    /// Feeds a chunked body in progress. Returns the bytes of `data` it used when the body
+    /// is done and its request answered (or refused), `None` when it wants more.
+    fn feed_chunks<H: Handler>(&mut self, data: &[u8], ctx: &mut Ctx<'_, H>) -> Option<usize> {
+        let chunked = self.chunked.as_mut().expect("called with a chunked body");
+        let used = match chunked.decoder.decode(data, &mut chunked.body) {
+            Ok(used) => used,
+            Err(e) => {
+                let chunked = self.chunked.take().expect("present");
+                ctx.pool.put(chunked.body);
+                self.refuse(e.status(), &e, ctx);
+                return Some(data.len());
+            }
+        };
+        if !chunked.decoder.is_done() {
+            return None;
+        }
+        let chunked = self.chunked.take().expect("present");
+        let last = used == data.len() && self.input.len() == chunked.head_len;
+        let (used_head, next) = answer_buffered(
+            &self.input[..chunked.head_len],
+            &chunked.body,
+            &mut self.output,
+            last,
+            ctx,
+        );
+        debug_assert_eq!(used_head, chunked.head_len);
+        self.input.drain(..chunked.head_len);
+        self.continued = false;
+        ctx.pool.put(chunked.body);
+        if let Some(next) = next {
+            self.after(next, ctx);
+            return None;
+        }
+        Some(used)
+    }
+
     /// Answers requests waiting in the input buffer, after the output drained.
     pub(crate) fn resume<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
-        if self.phase == Phase::Open && !self.input.is_empty() {
+        if self.phase == Phase::Open && !self.input.is_empty() && self.chunked.is_none() {
             if self.output.capacity() == 0 {
                 self.output = ctx.pool.take();
             }
             self.process_input(ctx);
+        } else if self.phase == Phase::Open && self.input.is_empty() && self.output.is_empty() {
+            self.wait = Wait::Idle { since: ctx.now };
         }
     }
 
     fn process_input<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
-        let (used, next) = process(&self.input, &mut self.output, ctx);
-        self.input.drain(..used);
+        let (used, next) = process(&self.input, &mut self.output, &mut self.continued, ctx);
+        match &next {
+            Next::NeedChunks(c) => {
+                // Keep the head; the bytes after it went into the decoder.
+                self.input.truncate(used + c.head_len);
+                self.input.drain(..used);
+            }
+            _ => {
+                self.input.drain(..used);
+            }
+        }
         self.after(next, ctx);
     }
 
+    /// Applies why processing stopped: the phase, the timer, and buffers.
     fn after<H: Handler>(&mut self, next: Next, ctx: &mut Ctx<'_, H>) {
-        if next == Next::Close {
-            self.phase = Phase::Finishing;
-            self.input.clear();
-        } else if ctx.draining && self.input.is_empty() {
-            // Nothing more was received: the response just queued was the last one.
-            self.phase = Phase::Finishing;
+        let now = ctx.now;
+        match next {
+            Next::Close { linger } => {
+                self.phase = Phase::Finishing;
+                self.linger |= linger;
+                self.input.clear();
+            }
+            Next::Pause => {
+                self.wait = Wait::Output;
+                self.flooding = true;
+            }
+            Next::NeedBody => {
+                if !matches!(self.wait, Wait::Body { .. }) {
+                    self.wait = Wait::Body {
+                        window: now,
+                        bytes: 0,
+                    };
+                }
+            }
+            Next::NeedChunks(chunked) => {
+                self.chunked = Some(chunked);
+                self.wait = Wait::Body {
+                    window: now,
+                    bytes: 0,
+                };
+            }
+            Next::NeedHead if self.input.is_empty() => {
+                if ctx.draining {
+                    // Nothing more was received: the response just queued was the last.
+                    self.phase = Phase::Finishing;
+                }
+                self.wait = Wait::Idle { since: now };
+            }
+            Next::NeedHead => {
+                self.wait = match self.wait {
+                    // The first request's head is due within the timeout of the accept.
+                    Wait::First { since } | Wait::Head { since } => Wait::Head { since },
+                    _ => Wait::Head { since: now },
+                };
+            }
         }
         self.release_buffers(&mut ctx.pool);
+    }
+
+    /// Answers `status` for `detail` and closes after a linger.
+    fn refuse<H: Handler>(
+        &mut self,
+        status: u16,
+        detail: &dyn std::fmt::Display,
+        ctx: &mut Ctx<'_, H>,
+    ) {
+        ctx.counters.errors += 1;
+        if self.output.capacity() == 0 {
+            self.output = ctx.pool.take();
+        }
+        encode_error(&mut self.output, status, detail, ctx.date.line());
+        self.after(Next::Close { linger: true }, ctx);
+    }
+
+    /// Checks the connection's timer against `now`.
+    pub(crate) fn expired(&self, now: Instant, t: &Timeouts) -> Option<Expiry> {
+        if let Phase::Lingering { until, .. } = self.phase {
+            return (now >= until).then_some(Expiry::Close);
+        }
+        if matches!(self.phase, Phase::Closing { .. }) {
+            return None;
+        }
+        if let Sending::InFlight { since, .. } = self.send {
+            return (now.duration_since(since) >= t.send).then_some(Expiry::Abort);
+        }
+        if self.phase != Phase::Open {
+            return None;
+        }
+        let over = |since: Instant, limit: Duration| now.duration_since(since) >= limit;
+        match self.wait {
+            Wait::First { since } if over(since, t.request_head) => Some(Expiry::Close),
+            Wait::Idle { since } if over(since, t.idle) => Some(Expiry::Close),
+            Wait::Head { since } if over(since, t.request_head) => Some(Expiry::RequestTimeout),
+            Wait::Body { window, bytes } if over(window, BODY_RATE_WINDOW) => {
+                let due = t.body_rate_min * BODY_RATE_WINDOW.as_secs();
+                (bytes < due).then_some(Expiry::RequestTimeout)
+            }
+            _ => None,
+        }
+    }
+
+    /// Starts a new body-rate window when the last one passed the check.
+    pub(crate) fn roll_body_window(&mut self, now: Instant) {
+        if let Wait::Body { window, .. } = self.wait {
+            if now.duration_since(window) >= BODY_RATE_WINDOW {
+                self.wait = Wait::Body {
+                    window: now,
+                    bytes: 0,
+                };
+            }
+        }
+    }
+
+    /// Answers `408 Request Timeout` and closes after a linger.
+    pub(crate) fn time_out<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
+        ctx.counters.timeouts += 1;
+        if let Some(chunked) = self.chunked.take() {
+            ctx.pool.put(chunked.body);
+        }
+        self.refuse(408, &"the request did not arrive in time", ctx);
     }
 
     /// Returns empty buffers to the pool: an idle connection holds none.
@@ -198,20 +449,36 @@ impl Conn {
             .then(|| std::mem::take(&mut self.output))
     }
 
-    /// Whether the receive should be armed: open, and not held back by unsent output.
-    pub(crate) fn wants_read(&self) -> bool {
-        self.phase == Phase::Open && self.output.len() < OUTPUT_PAUSE_BYTES
+    /// Whether the receive should be armed: open and not held back by unsent output, or
+    /// lingering (input is read and dropped).
+    pub(crate) fn wants_read(&self, output_bytes_max: usize) -> bool {
+        match self.phase {
+            Phase::Open => self.output.len() < output_bytes_max,
+            Phase::Lingering { .. } => true,
+            Phase::Finishing | Phase::Closing { .. } => false,
+        }
     }
 
     /// Whether everything answered has been sent and nothing is buffered.
     pub(crate) fn is_idle(&self) -> bool {
-        self.send == Sending::Idle && self.output.is_empty() && self.input.is_empty()
+        self.send == Sending::Idle
+            && self.output.is_empty()
+            && self.input.is_empty()
+            && self.chunked.is_none()
+    }
+
+    /// Whether the connection should linger before closing.
+    pub(crate) fn lingers(&self) -> bool {
+        self.linger
     }
 
     /// Drops what is buffered (the connection is being torn down).
     pub(crate) fn discard(&mut self, pool: &mut BufPool) {
         self.input.clear();
         self.output.clear();
+        if let Some(chunked) = self.chunked.take() {
+            pool.put(chunked.body);
+        }
         self.release_buffers(pool);
     }
 
@@ -225,220 +492,213 @@ impl Conn {
 
 /// Answers every whole request at the start of `data`, appending the responses to `out`,
 /// in order. Returns the bytes used and why it stopped.
-fn process<H: Handler>(data: &[u8], out: &mut Vec<u8>, ctx: &mut Ctx<'_, H>) -> (usize, Next) {
+fn process<H: Handler>(
+    data: &[u8],
+    out: &mut Vec<u8>,
+    continued: &mut bool,
+    ctx: &mut Ctx<'_, H>,
+) -> (usize, Next) {
     let mut used = 0;
     loop {
-        if out.len() >= OUTPUT_PAUSE_BYTES {
+        if out.len() >= ctx.output_bytes_max {
             return (used, Next::Pause);
         }
         let rest = &data[used..];
         if rest.is_empty() {
-            return (used, Next::More);
+            return (used, Next::NeedHead);
         }
         let mut headers = [const { MaybeUninit::uninit() }; crate::http::request::HEADERS_MAX];
         let head = match parse_head(rest, &mut headers, &ctx.limits) {
             Ok(Parsed::Complete(head)) => head,
-            Ok(Parsed::Partial) => return (used, Next::More),
+            Ok(Parsed::Partial) => return (used, Next::NeedHead),
             Err(e) => {
                 ctx.counters.errors += 1;
                 encode_error(out, e.status(), &e, ctx.date.line());
-                return (data.len(), Next::Close);
+                return (data.len(), Next::Close { linger: true });
             }
         };
-        let body_len = match head.framing {
-            Framing::None => 0,
+        let after_head = &rest[head.head_len..];
+        let body = match head.framing {
+            Framing::None => &[][..],
             // The head parser refused lengths over the body limit, which is a u32.
-            Framing::Length(n) => n as usize,
+            Framing::Length(n) => match after_head.get(..n as usize) {
+                Some(body) => body,
+                None => {
+                    expect_continue(&head, out, continued);
+                    return (used, Next::NeedBody);
+                }
+            },
+            Framing::Chunked => {
+                let mut decoder = ChunkedDecoder::new(
+                    ctx.limits.request_body_bytes_max,
+                    ctx.limits.request_fields_bytes_max,
+                );
+                let mut body = ctx.pool.take();
+                match decoder.decode(after_head, &mut body) {
+                    Err(e) => {
+                        ctx.pool.put(body);
+                        return refused(data, out, e, ctx);
+                    }
+                    Ok(n) if decoder.is_done() => {
+                        let last = used + head.head_len + n == data.len();
+                        let next = answer(&head, &body, out, last, ctx);
+                        ctx.pool.put(body);
+                        used += head.head_len + n;
+                        *continued = false;
+                        match next {
+                            Some(next) => return (used, next),
+                            None => continue,
+                        }
+                    }
+                    Ok(_) => {
+                        expect_continue(&head, out, continued);
+                        let head_len = head.head_len;
+                        let chunked = ChunkedBody {
+                            head_len,
+                            decoder,
+                            body,
+                        };
+                        return (used, Next::NeedChunks(chunked));
+                    }
+                }
+            }
         };
-        let Some(body) = rest.get(head.head_len..head.head_len + body_len) else {
-            return (used, Next::More);
-        };
-        used += head.head_len + body_len;
-        ctx.res.reset();
-        ctx.handler.handle(&Request::new(&head, body), &mut ctx.res);
-        ctx.counters.requests += 1;
-        let last = ctx.draining && used == data.len();
-        let keep_alive = head.keep_alive && !ctx.res.wants_close() && !last;
-        let connection = match (keep_alive, head.version) {
-            (false, _) => ConnectionHeader::Close,
-            (true, Version::Http10) => ConnectionHeader::KeepAlive,
-            (true, Version::Http11) => ConnectionHeader::Omit,
-        };
-        encode(out, &ctx.res, ctx.date.line(), head.head_only, connection);
-        if !keep_alive {
-            return (used, Next::Close);
+        used += head.head_len + body.len();
+        *continued = false;
+        if let Some(next) = answer(&head, body, out, used == data.len(), ctx) {
+            return (used, next);
         }
     }
 }
 
+/// Refuses a chunked body: the error response, and close.
+fn refused<H: Handler>(
+    data: &[u8],
+    out: &mut Vec<u8>,
+    e: ChunkError,
+    ctx: &mut Ctx<'_, H>,
+) -> (usize, Next) {
+    ctx.counters.errors += 1;
+    encode_error(out, e.status(), &e, ctx.date.line());
+    (data.len(), Next::Close { linger: true })
+}
+
+/// Sends `100 Continue` once for a request whose client waits for it before its body.
+fn expect_continue(head: &Head<'_>, out: &mut Vec<u8>, continued: &mut bool) {
+    if head.expect_continue && !*continued {
+        out.extend_from_slice(CONTINUE);
+        *continued = true;
+    }
+}
+
+/// Re-parses the head in `head_bytes` (kept in the input while its chunked body arrived)
+/// and answers it with `body`. Returns the head's length and what follows, if not more.
+fn answer_buffered<H: Handler>(
+    head_bytes: &[u8],
+    body: &[u8],
+    out: &mut Vec<u8>,
+    last: bool,
+    ctx: &mut Ctx<'_, H>,
+) -> (usize, Option<Next>) {
+    let mut headers = [const { MaybeUninit::uninit() }; crate::http::request::HEADERS_MAX];
+    match parse_head(head_bytes, &mut headers, &ctx.limits) {
+        Ok(Parsed::Complete(head)) => (head.head_len, answer(&head, body, out, last, ctx)),
+        other => unreachable!("a head parsed once parses again: {other:?}"),
+    }
+}
+
+/// Calls the handler for one whole request and encodes its response. Returns `Some` when
+/// the connection closes after it. `last` says no byte was received after this request: a
+/// draining worker answers it with `Connection: close`.
+fn answer<H: Handler>(
+    head: &Head<'_>,
+    body: &[u8],
+    out: &mut Vec<u8>,
+    last: bool,
+    ctx: &mut Ctx<'_, H>,
+) -> Option<Next> {
+    ctx.res.reset();
+    ctx.handler.handle(&Request::new(head, body), &mut ctx.res);
+    ctx.counters.requests += 1;
+    let keep_alive = head.keep_alive && !ctx.res.wants_close() && !(ctx.draining && last);
+    let connection = match (keep_alive, head.version) {
+        (false, _) => ConnectionHeader::Close,
+        (true, Version::Http10) => ConnectionHeader::KeepAlive,
+        (true, Version::Http11) => ConnectionHeader::Omit,
+    };
+    encode(out, &ctx.res, ctx.date.line(), head.head_only, connection);
+    (!keep_alive).then_some(Next::Close { linger: false })
+}
+
 #[cfg(test)]
-mod tests {
+mod tests;
+
+/// Drives the byte processing of one connection without a ring: for fuzzing and property
+/// tests. Not part of the stable API.
+#[doc(hidden)]
+pub mod drive {
     use super::*;
     use crate::config::Limits;
 
-    struct Echo;
+    /// Echoes method, path and body: `METHOD PATH|BODY`, with the method in `X-Method` too
+    /// (a `HEAD` response has a length but no body; this says which one it is).
+    #[derive(Debug)]
+    pub struct Echo;
+
     impl Handler for Echo {
         fn handle(&self, req: &Request<'_>, res: &mut Response) {
-            res.write(req.path()).write("|").write(req.body());
+            res.header("X-Method", req.method());
+            res.write(req.method())
+                .write(" ")
+                .write(req.path())
+                .write("|")
+                .write(req.body());
         }
     }
 
-    struct Harness {
-        ctx: Ctx<'static, Echo>,
+    /// What a connection made of a byte stream.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Outcome {
+        /// Every byte it would have sent, in order.
+        pub sent: Vec<u8>,
+        /// Whether it stopped reading (it would close).
+        pub closing: bool,
+        /// Requests answered.
+        pub requests: u64,
     }
 
-    impl Harness {
-        fn new() -> Harness {
-            let mut date = DateCache::new();
-            date.update(0);
-            Harness {
-                ctx: Ctx {
-                    handler: &Echo,
-                    res: Response::new(),
-                    date,
-                    limits: Limits::default().head(),
-                    input_bytes_max: Limits::default().input_bytes_max(),
-                    pool: BufPool::new(8, 0),
-                    draining: false,
-                    counters: Counters::default(),
-                },
+    /// Feeds `chunks`, in order, to a fresh connection with the default limits (and a fixed
+    /// `Date`), sending its output as soon as it has any.
+    pub fn feed(chunks: &[&[u8]]) -> Outcome {
+        let mut date = DateCache::new();
+        date.update(0);
+        let limits = Limits::default();
+        let mut ctx = Ctx {
+            handler: &Echo,
+            res: Response::new(),
+            date,
+            limits: limits.head(),
+            output_bytes_max: limits.output_bytes_max as usize,
+            input_slack_bytes: 4 << 20,
+            timeouts: limits.timeouts(),
+            pool: BufPool::new(8, 0),
+            draining: false,
+            counters: Counters::default(),
+            now: Instant::now(),
+        };
+        let mut conn = Conn::new(-1, ctx.now);
+        let mut sent = Vec::new();
+        for chunk in chunks {
+            conn.on_data(chunk, &mut ctx);
+            while let Some(out) = conn.take_output() {
+                sent.extend_from_slice(&out);
+                conn.resume(&mut ctx);
             }
         }
-
-        /// Feeds `chunks` one by one and returns everything the connection would send.
-        fn feed(&mut self, conn: &mut Conn, chunks: &[&[u8]]) -> String {
-            let mut sent = Vec::new();
-            for chunk in chunks {
-                conn.on_data(chunk, &mut self.ctx);
-                while let Some(out) = conn.take_output() {
-                    sent.extend_from_slice(&out);
-                    conn.resume(&mut self.ctx);
-                }
-            }
-            String::from_utf8(sent).unwrap()
+        Outcome {
+            sent,
+            closing: conn.phase != Phase::Open,
+            requests: ctx.counters.requests,
         }
-    }
-
-    fn bodies(responses: &str) -> Vec<&str> {
-        responses
-            .split("HTTP/1.1 ")
-            .skip(1)
-            .map(|r| r.split("\r\n\r\n").nth(1).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn pipelined_requests_are_answered_in_order_across_any_split() {
-        let stream = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n\
-            POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nxyz\
-            GET /c HTTP/1.1\r\nHost: h\r\n\r\n";
-        for split in 0..=stream.len() {
-            let mut h = Harness::new();
-            let mut conn = Conn::new(-1);
-            let (a, b) = stream.split_at(split);
-            let out = h.feed(&mut conn, &[a, b]);
-            assert_eq!(bodies(&out), ["/a|", "/b|xyz", "/c|"], "split at {split}");
-            assert_eq!(conn.phase, Phase::Open);
-            assert!(conn.is_idle(), "nothing left over at split {split}");
-        }
-    }
-
-    #[test]
-    fn connection_close_stops_the_pipeline() {
-        let mut h = Harness::new();
-        let mut conn = Conn::new(-1);
-        let out = h.feed(
-            &mut conn,
-            &[b"GET /1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"],
-        );
-        assert_eq!(bodies(&out), ["/1|"]);
-        assert!(out.contains("Connection: close\r\n"));
-        assert_eq!(conn.phase, Phase::Finishing);
-    }
-
-    #[test]
-    fn malformed_head_gets_400_and_finishes() {
-        let mut h = Harness::new();
-        let mut conn = Conn::new(-1);
-        let out = h.feed(
-            &mut conn,
-            &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\n"],
-        );
-        assert!(out.starts_with("HTTP/1.1 200 OK"));
-        assert!(out.contains("HTTP/1.1 400 Bad Request\r\n"));
-        assert_eq!(conn.phase, Phase::Finishing);
-        assert_eq!(h.ctx.counters.errors, 1);
-        assert_eq!(h.ctx.counters.requests, 1);
-    }
-
-    #[test]
-    fn http10_keep_alive_is_echoed_and_default_closes() {
-        let mut h = Harness::new();
-        let mut conn = Conn::new(-1);
-        let out = h.feed(
-            &mut conn,
-            &[b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"],
-        );
-        assert!(out.contains("Connection: keep-alive\r\n"));
-        assert_eq!(conn.phase, Phase::Open);
-        let out = h.feed(&mut conn, &[b"GET / HTTP/1.0\r\n\r\n"]);
-        assert!(out.contains("Connection: close\r\n"));
-        assert_eq!(conn.phase, Phase::Finishing);
-    }
-
-    #[test]
-    fn head_gets_length_without_body() {
-        let mut h = Harness::new();
-        let mut conn = Conn::new(-1);
-        let out = h.feed(&mut conn, &[b"HEAD /xy HTTP/1.1\r\nHost: h\r\n\r\n"]);
-        assert!(out.ends_with("Content-Length: 4\r\n\r\n"), "{out}");
-    }
-
-    #[test]
-    fn output_backpressure_holds_requests_until_sent() {
-        let mut h = Harness::new();
-        let mut conn = Conn::new(-1);
-        let one = b"GET /0123456789012345678901234567890123456789 HTTP/1.1\r\nHost: h\r\n\r\n";
-        let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 2000).collect();
-        let ctx = &mut h.ctx;
-        ctx.input_bytes_max = usize::MAX;
-        conn.on_data(&many, ctx);
-        assert!(!conn.wants_read(), "receive pauses at the output bound");
-        assert!(ctx.counters.requests < 2000);
-        let mut answered = ctx.counters.requests;
-        while let Some(out) = conn.take_output() {
-            assert!(out.len() < OUTPUT_PAUSE_BYTES + 200);
-            conn.resume(ctx);
-            assert!(ctx.counters.requests >= answered);
-            answered = ctx.counters.requests;
-        }
-        assert_eq!(ctx.counters.requests, 2000);
-        assert!(conn.wants_read() && conn.is_idle());
-    }
-
-    #[test]
-    fn draining_closes_after_the_last_received_request() {
-        let mut h = Harness::new();
-        h.ctx.draining = true;
-        let mut conn = Conn::new(-1);
-        let out = h.feed(
-            &mut conn,
-            &[b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"],
-        );
-        assert_eq!(bodies(&out), ["/1|", "/2|"]);
-        assert_eq!(out.matches("Connection: close").count(), 1);
-        assert_eq!(conn.phase, Phase::Finishing);
-    }
-
-    #[test]
-    fn idle_connection_holds_no_buffer() {
-        let mut h = Harness::new();
-        let mut conn = Conn::new(-1);
-        h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"]);
-        assert_eq!(conn.input.capacity() + conn.output.capacity(), 0);
-        h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHo"]);
-        assert!(conn.input.capacity() > 0, "a partial request is kept");
-        h.feed(&mut conn, &[b"st: h\r\n\r\n"]);
-        assert_eq!(conn.input.capacity() + conn.output.capacity(), 0);
     }
 }

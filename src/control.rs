@@ -66,29 +66,31 @@ pub(crate) struct ControlServer {
 }
 
 impl ControlServer {
+    /// Refuses to go on when a live master answers on `path`: another ringmaster serves
+    /// this port (with `SO_REUSEPORT` the port itself would not say so).
+    pub(crate) fn check_free(path: &Path) -> Result<(), Error> {
+        if path.exists() && UnixStream::connect(path).is_ok() {
+            return Err(Error::new(
+                ErrorKind::AddressInUse,
+                format!(
+                    "another ringmaster is already running with control socket {}; stop it \
+                     (`ringmaster stop --control {0}`) or use another port",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Binds `path`. A socket file left by a dead master is replaced; one a live master
     /// answers on means another ringmaster serves this port, which is refused.
     pub(crate) fn bind(path: &Path) -> Result<ControlServer, Error> {
         if path.exists() {
-            match UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(Error::new(
-                        ErrorKind::AddressInUse,
-                        format!(
-                            "another ringmaster is already running with control socket {}; \
-                             stop it (`ringmaster stop --control {0}`) or use another port",
-                            path.display()
-                        ),
-                    ))
-                }
-                Err(_) => {
-                    // Nobody answers: a master died without cleaning up.
-                    std::fs::remove_file(path).map_err(|e| {
-                        Error::system(&format!("removing stale {}", path.display()), e)
-                    })?;
-                    crate::log::log!("removed stale control socket {}", path.display());
-                }
-            }
+            ControlServer::check_free(path)?;
+            // Nobody answers: a master died without cleaning up.
+            std::fs::remove_file(path)
+                .map_err(|e| Error::system(&format!("removing stale {}", path.display()), e))?;
+            crate::log::log!("removed stale control socket {}", path.display());
         }
         // Create the socket owner-only from the start: no window with looser permissions.
         // SAFETY: umask only changes this process's file creation mask; the master is

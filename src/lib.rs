@@ -71,6 +71,9 @@ mod worker;
 
 pub use cluster::{send_to_master, Cluster, Exit, SendError, WorkerInfo};
 pub use config::{Config, Limits, ListenMode, UringOptions, Workers};
+/// Drives one connection's byte processing without a ring, for fuzzing and property tests.
+#[doc(hidden)]
+pub use connection::drive;
 pub use error::{Error, ErrorKind};
 pub use http::{HeaderError, Request, Response, Version};
 

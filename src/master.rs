@@ -55,15 +55,12 @@ pub(crate) fn run<H: Handler>(
         .map_err(|e| Error::system("ignoring SIGPIPE", e))?;
     // With a fixed port, a second master must be refused before it binds: SO_REUSEPORT
     // would let it join the first one's group silently.
-    let mut control = match config.listen.port() {
-        0 => None,
-        port => Some(ControlServer::bind(&config.control_path(port))?),
-    };
+    if config.listen.port() != 0 {
+        ControlServer::check_free(&config.control_path(config.listen.port()))?;
+    }
     let listeners = Listeners::bind(config, count)?;
     let local = listeners.local_addr()?;
-    if control.is_none() {
-        control = Some(ControlServer::bind(&config.control_path(local.port()))?);
-    }
+    let control = ControlServer::bind(&config.control_path(local.port()))?;
     let signals = master_signals()?;
     let mode = match config.listen_mode {
         ListenMode::Shared => "shared listener",
@@ -80,7 +77,7 @@ pub(crate) fn run<H: Handler>(
         listeners,
         accept_queue: accept_queue(config.backlog),
         signals,
-        control: control.expect("bound above"),
+        control,
         slots: (0..count)
             .map(|i| Slot::new(i as u32, cpus[i % cpus.len()]))
             .collect(),

@@ -6,7 +6,7 @@
 //! `submit_and_wait`, then drain every completion.
 
 use crate::config::{Config, UringOptions, ACCEPT_SINGLE_DEPTH};
-use crate::connection::{Conn, Counters, Ctx, Phase, Recv, Sending};
+use crate::connection::{Conn, Counters, Ctx, Expiry, Phase, Recv, Sending, LINGER_MAX};
 use crate::http::date::DateCache;
 use crate::http::Response;
 use crate::ipc::{self, Message};
@@ -58,6 +58,7 @@ enum Event {
     Recv(u32),
     Send(u32),
     Close(u32),
+    Shutdown(u32),
 }
 
 impl Event {
@@ -71,6 +72,7 @@ impl Event {
             Event::Recv(s) => (6, s),
             Event::Send(s) => (7, s),
             Event::Close(s) => (8, s),
+            Event::Shutdown(s) => (9, s),
         };
         (kind << 32) | u64::from(slot)
     }
@@ -86,6 +88,7 @@ impl Event {
             6 => Event::Recv(slot),
             7 => Event::Send(slot),
             8 => Event::Close(slot),
+            9 => Event::Shutdown(slot),
             kind => panic!("completion with unknown tag kind {kind}"),
         }
     }
@@ -274,10 +277,14 @@ impl<'h, H: Handler> Worker<'h, H> {
                 res: Response::new(),
                 date: DateCache::new(),
                 limits: config.limits.head(),
-                input_bytes_max: config.limits.input_bytes_max(),
+                output_bytes_max: config.limits.output_bytes_max as usize,
+                input_slack_bytes: usize::from(config.uring.recv_buffers)
+                    * config.uring.recv_buffer_bytes as usize,
+                timeouts: config.limits.timeouts(),
                 pool: BufPool::new(POOL_RETAIN_MAX, POOL_PREFILL),
                 draining: false,
                 counters: Counters::default(),
+                now: Instant::now(),
             },
             enobufs: 0,
             batch: Vec::with_capacity(REAP_BATCH),
@@ -321,6 +328,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                 return Ok(());
             }
             self.ring.submit_and_wait(1)?;
+            self.ctx.now = Instant::now();
             self.ctx.date.refresh();
             let mut batch = std::mem::take(&mut self.batch);
             while self.ring.reap(&mut batch) > 0 {
@@ -341,6 +349,13 @@ impl<'h, H: Handler> Worker<'h, H> {
                 let conn = &mut self.conns[slot as usize];
                 debug_assert_eq!(conn.phase, Phase::Closing { fd_closed: false });
                 conn.phase = Phase::Closing { fd_closed: true };
+                self.touch(slot);
+            }
+            Event::Shutdown(slot) => {
+                let conn = &mut self.conns[slot as usize];
+                if let Phase::Lingering { until, .. } = conn.phase {
+                    conn.phase = Phase::Lingering { shut: true, until };
+                }
                 self.touch(slot);
             }
             Event::Cancel => {
@@ -384,7 +399,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                     return;
                 }
                 self.ctx.counters.accepted += 1;
-                let slot = self.conns.insert(Conn::new(fd)) as u32;
+                let slot = self.conns.insert(Conn::new(fd, self.ctx.now)) as u32;
                 self.touch(slot);
             }
             Some(libc::ECANCELED) => {}
@@ -471,7 +486,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                 return; // EAGAIN: the queue is empty (or the socket failed: nothing to take).
             }
             self.ctx.counters.accepted += 1;
-            let slot = self.conns.insert(Conn::new(conn)) as u32;
+            let slot = self.conns.insert(Conn::new(conn, self.ctx.now)) as u32;
             self.touch(slot);
         }
     }
@@ -536,7 +551,7 @@ impl<'h, H: Handler> Worker<'h, H> {
             panic!("a send hands its buffer back")
         };
         let conn = &mut self.conns[slot as usize];
-        let Sending::InFlight { offset } = conn.send else {
+        let Sending::InFlight { offset, .. } = conn.send else {
             panic!("send completion without a send in flight")
         };
         match result {
@@ -544,11 +559,16 @@ impl<'h, H: Handler> Worker<'h, H> {
                 self.ctx.counters.bytes_out += u64::from(n);
                 let offset = offset + n as usize;
                 if offset < buf.len() && n > 0 {
-                    // A short send: push the rest, still in order.
+                    // A short send: push the rest, still in order; it made progress now.
                     let fd = conn.fd;
-                    conn.send = Sending::InFlight { offset };
-                    self.ring
+                    let op = self
+                        .ring
                         .push(Op::Send { fd, buf, offset }, Event::Send(slot).tag())?;
+                    conn.send = Sending::InFlight {
+                        op,
+                        offset,
+                        since: self.ctx.now,
+                    };
                     return Ok(());
                 }
                 conn.send = Sending::Idle;
@@ -556,7 +576,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                 conn.resume(&mut self.ctx);
             }
             Err(_) => {
-                // The peer is gone: drop what is left and close.
+                // The peer is gone, or the send was cancelled: drop what is left and close.
                 conn.send = Sending::Idle;
                 self.ctx.pool.put(buf);
                 conn.discard(&mut self.ctx.pool);
@@ -581,6 +601,7 @@ impl<'h, H: Handler> Worker<'h, H> {
     }
 
     fn act_on(&mut self, slot: u32) -> std::io::Result<()> {
+        let now = self.ctx.now;
         let conn = &mut self.conns[slot as usize];
         conn.queued = false;
         if let Phase::Closing { .. } = conn.phase {
@@ -590,13 +611,17 @@ impl<'h, H: Handler> Worker<'h, H> {
             return Ok(());
         }
         if let Some(buf) = conn.take_output() {
-            conn.send = Sending::InFlight { offset: 0 };
             let op = Op::Send {
                 fd: conn.fd,
                 buf,
                 offset: 0,
             };
-            self.ring.push(op, Event::Send(slot).tag())?;
+            let op = self.ring.push(op, Event::Send(slot).tag())?;
+            conn.send = Sending::InFlight {
+                op,
+                offset: 0,
+                since: now,
+            };
         }
         let idle_closing = matches!(
             self.mode,
@@ -607,15 +632,30 @@ impl<'h, H: Handler> Worker<'h, H> {
         );
         let closing = match conn.phase {
             Phase::Open => idle_closing && conn.is_idle(),
+            Phase::Finishing if conn.is_idle() && conn.lingers() => {
+                // Everything is sent: shut the write side so the client sees the end of
+                // the response, and keep reading until it closes (or the linger ends).
+                conn.phase = Phase::Lingering {
+                    shut: false,
+                    until: now + LINGER_MAX,
+                };
+                let op = Op::Shutdown {
+                    fd: conn.fd,
+                    how: libc::SHUT_WR,
+                };
+                self.ring.push(op, Event::Shutdown(slot).tag())?;
+                false
+            }
             Phase::Finishing => conn.is_idle(),
+            Phase::Lingering { shut, .. } => shut && conn.recv == Recv::Ended,
             Phase::Closing { .. } => unreachable!("handled above"),
         };
         if closing {
             return self.close(slot);
         }
-        match (conn.recv, conn.wants_read()) {
+        match (conn.recv, conn.wants_read(self.ctx.output_bytes_max)) {
             (Recv::Idle, true) => {
-                let op = if self.uring.multishot_recv {
+                let op = if self.uring.multishot_recv && !conn.flooding {
                     Op::RecvMulti {
                         fd: conn.fd,
                         group: RECV_GROUP,
@@ -640,10 +680,13 @@ impl<'h, H: Handler> Worker<'h, H> {
         Ok(())
     }
 
-    /// Starts tearing a connection down: cancel its receive, close its descriptor. The slot
-    /// is freed when every operation on it has ended.
+    /// Starts tearing a connection down: cancel its receive and any send, close its
+    /// descriptor. The slot is freed when every operation on it has ended.
     fn close(&mut self, slot: u32) -> std::io::Result<()> {
         let conn = &mut self.conns[slot as usize];
+        if let Phase::Lingering { shut: false, .. } = conn.phase {
+            return Ok(()); // The shutdown's completion comes first; it acts on this again.
+        }
         conn.discard(&mut self.ctx.pool);
         conn.phase = Phase::Closing { fd_closed: false };
         if let Recv::Armed(op) = conn.recv {
@@ -651,8 +694,44 @@ impl<'h, H: Handler> Worker<'h, H> {
             self.ring
                 .push(Op::Cancel { target: op }, Event::Cancel.tag())?;
         }
+        if let Sending::InFlight { op, .. } = conn.send {
+            self.ring
+                .push(Op::Cancel { target: op }, Event::Cancel.tag())?;
+        }
         let fd = conn.fd;
         self.ring.push(Op::Close { fd }, Event::Close(slot).tag())?;
+        Ok(())
+    }
+
+    /// Enforces every connection's timer: head and body deadlines answer 408, idle and
+    /// linger ends close, a send that makes no progress aborts.
+    fn check_timers(&mut self) -> std::io::Result<()> {
+        let now = self.ctx.now;
+        let timeouts = self.ctx.timeouts;
+        let mut expired: Vec<(u32, Expiry)> = Vec::new();
+        for (slot, conn) in self.conns.iter_mut() {
+            match conn.expired(now, &timeouts) {
+                Some(expiry) => expired.push((slot as u32, expiry)),
+                None => conn.roll_body_window(now),
+            }
+        }
+        for (slot, expiry) in expired {
+            match expiry {
+                Expiry::RequestTimeout => {
+                    self.conns[slot as usize].time_out(&mut self.ctx);
+                    self.touch(slot);
+                }
+                Expiry::Close => self.close(slot)?,
+                Expiry::Abort => {
+                    // Reset rather than close: a graceful close would leave the unsent
+                    // bytes (megabytes, for a client that stopped reading) queued in the
+                    // kernel behind a FIN the client never reads.
+                    self.ctx.counters.timeouts += 1;
+                    reset_on_close(self.conns[slot as usize].fd);
+                    self.close(slot)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -783,6 +862,8 @@ impl<'h, H: Handler> Worker<'h, H> {
             panic!("a timeout hands its timespec back")
         };
         self.tick_spec = Some(spec);
+        self.ctx.now = Instant::now();
+        self.check_timers()?;
         if let Mode::Draining {
             idle_close_at,
             idle_closing: false,
@@ -824,6 +905,27 @@ impl<'h, H: Handler> Worker<'h, H> {
             Ok(()) | Err(crate::cluster::SendError::Full) => {}
             Err(e) => log!("message to the master not sent: {e}"),
         }
+    }
+}
+
+/// Makes the next close of `fd` reset the connection (`SO_LINGER` on, zero seconds): the
+/// send queue is dropped and the peer gets a RST. Failure leaves a graceful close, which
+/// is all that can be done.
+fn reset_on_close(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `fd` is an open socket of this worker; `linger` is a valid `struct linger`
+    // of the size passed, alive across the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! HTTP/1.1: request heads parsed from borrowed bytes, responses encoded into a caller's
 //! buffer. No I/O and no allocation here: the connection layer owns the buffers.
 
+pub mod chunked;
 pub mod date;
 pub mod request;
 pub mod response;

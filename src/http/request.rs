@@ -5,6 +5,9 @@ use std::mem::MaybeUninit;
 
 /// The most header fields a request may carry; one more is answered with 431.
 pub const HEADERS_MAX: usize = 100;
+/// Empty lines (CRLF) ignored before a request line (RFC 9112 section 2.2 asks for at least
+/// one); more is answered with 400.
+pub const EMPTY_LINES_MAX: usize = 4;
 
 /// The HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub enum Framing {
     None,
     /// A body of exactly this many bytes (`Content-Length`).
     Length(u64),
+    /// A body in the `chunked` transfer coding.
+    Chunked,
 }
 
 /// The size limits a head is checked against.
@@ -35,6 +40,16 @@ pub struct HeadLimits {
     pub request_fields_bytes_max: usize,
     /// The largest body; larger is answered with 413.
     pub request_body_bytes_max: u64,
+}
+
+impl HeadLimits {
+    /// The most bytes one connection buffers for one request: its head and body at their
+    /// limits. Past it the connection is closed.
+    pub fn input_bytes_max(&self) -> usize {
+        self.request_line_bytes_max
+            + self.request_fields_bytes_max
+            + usize::try_from(self.request_body_bytes_max).unwrap_or(usize::MAX)
+    }
 }
 
 /// Why a head was refused, mapped to a status code in one place ([`HeadError::status`]).
@@ -52,10 +67,14 @@ pub enum HeadError {
     BadContentLength,
     /// The body is larger than `request_body_bytes_max`.
     BodyTooLarge,
-    /// A `Transfer-Encoding` this server does not decode.
+    /// A transfer coding other than `chunked` (which comes last): 501.
     TransferEncodingUnsupported,
-    /// An HTTP/1.1 request without exactly one `Host` field.
+    /// An HTTP/1.1 request without exactly one valid `Host` field.
     MissingHost,
+    /// A well-formed version this server does not speak (`HTTP/2.0`, `HTTP/1.2`): 505.
+    VersionNotSupported,
+    /// An `Expect` other than `100-continue`: 417.
+    ExpectationFailed,
 }
 
 impl HeadError {
@@ -63,6 +82,8 @@ impl HeadError {
     pub fn status(self) -> u16 {
         match self {
             HeadError::Malformed(_) | HeadError::BadContentLength | HeadError::MissingHost => 400,
+            HeadError::VersionNotSupported => 505,
+            HeadError::ExpectationFailed => 417,
             HeadError::RequestLineTooLong => 414,
             HeadError::HeadTooLarge | HeadError::TooManyHeaders => 431,
             HeadError::BodyTooLarge => 413,
@@ -83,9 +104,11 @@ impl fmt::Display for HeadError {
             HeadError::BadContentLength => f.write_str("invalid Content-Length"),
             HeadError::BodyTooLarge => f.write_str("request body too large"),
             HeadError::TransferEncodingUnsupported => {
-                f.write_str("Transfer-Encoding is not supported")
+                f.write_str("only the chunked transfer coding is supported")
             }
-            HeadError::MissingHost => f.write_str("HTTP/1.1 request needs exactly one Host"),
+            HeadError::MissingHost => f.write_str("HTTP/1.1 request needs exactly one valid Host"),
+            HeadError::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are spoken"),
+            HeadError::ExpectationFailed => f.write_str("only Expect: 100-continue is supported"),
         }
     }
 }
@@ -109,6 +132,9 @@ pub struct Head<'b> {
     pub keep_alive: bool,
     /// `HEAD`: the response carries no body.
     pub head_only: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request: the client waits for a `100 Continue`
+    /// before it sends the body.
+    pub expect_continue: bool,
 }
 
 /// The outcome of parsing: a whole head, or a need for more bytes.
@@ -126,17 +152,29 @@ pub fn parse_head<'b>(
     headers: &'b mut [MaybeUninit<httparse::Header<'b>>; HEADERS_MAX],
     limits: &HeadLimits,
 ) -> Result<Parsed<'b>, HeadError> {
+    // Empty lines before the request line: a few are ignored, each must end in CRLF.
+    let start = line_start(buf);
+    check_line_ends(&buf[..start])?;
+    if buf[..start].iter().filter(|&&b| b == b'\n').count() > EMPTY_LINES_MAX {
+        return Err(HeadError::Malformed(
+            "too many empty lines before the request line",
+        ));
+    }
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            return partial_within_limits(buf, limits).map(|()| Parsed::Partial)
+            check_line_ends(buf)?;
+            return partial_within_limits(buf, limits).map(|()| Parsed::Partial);
         }
+        Err(httparse::Error::Version) => return version_verdict(buf, limits),
         Err(e) => return Err(map_httparse_error(e, buf, limits)),
     };
-    // The request line (with any empty lines before it) is complete when the head is.
+    // httparse accepts a bare LF as a line end; RFC 9112 does not let a server do so.
+    check_line_ends(&buf[..head_len])?;
+    // The request line is complete when the head is.
     let line_end = line_end(buf).expect("a complete head has a complete request line");
-    if line_end - line_start(buf) > limits.request_line_bytes_max {
+    if line_end - start > limits.request_line_bytes_max {
         return Err(HeadError::RequestLineTooLong);
     }
     if head_len - line_end > limits.request_fields_bytes_max {
@@ -151,25 +189,23 @@ pub fn parse_head<'b>(
         Version::Http11
     };
     let headers: &'b [httparse::Header<'b>] = req.headers;
-    let fields = Fields::scan(headers)?;
-    if version == Version::Http11 && fields.host != 1 {
+    let fields = Fields::scan(headers, version)?;
+    if version == Version::Http11 && !fields.host_valid {
         return Err(HeadError::MissingHost);
     }
     let framing = match (fields.content_length, fields.transfer_encoding) {
-        (Some(_), true) => {
+        (Some(_), Some(_)) => {
             return Err(HeadError::Malformed(
                 "both Content-Length and Transfer-Encoding",
             ))
         }
-        (None, true) if version == Version::Http10 => {
-            return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0"))
-        }
-        (None, true) => return Err(HeadError::TransferEncodingUnsupported),
-        (Some(0), false) | (None, false) => Framing::None,
-        (Some(n), false) if n > limits.request_body_bytes_max => {
+        (None, Some(Coding::Chunked)) => Framing::Chunked,
+        (None, Some(Coding::Unsupported)) => return Err(HeadError::TransferEncodingUnsupported),
+        (Some(0), None) | (None, None) => Framing::None,
+        (Some(n), None) if n > limits.request_body_bytes_max => {
             return Err(HeadError::BodyTooLarge)
         }
-        (Some(n), false) => Framing::Length(n),
+        (Some(n), None) => Framing::Length(n),
     };
     let keep_alive = match version {
         Version::Http11 => !fields.close,
@@ -184,7 +220,24 @@ pub fn parse_head<'b>(
         framing,
         keep_alive,
         head_only: method == "HEAD",
+        expect_continue: fields.expect_continue && framing != Framing::None,
     }))
+}
+
+/// Every LF must follow a CR, and every CR precede an LF (a CR last in `buf` may still get
+/// its LF).
+fn check_line_ends(buf: &[u8]) -> Result<(), HeadError> {
+    let mut prev = 0u8;
+    for &b in buf {
+        match (prev, b) {
+            (b'\r', b'\n') => {}
+            (_, b'\n') => return Err(HeadError::Malformed("bare LF as a line end")),
+            (b'\r', _) => return Err(HeadError::Malformed("bare CR as a line end")),
+            _ => {}
+        }
+        prev = b;
+    }
+    Ok(())
 }
 
 /// A partial head is fine while it fits the limits; past them the answer is already known.
@@ -226,7 +279,19 @@ fn map_httparse_error(e: httparse::Error, buf: &[u8], limits: &HeadLimits) -> He
             return limit;
         }
     }
+    // The fault reported is the first one in the bytes: a request-line error is judged on
+    // the request line alone, so that the answer does not depend on what else arrived.
+    let scope = match e {
+        httparse::Error::Version | httparse::Error::Token | httparse::Error::Status => {
+            line_end(buf).unwrap_or(buf.len())
+        }
+        _ => buf.len(),
+    };
+    if let Err(line_end) = check_line_ends(&buf[..scope]) {
+        return line_end;
+    }
     match e {
+        httparse::Error::Version => HeadError::Malformed("invalid HTTP version"),
         httparse::Error::HeaderName => HeadError::Malformed("invalid header field name"),
         httparse::Error::HeaderValue => HeadError::Malformed("invalid header field value"),
         httparse::Error::NewLine => HeadError::Malformed("invalid line ending"),
@@ -234,44 +299,160 @@ fn map_httparse_error(e: httparse::Error, buf: &[u8], limits: &HeadLimits) -> He
             HeadError::Malformed("invalid token in request line")
         }
         httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
-        httparse::Error::Version => HeadError::Malformed("invalid HTTP version"),
     }
+}
+
+/// The verdict on a request line whose version httparse refused (it refuses as soon as a
+/// version is not 1.0 or 1.1). A well-formed `HTTP/D.D` is 505, anything else 400; until
+/// the line end has arrived, a version that may still turn out well-formed is waited for,
+/// so that the answer does not depend on how the bytes were split.
+fn version_verdict<'b>(buf: &[u8], limits: &HeadLimits) -> Result<Parsed<'b>, HeadError> {
+    let line = &buf[line_start(buf)..];
+    let end = line.iter().position(|&b| b == b'\r' || b == b'\n');
+    // method SP request-target SP HTTP-version, nothing more.
+    let mut parts = line[..end.unwrap_or(line.len())].split(|&b| b == b' ');
+    let version = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), Some(version), None) => version,
+        _ => return Err(HeadError::Malformed("invalid HTTP version")),
+    };
+    let pattern = b"HTTP/0.0";
+    let prefix = version.len() <= pattern.len()
+        && version.iter().zip(pattern).all(|(&b, &p)| match p {
+            b'0' => b.is_ascii_digit(),
+            _ => b == p,
+        });
+    let whole = prefix && version.len() == pattern.len();
+    let wait = || partial_within_limits(buf, limits).map(|()| Parsed::Partial);
+    match end.map(|e| (line[e], line.get(e + 1))) {
+        None if prefix => wait(),
+        Some((b'\r', None)) if whole => wait(),
+        Some((b'\n', _)) => Err(HeadError::Malformed("bare LF as a line end")),
+        Some((b'\r', Some(&next))) if next != b'\n' => {
+            Err(HeadError::Malformed("bare CR as a line end"))
+        }
+        _ if whole => Err(HeadError::VersionNotSupported),
+        _ => Err(HeadError::Malformed("invalid HTTP version")),
+    }
+}
+
+/// What a `Transfer-Encoding` list amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Coding {
+    /// Exactly `chunked`.
+    Chunked,
+    /// `chunked` last, after codings this server does not decode.
+    Unsupported,
 }
 
 /// What the framing and connection rules need from the header fields, in one pass.
 #[derive(Default)]
 struct Fields {
     content_length: Option<u64>,
-    transfer_encoding: bool,
-    host: usize,
+    transfer_encoding: Option<Coding>,
+    /// Codings seen so far across every `Transfer-Encoding` field, and whether the last one
+    /// was `chunked`.
+    codings: usize,
+    chunked_seen: bool,
+    last_is_chunked: bool,
+    other_coding: bool,
+    hosts: usize,
+    host_valid: bool,
     close: bool,
     keep_alive: bool,
+    expect_continue: bool,
 }
 
 impl Fields {
-    fn scan(headers: &[httparse::Header<'_>]) -> Result<Fields, HeadError> {
-        let mut fields = Fields::default();
+    fn scan(headers: &[httparse::Header<'_>], version: Version) -> Result<Fields, HeadError> {
+        let mut f = Fields::default();
+        let mut te_fields = 0;
         for h in headers {
             let name = h.name.as_bytes();
             if name.eq_ignore_ascii_case(b"content-length") {
-                if fields.content_length.is_some() {
+                if f.content_length.is_some() {
                     return Err(HeadError::BadContentLength);
                 }
-                fields.content_length = Some(parse_content_length(h.value)?);
+                f.content_length = Some(parse_content_length(h.value)?);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                fields.transfer_encoding = true;
+                te_fields += 1;
+                f.codings(h.value)?;
             } else if name.eq_ignore_ascii_case(b"host") {
-                fields.host += 1;
+                f.hosts += 1;
+                f.host_valid = f.hosts == 1 && valid_host(h.value);
             } else if name.eq_ignore_ascii_case(b"connection") {
-                for option in h.value.split(|&b| b == b',') {
-                    let option = option.trim_ascii();
-                    fields.close |= option.eq_ignore_ascii_case(b"close");
-                    fields.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+                for option in list(h.value) {
+                    f.close |= option.eq_ignore_ascii_case(b"close");
+                    f.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
                 }
+            } else if name.eq_ignore_ascii_case(b"expect") && version == Version::Http11 {
+                // HTTP/1.0 clients cannot send Expect meaningfully; it is ignored for them.
+                if !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                    return Err(HeadError::ExpectationFailed);
+                }
+                f.expect_continue = true;
             }
         }
-        Ok(fields)
+        if te_fields > 0 {
+            if version == Version::Http10 {
+                return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0"));
+            }
+            if !f.last_is_chunked {
+                return Err(HeadError::Malformed(
+                    "Transfer-Encoding must end with chunked",
+                ));
+            }
+            f.transfer_encoding = Some(if f.other_coding {
+                Coding::Unsupported
+            } else {
+                Coding::Chunked
+            });
+        }
+        Ok(f)
     }
+
+    /// Adds one `Transfer-Encoding` field's codings.
+    fn codings(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        for coding in list(value) {
+            // A coding may carry parameters (`gzip;q=1`); its name is what counts.
+            let name = coding
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            if name.is_empty() || !name.iter().all(|&b| super::response::is_token_byte(b)) {
+                return Err(HeadError::Malformed("invalid transfer coding"));
+            }
+            let chunked = name.eq_ignore_ascii_case(b"chunked");
+            if chunked && self.chunked_seen {
+                return Err(HeadError::Malformed("chunked applied twice"));
+            }
+            if !chunked && self.chunked_seen {
+                return Err(HeadError::Malformed(
+                    "Transfer-Encoding must end with chunked",
+                ));
+            }
+            self.chunked_seen |= chunked;
+            self.other_coding |= !chunked;
+            self.last_is_chunked = chunked;
+            self.codings += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The non-empty elements of a comma-separated field value, trimmed.
+fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|e| !e.is_empty())
+}
+
+/// `Host = uri-host [ ":" port ]`: a reg-name or IP literal, with no whitespace, userinfo,
+/// path or other delimiter. An empty value is allowed (RFC 9112 section 3.2).
+fn valid_host(value: &[u8]) -> bool {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b);
+    value.iter().all(|&b| allowed(b))
 }
 
 /// `Content-Length = 1*DIGIT`, nothing else (no sign, no list, no space inside).
@@ -367,33 +548,168 @@ mod tests {
     fn framing_and_connection_rules() {
         type Want = Result<Option<(Framing, bool)>, HeadError>;
         let cases: &[(&[u8], Want)] = &[
-            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(Some((Framing::None, true)))),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Ok(Some((Framing::None, false)))),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", Ok(Some((Framing::None, false)))),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Ok(Some((Framing::None, true))),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                Ok(Some((Framing::None, false))),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
+                Ok(Some((Framing::None, false))),
+            ),
             (b"GET / HTTP/1.0\r\n\r\n", Ok(Some((Framing::None, false)))),
-            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Ok(Some((Framing::None, true)))),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", Ok(Some((Framing::Length(5), true)))),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", Ok(Some((Framing::None, true)))),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n", Ok(Some((Framing::Length(100), true)))),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n", Err(HeadError::BodyTooLarge)),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", Err(HeadError::BadContentLength)),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", Err(HeadError::BadContentLength)),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", Err(HeadError::BadContentLength)),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", Err(HeadError::BadContentLength)),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", Err(HeadError::TransferEncodingUnsupported)),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"))),
-            (b"GET / HTTP/1.1\r\n\r\n", Err(HeadError::MissingHost)),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(HeadError::MissingHost)),
+            (
+                b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                Ok(Some((Framing::None, true))),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+                Ok(Some((Framing::Length(5), true))),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+                Ok(Some((Framing::None, true))),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Ok(Some((Framing::Chunked, true))),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED \r\n\r\n",
+                Ok(Some((Framing::Chunked, true))),
+            ),
             (b"GET / HTTP/1.1\r\nHost: a\r\n", Ok(None)),
             (b"GET / HTTP/1.1\r\nHost", Ok(None)),
-            (b"GET / HTTP/9.1\r\n\r\n", Err(HeadError::Malformed("invalid HTTP version"))),
-            (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", Err(HeadError::Malformed("invalid header field name"))),
-            (b"G(T / HTTP/1.1\r\n\r\n", Err(HeadError::Malformed("invalid token in request line"))),
+            (b"GET / HTTP/1.1\r", Ok(None)),
         ];
         for (input, want) in cases {
             let got = parse(input).map(|o| o.map(|(f, k, _)| (f, k)));
             assert_eq!(&got, want, "input {:?}", String::from_utf8_lossy(input));
         }
+    }
+
+    /// The strictness cases of RFC 9112 (numbered as in the hardening issue); each refusal
+    /// closes the connection after the answer, which the connection layer does for every
+    /// `HeadError`.
+    #[test]
+    fn strictness() {
+        use HeadError::*;
+        let bad = |what| Malformed(what);
+        let cases: &[(&str, &[u8], HeadError)] = &[
+            ("1 CL and TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", bad("both Content-Length and Transfer-Encoding")),
+            ("1 TE and CL", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", bad("both Content-Length and Transfer-Encoding")),
+            ("2 two CL fields", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", BadContentLength),
+            ("2 CL list", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", BadContentLength),
+            ("3 CL +5", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", BadContentLength),
+            ("3 CL 0x5", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n", BadContentLength),
+            ("3 CL -1", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", BadContentLength),
+            ("3 CL 5 5", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\n", BadContentLength),
+            ("3 CL empty", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", BadContentLength),
+            ("3 CL overflow", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", BadContentLength),
+            ("4 TE gzip, chunked", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", TransferEncodingUnsupported),
+            ("4 TE two fields", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", TransferEncodingUnsupported),
+            ("4 TE chunked, chunked", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", bad("chunked applied twice")),
+            ("4 TE chunked not last", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", bad("Transfer-Encoding must end with chunked")),
+            ("4 TE gzip only", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", bad("Transfer-Encoding must end with chunked")),
+            ("4 TE empty", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n", bad("Transfer-Encoding must end with chunked")),
+            ("4 TE in HTTP/1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", bad("Transfer-Encoding in HTTP/1.0")),
+            ("6 space before colon", b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", bad("invalid header field name")),
+            ("6 tab before colon", b"GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", bad("invalid header field name")),
+            ("7 obs-fold SP", b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n", bad("invalid header field name")),
+            ("7 obs-fold HTAB", b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\t2\r\n\r\n", bad("invalid header field name")),
+            ("8 empty name", b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", bad("invalid header field name")),
+            ("8 control in name", b"GET / HTTP/1.1\r\nHost: a\r\nX\x01Y: v\r\n\r\n", bad("invalid header field name")),
+            ("8 non-ASCII name", b"GET / HTTP/1.1\r\nHost: a\r\nX\xc3\xa9: v\r\n\r\n", bad("invalid header field name")),
+            ("8 no colon", b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", bad("invalid header field name")),
+            ("9 NUL in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", bad("invalid header field value")),
+            ("9 CR in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", bad("bare CR as a line end")),
+            ("9 control in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x1fb\r\n\r\n", bad("invalid header field value")),
+            ("9 DEL in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", bad("invalid header field value")),
+            ("10 bare LF in fields", b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", bad("bare LF as a line end")),
+            ("10 bare LF after line", b"GET / HTTP/1.1\nHost: a\r\n\r\n", bad("bare LF as a line end")),
+            ("10 bare LF at end", b"GET / HTTP/1.1\r\nHost: a\r\n\n", bad("bare LF as a line end")),
+            ("10 bare CR", b"GET / HTTP/1.1\rHost: a\r\n\r\n", bad("bare CR as a line end")),
+            ("10 bare LF, partial head", b"GET / HTTP/1.1\nHo", bad("bare LF as a line end")),
+            ("11 no Host", b"GET / HTTP/1.1\r\n\r\n", MissingHost),
+            ("11 two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", MissingHost),
+            ("11 Host with space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", MissingHost),
+            ("11 Host with path", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", MissingHost),
+            ("11 Host with userinfo", b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", MissingHost),
+            ("12 space in target", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid HTTP version")),
+            ("12 control in target", b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid token in request line")),
+            ("12 malformed version", b"GET / HTTP/1\r\nHost: a\r\n\r\n", bad("invalid HTTP version")),
+            ("12 lowercase version", b"GET / http/1.1\r\nHost: a\r\n\r\n", bad("invalid HTTP version")),
+            ("12 HTTP/2.0", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", VersionNotSupported),
+            ("12 HTTP/3.0", b"GET / HTTP/3.0\r\n\r\n", VersionNotSupported),
+            ("14 method not a token", b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid token in request line")),
+            ("14 method with NUL", b"G\x00T / HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid token in request line")),
+            ("15 too many empty lines", b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", bad("too many empty lines before the request line")),
+            ("15 bare LF empty line", b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", bad("bare LF as a line end")),
+            ("Expect other", b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\n", ExpectationFailed),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(parse(input), Err(*want), "case {name}");
+            let status = want.status();
+            assert!(
+                [400, 413, 414, 417, 431, 501, 505].contains(&status),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn accepted_edges() {
+        let ok: &[(&str, &[u8])] = &[
+            (
+                "14 unknown method is the handler's",
+                b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n",
+            ),
+            (
+                "15 empty lines within the bound",
+                b"\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            ),
+            ("11 empty Host", b"GET / HTTP/1.1\r\nHost:\r\n\r\n"),
+            (
+                "11 Host with port",
+                b"GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
+            ),
+            ("11 IPv6 Host", b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"),
+            (
+                "9 HTAB and obs-text in value",
+                b"GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\xe9\r\n\r\n",
+            ),
+            (
+                "Expect in HTTP/1.0 is ignored",
+                b"POST / HTTP/1.0\r\nExpect: whatever\r\nContent-Length: 1\r\n\r\n",
+            ),
+        ];
+        for (name, input) in ok {
+            assert!(
+                matches!(parse(input), Ok(Some(_))),
+                "case {name}: {:?}",
+                parse(input)
+            );
+        }
+    }
+
+    #[test]
+    fn expect_continue_only_when_a_body_follows() {
+        let mut headers = [const { MaybeUninit::uninit() }; HEADERS_MAX];
+        let buf =
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
+        let Ok(Parsed::Complete(head)) = parse_head(buf, &mut headers, &LIMITS) else {
+            panic!()
+        };
+        assert!(head.expect_continue);
+        let mut headers = [const { MaybeUninit::uninit() }; HEADERS_MAX];
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n";
+        let Ok(Parsed::Complete(head)) = parse_head(buf, &mut headers, &LIMITS) else {
+            panic!()
+        };
+        assert!(!head.expect_continue);
     }
 
     #[test]

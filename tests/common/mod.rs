@@ -169,7 +169,21 @@ impl Drop for Server {
             // Killing the master kills its workers (PR_SET_PDEATHSIG).
             let _ = child.kill();
             let _ = child.wait();
+            // A killed master leaves its control socket behind: clean up after it.
+            if self.addr.port() != 0 {
+                let _ = std::fs::remove_file(control_path(self.addr.port()));
+            }
         }
+    }
+}
+
+/// The default control socket path of a master on `port`.
+pub fn control_path(port: u16) -> String {
+    match std::env::var("XDG_RUNTIME_DIR") {
+        Ok(dir) if std::path::Path::new(&dir).is_dir() => {
+            format!("{dir}/ringmaster-{port}.sock")
+        }
+        _ => format!("/tmp/ringmaster-{port}.sock"),
     }
 }
 
@@ -326,12 +340,7 @@ pub fn open_fds(pid: u32) -> usize {
 
 /// Sends a command to the master's control socket and returns the answer.
 pub fn control(server: &Server, command: &str) -> String {
-    let path = format!("/tmp/ringmaster-{}.sock", server.addr.port());
-    let path = std::env::var("XDG_RUNTIME_DIR")
-        .ok()
-        .map(|d| format!("{d}/ringmaster-{}.sock", server.addr.port()))
-        .filter(|p| std::path::Path::new(p).exists())
-        .unwrap_or(path);
+    let path = control_path(server.addr.port());
     let mut stream = std::os::unix::net::UnixStream::connect(&path)
         .unwrap_or_else(|e| panic!("control socket {path}: {e}"));
     stream

@@ -1,0 +1,335 @@
+//! The byte processing of one connection, driven without a ring.
+
+use super::*;
+use crate::config::Limits;
+
+struct Echo;
+impl Handler for Echo {
+    fn handle(&self, req: &Request<'_>, res: &mut Response) {
+        res.write(req.path()).write("|").write(req.body());
+    }
+}
+
+struct Harness {
+    ctx: Ctx<'static, Echo>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let mut date = DateCache::new();
+        date.update(0);
+        Harness {
+            ctx: Ctx {
+                handler: &Echo,
+                res: Response::new(),
+                date,
+                limits: Limits::default().head(),
+                output_bytes_max: Limits::default().output_bytes_max as usize,
+                input_slack_bytes: 4 << 20,
+                timeouts: Limits::default().timeouts(),
+                pool: BufPool::new(8, 0),
+                draining: false,
+                counters: Counters::default(),
+                now: Instant::now(),
+            },
+        }
+    }
+
+    /// Feeds `chunks` one by one and returns everything the connection would send.
+    fn feed(&mut self, conn: &mut Conn, chunks: &[&[u8]]) -> String {
+        let mut sent = Vec::new();
+        for chunk in chunks {
+            conn.on_data(chunk, &mut self.ctx);
+            while let Some(out) = conn.take_output() {
+                sent.extend_from_slice(&out);
+                conn.resume(&mut self.ctx);
+            }
+        }
+        String::from_utf8(sent).unwrap()
+    }
+}
+
+fn bodies(responses: &str) -> Vec<&str> {
+    responses
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|r| r.split("\r\n\r\n").nth(1).unwrap())
+        .collect()
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_across_any_split() {
+    let stream = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n\
+        POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nxyz\
+        GET /c HTTP/1.1\r\nHost: h\r\n\r\n";
+    for split in 0..=stream.len() {
+        let mut h = Harness::new();
+        let mut conn = Conn::new(-1, Instant::now());
+        let (a, b) = stream.split_at(split);
+        let out = h.feed(&mut conn, &[a, b]);
+        assert_eq!(bodies(&out), ["/a|", "/b|xyz", "/c|"], "split at {split}");
+        assert_eq!(conn.phase, Phase::Open);
+        assert!(conn.is_idle(), "nothing left over at split {split}");
+    }
+}
+
+#[test]
+fn connection_close_stops_the_pipeline() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(-1, Instant::now());
+    let out = h.feed(
+        &mut conn,
+        &[b"GET /1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"],
+    );
+    assert_eq!(bodies(&out), ["/1|"]);
+    assert!(out.contains("Connection: close\r\n"));
+    assert_eq!(conn.phase, Phase::Finishing);
+}
+
+#[test]
+fn malformed_head_gets_400_and_finishes() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(-1, Instant::now());
+    let out = h.feed(
+        &mut conn,
+        &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\n"],
+    );
+    assert!(out.starts_with("HTTP/1.1 200 OK"));
+    assert!(out.contains("HTTP/1.1 400 Bad Request\r\n"));
+    assert_eq!(conn.phase, Phase::Finishing);
+    assert_eq!(h.ctx.counters.errors, 1);
+    assert_eq!(h.ctx.counters.requests, 1);
+}
+
+#[test]
+fn http10_keep_alive_is_echoed_and_default_closes() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(-1, Instant::now());
+    let out = h.feed(
+        &mut conn,
+        &[b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"],
+    );
+    assert!(out.contains("Connection: keep-alive\r\n"));
+    assert_eq!(conn.phase, Phase::Open);
+    let out = h.feed(&mut conn, &[b"GET / HTTP/1.0\r\n\r\n"]);
+    assert!(out.contains("Connection: close\r\n"));
+    assert_eq!(conn.phase, Phase::Finishing);
+}
+
+#[test]
+fn head_gets_length_without_body() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(-1, Instant::now());
+    let out = h.feed(&mut conn, &[b"HEAD /xy HTTP/1.1\r\nHost: h\r\n\r\n"]);
+    assert!(out.ends_with("Content-Length: 4\r\n\r\n"), "{out}");
+}
+
+#[test]
+fn output_backpressure_holds_requests_until_sent() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(-1, Instant::now());
+    let one = b"GET /0123456789012345678901234567890123456789 HTTP/1.1\r\nHost: h\r\n\r\n";
+    let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 2000).collect();
+    let ctx = &mut h.ctx;
+    conn.on_data(&many, ctx);
+    assert!(
+        !conn.wants_read(ctx.output_bytes_max),
+        "receive pauses at the output bound"
+    );
+    assert!(ctx.counters.requests < 2000);
+    let mut answered = ctx.counters.requests;
+    while let Some(out) = conn.take_output() {
+        assert!(out.len() < ctx.output_bytes_max + 200);
+        conn.resume(ctx);
+        assert!(ctx.counters.requests >= answered);
+        answered = ctx.counters.requests;
+    }
+    assert_eq!(ctx.counters.requests, 2000);
+    assert!(conn.wants_read(ctx.output_bytes_max) && conn.is_idle());
+}
+
+#[test]
+fn draining_closes_after_the_last_received_request() {
+    let mut h = Harness::new();
+    h.ctx.draining = true;
+    let mut conn = Conn::new(-1, Instant::now());
+    let out = h.feed(
+        &mut conn,
+        &[b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"],
+    );
+    assert_eq!(bodies(&out), ["/1|", "/2|"]);
+    assert_eq!(out.matches("Connection: close").count(), 1);
+    assert_eq!(conn.phase, Phase::Finishing);
+}
+
+#[test]
+fn idle_connection_holds_no_buffer() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(-1, Instant::now());
+    h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"]);
+    assert_eq!(conn.input.capacity() + conn.output.capacity(), 0);
+    h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHo"]);
+    assert!(conn.input.capacity() > 0, "a partial request is kept");
+    h.feed(&mut conn, &[b"st: h\r\n\r\n"]);
+    assert_eq!(conn.input.capacity() + conn.output.capacity(), 0);
+}
+
+#[test]
+fn chunked_bodies_are_decoded_across_any_split_and_pipelined_after() {
+    let stream = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+        4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: dropped\r\n\r\n\
+        GET /next HTTP/1.1\r\nHost: h\r\n\r\n";
+    for split in 0..=stream.len() {
+        let mut h = Harness::new();
+        let mut conn = Conn::new(-1, Instant::now());
+        let (a, b) = stream.split_at(split);
+        let out = h.feed(&mut conn, &[a, b]);
+        assert_eq!(bodies(&out), ["/c|Wikipedia", "/next|"], "split at {split}");
+        assert!(conn.is_idle() && conn.phase == Phase::Open, "split {split}");
+    }
+}
+
+#[test]
+fn chunked_body_fed_byte_by_byte() {
+    let stream =
+        b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let mut h = Harness::new();
+    let mut conn = Conn::new(-1, Instant::now());
+    let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+    assert_eq!(bodies(&h.feed(&mut conn, &chunks)), ["/c|abc"]);
+}
+
+#[test]
+fn bad_chunks_are_refused_with_400_and_linger() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(-1, Instant::now());
+    let out = h.feed(
+        &mut conn,
+        &[
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"zz\r\n",
+        ],
+    );
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+    assert!(out.contains("invalid chunk size"));
+    assert_eq!(conn.phase, Phase::Finishing);
+    assert!(conn.lingers());
+}
+
+#[test]
+fn chunked_body_over_the_limit_gets_413() {
+    let mut h = Harness::new();
+    h.ctx.limits.request_body_bytes_max = 8;
+    let mut conn = Conn::new(-1, Instant::now());
+    let out = h.feed(
+        &mut conn,
+        &[b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n4\r\n"],
+    );
+    assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+}
+
+#[test]
+fn expect_100_continue_is_answered_once_before_the_body() {
+    for framing in ["Content-Length: 3", "Transfer-Encoding: chunked"] {
+        let body: &[u8] = if framing.starts_with("Content") {
+            b"abc"
+        } else {
+            b"3\r\nabc\r\n0\r\n\r\n"
+        };
+        let head =
+            format!("POST /e HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n{framing}\r\n\r\n");
+        let mut h = Harness::new();
+        let mut conn = Conn::new(-1, Instant::now());
+        let out = h.feed(&mut conn, &[head.as_bytes(), b""]);
+        assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\n", "{framing}");
+        let out = h.feed(&mut conn, &[&body[..1], &body[1..]]);
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK"),
+            "{framing}: no second 100: {out}"
+        );
+        assert_eq!(bodies(&out), ["/e|abc"]);
+        // Head and body together: no 100 is needed.
+        let mut conn = Conn::new(-1, Instant::now());
+        let whole = [head.as_bytes(), body].concat();
+        assert!(h.feed(&mut conn, &[&whole]).starts_with("HTTP/1.1 200 OK"));
+    }
+}
+
+#[test]
+fn timers_follow_what_the_connection_waits_for() {
+    let t = Timeouts {
+        request_head: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+        send: Duration::from_secs(30),
+        body_rate_min: 100,
+    };
+    let start = Instant::now();
+    let at = |s: u64| start + Duration::from_secs(s);
+    let mut h = Harness::new();
+    h.ctx.now = start;
+    let mut conn = Conn::new(-1, start);
+    // A new connection that sends nothing is closed, without a word, at the head timeout.
+    assert_eq!(conn.expired(at(9), &t), None);
+    assert_eq!(conn.expired(at(10), &t), Some(Expiry::Close));
+    // The first request's partial head: 408 at the head timeout from the accept.
+    h.ctx.now = at(5);
+    h.feed(&mut conn, &[b"GET / HTTP/1.1\r\n"]);
+    assert_eq!(conn.expired(at(9), &t), None);
+    assert_eq!(conn.expired(at(10), &t), Some(Expiry::RequestTimeout));
+    // Answered: idle from then on, closed at the idle timeout.
+    h.ctx.now = at(6);
+    h.feed(&mut conn, &[b"Host: h\r\n\r\n"]);
+    assert_eq!(conn.expired(at(65), &t), None);
+    assert_eq!(conn.expired(at(66), &t), Some(Expiry::Close));
+    // A later request's partial head: 408 at the head timeout from its first byte.
+    h.ctx.now = at(30);
+    h.feed(&mut conn, &[b"GET / HT"]);
+    assert_eq!(conn.expired(at(39), &t), None);
+    assert_eq!(conn.expired(at(40), &t), Some(Expiry::RequestTimeout));
+    h.ctx.now = at(31);
+    h.feed(&mut conn, &[b"TP/1.1\r\nHost: h\r\n\r\n"]);
+    // A body arriving slower than 100 B/s over a 5 s window: 408.
+    h.ctx.now = at(70);
+    h.feed(
+        &mut conn,
+        &[b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n"],
+    );
+    h.feed(&mut conn, &[&[b'x'; 499]]);
+    assert_eq!(conn.expired(at(75), &t), Some(Expiry::RequestTimeout));
+    h.feed(&mut conn, &[b"x"]);
+    assert_eq!(
+        conn.expired(at(75), &t),
+        None,
+        "500 bytes in 5 s is the minimum"
+    );
+    conn.roll_body_window(at(75));
+    assert_eq!(conn.expired(at(79), &t), None);
+    assert_eq!(conn.expired(at(80), &t), Some(Expiry::RequestTimeout));
+}
+
+#[test]
+fn time_out_answers_408_and_lingers() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(-1, Instant::now());
+    h.feed(&mut conn, &[b"GET / HTT"]);
+    conn.time_out(&mut h.ctx);
+    let out = String::from_utf8(conn.take_output().unwrap()).unwrap();
+    assert!(out.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{out}");
+    assert!(out.contains("Connection: close"));
+    assert_eq!(conn.phase, Phase::Finishing);
+    assert!(conn.lingers());
+}
+
+#[test]
+fn requests_after_connection_close_make_it_linger() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(-1, Instant::now());
+    h.feed(
+        &mut conn,
+        &[b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"],
+    );
+    assert!(!conn.lingers(), "nothing more was sent: a plain close");
+    let mut conn = Conn::new(-1, Instant::now());
+    h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"]);
+    assert!(conn.lingers() || conn.phase == Phase::Finishing);
+}
