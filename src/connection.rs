@@ -118,6 +118,16 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: u64,
     pub(crate) accepted: u64,
     pub(crate) timeouts: u64,
+    /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub(crate) responses: [u64; 5],
+}
+
+impl Counters {
+    /// Counts a response of `status`.
+    pub(crate) fn response(&mut self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class] += 1;
+    }
 }
 
 /// What processing needs besides the connection: owned by the worker, shared by all its
@@ -513,6 +523,7 @@ fn process<H: Handler>(
             Ok(Parsed::Partial) => return (used, Next::NeedHead),
             Err(e) => {
                 ctx.counters.errors += 1;
+                ctx.counters.response(e.status());
                 encode_error(out, e.status(), &e, ctx.date.line());
                 return (data.len(), Next::Close { linger: true });
             }
@@ -524,7 +535,7 @@ fn process<H: Handler>(
             Framing::Length(n) => match after_head.get(..n as usize) {
                 Some(body) => body,
                 None => {
-                    expect_continue(&head, out, continued);
+                    expect_continue(&head, out, continued, ctx);
                     return (used, Next::NeedBody);
                 }
             },
@@ -551,7 +562,7 @@ fn process<H: Handler>(
                         }
                     }
                     Ok(_) => {
-                        expect_continue(&head, out, continued);
+                        expect_continue(&head, out, continued, ctx);
                         let head_len = head.head_len;
                         let chunked = ChunkedBody {
                             head_len,
@@ -579,14 +590,21 @@ fn refused<H: Handler>(
     ctx: &mut Ctx<'_, H>,
 ) -> (usize, Next) {
     ctx.counters.errors += 1;
+    ctx.counters.response(e.status());
     encode_error(out, e.status(), &e, ctx.date.line());
     (data.len(), Next::Close { linger: true })
 }
 
 /// Sends `100 Continue` once for a request whose client waits for it before its body.
-fn expect_continue(head: &Head<'_>, out: &mut Vec<u8>, continued: &mut bool) {
+fn expect_continue<H>(
+    head: &Head<'_>,
+    out: &mut Vec<u8>,
+    continued: &mut bool,
+    ctx: &mut Ctx<'_, H>,
+) {
     if head.expect_continue && !*continued {
         out.extend_from_slice(CONTINUE);
+        ctx.counters.response(100);
         *continued = true;
     }
 }
@@ -627,6 +645,7 @@ fn answer<H: Handler>(
         (true, Version::Http11) => ConnectionHeader::Omit,
     };
     encode(out, &ctx.res, ctx.date.line(), head.head_only, connection);
+    ctx.counters.response(ctx.res.status_code());
     (!keep_alive).then_some(Next::Close { linger: false })
 }
 

@@ -21,24 +21,71 @@ const TYPE_SHUTDOWN: u8 = 4;
 const TYPE_ADOPT: u8 = 5;
 const TYPE_RELEASE: u8 = 6;
 
-/// Counters a worker reports to the master; all are totals since the worker started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Requests answered.
-    pub requests: u64,
-    /// Connections open now.
-    pub connections: u64,
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes sent.
-    pub bytes_out: u64,
-    /// Requests refused as malformed or over a limit.
-    pub errors: u64,
+/// Declares [`Stats`] and its wire order from one list of fields.
+macro_rules! stats {
+    ($($(#[$doc:meta])* $field:ident),+ $(,)?) => {
+        /// Counters a worker reports to the master; all but `connections` are totals since
+        /// the worker started.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $($(#[$doc])* pub $field: u64,)+
+        }
+
+        impl Stats {
+            /// The fields in wire order.
+            fn to_words(&self) -> [u64; STATS_FIELDS] {
+                [$(self.$field),+]
+            }
+
+            /// Every counter with its name, in wire order.
+            pub fn named(&self) -> [(&'static str, u64); STATS_FIELDS] {
+                [$((stringify!($field), self.$field)),+]
+            }
+
+            fn from_words(words: [u64; STATS_FIELDS]) -> Stats {
+                let mut it = words.into_iter();
+                Stats { $($field: it.next().expect("one word per field")),+ }
+            }
+        }
+    };
 }
 
-const STATS_FIELDS: usize = 6;
+stats! {
+    /// Requests answered (responses sent by the handler).
+    requests,
+    /// Connections open now.
+    connections,
+    /// Connections accepted.
+    accepted,
+    /// Bytes received.
+    bytes_in,
+    /// Bytes sent.
+    bytes_out,
+    /// Requests refused as malformed or over a limit.
+    errors,
+    /// Connections that ran out of time (head, body rate, send).
+    timeouts,
+    /// Responses with a 1xx status (`100 Continue`).
+    responses_1xx,
+    /// Responses with a 2xx status.
+    responses_2xx,
+    /// Responses with a 3xx status.
+    responses_3xx,
+    /// Responses with a 4xx status.
+    responses_4xx,
+    /// Responses with a 5xx status.
+    responses_5xx,
+    /// `io_uring_enter` calls.
+    uring_enters,
+    /// Submission queue entries the kernel took.
+    uring_submissions,
+    /// Completions reaped.
+    uring_completions,
+    /// Receives re-armed after `-ENOBUFS` (every provided buffer was in use).
+    uring_enobufs,
+}
+
+const STATS_FIELDS: usize = 16;
 const STATS_BYTES: usize = STATS_FIELDS * 8;
 
 /// One message, in either direction.
@@ -111,14 +158,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
     match msg {
         Message::Ready => {}
         Message::Stats(s) => {
-            for v in [
-                s.requests,
-                s.connections,
-                s.accepted,
-                s.bytes_in,
-                s.bytes_out,
-                s.errors,
-            ] {
+            for v in s.to_words() {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
@@ -152,14 +192,9 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
     let word = |i: usize| u64::from_le_bytes(payload[i * 8..i * 8 + 8].try_into().expect("8"));
     let msg = match kind {
         TYPE_READY if payload.is_empty() => Message::Ready,
-        TYPE_STATS if payload.len() == STATS_BYTES => Message::Stats(Stats {
-            requests: word(0),
-            connections: word(1),
-            accepted: word(2),
-            bytes_in: word(3),
-            bytes_out: word(4),
-            errors: word(5),
-        }),
+        TYPE_STATS if payload.len() == STATS_BYTES => {
+            Message::Stats(Stats::from_words(std::array::from_fn(word)))
+        }
         TYPE_SHUTDOWN if payload.len() == 8 => Message::Shutdown { drain_ms: word(0) },
         TYPE_ADOPT | TYPE_RELEASE if payload.len() == 4 => {
             let slot = u32::from_le_bytes(payload.try_into().expect("4 bytes"));
@@ -190,14 +225,7 @@ mod tests {
 
     #[test]
     fn round_trips_every_message() {
-        let stats = Stats {
-            requests: 1,
-            connections: 2,
-            accepted: 3,
-            bytes_in: 4,
-            bytes_out: u64::MAX,
-            errors: 6,
-        };
+        let stats = Stats::from_words(std::array::from_fn(|i| i as u64 * 1000 + 1));
         for msg in [
             Message::Ready,
             Message::Stats(stats),

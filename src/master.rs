@@ -88,6 +88,7 @@ pub(crate) fn run<H: Handler>(
         pid: getpid(),
         events: Vec::with_capacity(control::CONNECTIONS_MAX),
         adopters: vec![None; count],
+        started: Instant::now(),
     };
     for slot in 0..count {
         let child = master.fork_worker(slot)?;
@@ -404,6 +405,7 @@ struct Master<'a, H> {
     /// In `SO_REUSEPORT` mode, the worker accepting on each slot's socket while that slot
     /// has no ready worker of its own.
     adopters: Vec<Option<Pid>>,
+    started: Instant,
 }
 
 impl<H: Handler> Master<'_, H> {
@@ -1107,51 +1109,119 @@ impl<H: Handler> Master<'_, H> {
         }
     }
 
+    /// One row per slot and the totals, as `ringmaster status` prints them.
     fn status_text(&self) -> String {
         use std::fmt::Write;
-        let mut out = String::from("slot  pid      cpu  state       requests  connections\n");
+        let mut out = format!(
+            "{:<5} {:<8} {:<4} {:<11} {:>9} {:>8} {:>12} {:>11} {:>9}\n",
+            "slot", "pid", "cpu", "state", "uptime", "restarts", "requests", "connections", "rss"
+        );
+        let (mut requests, mut conns, mut rss) = (0, 0, 0);
         for s in &self.slots {
-            let (pid, requests, conns) = s.child().map_or((0, 0, 0), |c| {
-                (c.pid.as_raw(), c.stats.requests, c.stats.connections)
-            });
+            let row = StatusRow::of(s);
+            requests += row.stats.requests;
+            conns += row.stats.connections;
+            rss += row.rss_kib;
             let _ = writeln!(
                 out,
-                "{:<5} {:<8} {:<4} {:<11} {:<9} {}",
+                "{:<5} {:<8} {:<4} {:<11} {:>8}s {:>8} {:>12} {:>11} {:>6} MiB",
                 s.index,
-                pid,
+                row.pid,
                 s.cpu.id,
                 s.state_name(),
-                requests,
-                conns
+                row.uptime_s,
+                s.restarts,
+                row.stats.requests,
+                row.stats.connections,
+                row.rss_kib / 1024
             );
         }
+        let _ = writeln!(
+            out,
+            "master pid {}, up {}s, {} workers: {requests} requests, {conns} connections, \
+             {} MiB RSS in workers",
+            self.pid,
+            self.started.elapsed().as_secs(),
+            self.slots.len(),
+            rss / 1024
+        );
         out
     }
 
+    /// The same as JSON: every counter of every worker.
     fn status_json(&self) -> String {
         let rows: Vec<String> = self
             .slots
             .iter()
             .map(|s| {
-                let c = s.child();
+                let row = StatusRow::of(s);
+                let counters: Vec<String> = row
+                    .stats
+                    .named()
+                    .iter()
+                    .map(|(name, value)| format!("\"{name}\":{value}"))
+                    .collect();
                 format!(
-                    "{{\"slot\":{},\"pid\":{},\"cpu\":{},\"state\":\"{}\",\"restarts\":{},\"requests\":{},\"connections\":{}}}",
+                    "{{\"slot\":{},\"pid\":{},\"cpu\":{},\"state\":\"{}\",\"uptime_s\":{},\
+                     \"restarts\":{},\"rss_kib\":{},{}}}",
                     s.index,
-                    c.map_or(0, |c| c.pid.as_raw()),
+                    row.pid,
                     s.cpu.id,
                     s.state_name(),
+                    row.uptime_s,
                     s.restarts,
-                    c.map_or(0, |c| c.stats.requests),
-                    c.map_or(0, |c| c.stats.connections)
+                    row.rss_kib,
+                    counters.join(",")
                 )
             })
             .collect();
         format!(
-            "{{\"master_pid\":{},\"workers\":[{}]}}\n",
+            "{{\"master_pid\":{},\"uptime_s\":{},\"workers\":[{}]}}\n",
             self.pid,
+            self.started.elapsed().as_secs(),
             rows.join(",")
         )
     }
+}
+
+/// What `status` shows of one slot's worker (zeros when it has none).
+struct StatusRow {
+    pid: i32,
+    uptime_s: u64,
+    rss_kib: u64,
+    stats: ipc::Stats,
+}
+
+impl StatusRow {
+    fn of(slot: &Slot) -> StatusRow {
+        match slot.child() {
+            Some(c) => StatusRow {
+                pid: c.pid.as_raw(),
+                uptime_s: c.started.elapsed().as_secs(),
+                rss_kib: rss_kib(c.pid),
+                stats: c.stats,
+            },
+            None => StatusRow {
+                pid: 0,
+                uptime_s: 0,
+                rss_kib: 0,
+                stats: ipc::Stats::default(),
+            },
+        }
+    }
+}
+
+/// A process's resident memory in KiB, from `/proc` (0 if it cannot be read).
+fn rss_kib(pid: Pid) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// A hook to call, with its arguments.

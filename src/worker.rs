@@ -886,6 +886,7 @@ impl<'h, H: Handler> Worker<'h, H> {
 
     fn report_stats(&mut self) {
         let c = &self.ctx.counters;
+        let ring = self.ring.stats();
         let stats = ipc::Stats {
             requests: c.requests,
             connections: self.conns.len() as u64,
@@ -893,6 +894,16 @@ impl<'h, H: Handler> Worker<'h, H> {
             bytes_in: c.bytes_in,
             bytes_out: c.bytes_out,
             errors: c.errors,
+            timeouts: c.timeouts,
+            responses_1xx: c.responses[0],
+            responses_2xx: c.responses[1],
+            responses_3xx: c.responses[2],
+            responses_4xx: c.responses[3],
+            responses_5xx: c.responses[4],
+            uring_enters: ring.enters,
+            uring_submissions: ring.submissions,
+            uring_completions: ring.completions,
+            uring_enobufs: self.enobufs,
         };
         self.send_to_master(&Message::Stats(stats));
     }

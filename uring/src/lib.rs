@@ -55,4 +55,4 @@ pub use completion::{Completion, Owned};
 pub use inflight::OpId;
 pub use op::Op;
 pub use probe::{Features, SetupMode};
-pub use ring::{Ring, RingConfig, CQ_ENTRIES_MAX, SQ_ENTRIES_MAX};
+pub use ring::{Ring, RingConfig, RingStats, CQ_ENTRIES_MAX, SQ_ENTRIES_MAX};

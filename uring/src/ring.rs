@@ -64,6 +64,18 @@ pub struct Ring {
     /// The ring's index in the registered-ring table, when registered.
     registered: Option<u32>,
     cq_capacity: usize,
+    stats: RingStats,
+}
+
+/// What a ring has done since it was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// `io_uring_enter` calls.
+    pub enters: u64,
+    /// Submission queue entries the kernel took.
+    pub submissions: u64,
+    /// Completions reaped.
+    pub completions: u64,
 }
 
 impl std::fmt::Debug for Ring {
@@ -127,6 +139,7 @@ impl Ring {
             mode,
             registered: None,
             cq_capacity,
+            stats: RingStats::default(),
         };
         if config.register_ring_fd {
             this.registered = this.register_ring_fd().ok();
@@ -161,6 +174,11 @@ impl Ring {
             return Err(io::Error::last_os_error());
         }
         Ok(update.offset)
+    }
+
+    /// Counters of enters, submissions and completions.
+    pub fn stats(&self) -> RingStats {
+        self.stats
     }
 
     /// The set-up the kernel accepted.
@@ -359,9 +377,11 @@ impl Ring {
                 arg_len,
             )
         };
+        self.stats.enters += 1;
         if ret < 0 {
             return Err(io::Error::last_os_error());
         }
+        self.stats.submissions += ret as u64;
         Ok(ret as u32)
     }
 
@@ -399,6 +419,7 @@ impl Ring {
                 owned,
             });
         }
+        self.stats.completions += count as u64;
         count
     }
 }
