@@ -33,7 +33,7 @@ macro_rules! stats {
 
         impl Stats {
             /// The fields in wire order.
-            fn to_words(&self) -> [u64; STATS_FIELDS] {
+            fn to_words(self) -> [u64; STATS_FIELDS] {
                 [$(self.$field),+]
             }
 
