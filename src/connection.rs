@@ -675,6 +675,53 @@ pub mod drive {
         }
     }
 
+    /// One connection kept across calls, as a worker keeps it: for measuring the steady
+    /// state (a counting allocator sees the hot path allocate nothing once warm).
+    pub struct Driver<H: Handler + 'static> {
+        ctx: Ctx<'static, H>,
+        conn: Conn,
+    }
+
+    impl<H: Handler + 'static> Driver<H> {
+        /// A connection for `handler` with the default limits.
+        pub fn new(handler: &'static H) -> Driver<H> {
+            let limits = Limits::default();
+            let ctx = Ctx {
+                handler,
+                res: Response::new(),
+                date: DateCache::new(),
+                limits: limits.head(),
+                output_bytes_max: limits.output_bytes_max as usize,
+                input_slack_bytes: 4 << 20,
+                timeouts: limits.timeouts(),
+                pool: BufPool::new(64, 8),
+                draining: false,
+                counters: Counters::default(),
+                now: Instant::now(),
+            };
+            let conn = Conn::new(-1, ctx.now);
+            Driver { ctx, conn }
+        }
+
+        /// Feeds bytes as one receive; returns how many response bytes went out. Sent
+        /// buffers go back to the pool, as a completed send's do in a worker.
+        pub fn feed(&mut self, data: &[u8]) -> usize {
+            self.conn.on_data(data, &mut self.ctx);
+            let mut sent = 0;
+            while let Some(out) = self.conn.take_output() {
+                sent += out.len();
+                self.ctx.pool.put(out);
+                self.conn.resume(&mut self.ctx);
+            }
+            sent
+        }
+
+        /// Requests answered so far.
+        pub fn requests(&self) -> u64 {
+            self.ctx.counters.requests
+        }
+    }
+
     /// What a connection made of a byte stream.
     #[derive(Debug, PartialEq, Eq)]
     pub struct Outcome {
