@@ -1,0 +1,873 @@
+//! The side-by-side benchmark: ringmaster and the peers of `../shared/peers`, each loaded in
+//! turn by wrk, round after round, with the CPU time of each server's whole process tree
+//! (from `/proc`) charged to the requests it served. Prints medians and ratios, and writes
+//! the tables to `target/benchmarks/latest.md`.
+//!
+//! ```text
+//! cargo bench --bench compare -- [--peers nginx,hyper,minihttp,monoio,node] [--rounds 3]
+//!     [--duration 10] [--workloads keepalive,pipelined,close,idle] [--ablation] [--smoke]
+//! ```
+//!
+//! Needs wrk (`apt-get install wrk`); nginx and Node.js for those peers. The Rust peers are
+//! built from `../shared/peers/rust` into `target/peers` on first use.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Connections per load, as in the peers' published figures.
+const CONNECTIONS: u32 = 64;
+/// Requests per write in the pipelined load.
+const PIPELINE_DEPTH: u32 = 16;
+/// Connections held open for the idle-memory measurement.
+const IDLE_CONNECTIONS: usize = 10_000;
+/// The longest a server may take to start listening.
+const START_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Workload {
+    KeepAlive,
+    Pipelined,
+    Close,
+    Idle,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::KeepAlive => "keep-alive, 64 conns",
+            Workload::Pipelined => "pipelined x16, 64 conns",
+            Workload::Close => "Connection: close, 64 conns",
+            Workload::Idle => "idle keep-alive memory",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Workload> {
+        match s {
+            "keepalive" => Some(Workload::KeepAlive),
+            "pipelined" => Some(Workload::Pipelined),
+            "close" => Some(Workload::Close),
+            "idle" => Some(Workload::Idle),
+            _ => None,
+        }
+    }
+}
+
+/// A server to measure: how to start it.
+#[derive(Clone, Debug)]
+struct Server {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Whether it honours `Connection: close` (monoio's raw loop does not).
+    closes: bool,
+}
+
+impl Server {
+    fn start(&self, port: u16) -> Result<Running, String> {
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| a.replace("{port}", &port.to_string()))
+            .collect();
+        let mut command = Command::new(&self.program);
+        command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in &self.env {
+            command.env(k, v.replace("{port}", &port.to_string()));
+        }
+        // Its own process group, so that stopping it reaches every process it started.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().map_err(|e| {
+            format!(
+                "{}: cannot start {}: {e}",
+                self.name,
+                self.program.display()
+            )
+        })?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + START_WAIT;
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("{} did not listen on {addr}", self.name));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Give forked workers a moment to arm their accepts after the first one listens.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Running { child, addr })
+    }
+}
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: signals the process group this benchmark created for the server.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A process and all its descendants.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut at = 0;
+    while at < all.len() {
+        let p = all[at];
+        at += 1;
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for task in tasks.flatten() {
+                let children = std::fs::read_to_string(task.path().join("children"));
+                all.extend(
+                    children
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    all
+}
+
+/// CPU time (user + system) of a process tree, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    tree(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|stat| {
+            let f: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            ticks(11) + ticks(12)
+        })
+        .sum::<f64>()
+        / hz
+}
+
+/// Proportional set size of a process tree, in KiB.
+fn pss_kib(pid: u32) -> u64 {
+    tree(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// One measured run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    rps: f64,
+    /// Server CPU per request, microseconds.
+    cpu_us: f64,
+    errors: u64,
+}
+
+struct Bench {
+    wrk: PathBuf,
+    pipeline_lua: PathBuf,
+    duration: u32,
+}
+
+impl Bench {
+    fn wrk(&self, addr: SocketAddr, workload: Workload) -> Result<(u64, f64, u64), String> {
+        let url = format!("http://{addr}/");
+        let mut command = Command::new(&self.wrk);
+        command.args([
+            "-t1",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{}s", self.duration),
+            "--timeout",
+            "5s",
+        ]);
+        match workload {
+            Workload::Pipelined => {
+                command.arg("-s").arg(&self.pipeline_lua).arg(&url);
+                command.args(["--", &PIPELINE_DEPTH.to_string()]);
+            }
+            Workload::Close => {
+                command.args(["-H", "Connection: close", &url]);
+            }
+            _ => {
+                command.arg(&url);
+            }
+        }
+        let out = command.output().map_err(|e| format!("running wrk: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let requests = text
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| format!("wrk printed no request count:\n{text}"))?;
+        let seconds = text
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split(" requests in ").nth(1))
+            .and_then(|r| r.split(',').next())
+            .map(parse_wrk_duration)
+            .unwrap_or(f64::from(self.duration));
+        let mut errors = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.trim().strip_prefix("Socket errors:") {
+                errors += rest
+                    .split(',')
+                    .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            if let Some(rest) = line.trim().strip_prefix("Non-2xx or 3xx responses:") {
+                errors += rest.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+        Ok((requests, seconds, errors))
+    }
+
+    fn measure(&self, server: &Running, workload: Workload) -> Result<Sample, String> {
+        let pid = server.child.id();
+        let before = cpu_seconds(pid);
+        let (requests, seconds, errors) = self.wrk(server.addr, workload)?;
+        let cpu = cpu_seconds(pid) - before;
+        Ok(Sample {
+            rps: requests as f64 / seconds,
+            cpu_us: cpu * 1e6 / requests.max(1) as f64,
+            errors,
+        })
+    }
+}
+
+fn parse_wrk_duration(s: &str) -> f64 {
+    let s = s.trim();
+    if let Some(v) = s.strip_suffix("ms") {
+        v.parse::<f64>().unwrap_or(0.0) / 1000.0
+    } else if let Some(v) = s.strip_suffix('s') {
+        v.parse().unwrap_or(0.0)
+    } else if let Some(v) = s.strip_suffix('m') {
+        v.parse::<f64>().unwrap_or(0.0) * 60.0
+    } else {
+        0.0
+    }
+}
+
+/// Opens `count` connections, each answering one request, holds them, and returns the
+/// growth of the server's PSS per connection in bytes.
+fn idle_memory(server: &Running, count: usize) -> Result<f64, String> {
+    raise_nofile(count as u64 + 1024);
+    let pid = server.child.id();
+    // Warm the server up first, so that lazily built state is in the baseline.
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(server.addr).map_err(|e| e.to_string())?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = pss_kib(pid);
+    let mut held = Vec::with_capacity(count);
+    for i in 0..count {
+        let s = TcpStream::connect(server.addr)
+            .map_err(|e| format!("connection {i} of {count}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut r = BufReader::new(s);
+        r.get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        read_one_response(&mut r).map_err(|e| format!("connection {i}: {e}"))?;
+        held.push(r);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = pss_kib(pid);
+    drop(held);
+    Ok((after.saturating_sub(before) * 1024) as f64 / count as f64)
+}
+
+fn read_one_response(r: &mut BufReader<TcpStream>) -> std::io::Result<()> {
+    let mut len = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)
+}
+
+fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The Rust peers' binaries, built on first use from a copy of their sources.
+fn rust_peers(peers_dir: &Path, target: &Path) -> Result<PathBuf, String> {
+    let release = target.join("release");
+    if ["hyper", "minihttp", "monoio"]
+        .iter()
+        .all(|b| release.join(b).is_file())
+    {
+        return Ok(release);
+    }
+    let src = target.join("src");
+    std::fs::create_dir_all(src.join("src/bin")).map_err(|e| e.to_string())?;
+    let manifest = std::fs::read_to_string(peers_dir.join("rust/Cargo.toml"))
+        .map_err(|e| format!("reading the peers' manifest: {e}"))?;
+    // Its own workspace: the copy lives under this project's target folder.
+    std::fs::write(src.join("Cargo.toml"), manifest + "\n[workspace]\n")
+        .map_err(|e| format!("copying the peers: {e}"))?;
+    for bin in ["hyper", "minihttp", "monoio"] {
+        std::fs::copy(
+            peers_dir.join(format!("rust/src/bin/{bin}.rs")),
+            src.join(format!("src/bin/{bin}.rs")),
+        )
+        .map_err(|e| format!("copying the peers: {e}"))?;
+    }
+    eprintln!("building the Rust peers into {} (once)", target.display());
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet"])
+        .current_dir(&src)
+        .env("CARGO_TARGET_DIR", target)
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err("building the Rust peers failed".into());
+    }
+    Ok(release)
+}
+
+struct Args {
+    peers: Vec<String>,
+    rounds: u32,
+    duration: u32,
+    workloads: Vec<Workload>,
+    ablation: bool,
+    peers_dir: PathBuf,
+    out: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut args = Args {
+        peers: Vec::new(),
+        rounds: 3,
+        duration: 10,
+        workloads: vec![
+            Workload::KeepAlive,
+            Workload::Pipelined,
+            Workload::Close,
+            Workload::Idle,
+        ],
+        ablation: false,
+        peers_dir: root.join("../shared/peers"),
+        out: root.join("target/benchmarks/latest.md"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--bench" => {}
+            "--peers" => {
+                args.peers = value("--peers")?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "--rounds" => {
+                args.rounds = value("--rounds")?
+                    .parse()
+                    .map_err(|_| "--rounds: a number")?
+            }
+            "--duration" => {
+                args.duration = value("--duration")?
+                    .parse()
+                    .map_err(|_| "--duration: seconds")?
+            }
+            "--workloads" => {
+                args.workloads = value("--workloads")?
+                    .split(',')
+                    .map(|w| Workload::parse(w).ok_or(format!("unknown workload {w}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--ablation" => args.ablation = true,
+            "--smoke" => {
+                args.peers.clear();
+                args.rounds = 1;
+                args.duration = 2;
+                args.workloads = vec![Workload::KeepAlive, Workload::Pipelined, Workload::Close];
+            }
+            "--peers-dir" => args.peers_dir = PathBuf::from(value("--peers-dir")?),
+            "--out" => args.out = PathBuf::from(value("--out")?),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.rounds == 0 || args.duration == 0 {
+        return Err("--rounds and --duration must be at least 1".into());
+    }
+    Ok(args)
+}
+
+fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, String> {
+    let dir = &args.peers_dir;
+    let server = |program: PathBuf, a: &[&str], env: &[(&str, &str)], closes| Server {
+        name: name.to_string(),
+        program,
+        args: a.iter().map(|s| s.to_string()).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        closes,
+    };
+    match name {
+        "nginx" => {
+            which("nginx").ok_or("nginx is not installed: apt-get install nginx")?;
+            Ok(server(dir.join("run-nginx.sh"), &["{port}"], &[], true))
+        }
+        "node" => {
+            let node = which("node").ok_or("Node.js is not installed")?;
+            let script = dir.join("node-cluster.js");
+            let script = script.to_string_lossy().to_string();
+            Ok(server(
+                node,
+                &[&script],
+                &[("PORT", "{port}"), ("WORKERS", "2")],
+                true,
+            ))
+        }
+        "hyper" | "minihttp" | "monoio" => {
+            if rust.is_none() {
+                let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers");
+                *rust = Some(rust_peers(dir, &target)?);
+            }
+            let bin = rust.as_ref().expect("set above").join(name);
+            // monoio's raw loop ignores Connection: close, and may_minihttp keeps the
+            // connection open too: neither can run the one-request-per-connection load.
+            Ok(server(bin, &["{port}"], &[], name == "hyper"))
+        }
+        other => Err(format!("unknown peer {other}")),
+    }
+}
+
+fn ringmaster(name: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--listen".to_string(), "127.0.0.1:{port}".to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Server {
+        name: name.to_string(),
+        program: PathBuf::from(env!("CARGO_BIN_EXE_ringmaster")),
+        args,
+        env: Vec::new(),
+        closes: true,
+    }
+}
+
+/// Per-worker counters of a running ringmaster, from `ringmaster status --json`. Workers
+/// report every second: the call first waits for a report made after the last load.
+fn worker_counters(port: u16) -> Option<Vec<(u64, u64)>> {
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+        .args(["status", "--json", "--listen", &format!("127.0.0.1:{port}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |row: &str, name: &str| -> u64 {
+        let key = format!("\"{name}\":");
+        row.find(&key)
+            .and_then(|at| {
+                row[at + key.len()..]
+                    .split([',', '}'])
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    Some(
+        text.split("{\"slot\":")
+            .skip(1)
+            .map(|row| (field(row, "requests"), field(row, "uring_enters")))
+            .collect(),
+    )
+}
+
+type Results = BTreeMap<(Workload, String), Vec<Sample>>;
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("compare: error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let Some(wrk) = which("wrk") else {
+        eprintln!("compare: error: wrk is not installed; install it (apt-get install wrk)");
+        std::process::exit(2);
+    };
+    let bench = Bench {
+        wrk,
+        pipeline_lua: args.peers_dir.join("pipeline.lua"),
+        duration: args.duration,
+    };
+    if !bench.pipeline_lua.is_file() {
+        eprintln!(
+            "compare: error: {} not found; pass --peers-dir with the peers' folder",
+            bench.pipeline_lua.display()
+        );
+        std::process::exit(2);
+    }
+    let mut servers = vec![ringmaster("ringmaster", &[])];
+    let mut rust = None;
+    for name in &args.peers {
+        match peer(name, &args, &mut rust) {
+            Ok(s) => servers.push(s),
+            Err(e) => {
+                eprintln!("compare: error: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let mut report = String::new();
+    let machine = machine();
+    let _ = writeln!(report, "Measured {}, {machine}.\n", today());
+    let _ = writeln!(
+        report,
+        "Command: `cargo bench --bench compare -- {}`\n",
+        std::env::args()
+            .skip(1)
+            .filter(|a| a != "--bench")
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let load: Vec<Workload> = args
+        .workloads
+        .iter()
+        .copied()
+        .filter(|w| *w != Workload::Idle)
+        .collect();
+    let mut results = Results::new();
+    let mut extra = String::new();
+    for round in 1..=args.rounds {
+        for server in &servers {
+            let port = free_port();
+            let running = match server.start(port) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("compare: error: {e}");
+                    std::process::exit(1);
+                }
+            };
+            for &w in &load {
+                if w == Workload::Close && !server.closes {
+                    continue;
+                }
+                let before = (server.name == "ringmaster")
+                    .then(|| worker_counters(port))
+                    .flatten();
+                match bench.measure(&running, w) {
+                    Ok(sample) => {
+                        eprintln!(
+                            "round {round} {:<10} {:<28} {:>10.0} req/s {:>7.2} us/req errors {}",
+                            server.name,
+                            w.name(),
+                            sample.rps,
+                            sample.cpu_us,
+                            sample.errors
+                        );
+                        results
+                            .entry((w, server.name.clone()))
+                            .or_default()
+                            .push(sample);
+                    }
+                    Err(e) => eprintln!("round {round} {} {}: {e}", server.name, w.name()),
+                }
+                if let (Some(before), Some(after)) = (
+                    before,
+                    (server.name == "ringmaster")
+                        .then(|| worker_counters(port))
+                        .flatten(),
+                ) {
+                    note_workers(&mut extra, round, w, &before, &after);
+                }
+            }
+            if round == 1 && args.workloads.contains(&Workload::Idle) && server.name != "nginx" {
+                match idle_memory(&running, IDLE_CONNECTIONS) {
+                    Ok(bytes) => {
+                        eprintln!(
+                            "{:<10} idle connection: {bytes:.0} B of PSS each",
+                            server.name
+                        );
+                        results
+                            .entry((Workload::Idle, server.name.clone()))
+                            .or_default()
+                            .push(Sample {
+                                rps: 0.0,
+                                cpu_us: bytes,
+                                errors: 0,
+                            });
+                    }
+                    Err(e) => eprintln!("{} idle memory: {e}", server.name),
+                }
+            }
+        }
+    }
+    report.push_str(&table(&results, &servers, args.rounds));
+    if !extra.is_empty() {
+        report.push_str("\nringmaster's workers (from `ringmaster status --json`):\n\n");
+        report.push_str(&extra);
+    }
+    if args.ablation {
+        report.push_str(&ablation(&bench, args.rounds));
+    }
+    println!("{report}");
+    if let Some(dir) = args.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(&args.out, &report) {
+        Ok(()) => eprintln!("written to {}", args.out.display()),
+        Err(e) => eprintln!("compare: cannot write {}: {e}", args.out.display()),
+    }
+}
+
+/// Per-worker requests and requests per `io_uring_enter` for one ringmaster run.
+fn note_workers(
+    out: &mut String,
+    round: u32,
+    w: Workload,
+    before: &[(u64, u64)],
+    after: &[(u64, u64)],
+) {
+    let requests: Vec<u64> = after.iter().zip(before).map(|(a, b)| a.0 - b.0).collect();
+    let enters: u64 = after.iter().zip(before).map(|(a, b)| a.1 - b.1).sum();
+    let total: u64 = requests.iter().sum();
+    let (max, min) = (
+        requests.iter().copied().max().unwrap_or(0),
+        requests.iter().copied().min().unwrap_or(0),
+    );
+    let _ = writeln!(
+        out,
+        "- round {round}, {}: requests per worker {:?} (spread {:.1}% of the busiest), {:.1} requests per io_uring_enter",
+        w.name(),
+        requests,
+        if max > 0 { (max - min) as f64 * 100.0 / max as f64 } else { 0.0 },
+        total as f64 / enters.max(1) as f64
+    );
+}
+
+fn table(results: &Results, servers: &[Server], rounds: u32) -> String {
+    let mut out = String::new();
+    let workloads: Vec<Workload> = {
+        let mut w: Vec<Workload> = results.keys().map(|(w, _)| *w).collect();
+        w.dedup();
+        w
+    };
+    for w in workloads {
+        let _ = writeln!(out, "### {} (median of {rounds} rounds)\n", w.name());
+        if w == Workload::Idle {
+            let _ = writeln!(
+                out,
+                "| server | PSS per idle connection | ringmaster / server |"
+            );
+            let _ = writeln!(out, "| --- | --- | --- |");
+        } else {
+            let _ = writeln!(
+                out,
+                "| server | requests/s | CPU per request | ringmaster req/s ÷ server | ringmaster CPU ÷ server | errors |"
+            );
+            let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+        }
+        let ours = results.get(&(w, "ringmaster".to_string()));
+        let ours_rps = ours.map(|s| median(s.iter().map(|x| x.rps).collect()));
+        let ours_cpu = ours.map(|s| median(s.iter().map(|x| x.cpu_us).collect()));
+        for server in servers {
+            let Some(samples) = results.get(&(w, server.name.clone())) else {
+                continue;
+            };
+            let rps = median(samples.iter().map(|x| x.rps).collect());
+            let cpu = median(samples.iter().map(|x| x.cpu_us).collect());
+            let errors: u64 = samples.iter().map(|x| x.errors).sum();
+            if w == Workload::Idle {
+                let _ = writeln!(
+                    out,
+                    "| {} | {cpu:.0} B | {:.2} |",
+                    server.name,
+                    ours_cpu.unwrap_or(f64::NAN) / cpu
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "| {} | {rps:.0} | {cpu:.2} µs | {:.2} | {:.2} | {errors} |",
+                    server.name,
+                    ours_rps.unwrap_or(f64::NAN) / rps,
+                    ours_cpu.unwrap_or(f64::NAN) / cpu
+                );
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// ringmaster with each io_uring feature switched off in turn, against itself.
+fn ablation(bench: &Bench, rounds: u32) -> String {
+    let variants: [(&str, &[&str]); 6] = [
+        ("all features", &[]),
+        ("--uring-no-defer-taskrun", &["--uring-no-defer-taskrun"]),
+        (
+            "--uring-no-multishot-accept",
+            &["--uring-no-multishot-accept"],
+        ),
+        ("--uring-no-multishot-recv", &["--uring-no-multishot-recv"]),
+        (
+            "--uring-no-registered-ring",
+            &["--uring-no-registered-ring"],
+        ),
+        ("--listen-mode shared", &["--listen-mode", "shared"]),
+    ];
+    let workloads = [Workload::KeepAlive, Workload::Pipelined, Workload::Close];
+    let mut samples: BTreeMap<(usize, Workload), Vec<Sample>> = BTreeMap::new();
+    for round in 1..=rounds {
+        for (i, (name, flags)) in variants.iter().enumerate() {
+            let server = ringmaster(name, flags);
+            let Ok(running) = server.start(free_port()) else {
+                continue;
+            };
+            for w in workloads {
+                if let Ok(s) = bench.measure(&running, w) {
+                    eprintln!(
+                        "ablation round {round} {name:<28} {:<28} {:>10.0} req/s {:>7.2} us/req",
+                        w.name(),
+                        s.rps,
+                        s.cpu_us
+                    );
+                    samples.entry((i, w)).or_default().push(s);
+                }
+            }
+        }
+    }
+    let mut out = format!(
+        "\n### Ablation: each io_uring feature off in turn (median of {rounds} rounds)\n\n"
+    );
+    out.push_str(
+        "| variant | workload | requests/s | CPU per request | req/s vs all | CPU vs all |\n",
+    );
+    out.push_str("| --- | --- | --- | --- | --- | --- |\n");
+    for w in workloads {
+        let base = samples.get(&(0, w)).map(|s| {
+            (
+                median(s.iter().map(|x| x.rps).collect()),
+                median(s.iter().map(|x| x.cpu_us).collect()),
+            )
+        });
+        for (i, (name, _)) in variants.iter().enumerate() {
+            let Some(s) = samples.get(&(i, w)) else {
+                continue;
+            };
+            let rps = median(s.iter().map(|x| x.rps).collect());
+            let cpu = median(s.iter().map(|x| x.cpu_us).collect());
+            let (brps, bcpu) = base.unwrap_or((f64::NAN, f64::NAN));
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {rps:.0} | {cpu:.2} µs | {:.2} | {:.2} |",
+                w.name(),
+                rps / brps,
+                cpu / bcpu
+            );
+        }
+    }
+    out
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("{cpus} CPUs ({model}), Linux {kernel}, wrk -t1 on the same machine")
+}
+
+fn today() -> String {
+    let out = Command::new("date").arg("+%Y-%m-%d").output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
