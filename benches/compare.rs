@@ -545,13 +545,7 @@ fn worker_counters(port: u16) -> Option<Vec<(u64, u64)>> {
     let field = |row: &str, name: &str| -> u64 {
         let key = format!("\"{name}\":");
         row.find(&key)
-            .and_then(|at| {
-                row[at + key.len()..]
-                    .split([',', '}'])
-                    .next()?
-                    .parse()
-                    .ok()
-            })
+            .and_then(|at| row[at + key.len()..].split([',', '}']).next()?.parse().ok())
             .unwrap_or(0)
     };
     Some(

@@ -477,6 +477,11 @@ impl Conn {
             && self.chunked.is_none()
     }
 
+    /// Whether no byte of the first request has arrived yet.
+    pub(crate) fn awaiting_first(&self) -> bool {
+        matches!(self.wait, Wait::First { .. })
+    }
+
     /// Whether the connection should linger before closing.
     pub(crate) fn lingers(&self) -> bool {
         self.linger

@@ -655,7 +655,11 @@ impl<'h, H: Handler> Worker<'h, H> {
         }
         match (conn.recv, conn.wants_read(self.ctx.output_bytes_max)) {
             (Recv::Idle, true) => {
-                let op = if self.uring.multishot_recv && !conn.flooding {
+                // The first request gets a single-shot receive: a client that sends one
+                // request and closes (or is closed) then needs no cancel. Later ones get a
+                // multishot receive, armed once for the life of the connection.
+                let multi = !conn.flooding && !conn.awaiting_first();
+                let op = if self.uring.multishot_recv && multi {
                     Op::RecvMulti {
                         fd: conn.fd,
                         group: RECV_GROUP,
