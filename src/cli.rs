@@ -15,7 +15,7 @@
 //! server's configuration and runs it; `status`, `reload` and `stop` talk to a running
 //! master over its control socket. Every usage error is one line on stderr and exit code 2.
 
-use crate::{Config, ErrorKind, Handler, ListenMode, Server, Workers};
+use crate::{Config, ErrorKind, Handler, ListenMode, LogFormat, Server, Workers};
 use clap::{Args, Parser, Subcommand};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -150,6 +150,28 @@ struct ServeArgs {
     /// failure count start over). [default: 30]
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     min_uptime: Option<Duration>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address. [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    metrics: Option<SocketAddr>,
+    /// Recycle a worker (replace it gracefully) after this many requests. [default: never]
+    #[arg(long, value_name = "N")]
+    max_requests: Option<u64>,
+    /// Up to this many requests added at random to --max-requests per worker. [default: 0]
+    #[arg(long, value_name = "N")]
+    max_requests_jitter: Option<u64>,
+    /// Recycle a worker once its resident memory exceeds this many MiB. [default: never]
+    #[arg(long, value_name = "MIB")]
+    max_memory: Option<u64>,
+    /// Seconds without a report after which a worker is stuck: SIGABRT, then respawned;
+    /// 0 disables. [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    worker_timeout: Option<Duration>,
+    /// Log lines as `text` or `json`. [default: text]
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+    /// Append an access log (common log format) to this file. [default: none]
+    #[arg(long, value_name = "PATH")]
+    access_log: Option<PathBuf>,
     /// The control socket's path. [default: $XDG_RUNTIME_DIR or /tmp, ringmaster-PORT.sock]
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -218,6 +240,21 @@ impl ServeArgs {
         if self.control.is_some() {
             c.control = self.control.clone();
         }
+        if self.metrics.is_some() {
+            c.metrics = self.metrics;
+        }
+        if self.max_requests.is_some() {
+            c.max_requests = self.max_requests;
+        }
+        set(&mut c.max_requests_jitter, &self.max_requests_jitter);
+        if self.max_memory.is_some() {
+            c.max_memory_mib = self.max_memory;
+        }
+        set(&mut c.worker_timeout, &self.worker_timeout);
+        set(&mut c.log_format, &self.log_format);
+        if self.access_log.is_some() {
+            c.access_log = self.access_log.clone();
+        }
         set(&mut c.uring.recv_buffers, &self.recv_buffers);
         set(&mut c.uring.recv_buffer_bytes, &self.recv_buffer_bytes);
         c.uring.defer_taskrun &= !self.uring_no_defer_taskrun;
@@ -260,6 +297,14 @@ fn parse_listen_mode(s: &str) -> Result<ListenMode, String> {
         "shared" => Ok(ListenMode::Shared),
         "reuseport" => Ok(ListenMode::ReusePort),
         _ => Err("expected `reuseport` or `shared`".to_string()),
+    }
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected `text` or `json`".to_string()),
     }
 }
 

@@ -177,6 +177,36 @@ pub struct Config {
     /// The control socket's path (`ringmaster status|reload|stop` talk to it). Default:
     /// derived from the port, see [`Config::control_path`].
     pub control: Option<PathBuf>,
+    /// Where the master serves `/metrics` (Prometheus), `/healthz` and `/readyz`. Default:
+    /// none.
+    pub metrics: Option<SocketAddr>,
+    /// Replace a worker gracefully (as a reload does) after it answered this many
+    /// requests, plus a random share of `max_requests_jitter`, so that workers do not all
+    /// recycle at once. Default: never.
+    pub max_requests: Option<u64>,
+    /// The most extra requests added at random to `max_requests` per worker. Default 0.
+    pub max_requests_jitter: u64,
+    /// Replace a worker gracefully once its resident memory exceeds this many MiB.
+    /// Default: never.
+    pub max_memory_mib: Option<u64>,
+    /// A worker that reports nothing for this long (its loop is stuck, in a handler say)
+    /// is killed with `SIGABRT` (a core dump, where enabled) and respawned; zero disables.
+    /// Default 30 s.
+    pub worker_timeout: Duration,
+    /// The log line format. Default [`LogFormat::Text`].
+    pub log_format: LogFormat,
+    /// A file the workers append an access log to (common log format), without blocking
+    /// their loop. Default: none.
+    pub access_log: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-11-26T15:00:00.000Z ringmaster[worker 0] message`
+    Text,
+    /// One JSON object per line: `{"ts":...,"role":"worker","slot":0,"msg":...}`.
+    Json,
 }
 
 impl Default for Config {
@@ -195,6 +225,13 @@ impl Default for Config {
             respawn_window: Duration::from_secs(60),
             min_uptime: Duration::from_secs(30),
             control: None,
+            metrics: None,
+            max_requests: None,
+            max_requests_jitter: 0,
+            max_memory_mib: None,
+            worker_timeout: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+            access_log: None,
         }
     }
 }
@@ -232,6 +269,24 @@ impl Config {
             return Err(Error::config(format!(
                 "respawn-failures-max = {} is out of range; use 1..=1000",
                 self.respawn_failures_max
+            )));
+        }
+        if self.max_requests == Some(0) || self.max_memory_mib == Some(0) {
+            return Err(Error::config(
+                "max-requests and max-memory must be at least 1 (leave them out to never recycle)",
+            ));
+        }
+        if self.worker_timeout > Config::DRAIN_TIMEOUT_MAX {
+            return Err(Error::config(format!(
+                "worker-timeout {:?} is over the maximum of {:?}",
+                self.worker_timeout,
+                Config::DRAIN_TIMEOUT_MAX
+            )));
+        }
+        if !self.worker_timeout.is_zero() && self.worker_timeout < Duration::from_secs(2) {
+            return Err(Error::config(format!(
+                "worker-timeout {:?} is shorter than twice the 1 s stats report; use at least 2 s, or 0 to disable",
+                self.worker_timeout
             )));
         }
         for (name, value) in [

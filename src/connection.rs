@@ -130,6 +130,57 @@ impl Counters {
     }
 }
 
+/// Access log lines waiting to be written; never more than this many bytes (past it,
+/// lines are dropped and counted rather than the worker's memory or loop paying).
+pub(crate) const ACCESS_LOG_BYTES_MAX: usize = 1 << 20;
+
+/// The worker's access log buffer (common log format), written out by the worker.
+#[derive(Debug)]
+pub(crate) struct AccessLog {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) dropped: u64,
+}
+
+impl AccessLog {
+    pub(crate) fn new() -> AccessLog {
+        AccessLog {
+            buf: Vec::with_capacity(ACCESS_LOG_BYTES_MAX),
+            dropped: 0,
+        }
+    }
+
+    /// Appends `HOST - - [DATE] "REQUEST" STATUS BYTES`.
+    fn record(
+        &mut self,
+        peer: Option<std::net::IpAddr>,
+        clf: &[u8],
+        request: &[u8],
+        status: u16,
+        bytes: usize,
+    ) {
+        use std::io::Write;
+        // The longest line: an IPv6 address, the date, the request line (bounded by the
+        // request line limit, cut here), status and size.
+        let request = &request[..request.len().min(2048)];
+        if self.buf.len() + request.len() + 128 > ACCESS_LOG_BYTES_MAX {
+            self.dropped += 1;
+            return;
+        }
+        match peer {
+            Some(ip) => {
+                let _ = write!(self.buf, "{ip}");
+            }
+            None => self.buf.push(b'-'),
+        }
+        self.buf.extend_from_slice(b" - - ");
+        self.buf.extend_from_slice(clf);
+        self.buf.extend_from_slice(b" \"");
+        // Quotes and control bytes cannot reach here: the parser refused them.
+        self.buf.extend_from_slice(request);
+        let _ = writeln!(self.buf, "\" {status} {bytes}");
+    }
+}
+
 /// What processing needs besides the connection: owned by the worker, shared by all its
 /// connections.
 pub(crate) struct Ctx<'h, H> {
@@ -151,6 +202,10 @@ pub(crate) struct Ctx<'h, H> {
     pub(crate) counters: Counters,
     /// The time at the start of this loop turn.
     pub(crate) now: Instant,
+    /// The access log, when one is kept.
+    pub(crate) access: Option<AccessLog>,
+    /// The peer of the connection being processed (for the access log).
+    pub(crate) peer: Option<std::net::IpAddr>,
 }
 
 /// Why processing stopped.
@@ -202,6 +257,8 @@ pub(crate) struct Conn {
     pub(crate) flooding: bool,
     /// The connection is in the worker's list of connections to act on at the turn's end.
     pub(crate) queued: bool,
+    /// The client's address, looked up only when an access log is kept.
+    pub(crate) peer: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -219,6 +276,7 @@ impl Conn {
             linger: false,
             flooding: false,
             queued: false,
+            peer: None,
         }
     }
 
@@ -226,6 +284,7 @@ impl Conn {
     /// straight from `data`, the kernel's provided buffer; only a partial request is copied.
     pub(crate) fn on_data<H: Handler>(&mut self, data: &[u8], ctx: &mut Ctx<'_, H>) {
         ctx.counters.bytes_in += data.len() as u64;
+        ctx.peer = self.peer;
         if self.phase != Phase::Open {
             return; // Bytes after the last request, or while lingering: read and dropped.
         }
@@ -651,6 +710,20 @@ fn answer<H: Handler>(
     };
     encode(out, &ctx.res, ctx.date.line(), head.head_only, connection);
     ctx.counters.response(ctx.res.status_code());
+    if let Some(log) = &mut ctx.access {
+        let body = if head.head_only {
+            0
+        } else {
+            ctx.res.body_bytes().len()
+        };
+        log.record(
+            ctx.peer,
+            ctx.date.clf(),
+            head.request_line(),
+            ctx.res.status_code(),
+            body,
+        );
+    }
     (!keep_alive).then_some(Next::Close { linger: false })
 }
 
@@ -703,6 +776,8 @@ pub mod drive {
                 draining: false,
                 counters: Counters::default(),
                 now: Instant::now(),
+                access: None,
+                peer: None,
             };
             let conn = Conn::new(-1, ctx.now);
             Driver { ctx, conn }
@@ -756,6 +831,8 @@ pub mod drive {
             draining: false,
             counters: Counters::default(),
             now: Instant::now(),
+            access: None,
+            peer: None,
         };
         let mut conn = Conn::new(-1, ctx.now);
         let mut sent = Vec::new();

@@ -3,18 +3,15 @@
 //! naming the command; the answer is text, then the master closes the connection.
 
 use crate::error::{Error, ErrorKind};
+use crate::inbox::{Framing, Inbox};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Control connections served at once; more are answered `error: busy` and closed.
-pub(crate) const CONNECTIONS_MAX: usize = 16;
 /// The longest request line; longer requests are refused.
 const LINE_BYTES_MAX: usize = 256;
-/// A control connection that sends no whole line within this long is closed.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A command from a control client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,28 +38,10 @@ impl Command {
     }
 }
 
-/// One control client.
-struct Conn {
-    id: u64,
-    stream: UnixStream,
-    buf: Vec<u8>,
-    opened: Instant,
-    /// A command was read; the answer is pending (a reload in progress).
-    answered_later: bool,
-}
-
-/// What happened on a control connection.
-pub(crate) enum Event {
-    /// A command arrived on connection `id`; answer it with [`ControlServer::answer`].
-    Command(u64, Command),
-}
-
 /// The master's control socket and its clients.
 pub(crate) struct ControlServer {
-    listener: UnixListener,
+    inbox: Inbox<UnixListener>,
     path: PathBuf,
-    conns: Vec<Conn>,
-    next_id: u64,
 }
 
 impl ControlServer {
@@ -112,98 +91,47 @@ impl ControlServer {
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::system("control socket", e))?;
+        let framing = Framing {
+            terminator: b"\n",
+            bytes_max: LINE_BYTES_MAX,
+            too_long: b"error: request line too long\n",
+            busy: b"error: busy, too many control connections\n",
+        };
         Ok(ControlServer {
-            listener,
+            inbox: Inbox::new(listener, framing),
             path: path.to_path_buf(),
-            conns: Vec::with_capacity(CONNECTIONS_MAX),
-            next_id: 0,
         })
     }
 
-    /// The descriptors to poll: the listener first, then each client.
+    /// The descriptors to poll.
     pub(crate) fn poll_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        std::iter::once(self.listener.as_fd()).chain(self.conns.iter().map(|c| c.stream.as_fd()))
+        self.inbox.poll_fds()
     }
 
-    /// Accepts new clients, reads the ready ones, closes idle ones; returns the commands.
-    pub(crate) fn poll(&mut self, out: &mut Vec<Event>) {
-        while let Ok((stream, _)) = self.listener.accept() {
-            if self.conns.len() >= CONNECTIONS_MAX {
-                let mut stream = stream;
-                let _ = stream.write_all(b"error: busy, too many control connections\n");
-                continue;
+    /// Accepts, reads, and returns the commands that arrived with their connection ids;
+    /// unknown commands are answered here.
+    pub(crate) fn poll(&mut self, out: &mut Vec<(u64, Command)>) {
+        let mut requests = Vec::new();
+        self.inbox.poll(&mut requests);
+        for (id, line) in requests {
+            match Command::parse(&String::from_utf8_lossy(&line)) {
+                Some(command) => out.push((id, command)),
+                None => self.inbox.answer(
+                    id,
+                    b"error: unknown command; use status, status json, reload or stop\n",
+                ),
             }
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
-            self.next_id += 1;
-            self.conns.push(Conn {
-                id: self.next_id,
-                stream,
-                buf: Vec::with_capacity(LINE_BYTES_MAX),
-                opened: Instant::now(),
-                answered_later: false,
-            });
         }
-        let now = Instant::now();
-        self.conns.retain_mut(|c| {
-            if c.answered_later {
-                return true;
-            }
-            let mut chunk = [0u8; LINE_BYTES_MAX];
-            match c.stream.read(&mut chunk) {
-                Ok(0) => return false,
-                Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return now.duration_since(c.opened) < IDLE_TIMEOUT;
-                }
-                Err(_) => return false,
-            }
-            let Some(end) = c.buf.iter().position(|&b| b == b'\n') else {
-                if c.buf.len() >= LINE_BYTES_MAX {
-                    let _ = c.stream.write_all(b"error: request line too long\n");
-                    return false;
-                }
-                return true;
-            };
-            let line = String::from_utf8_lossy(&c.buf[..end]).to_string();
-            match Command::parse(&line) {
-                Some(cmd) => {
-                    c.answered_later = true;
-                    out.push(Event::Command(c.id, cmd));
-                    true
-                }
-                None => {
-                    let _ = c.stream.write_all(
-                        b"error: unknown command; use status, status json, reload or stop\n",
-                    );
-                    false
-                }
-            }
-        });
     }
 
     /// The earliest instant a client times out, if any client is waiting to send.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.conns
-            .iter()
-            .filter(|c| !c.answered_later)
-            .map(|c| c.opened + IDLE_TIMEOUT)
-            .min()
+        self.inbox.next_deadline()
     }
 
-    /// Answers connection `id` with `text` and closes it. The socket is non-blocking: an
-    /// answer larger than the socket buffer is written with a short blocking timeout.
+    /// Answers connection `id` with `text` and closes it.
     pub(crate) fn answer(&mut self, id: u64, text: &str) {
-        let Some(at) = self.conns.iter().position(|c| c.id == id) else {
-            return;
-        };
-        let mut conn = self.conns.swap_remove(at);
-        let _ = conn.stream.set_nonblocking(false);
-        let _ = conn
-            .stream
-            .set_write_timeout(Some(Duration::from_millis(200)));
-        let _ = conn.stream.write_all(text.as_bytes());
+        self.inbox.answer(id, text.as_bytes());
     }
 }
 

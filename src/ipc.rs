@@ -37,6 +37,11 @@ macro_rules! stats {
                 [$(self.$field),+]
             }
 
+            /// The sum of two sets of counters.
+            pub fn plus(&self, other: &Stats) -> Stats {
+                Stats { $($field: self.$field.wrapping_add(other.$field)),+ }
+            }
+
             /// Every counter with its name, in wire order.
             pub fn named(&self) -> [(&'static str, u64); STATS_FIELDS] {
                 [$((stringify!($field), self.$field)),+]

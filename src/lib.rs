@@ -63,14 +63,17 @@ mod connection;
 mod control;
 mod error;
 pub mod http;
+mod inbox;
 pub mod ipc;
 mod log;
 mod master;
+mod metrics;
 mod pool;
+mod systemd;
 mod worker;
 
 pub use cluster::{send_to_master, Cluster, Exit, SendError, WorkerInfo};
-pub use config::{Config, Limits, ListenMode, UringOptions, Workers};
+pub use config::{Config, Limits, ListenMode, LogFormat, UringOptions, Workers};
 /// Drives one connection's byte processing without a ring, for fuzzing and property tests.
 #[doc(hidden)]
 pub use connection::drive;

@@ -12,6 +12,8 @@ use crate::control::{self, ControlServer};
 use crate::error::{self, Error, ErrorKind};
 use crate::ipc::{self, Message};
 use crate::log::log;
+use crate::metrics::{MetricsServer, Route, WorkerMetrics};
+use crate::systemd;
 use crate::worker::{self, EXIT_CONFIG};
 use crate::Handler;
 use nix::errno::Errno;
@@ -35,6 +37,8 @@ const RESPAWN_DELAY_MAX: Duration = Duration::from_secs(10);
 const PIPE_READ_BYTES: usize = ipc::FRAME_BYTES_MAX;
 /// After the drain deadline's kill, the master waits this long for the exits to be reaped.
 const KILL_REAP_WAIT: Duration = Duration::from_secs(1);
+/// A stuck worker that survives its `SIGABRT` this long gets `SIGKILL`.
+const KILL_AFTER_ABORT: Duration = Duration::from_secs(1);
 
 /// Runs the master until shutdown. See [`Server::run`](crate::Server::run).
 pub(crate) fn run<H: Handler>(
@@ -43,6 +47,7 @@ pub(crate) fn run<H: Handler>(
     hooks: &mut Hooks,
 ) -> Result<(), Error> {
     config.validate()?;
+    crate::log::set_format(config.log_format);
     check_uring()?;
     let cpus = allowed_cpus()?;
     let count = match config.workers {
@@ -53,22 +58,36 @@ pub(crate) fn run<H: Handler>(
     // instead of killing the process. Workers inherit the disposition.
     unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) }
         .map_err(|e| Error::system("ignoring SIGPIPE", e))?;
+    let notifier = systemd::Notifier::from_env();
+    let inherited = systemd::listen_fds();
     // With a fixed port, a second master must be refused before it binds: SO_REUSEPORT
     // would let it join the first one's group silently.
-    if config.listen.port() != 0 {
+    if config.listen.port() != 0 && inherited.is_empty() {
         ControlServer::check_free(&config.control_path(config.listen.port()))?;
     }
-    let listeners = Listeners::bind(config, count)?;
+    let listeners = if inherited.is_empty() {
+        Listeners::bind(config, count)?
+    } else {
+        Listeners::inherited(inherited, count)
+    };
     let local = listeners.local_addr()?;
     let control = ControlServer::bind(&config.control_path(local.port()))?;
+    let metrics = config.metrics.map(MetricsServer::bind).transpose()?;
     let signals = master_signals()?;
-    let mode = match config.listen_mode {
-        ListenMode::Shared => "shared listener",
-        ListenMode::ReusePort => "SO_REUSEPORT listener per worker",
+    let mode = match (&listeners, config.listen_mode) {
+        (Listeners::Shared(_), _) if config.listen_mode == ListenMode::ReusePort => {
+            "one socket from systemd, shared"
+        }
+        (Listeners::Shared(_), _) => "shared listener",
+        (Listeners::PerSlot(_), _) => "SO_REUSEPORT listener per worker",
     };
     log!(
-        "listening on {local} ({count} workers, {mode}, control {})",
-        config.control_path(local.port()).display()
+        "listening on {local} ({count} workers, {mode}, control {}{})",
+        config.control_path(local.port()).display(),
+        metrics
+            .as_ref()
+            .and_then(MetricsServer::local_addr)
+            .map_or(String::new(), |a| format!(", metrics http://{a}/metrics"))
     );
     let mut master = Master {
         config,
@@ -86,10 +105,19 @@ pub(crate) fn run<H: Handler>(
         reload: None,
         reload_queued: None,
         pid: getpid(),
-        events: Vec::with_capacity(control::CONNECTIONS_MAX),
+        events: Vec::with_capacity(crate::inbox::CONNECTIONS_MAX),
         adopters: vec![None; count],
         started: Instant::now(),
+        notifier,
+        metrics,
+        announced_ready: false,
+        watchdog_at: None,
     };
+    master.watchdog_at = master
+        .notifier
+        .watchdog_every()
+        .map(|every| Instant::now() + every);
+    master.notify_status();
     for slot in 0..count {
         let child = master.fork_worker(slot)?;
         master.slots[slot].state = SlotState::Running(child);
@@ -130,6 +158,21 @@ enum Listeners {
 }
 
 impl Listeners {
+    /// Sockets systemd passed: one is shared by every worker; one per slot is used as
+    /// such; any other count uses the first, shared.
+    fn inherited(mut fds: Vec<OwnedFd>, count: usize) -> Listeners {
+        if fds.len() == count && count > 1 {
+            return Listeners::PerSlot(fds);
+        }
+        if fds.len() > 1 {
+            log!(
+                "systemd passed {} sockets for {count} workers: sharing the first",
+                fds.len()
+            );
+        }
+        Listeners::Shared(fds.swap_remove(0))
+    }
+
     fn bind(config: &Config, count: usize) -> Result<Listeners, Error> {
         match config.listen_mode {
             ListenMode::Shared => Ok(Listeners::Shared(bind(
@@ -288,6 +331,14 @@ struct Child {
     /// Bytes read from the worker that do not make a whole frame yet.
     pending: Vec<u8>,
     stats: ipc::Stats,
+    /// When the worker last sent anything (its stats come every second): the heartbeat.
+    heard: Instant,
+    /// When it was sent `SIGABRT` for missing its heartbeat; `SIGKILL` follows.
+    aborted: Option<Instant>,
+    /// Recycle it after this many requests (`--max-requests` plus jitter).
+    recycle_after: Option<u64>,
+    /// A retiring worker is killed at this instant if it has not drained by then.
+    retire_by: Option<Instant>,
 }
 
 impl Child {
@@ -301,6 +352,8 @@ impl Child {
 }
 
 /// What a slot is doing.
+// There is one per CPU, so the size of the `Running` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum SlotState {
     Running(Child),
     /// Waiting to respawn at the instant.
@@ -316,8 +369,14 @@ struct Slot {
     index: u32,
     cpu: core_affinity::CoreId,
     state: SlotState,
-    /// The new worker of a reload, until it is ready.
+    /// The new worker of a reload or a recycle, until it is ready (and its deadline).
     incoming: Option<(Child, Instant)>,
+    /// Whether `incoming` replaces the worker for a recycle rather than a reload.
+    recycling: bool,
+    /// Totals of the slot's earlier workers, so that exported counters never go down.
+    past: ipc::Stats,
+    /// A failed recycle is not retried before this instant.
+    recycle_pause: Option<Instant>,
     /// The next respawn delay after a failure (zero after a healthy run).
     backoff: Duration,
     /// When recent failures happened, oldest first.
@@ -332,6 +391,9 @@ impl Slot {
             cpu,
             state: SlotState::Stopped,
             incoming: None,
+            recycling: false,
+            past: ipc::Stats::default(),
+            recycle_pause: None,
             backoff: Duration::ZERO,
             failures: Vec::new(),
             restarts: 0,
@@ -401,11 +463,17 @@ struct Master<'a, H> {
     /// forked after they asked); requests meanwhile are merged into it.
     reload_queued: Option<Vec<u64>>,
     pid: Pid,
-    events: Vec<control::Event>,
+    events: Vec<(u64, control::Command)>,
     /// In `SO_REUSEPORT` mode, the worker accepting on each slot's socket while that slot
     /// has no ready worker of its own.
     adopters: Vec<Option<Pid>>,
     started: Instant,
+    notifier: systemd::Notifier,
+    metrics: Option<MetricsServer>,
+    /// `READY=1` was sent since the last start or reload.
+    announced_ready: bool,
+    /// When to send the next `WATCHDOG=1` to systemd.
+    watchdog_at: Option<Instant>,
 }
 
 impl<H: Handler> Master<'_, H> {
@@ -426,6 +494,9 @@ impl<H: Handler> Master<'_, H> {
             master_reads.as_raw_fd(),
         ];
         foreign.extend(self.control.poll_fds().map(|fd| fd.as_raw_fd()));
+        if let Some(m) = &self.metrics {
+            foreign.extend(m.poll_fds().map(|fd| fd.as_raw_fd()));
+        }
         for child in self.children() {
             foreign.push(child.to_worker.as_raw_fd());
             foreign.extend(child.from_worker.as_ref().map(|f| f.as_raw_fd()));
@@ -467,6 +538,13 @@ impl<H: Handler> Master<'_, H> {
                     from_worker: Some(master_reads),
                     pending: Vec::with_capacity(2 * PIPE_READ_BYTES),
                     stats: ipc::Stats::default(),
+                    heard: Instant::now(),
+                    aborted: None,
+                    recycle_after: self
+                        .config
+                        .max_requests
+                        .map(|n| n + jitter(self.config.max_requests_jitter)),
+                    retire_by: None,
                 };
                 self.call_hook(HookEvent::Fork(child.info()));
                 Ok(child)
@@ -536,9 +614,101 @@ impl<H: Handler> Master<'_, H> {
             if ready.control {
                 self.on_control();
             }
+            if ready.metrics {
+                self.on_metrics();
+            }
             self.on_deadlines();
+            self.watch();
             self.step_reload();
             self.update_adoptions();
+            self.announce_ready();
+        }
+    }
+
+    /// Tells systemd `READY=1` once every slot has a ready worker (after the start, and
+    /// after each reload), with the count in `STATUS=`.
+    fn announce_ready(&mut self) {
+        if self.announced_ready || self.state != State::Running || self.reload.is_some() {
+            return;
+        }
+        let ready = self
+            .slots
+            .iter()
+            .all(|s| s.child().is_some_and(|c| c.ready) || matches!(s.state, SlotState::Errored));
+        if ready {
+            self.announced_ready = true;
+            self.notifier.notify("READY=1");
+            self.notify_status();
+        }
+    }
+
+    fn notify_status(&self) {
+        let ready = self
+            .slots
+            .iter()
+            .filter(|s| s.child().is_some_and(|c| c.ready))
+            .count();
+        self.notifier.notify(&format!(
+            "STATUS={ready} of {} workers ready",
+            self.slots.len()
+        ));
+    }
+
+    /// The heartbeat: a worker that reported nothing for `worker_timeout` is stuck (its
+    /// loop does not turn); it gets `SIGABRT`, for a core dump, then `SIGKILL` a second
+    /// later. A retiring worker past its drain deadline is killed. systemd's watchdog is
+    /// fed here too, so a stuck master is caught by systemd in turn.
+    fn watch(&mut self) {
+        let now = Instant::now();
+        if let Some(at) = self.watchdog_at {
+            if now >= at {
+                self.notifier.notify("WATCHDOG=1");
+                self.watchdog_at = self.notifier.watchdog_every().map(|every| now + every);
+            }
+        }
+        let timeout = self.config.worker_timeout;
+        let children = self
+            .slots
+            .iter_mut()
+            .flat_map(|s| {
+                let running = match &mut s.state {
+                    SlotState::Running(c) => Some(c),
+                    _ => None,
+                };
+                running
+                    .into_iter()
+                    .chain(s.incoming.as_mut().map(|(c, _)| c))
+            })
+            .chain(self.retiring.iter_mut());
+        for child in children {
+            if let Some(at) = child.aborted {
+                if now.duration_since(at) >= KILL_AFTER_ABORT {
+                    let _ = kill(child.pid, Signal::SIGKILL);
+                }
+                continue;
+            }
+            if child.retire_by.is_some_and(|by| now >= by) {
+                log!(
+                    "worker {} (pid {}) did not drain within the drain timeout; killing it",
+                    child.slot,
+                    child.pid
+                );
+                let _ = kill(child.pid, Signal::SIGKILL);
+                child.aborted = Some(now);
+                continue;
+            }
+            if !timeout.is_zero() && child.ready && now.duration_since(child.heard) >= timeout {
+                log!(
+                    "worker {} (pid {}) is stuck: no report for {:.1}s (--worker-timeout {}s); \
+                     sending SIGABRT",
+                    child.slot,
+                    child.pid,
+                    now.duration_since(child.heard).as_secs_f64(),
+                    timeout.as_secs_f64()
+                );
+                let _ = kill(child.pid, Signal::SIGABRT);
+                child.aborted = Some(now);
+            }
         }
     }
 
@@ -602,7 +772,20 @@ impl<H: Handler> Master<'_, H> {
             State::ShuttingDown { deadline } => Some(deadline),
             State::Running => None,
         };
-        slots.chain(drain).chain(self.control.next_deadline()).min()
+        let timeout = self.config.worker_timeout;
+        let children = self.children().filter_map(|c| match c.aborted {
+            Some(at) => Some(at + KILL_AFTER_ABORT),
+            None if c.retire_by.is_some() => c.retire_by,
+            None if c.ready && !timeout.is_zero() => Some(c.heard + timeout),
+            None => None,
+        });
+        slots
+            .chain(drain)
+            .chain(children)
+            .chain(self.watchdog_at)
+            .chain(self.control.next_deadline())
+            .chain(self.metrics.as_ref().and_then(MetricsServer::next_deadline))
+            .min()
     }
 
     /// Waits in `poll(2)` for a signal, a worker's pipe, the control socket, or `timeout`.
@@ -614,6 +797,10 @@ impl<H: Handler> Master<'_, H> {
                 .poll_fds()
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
         );
+        let metrics_fds = self.metrics.as_ref().map_or(0, |m| m.poll_fds().count());
+        if let Some(m) = &self.metrics {
+            fds.extend(m.poll_fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+        }
         let mut owners = Vec::new();
         for child in self.children() {
             if let Some(fd) = child.from_worker.as_ref() {
@@ -634,7 +821,9 @@ impl<H: Handler> Master<'_, H> {
         let any = |fd: &PollFd<'_>| fd.any().unwrap_or(false);
         let signals = any(&fds[0]);
         let control = fds[1..1 + control_fds].iter().any(any);
-        let pipes = fds[1 + control_fds..]
+        let metrics_end = 1 + control_fds + metrics_fds;
+        let metrics = fds[1 + control_fds..metrics_end].iter().any(any);
+        let pipes = fds[metrics_end..]
             .iter()
             .zip(owners)
             .filter(|(fd, _)| any(fd))
@@ -643,6 +832,7 @@ impl<H: Handler> Master<'_, H> {
         Ok(Ready {
             signals,
             control,
+            metrics,
             pipes,
         })
     }
@@ -661,8 +851,7 @@ impl<H: Handler> Master<'_, H> {
     fn on_control(&mut self) {
         let mut events = std::mem::take(&mut self.events);
         self.control.poll(&mut events);
-        for event in events.drain(..) {
-            let control::Event::Command(id, command) = event;
+        for (id, command) in events.drain(..) {
             match command {
                 control::Command::Status => {
                     let text = self.status_text();
@@ -682,6 +871,74 @@ impl<H: Handler> Master<'_, H> {
         self.events = events;
     }
 
+    /// Answers `/metrics`, `/healthz` and `/readyz`.
+    fn on_metrics(&mut self) {
+        let Some(mut server) = self.metrics.take() else {
+            return;
+        };
+        let mut requests = Vec::new();
+        server.poll(&mut requests);
+        for (id, route, head_only) in requests {
+            let (status, body) = match route {
+                Route::Metrics => (200, self.metrics_text()),
+                Route::Healthz => (200, "ok\n".to_string()),
+                Route::Readyz => match self.readiness() {
+                    Ok(()) => (200, "ready\n".to_string()),
+                    Err(why) => (503, format!("not ready: {why}\n")),
+                },
+                Route::NotFound => (404, "not found: try /metrics, /healthz or /readyz\n".into()),
+                Route::MethodNotAllowed => (405, "only GET and HEAD\n".to_string()),
+                Route::BadRequest => (400, "bad request\n".to_string()),
+            };
+            server.answer(id, status, &body, head_only);
+        }
+        self.metrics = Some(server);
+    }
+
+    /// Whether a load balancer should send traffic: every slot has a ready worker and no
+    /// shutdown started.
+    fn readiness(&self) -> Result<(), String> {
+        if self.state != State::Running {
+            return Err("shutting down".into());
+        }
+        let waiting: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|s| !s.child().is_some_and(|c| c.ready))
+            .map(|s| format!("slot {} {}", s.index, s.state_name()))
+            .collect();
+        match waiting.is_empty() {
+            true => Ok(()),
+            false => Err(waiting.join(", ")),
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        let workers: Vec<WorkerMetrics> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let current = s.child().map(|c| c.stats).unwrap_or_default();
+                let mut stats = s.past.plus(&current);
+                // A gauge, not a total: only the live worker's connections count.
+                stats.connections = current.connections;
+                WorkerMetrics {
+                    slot: s.index,
+                    cpu: s.cpu.id,
+                    stats,
+                    restarts: s.restarts,
+                    rss_bytes: s.child().map_or(0, |c| rss_kib(c.pid) * 1024),
+                    ready: s.child().is_some_and(|c| c.ready),
+                }
+            })
+            .collect();
+        crate::metrics::render(
+            &workers,
+            self.started.elapsed().as_secs(),
+            self.state != State::Running,
+        )
+    }
+
     /// Starts a graceful shutdown; a second request during one kills the workers now.
     fn shutdown(&mut self, why: &str) {
         match self.state {
@@ -691,6 +948,7 @@ impl<H: Handler> Master<'_, H> {
                     "{why}: shutting down (drain timeout {}s)",
                     drain.as_secs_f64()
                 );
+                self.notifier.notify("STOPPING=1");
                 self.state = State::ShuttingDown {
                     deadline: Instant::now() + drain,
                 };
@@ -752,15 +1010,20 @@ impl<H: Handler> Master<'_, H> {
                 }
                 Place::Incoming(i) => {
                     let (child, _) = self.slots[i].incoming.take().expect("found incoming");
-                    self.reload_failed(&format!(
+                    let why = format!(
                         "the new worker {} exited before it was ready ({})",
                         child.slot,
                         describe(exit)
-                    ));
+                    );
+                    self.replacement_failed(i, &why);
                     child
                 }
                 Place::Retiring(i) => self.retiring.swap_remove(i),
             };
+            let slot = child.slot as usize;
+            if let Some(s) = self.slots.get_mut(slot) {
+                s.past = s.past.plus(&child.stats);
+            }
             log!(
                 "worker {} exited (pid {pid}, cpu {}, {}, {} requests)",
                 child.slot,
@@ -900,12 +1163,16 @@ impl<H: Handler> Master<'_, H> {
     }
 
     fn on_message(&mut self, pid: Pid, msg: Message) {
+        if let Some(child) = self.child_mut(pid) {
+            child.heard = Instant::now();
+        }
         match msg {
             Message::Ready => self.on_ready(pid),
             Message::Stats(stats) => {
                 if let Some(child) = self.child_mut(pid) {
                     child.stats = stats;
                 }
+                self.consider_recycling(pid);
             }
             Message::User(bytes) => {
                 if let Some(info) = self.child_mut(pid).map(|c| c.info()) {
@@ -935,17 +1202,21 @@ impl<H: Handler> Master<'_, H> {
                 );
                 let info = new.info();
                 let old = std::mem::replace(&mut self.slots[i].state, SlotState::Running(new));
-                if let SlotState::Running(old) = old {
+                if let SlotState::Running(mut old) = old {
+                    let drain = self.config.drain_timeout;
                     tell(
                         &old,
                         &Message::Shutdown {
-                            drain_ms: self.config.drain_timeout.as_millis() as u64,
+                            drain_ms: drain.as_millis() as u64,
                         },
                     );
+                    old.retire_by = Some(Instant::now() + drain);
                     self.retiring.push(old);
                 }
                 self.call_hook(HookEvent::Online(info));
-                if let Some(reload) = &mut self.reload {
+                if std::mem::take(&mut self.slots[i].recycling) {
+                    log!("worker {} recycled", info.slot);
+                } else if let Some(reload) = &mut self.reload {
                     reload.replaced += 1;
                 }
             }
@@ -986,7 +1257,7 @@ impl<H: Handler> Master<'_, H> {
                     new.pid,
                     timeout.as_secs_f64()
                 );
-                self.reload_failed(&why);
+                self.replacement_failed(slot, &why);
             }
         }
         let s = &mut self.slots[slot];
@@ -1035,6 +1306,11 @@ impl<H: Handler> Master<'_, H> {
             return;
         }
         log!("reload: replacing {} workers", self.slots.len());
+        self.notifier.notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            systemd::monotonic_usec()
+        ));
+        self.announced_ready = false;
         self.reload = Some(Reload::new(waiters));
     }
 
@@ -1047,6 +1323,9 @@ impl<H: Handler> Master<'_, H> {
         let mut in_progress = self.slots.iter().filter(|s| s.incoming.is_some()).count();
         while in_progress < parallel && next < self.slots.len() {
             let slot = next;
+            if self.slots[slot].incoming.is_some() {
+                break; // Being recycled: the reload takes it up once that is over.
+            }
             next += 1;
             if self.slots[slot].child().is_none() {
                 continue; // Respawning or errored: the next worker it gets is new anyway.
@@ -1081,6 +1360,65 @@ impl<H: Handler> Master<'_, H> {
         }
     }
 
+    /// A successor that will not be ready: a failed recycle keeps the old worker and waits
+    /// before trying again; a failed reload ends the reload.
+    fn replacement_failed(&mut self, slot: usize, why: &str) {
+        let s = &mut self.slots[slot];
+        if !s.recycling {
+            return self.reload_failed(why);
+        }
+        s.recycling = false;
+        s.recycle_pause = Some(Instant::now() + RESPAWN_DELAY_MAX);
+        if let Some((child, _)) = s.incoming.take() {
+            let _ = kill(child.pid, Signal::SIGKILL);
+            self.retiring.push(child);
+        }
+        log!("RECYCLE FAILED: {why}; the old worker keeps serving");
+    }
+
+    /// Replaces the worker of the slot `pid` serves, the way a reload does, once it
+    /// answered `--max-requests` (plus its jitter) or outgrew `--max-memory`.
+    fn consider_recycling(&mut self, pid: Pid) {
+        let Some(Place::Slot(slot)) = self.find(pid) else {
+            return;
+        };
+        let (max_mib, now) = (self.config.max_memory_mib, Instant::now());
+        let s = &self.slots[slot];
+        if self.state != State::Running
+            || s.incoming.is_some()
+            || s.recycle_pause.is_some_and(|until| now < until)
+        {
+            return;
+        }
+        let Some(child) = s.child().filter(|c| c.ready) else {
+            return;
+        };
+        let why = match (child.recycle_after, max_mib) {
+            (Some(n), _) if child.stats.requests >= n => {
+                format!("after {} requests (limit {n})", child.stats.requests)
+            }
+            (_, Some(mib)) if rss_kib(child.pid) / 1024 >= mib => {
+                format!(
+                    "at {} MiB resident (limit {mib} MiB)",
+                    rss_kib(child.pid) / 1024
+                )
+            }
+            _ => return,
+        };
+        log!("recycling worker {slot} (pid {pid}) {why}");
+        match self.fork_worker(slot) {
+            Ok(new) => {
+                let deadline = now + self.config.ready_timeout;
+                self.slots[slot].incoming = Some((new, deadline));
+                self.slots[slot].recycling = true;
+            }
+            Err(e) => {
+                log!("RECYCLE FAILED: forking: {e}");
+                self.slots[slot].recycle_pause = Some(now + RESPAWN_DELAY_MAX);
+            }
+        }
+    }
+
     /// Ends the reload: the successors not yet ready are killed and retired, and the old
     /// workers keep serving.
     fn reload_failed(&mut self, why: &str) {
@@ -1093,6 +1431,7 @@ impl<H: Handler> Master<'_, H> {
                 let _ = kill(child.pid, Signal::SIGKILL);
                 self.retiring.push(child);
             }
+            s.recycling = false;
         }
         let text = format!("error: reload failed: {why}; the old workers keep serving\n");
         self.finish_reload(reload, &text);
@@ -1117,8 +1456,7 @@ impl<H: Handler> Master<'_, H> {
             "slot", "pid", "cpu", "state", "uptime", "restarts", "requests", "connections", "rss"
         );
         let (mut requests, mut conns, mut rss) = (0, 0, 0);
-        for s in &self.slots {
-            let row = StatusRow::of(s);
+        for (s, row) in self.status_rows() {
             requests += row.stats.requests;
             conns += row.stats.connections;
             rss += row.rss_kib;
@@ -1128,7 +1466,7 @@ impl<H: Handler> Master<'_, H> {
                 s.index,
                 row.pid,
                 s.cpu.id,
-                s.state_name(),
+                row.state,
                 row.uptime_s,
                 s.restarts,
                 row.stats.requests,
@@ -1151,10 +1489,9 @@ impl<H: Handler> Master<'_, H> {
     /// The same as JSON: every counter of every worker.
     fn status_json(&self) -> String {
         let rows: Vec<String> = self
-            .slots
-            .iter()
-            .map(|s| {
-                let row = StatusRow::of(s);
+            .status_rows()
+            .into_iter()
+            .map(|(s, row)| {
                 let counters: Vec<String> = row
                     .stats
                     .named()
@@ -1167,7 +1504,7 @@ impl<H: Handler> Master<'_, H> {
                     s.index,
                     row.pid,
                     s.cpu.id,
-                    s.state_name(),
+                    row.state,
                     row.uptime_s,
                     s.restarts,
                     row.rss_kib,
@@ -1184,30 +1521,53 @@ impl<H: Handler> Master<'_, H> {
     }
 }
 
-/// What `status` shows of one slot's worker (zeros when it has none).
+/// What `status` shows of one worker (zeros for a slot without one).
 struct StatusRow {
     pid: i32,
+    state: &'static str,
     uptime_s: u64,
     rss_kib: u64,
     stats: ipc::Stats,
 }
 
 impl StatusRow {
-    fn of(slot: &Slot) -> StatusRow {
-        match slot.child() {
+    fn of(child: Option<&Child>, state: &'static str) -> StatusRow {
+        match child {
             Some(c) => StatusRow {
                 pid: c.pid.as_raw(),
+                state,
                 uptime_s: c.started.elapsed().as_secs(),
                 rss_kib: rss_kib(c.pid),
                 stats: c.stats,
             },
             None => StatusRow {
                 pid: 0,
+                state,
                 uptime_s: 0,
                 rss_kib: 0,
                 stats: ipc::Stats::default(),
             },
         }
+    }
+}
+
+impl<H: Handler> Master<'_, H> {
+    /// One row per worker: each slot's, its successor's while one starts, and the retiring
+    /// ones that still drain.
+    fn status_rows(&self) -> Vec<(&Slot, StatusRow)> {
+        let mut rows = Vec::with_capacity(self.slots.len() + self.retiring.len());
+        for s in &self.slots {
+            rows.push((s, StatusRow::of(s.child(), s.state_name())));
+            if let Some((c, _)) = &s.incoming {
+                rows.push((s, StatusRow::of(Some(c), "starting")));
+            }
+        }
+        for c in &self.retiring {
+            if let Some(s) = self.slots.get(c.slot as usize) {
+                rows.push((s, StatusRow::of(Some(c), "draining")));
+            }
+        }
+        rows
     }
 }
 
@@ -1222,6 +1582,23 @@ fn rss_kib(pid: Pid) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// A number in `0..=max`, different for each worker, so that recycles spread out. Not for
+/// anything that needs real randomness.
+fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()).rotate_left(32);
+    // One round of splitmix64.
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % (max + 1)
 }
 
 /// A hook to call, with its arguments.
@@ -1246,6 +1623,7 @@ fn describe(exit: Exit) -> String {
 struct Ready {
     signals: bool,
     control: bool,
+    metrics: bool,
     /// Workers whose pipe is readable (or closed).
     pipes: Vec<Pid>,
 }

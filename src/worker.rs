@@ -6,7 +6,7 @@
 //! `submit_and_wait`, then drain every completion.
 
 use crate::config::{Config, UringOptions, ACCEPT_SINGLE_DEPTH};
-use crate::connection::{Conn, Counters, Ctx, Expiry, Phase, Recv, Sending, LINGER_MAX};
+use crate::connection::{AccessLog, Conn, Counters, Ctx, Expiry, Phase, Recv, Sending, LINGER_MAX};
 use crate::http::date::DateCache;
 use crate::http::Response;
 use crate::ipc::{self, Message};
@@ -59,6 +59,8 @@ enum Event {
     Send(u32),
     Close(u32),
     Shutdown(u32),
+    /// A write of the access log.
+    Access,
 }
 
 impl Event {
@@ -73,6 +75,7 @@ impl Event {
             Event::Send(s) => (7, s),
             Event::Close(s) => (8, s),
             Event::Shutdown(s) => (9, s),
+            Event::Access => (10, 0),
         };
         (kind << 32) | u64::from(slot)
     }
@@ -89,6 +92,7 @@ impl Event {
             7 => Event::Send(slot),
             8 => Event::Close(slot),
             9 => Event::Shutdown(slot),
+            10 => Event::Access,
             kind => panic!("completion with unknown tag kind {kind}"),
         }
     }
@@ -225,6 +229,11 @@ struct Worker<'h, H> {
     signal_buf: Option<Vec<u8>>,
     tick_spec: Option<Box<Timespec>>,
     last_stats: Instant,
+    /// The access log file and, while a write is in flight, nothing: the ring holds the
+    /// buffer being written (`spare` is the one to fill next).
+    access_file: Option<OwnedFd>,
+    access_writing: bool,
+    access_spare: Vec<u8>,
 }
 
 impl<'h, H: Handler> Worker<'h, H> {
@@ -254,6 +263,17 @@ impl<'h, H: Handler> Worker<'h, H> {
             .map_err(|e| format!("registering receive buffers: {e}"))?;
         let signals = worker_signals().map_err(|e| format!("signalfd: {e}"))?;
         let connections_max = config.limits.connections_max as usize;
+        let access_file = match &config.access_log {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map(OwnedFd::from)
+                    .map_err(|e| format!("access log {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         Ok(Worker {
             ring,
             conns: Slab::with_capacity(connections_max),
@@ -285,6 +305,8 @@ impl<'h, H: Handler> Worker<'h, H> {
                 draining: false,
                 counters: Counters::default(),
                 now: Instant::now(),
+                access: access_file.as_ref().map(|_| AccessLog::new()),
+                peer: None,
             },
             enobufs: 0,
             batch: Vec::with_capacity(REAP_BATCH),
@@ -299,6 +321,12 @@ impl<'h, H: Handler> Worker<'h, H> {
                     .nsec(TICK.subsec_nanos()),
             )),
             last_stats: Instant::now(),
+            access_spare: match access_file {
+                Some(_) => Vec::with_capacity(crate::connection::ACCESS_LOG_BYTES_MAX),
+                None => Vec::new(),
+            },
+            access_file,
+            access_writing: false,
         })
     }
 
@@ -319,10 +347,12 @@ impl<'h, H: Handler> Worker<'h, H> {
         loop {
             self.act_on_touched()?;
             self.arm_accepts()?;
+            self.flush_access_log(false)?;
             // Exit only once no accept is left in the kernel: a dead worker's accept could
             // otherwise swallow a wake-up meant for the worker that took over its socket.
             let accepting = self.acceptors.iter().any(Acceptor::in_flight);
             if self.mode != Mode::Serving && self.conns.is_empty() && !accepting {
+                self.write_access_log_now();
                 self.report_stats();
                 log!("drained; exiting");
                 return Ok(());
@@ -364,6 +394,7 @@ impl<'h, H: Handler> Worker<'h, H> {
             Event::Ipc => self.on_ipc(c)?,
             Event::Signal => self.on_signal(c)?,
             Event::Tick => self.on_tick(c)?,
+            Event::Access => self.on_access_written(c)?,
         }
         Ok(())
     }
@@ -399,8 +430,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                     return;
                 }
                 self.ctx.counters.accepted += 1;
-                let slot = self.conns.insert(Conn::new(fd, self.ctx.now)) as u32;
-                self.touch(slot);
+                self.add_conn(fd);
             }
             Some(libc::ECANCELED) => {}
             Some(e @ (libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
@@ -486,9 +516,84 @@ impl<'h, H: Handler> Worker<'h, H> {
                 return; // EAGAIN: the queue is empty (or the socket failed: nothing to take).
             }
             self.ctx.counters.accepted += 1;
-            let slot = self.conns.insert(Conn::new(conn, self.ctx.now)) as u32;
-            self.touch(slot);
+            self.add_conn(conn);
         }
+    }
+
+    /// Takes an accepted connection into the table.
+    fn add_conn(&mut self, fd: RawFd) {
+        let mut conn = Conn::new(fd, self.ctx.now);
+        if self.ctx.access.is_some() {
+            // One getpeername per connection, paid only when an access log is kept.
+            conn.peer = nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(fd)
+                .ok()
+                .and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                        .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+                });
+        }
+        let slot = self.conns.insert(conn) as u32;
+        self.touch(slot);
+    }
+
+    /// Hands the access log's lines to a write when enough piled up (or `force`, on the
+    /// tick), one write in flight at a time.
+    fn flush_access_log(&mut self, force: bool) -> std::io::Result<()> {
+        const FLUSH_BYTES: usize = 64 * 1024;
+        let (Some(file), Some(log)) = (&self.access_file, &mut self.ctx.access) else {
+            return Ok(());
+        };
+        if self.access_writing || log.buf.is_empty() || (!force && log.buf.len() < FLUSH_BYTES) {
+            return Ok(());
+        }
+        let buf = std::mem::replace(&mut log.buf, std::mem::take(&mut self.access_spare));
+        let op = Op::Write {
+            fd: file.as_raw_fd(),
+            buf,
+            offset: u64::MAX,
+        };
+        self.ring.push(op, Event::Access.tag())?;
+        self.access_writing = true;
+        Ok(())
+    }
+
+    /// Writes what is left of the access log before the worker exits; it may block, which
+    /// no longer matters then. A write still in flight is lost with the ring, so its lines
+    /// are not duplicated.
+    fn write_access_log_now(&mut self) {
+        if let (Some(file), Some(log)) = (&self.access_file, &mut self.ctx.access) {
+            if !log.buf.is_empty() {
+                if let Err(e) = nix::unistd::write(file, &log.buf) {
+                    log!("writing the access log: {e}");
+                }
+                log.buf.clear();
+            }
+        }
+    }
+
+    fn on_access_written(&mut self, c: Completion) -> std::io::Result<()> {
+        let result = c.io_result();
+        let Owned::Buf(mut buf) = c.owned else {
+            panic!("a write hands its buffer back")
+        };
+        self.access_writing = false;
+        match result {
+            Ok(n) if (n as usize) < buf.len() && n > 0 => {
+                // A short write: the rest goes out next, ahead of newer lines.
+                buf.drain(..n as usize);
+                if let Some(log) = &mut self.ctx.access {
+                    let newer = std::mem::replace(&mut log.buf, buf);
+                    log.buf.extend_from_slice(&newer);
+                    buf = newer;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => log!("writing the access log: {e}; lines lost"),
+        }
+        buf.clear();
+        self.access_spare = buf;
+        Ok(())
     }
 
     /// Starts accepting on slot `slot`'s socket too (its worker is down), or stops.
@@ -868,6 +973,7 @@ impl<'h, H: Handler> Worker<'h, H> {
         self.tick_spec = Some(spec);
         self.ctx.now = Instant::now();
         self.check_timers()?;
+        self.flush_access_log(true)?;
         if let Mode::Draining {
             idle_close_at,
             idle_closing: false,

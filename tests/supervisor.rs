@@ -91,6 +91,12 @@ fn a_handler_that_panics_on_every_request_is_backed_off_then_errored() {
             "a panicking worker answers nothing"
         );
         server.wait_log_count("worker 0 exited", incarnation);
+        // Each exit is followed by a respawn or by the verdict: wait for whichever.
+        wait_until("the master to decide", || {
+            let log = server.log();
+            let decided = |l: &&String| l.contains("respawning") || l.contains("ERRORED");
+            log.iter().filter(decided).count() >= incarnation
+        });
         incarnation += 1;
         assert!(
             incarnation <= 5,

@@ -31,6 +31,8 @@ impl Harness {
                 draining: false,
                 counters: Counters::default(),
                 now: Instant::now(),
+                access: None,
+                peer: None,
             },
         }
     }

@@ -10,7 +10,12 @@ const LINE_BYTES: usize = 37;
 pub struct DateCache {
     secs: u64,
     line: [u8; LINE_BYTES],
+    /// The same instant for access logs: `[26/Nov/2026:14:55:00 +0000]`.
+    clf: [u8; CLF_BYTES],
 }
+
+/// `[26/Nov/2026:14:55:00 +0000]`
+const CLF_BYTES: usize = 28;
 
 impl Default for DateCache {
     fn default() -> DateCache {
@@ -24,6 +29,7 @@ impl DateCache {
         let mut cache = DateCache {
             secs: u64::MAX,
             line: [0; LINE_BYTES],
+            clf: [0; CLF_BYTES],
         };
         cache.update(now_secs());
         cache
@@ -36,6 +42,7 @@ impl DateCache {
         }
         self.secs = secs;
         format_line(secs, &mut self.line);
+        format_clf(&self.line, &mut self.clf);
         true
     }
 
@@ -48,6 +55,24 @@ impl DateCache {
     pub fn line(&self) -> &[u8] {
         &self.line
     }
+
+    /// The common-log-format timestamp, `[26/Nov/2026:14:55:00 +0000]`.
+    pub fn clf(&self) -> &[u8] {
+        &self.clf
+    }
+}
+
+/// Rearranges `Date: Thu, 26 Nov 2026 14:55:00 GMT\r\n` into `[26/Nov/2026:14:55:00 +0000]`.
+fn format_clf(line: &[u8; LINE_BYTES], out: &mut [u8; CLF_BYTES]) {
+    out[0] = b'[';
+    out[1..3].copy_from_slice(&line[11..13]); // day
+    out[3] = b'/';
+    out[4..7].copy_from_slice(&line[14..17]); // month
+    out[7] = b'/';
+    out[8..12].copy_from_slice(&line[18..22]); // year
+    out[12] = b':';
+    out[13..21].copy_from_slice(&line[23..31]); // hh:mm:ss
+    out[21..28].copy_from_slice(b" +0000]");
 }
 
 fn now_secs() -> u64 {
@@ -117,6 +142,13 @@ mod tests {
             cache.update(secs);
             assert_eq!(std::str::from_utf8(cache.line()).unwrap(), want);
         }
+    }
+
+    #[test]
+    fn common_log_format() {
+        let mut cache = DateCache::new();
+        cache.update(1_795_704_900);
+        assert_eq!(cache.clf(), b"[26/Nov/2026:14:55:00 +0000]");
     }
 
     #[test]

@@ -135,6 +135,15 @@ pub struct Head<'b> {
     /// `Expect: 100-continue` on an HTTP/1.1 request: the client waits for a `100 Continue`
     /// before it sends the body.
     pub expect_continue: bool,
+    /// The request line as received, without its line end.
+    pub line: &'b [u8],
+}
+
+impl Head<'_> {
+    /// The request line as received, without its line end (`GET / HTTP/1.1`).
+    pub fn request_line(&self) -> &[u8] {
+        self.line
+    }
 }
 
 /// The outcome of parsing: a whole head, or a need for more bytes.
@@ -221,6 +230,7 @@ pub fn parse_head<'b>(
         keep_alive,
         head_only: method == "HEAD",
         expect_continue: fields.expect_continue && framing != Framing::None,
+        line: &buf[line_start(buf)..line_end - 2],
     }))
 }
 

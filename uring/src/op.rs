@@ -57,6 +57,17 @@ pub enum Op {
         /// The buffer, owned by the ring until the completion.
         buf: Vec<u8>,
     },
+    /// Write `buf` to a file at `offset` (`u64::MAX`: at the file position, which for an
+    /// `O_APPEND` file is its end); the completion counts the bytes written and hands `buf`
+    /// back.
+    Write {
+        /// A file.
+        fd: RawFd,
+        /// The bytes, owned by the ring until the completion.
+        buf: Vec<u8>,
+        /// Where to write, or `u64::MAX` for the file position.
+        offset: u64,
+    },
     /// Close a descriptor.
     Close {
         /// The descriptor.
@@ -139,6 +150,14 @@ impl Op {
                     .offset(u64::MAX)
                     .build();
                 (entry, Lent::Sink(buf))
+            }
+            Op::Write { fd, buf, offset } => {
+                assert!(!buf.is_empty(), "write of nothing");
+                let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+                let entry = opcode::Write::new(Fd(fd), buf.as_ptr(), len)
+                    .offset(offset)
+                    .build();
+                (entry, Lent::Source(buf))
             }
             Op::Close { fd } => (opcode::Close::new(Fd(fd)).build(), Lent::Nothing),
             Op::Shutdown { fd, how } => (opcode::Shutdown::new(Fd(fd), how).build(), Lent::Nothing),

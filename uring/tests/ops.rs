@@ -471,3 +471,29 @@ fn completions_beyond_the_queue_are_kept_and_reaped_later() {
     assert_eq!(tags, (0..64).collect::<Vec<_>>());
     assert_eq!(ring.in_flight(), 0);
 }
+
+#[test]
+fn write_appends_to_a_file() {
+    let Some(_) = features() else { return };
+    let mut ring = ring();
+    let path = std::env::temp_dir().join(format!("uring-write-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    for part in [&b"first "[..], b"second"] {
+        let op = Op::Write {
+            fd: file.as_raw_fd(),
+            buf: part.to_vec(),
+            offset: u64::MAX,
+        };
+        ring.push(op, 1).unwrap();
+        let done = wait_for(&mut ring, 1);
+        assert_eq!(done[0].result as usize, part.len());
+        assert!(matches!(&done[0].owned, Owned::Buf(b) if b == part));
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), b"first second");
+    std::fs::remove_file(&path).unwrap();
+}

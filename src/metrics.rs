@@ -1,0 +1,278 @@
+//! The master's observability listener (`--metrics ADDR`): `GET /metrics` in the Prometheus
+//! text format, `GET /healthz` (the master is alive) and `GET /readyz` (every slot has a
+//! ready worker and no shutdown started: take the host out of rotation otherwise).
+
+use crate::error::{Error, ErrorKind};
+use crate::inbox::{Framing, Inbox};
+use crate::ipc::Stats;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::BorrowedFd;
+use std::time::Instant;
+
+/// The largest request head the listener reads.
+const HEAD_BYTES_MAX: usize = 4096;
+
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Metrics,
+    Healthz,
+    Readyz,
+    /// Anything else: 404 (or 405 for a method other than GET and HEAD).
+    NotFound,
+    MethodNotAllowed,
+    BadRequest,
+}
+
+/// The listener and its connections.
+pub(crate) struct MetricsServer {
+    inbox: Inbox<TcpListener>,
+}
+
+impl MetricsServer {
+    pub(crate) fn bind(addr: SocketAddr) -> Result<MetricsServer, Error> {
+        let listener = TcpListener::bind(addr).map_err(|e| {
+            Error::new(
+                ErrorKind::Bind,
+                format!("binding the metrics listener {addr} failed: {e}; choose another --metrics address"),
+            )
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::system("metrics listener", e))?;
+        let framing = Framing {
+            terminator: b"\r\n\r\n",
+            bytes_max: HEAD_BYTES_MAX,
+            too_long: b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            busy: b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        };
+        Ok(MetricsServer {
+            inbox: Inbox::new(listener, framing),
+        })
+    }
+
+    /// The address it listens on.
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.inbox.listener().local_addr().ok()
+    }
+
+    pub(crate) fn poll_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.inbox.poll_fds()
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.inbox.next_deadline()
+    }
+
+    /// Accepts, reads, and returns the requests that arrived, routed.
+    pub(crate) fn poll(&mut self, out: &mut Vec<(u64, Route, bool)>) {
+        let mut requests = Vec::new();
+        self.inbox.poll(&mut requests);
+        for (id, head) in requests {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            let (route, head_only) = match req.parse(&head) {
+                Ok(httparse::Status::Complete(_)) => {
+                    let method = req.method.unwrap_or("");
+                    let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
+                    let route = match (method, path) {
+                        ("GET" | "HEAD", "/metrics") => Route::Metrics,
+                        ("GET" | "HEAD", "/healthz") => Route::Healthz,
+                        ("GET" | "HEAD", "/readyz") => Route::Readyz,
+                        ("GET" | "HEAD", _) => Route::NotFound,
+                        _ => Route::MethodNotAllowed,
+                    };
+                    (route, method == "HEAD")
+                }
+                _ => (Route::BadRequest, false),
+            };
+            out.push((id, route, head_only));
+        }
+    }
+
+    /// Answers connection `id` with `status`, a plain-text or Prometheus body, and closes.
+    pub(crate) fn answer(&mut self, id: u64, status: u16, body: &str, head_only: bool) {
+        let content_type = if body.starts_with("# HELP") {
+            "text/plain; version=0.0.4; charset=utf-8"
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        let mut out = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            crate::http::response::reason(status),
+            body.len()
+        );
+        if !head_only {
+            out.push_str(body);
+        }
+        self.inbox.answer(id, out.as_bytes());
+    }
+}
+
+/// One worker's figures, as the master keeps them.
+pub(crate) struct WorkerMetrics {
+    pub(crate) slot: u32,
+    pub(crate) cpu: usize,
+    /// Counters of this slot's workers so far (earlier workers' totals added in).
+    pub(crate) stats: Stats,
+    pub(crate) restarts: u32,
+    pub(crate) rss_bytes: u64,
+    pub(crate) ready: bool,
+}
+
+/// The counters exported per slot: (Stats field, metric name, help, type).
+const EXPORTED: &[(&str, &str, &str, &str)] = &[
+    (
+        "requests",
+        "ringmaster_requests_total",
+        "Requests answered by the handler.",
+        "counter",
+    ),
+    (
+        "connections",
+        "ringmaster_connections",
+        "Connections open now.",
+        "gauge",
+    ),
+    (
+        "accepted",
+        "ringmaster_connections_accepted_total",
+        "Connections accepted.",
+        "counter",
+    ),
+    (
+        "bytes_in",
+        "ringmaster_received_bytes_total",
+        "Bytes received from clients.",
+        "counter",
+    ),
+    (
+        "bytes_out",
+        "ringmaster_sent_bytes_total",
+        "Bytes sent to clients.",
+        "counter",
+    ),
+    (
+        "errors",
+        "ringmaster_request_parse_errors_total",
+        "Requests refused as malformed or over a limit.",
+        "counter",
+    ),
+    (
+        "timeouts",
+        "ringmaster_timeouts_total",
+        "Connections closed for running out of time.",
+        "counter",
+    ),
+    (
+        "uring_enters",
+        "ringmaster_uring_enters_total",
+        "io_uring_enter calls.",
+        "counter",
+    ),
+    (
+        "uring_submissions",
+        "ringmaster_uring_submissions_total",
+        "Submission queue entries the kernel took.",
+        "counter",
+    ),
+    (
+        "uring_completions",
+        "ringmaster_uring_completions_total",
+        "Completions reaped.",
+        "counter",
+    ),
+    (
+        "uring_enobufs",
+        "ringmaster_uring_enobufs_total",
+        "Receives re-armed after -ENOBUFS (provided buffers exhausted).",
+        "counter",
+    ),
+];
+
+/// Renders the Prometheus text exposition format (version 0.0.4).
+pub(crate) fn render(workers: &[WorkerMetrics], master_up_s: u64, shutting_down: bool) -> String {
+    let mut out = String::with_capacity(8192);
+    for (field, name, help, kind) in EXPORTED {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for w in workers {
+            let value = w
+                .stats
+                .named()
+                .iter()
+                .find(|(f, _)| f == field)
+                .map_or(0, |(_, v)| *v);
+            let _ = writeln!(
+                out,
+                "{name}{{slot=\"{}\",cpu=\"{}\"}} {value}",
+                w.slot, w.cpu
+            );
+        }
+    }
+    let name = "ringmaster_responses_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Responses sent, by status class.\n# TYPE {name} counter"
+    );
+    for w in workers {
+        let s = &w.stats;
+        for (class, value) in [
+            ("1xx", s.responses_1xx),
+            ("2xx", s.responses_2xx),
+            ("3xx", s.responses_3xx),
+            ("4xx", s.responses_4xx),
+            ("5xx", s.responses_5xx),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{slot=\"{}\",cpu=\"{}\",class=\"{class}\"}} {value}",
+                w.slot, w.cpu
+            );
+        }
+    }
+    type Value = fn(&WorkerMetrics) -> u64;
+    let per_slot: [(&str, &str, &str, Value); 3] = [
+        (
+            "ringmaster_worker_restarts_total",
+            "Times the slot's worker was replaced after dying.",
+            "counter",
+            |w| u64::from(w.restarts),
+        ),
+        (
+            "ringmaster_worker_resident_bytes",
+            "Resident memory of the slot's worker.",
+            "gauge",
+            |w| w.rss_bytes,
+        ),
+        (
+            "ringmaster_worker_ready",
+            "1 when the slot has a ready worker.",
+            "gauge",
+            |w| u64::from(w.ready),
+        ),
+    ];
+    for (name, help, kind, value) in per_slot {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for w in workers {
+            let _ = writeln!(
+                out,
+                "{name}{{slot=\"{}\",cpu=\"{}\"}} {}",
+                w.slot,
+                w.cpu,
+                value(w)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringmaster_master_uptime_seconds Seconds since the master started.\n\
+         # TYPE ringmaster_master_uptime_seconds gauge\n\
+         ringmaster_master_uptime_seconds {master_up_s}\n\
+         # HELP ringmaster_shutting_down 1 once a graceful shutdown started.\n\
+         # TYPE ringmaster_shutting_down gauge\n\
+         ringmaster_shutting_down {}",
+        u8::from(shutting_down)
+    );
+    out
+}
