@@ -58,8 +58,10 @@ pub(crate) fn run<H: Handler>(
     // instead of killing the process. Workers inherit the disposition.
     unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) }
         .map_err(|e| Error::system("ignoring SIGPIPE", e))?;
+    // Inherited sockets first: they sit at descriptors 3 and up, which anything opened
+    // before would be given.
+    let inherited = systemd::listen_fds()?;
     let notifier = systemd::Notifier::from_env();
-    let inherited = systemd::listen_fds();
     // With a fixed port, a second master must be refused before it binds: SO_REUSEPORT
     // would let it join the first one's group silently.
     if config.listen.port() != 0 && inherited.is_empty() {

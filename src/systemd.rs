@@ -2,6 +2,7 @@
 //! notification protocol (`NOTIFY_SOCKET`: `READY=1`, `RELOADING=1`, `STOPPING=1`,
 //! `STATUS=`, `WATCHDOG=1`). Both are plain environment variables and a datagram socket.
 
+use crate::error::Error;
 use crate::log::log;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
@@ -16,27 +17,38 @@ const LISTEN_FDS_MAX: i32 = 64;
 /// The sockets systemd passed to this process, if it was socket-activated: `LISTEN_PID` is
 /// this process and `LISTEN_FDS` counts descriptors from 3. The variables are removed, so
 /// that no child takes them for its own.
-pub(crate) fn listen_fds() -> Vec<OwnedFd> {
+pub(crate) fn listen_fds() -> Result<Vec<OwnedFd>, Error> {
     let pid = std::env::var("LISTEN_PID").ok();
     let count = std::env::var("LISTEN_FDS").ok();
     for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         std::env::remove_var(var);
     }
     let (Some(pid), Some(count)) = (pid, count) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let count = count
         .trim()
         .parse::<i32>()
         .unwrap_or(0)
         .clamp(0, LISTEN_FDS_MAX);
-    (LISTEN_FDS_START..LISTEN_FDS_START + count)
+    for fd in LISTEN_FDS_START..LISTEN_FDS_START + count {
+        // SAFETY: a borrow for the check only; the descriptor stays open.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let accepting = nix::sys::socket::sockopt::AcceptConn;
+        if nix::sys::socket::getsockopt(&borrowed, accepting) != Ok(true) {
+            return Err(Error::config(format!(
+                "systemd passed descriptor {fd} (LISTEN_FDS={count}), but it is not a \
+                 listening stream socket; check the socket unit's ListenStream="
+            )));
+        }
+    }
+    Ok((LISTEN_FDS_START..LISTEN_FDS_START + count)
         .map(|fd| {
             // SAFETY: systemd passed descriptors 3..3+LISTEN_FDS to this process (LISTEN_PID
-            // says so) and nothing else in it owns them.
+            // says so), each checked above to be open, and nothing else in it owns them.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             // Close-on-exec, as every descriptor of the master; the workers inherit it
             // through fork.
@@ -44,7 +56,7 @@ pub(crate) fn listen_fds() -> Vec<OwnedFd> {
             let _ = nix::fcntl::fcntl(&fd, cloexec);
             fd
         })
-        .collect()
+        .collect())
 }
 
 /// A channel to systemd's notification socket; silent when there is none.

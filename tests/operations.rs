@@ -1,0 +1,439 @@
+//! Operating ringmaster: the status command, the control socket's life, Prometheus metrics,
+//! health and readiness, systemd socket activation and notifications, recycling, the
+//! stuck-worker watchdog, JSON logs and the access log.
+
+mod common;
+
+use common::load::{Load, Style};
+use common::{alive, control_path, exchange, testbed, wait_until, Server, GET};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ringmaster(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+        .args(args)
+        .output()
+        .expect("run ringmaster")
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on the metrics listener: (status, body).
+fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    let status = all.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = all.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+/// The metrics address from the master's `listening on` line.
+fn metrics_addr(server: &Server) -> SocketAddr {
+    let line = server.wait_log("metrics http://");
+    line.split("metrics http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("a metrics address")
+}
+
+/// The value of a sample with these labels, from a parsed scrape.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .sum()
+}
+
+fn parse_metrics(body: &str) -> prometheus_parse::Scrape {
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text")
+}
+
+#[test]
+fn status_shows_the_real_workers() {
+    let server = Server::start(&["--workers", "2"]);
+    for _ in 0..20 {
+        exchange(server.addr, GET);
+    }
+    let listen = server.addr.to_string();
+    // Workers report every second: wait for the requests to show.
+    let mut text = String::new();
+    wait_until("the requests to be reported", || {
+        let out = ringmaster(&["status", "--listen", &listen]);
+        text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .last()
+            .is_some_and(|l| l.contains(": 20 requests"))
+    });
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    let mut pids: Vec<u32> = rows.iter().map(|r| r[1].parse().unwrap()).collect();
+    pids.sort_unstable();
+    let mut real = server.worker_pids();
+    real.sort_unstable();
+    assert_eq!(pids, real, "{text}");
+    for row in &rows {
+        let pid: u32 = row[1].parse().unwrap();
+        let allowed = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(
+            allowed.contains(&format!("Cpus_allowed_list:\t{}\n", row[2])),
+            "{row:?}"
+        );
+        assert_eq!(row[3], "ready");
+        assert_eq!(row[5], "0", "restarts");
+        assert!(row[8].parse::<u64>().unwrap() > 0, "RSS in MiB");
+    }
+    assert!(
+        text.contains(&format!("master pid {}", server.pid())),
+        "{text}"
+    );
+    let json =
+        String::from_utf8_lossy(&ringmaster(&["status", "--json", "--listen", &listen]).stdout)
+            .to_string();
+    assert!(
+        json.starts_with(&format!("{{\"master_pid\":{}", server.pid())),
+        "{json}"
+    );
+    assert_eq!(json.matches("\"state\":\"ready\"").count(), 2, "{json}");
+}
+
+#[test]
+fn reload_and_stop_through_the_control_socket() {
+    let mut server = Server::start(&["--workers", "2"]);
+    let listen = server.addr.to_string();
+    let before = server.worker_pids();
+    let out = ringmaster(&["reload", "--listen", &listen]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: reloaded 2 workers"));
+    wait_until("the old workers to go", || {
+        let now = server.worker_pids();
+        now.len() == 2 && now.iter().all(|p| !before.contains(p))
+    });
+    let out = ringmaster(&["stop", "--listen", &listen]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(!std::path::Path::new(&control_path(server.addr.port())).exists());
+    let out = ringmaster(&["status", "--listen", &listen]);
+    assert_eq!(out.status.code(), Some(2), "no master answers any more");
+}
+
+#[test]
+fn a_stale_control_socket_is_replaced() {
+    let port = free_port();
+    let path = control_path(port);
+    // A socket file nobody answers on: what a master killed with SIGKILL leaves.
+    drop(UnixListener::bind(&path).unwrap());
+    assert!(std::path::Path::new(&path).exists());
+    let listen = format!("127.0.0.1:{port}");
+    let server = Server::start(&["--workers", "1", "--listen", &listen]);
+    server.wait_log("removed stale control socket");
+    let out = ringmaster(&["status", "--listen", &listen]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_second_master_on_the_same_port_is_refused() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let first = Server::start(&["--workers", "1", "--listen", &listen]);
+    let out = ringmaster(&["--workers", "1", "--listen", &listen]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another ringmaster is already running"),
+        "{err}"
+    );
+    assert!(alive(first.pid()));
+    assert_eq!(exchange(first.addr, GET).0.status, 200);
+}
+
+#[test]
+fn metrics_parse_and_count_the_traffic() {
+    let server = Server::start(&["--workers", "2", "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    let (status, body) = scrape(metrics, "/metrics");
+    assert_eq!(status, 200);
+    let first = parse_metrics(&body);
+    let total = |s: &prometheus_parse::Scrape| sample(s, "ringmaster_requests_total", &[]);
+    let before = total(&first);
+    for _ in 0..50 {
+        exchange(server.addr, GET);
+    }
+    exchange(server.addr, b"BAD\r\n\r\n");
+    let mut after = first;
+    wait_until("the requests to be counted", || {
+        after = parse_metrics(&scrape(metrics, "/metrics").1);
+        total(&after) >= before + 50.0
+    });
+    assert_eq!(total(&after), before + 50.0);
+    let ok = sample(&after, "ringmaster_responses_total", &[("class", "2xx")]);
+    assert!(ok >= 50.0, "2xx responses: {ok}");
+    wait_until("the bad request to be counted", || {
+        let s = parse_metrics(&scrape(metrics, "/metrics").1);
+        sample(&s, "ringmaster_request_parse_errors_total", &[]) >= 1.0
+    });
+    for slot in ["0", "1"] {
+        assert!(
+            after
+                .samples
+                .iter()
+                .any(|s| s.metric == "ringmaster_uring_enters_total"
+                    && s.labels.get("slot") == Some(slot)),
+            "per-worker labels for slot {slot}"
+        );
+        assert_eq!(
+            sample(&after, "ringmaster_worker_ready", &[("slot", slot)]),
+            1.0
+        );
+    }
+    assert!(sample(&after, "ringmaster_uring_completions_total", &[]) > 0.0);
+    assert!(sample(&after, "ringmaster_connections_accepted_total", &[]) >= 51.0);
+    assert_eq!(scrape(metrics, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(scrape(metrics, "/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(scrape(metrics, "/nope").0, 404);
+}
+
+#[test]
+fn readyz_turns_503_as_soon_as_a_shutdown_starts() {
+    let server = Server::start(&[
+        "--workers",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+        "--drain-timeout",
+        "5",
+    ]);
+    let metrics = metrics_addr(&server);
+    assert_eq!(scrape(metrics, "/readyz").0, 200);
+    // A request that never completes keeps the worker draining.
+    let mut stuck = common::connect(server.addr);
+    stuck.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    server.signal(libc::SIGTERM);
+    server.wait_log("shutting down");
+    let (status, body) = scrape(metrics, "/readyz");
+    assert_eq!((status, body.as_str()), (503, "not ready: shutting down\n"));
+    assert_eq!(scrape(metrics, "/healthz").0, 200, "the master is alive");
+}
+
+#[test]
+fn readyz_is_503_while_workers_start() {
+    let mut command = testbed(&["--workers", "1", "--metrics", "127.0.0.1:0"]);
+    command.env("TESTBED_START", "hang");
+    let server = Server::spawn_command(&mut command);
+    let metrics = metrics_addr(&server);
+    let (status, body) = scrape(metrics, "/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("slot 0 starting"), "{body}");
+}
+
+/// Reads notifications until one contains `needle`; returns it.
+fn notification(sock: &UnixDatagram, needle: &str) -> String {
+    let deadline = Instant::now() + common::WAIT_MAX;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "no notification with {needle:?}");
+        if let Ok(n) = sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.contains(needle) {
+                return text;
+            }
+        }
+    }
+}
+
+#[test]
+fn socket_activation_and_notifications() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = std::env::temp_dir().join(format!("rm-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    // bash moves the listener to fd 3 and becomes ringmaster (exec), so `$$` is its pid,
+    // as systemd would set LISTEN_PID.
+    let moved = if fd == 3 {
+        String::new()
+    } else {
+        format!("exec 3<&{fd} {fd}<&-; ")
+    };
+    let script =
+        format!("{moved}LISTEN_PID=$$ LISTEN_FDS=1 WATCHDOG_PID=$$ exec \"$0\" --workers 2");
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_ringmaster"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000");
+    // SAFETY (test): between fork and exec, let the listener survive exec (clear its
+    // close-on-exec flag); fcntl is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let server = Server::start_command(&mut command, 2);
+    assert_eq!(server.addr, addr, "serves the inherited socket");
+    drop(listener);
+    assert_eq!(exchange(addr, GET).0.status, 200);
+    notification(&notify, "READY=1");
+    let status = notification(&notify, "STATUS=");
+    assert!(status.contains("2 of 2 workers ready"), "{status}");
+    notification(&notify, "WATCHDOG=1");
+    server.signal(libc::SIGHUP);
+    let reloading = notification(&notify, "RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    notification(&notify, "READY=1");
+    server.signal(libc::SIGTERM);
+    notification(&notify, "STOPPING=1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn recycling_by_request_count_fails_no_request() {
+    let server = Server::start_command(
+        &mut testbed(&[
+            "--workers",
+            "2",
+            "--max-requests",
+            "400",
+            "--max-requests-jitter",
+            "50",
+        ]),
+        2,
+    );
+    let load = Load::start(server.addr, 8, Style::KeepAlive);
+    wait_until("three recycles", || {
+        server
+            .log()
+            .iter()
+            .filter(|l| l.contains("recycled"))
+            .count()
+            >= 3
+    });
+    let tally = load.stop();
+    eprintln!("recycling: {tally:?}");
+    assert_eq!(tally.failed + tally.refused, 0, "{tally:?}");
+    let line = server.wait_log("recycling worker");
+    assert!(line.contains("requests (limit "), "{line}");
+}
+
+#[test]
+fn a_stuck_worker_is_aborted_and_replaced_within_the_timeout() {
+    let server = Server::start_command(
+        &mut testbed(&["--workers", "1", "--worker-timeout", "2"]),
+        1,
+    );
+    let old = server.worker_pids()[0];
+    let addr = server.addr;
+    // A handler that never returns: the worker's loop stops turning.
+    let started = Instant::now();
+    let stuck = std::thread::spawn(move || {
+        let _ = exchange_quietly(addr, b"GET /slow?ms=600000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    });
+    server.wait_log("is stuck: no report for");
+    server.wait_log_count("ready (pid", 2);
+    let replaced = started.elapsed();
+    eprintln!("stuck worker replaced {replaced:?} after its handler blocked");
+    assert!(replaced < Duration::from_secs(6), "{replaced:?}");
+    assert!(server
+        .log()
+        .iter()
+        .any(|l| l.contains("exited") && l.contains("SIGABRT")));
+    assert!(!server.worker_pids().contains(&old));
+    assert_eq!(exchange(addr, GET).0.status, 200);
+    stuck.join().unwrap();
+}
+
+/// Sends a request and reads until the connection ends, ignoring errors.
+fn exchange_quietly(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(raw)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn json_logs_and_the_access_log() {
+    let log = std::env::temp_dir().join(format!("rm-access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let log_arg = log.to_string_lossy().to_string();
+    let mut server = Server::spawn(&[
+        "--workers",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--access-log",
+        &log_arg,
+    ]);
+    let line = server.wait_log("listening on ");
+    assert!(
+        line.starts_with("{\"ts\":\"") && line.ends_with("\"}"),
+        "{line}"
+    );
+    assert!(line.contains("\"role\":\"master\",\"slot\":null,\"msg\":\"listening on "));
+    server.wait_log("\"role\":\"worker\",\"slot\":0");
+    let addr: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap();
+    assert_eq!(exchange(addr, GET).0.status, 200);
+    let mut head = common::connect(addr);
+    head.write_all(b"HEAD /x?y=1 HTTP/1.0\r\n\r\n").unwrap();
+    let res = common::read_response(&mut std::io::BufReader::new(head), true);
+    assert_eq!(res.status, 200);
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("127.0.0.1 - - ["), "{text}");
+    assert!(lines[0].ends_with("] \"GET / HTTP/1.1\" 200 11"), "{text}");
+    assert!(
+        lines[1].ends_with("] \"HEAD /x?y=1 HTTP/1.0\" 200 0"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&log);
+}
