@@ -973,6 +973,17 @@ impl<'h, H: Handler> Worker<'h, H> {
         self.tick_spec = Some(spec);
         self.ctx.now = Instant::now();
         self.check_timers()?;
+        // A connection can wait in a socket's queue with nobody woken for it: the wake-up
+        // went to an accept that was being cancelled, or to a worker that was dying and
+        // whose ring was not torn down yet. Sweeping each tick bounds that wait to a tick.
+        if self.mode == Mode::Serving && self.accept_paused_until.is_none() {
+            for i in 0..self.acceptors.len() {
+                let (wanted, fd) = (self.acceptors[i].wanted, self.acceptors[i].fd);
+                if wanted {
+                    self.sweep(fd);
+                }
+            }
+        }
         self.flush_access_log(true)?;
         if let Mode::Draining {
             idle_close_at,
