@@ -25,6 +25,17 @@ const CONNECTIONS: u32 = 64;
 const PIPELINE_DEPTH: u32 = 16;
 /// Connections held open for the idle-memory measurement.
 const IDLE_CONNECTIONS: usize = 10_000;
+/// wrk's script for the pipelined load (the peers' `pipeline.lua`): DEPTH requests per
+/// write.
+const PIPELINE_LUA: &str = r#"init = function(args)
+  local depth = tonumber(args[1]) or 1
+  local r = {}
+  for i = 1, depth do r[i] = wrk.format() end
+  req = table.concat(r)
+end
+request = function() return req end
+"#;
+
 /// The longest a server may take to start listening.
 const START_WAIT: Duration = Duration::from_secs(60);
 
@@ -570,18 +581,19 @@ fn main() {
         eprintln!("compare: error: wrk is not installed; install it (apt-get install wrk)");
         std::process::exit(2);
     };
-    let bench = Bench {
-        wrk,
-        pipeline_lua: args.peers_dir.join("pipeline.lua"),
-        duration: args.duration,
-    };
-    if !bench.pipeline_lua.is_file() {
-        eprintln!(
-            "compare: error: {} not found; pass --peers-dir with the peers' folder",
-            bench.pipeline_lua.display()
-        );
+    let pipeline_lua =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/benchmarks/pipeline.lua");
+    if let Err(e) = std::fs::create_dir_all(pipeline_lua.parent().expect("a folder"))
+        .and_then(|()| std::fs::write(&pipeline_lua, PIPELINE_LUA))
+    {
+        eprintln!("compare: error: writing {}: {e}", pipeline_lua.display());
         std::process::exit(2);
     }
+    let bench = Bench {
+        wrk,
+        pipeline_lua,
+        duration: args.duration,
+    };
     let mut servers = vec![ringmaster("ringmaster", &[])];
     let mut rust = None;
     for name in &args.peers {
