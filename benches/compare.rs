@@ -296,13 +296,17 @@ fn parse_wrk_duration(s: &str) -> f64 {
 fn idle_memory(server: &Running, count: usize) -> Result<f64, String> {
     raise_nofile(count as u64 + 1024);
     let pid = server.child.id();
-    // Warm the server up first, so that lazily built state is in the baseline.
+    // Warm the server up first, so that lazily built state is in the baseline. Each
+    // connection reads its one response and is dropped (some peers ignore
+    // `Connection: close`, so nothing waits for the server to close).
     for _ in 0..200 {
-        let mut s = TcpStream::connect(server.addr).map_err(|e| e.to_string())?;
-        s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        let s = TcpStream::connect(server.addr).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut r = BufReader::new(s);
+        r.get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
             .map_err(|e| e.to_string())?;
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
+        read_one_response(&mut r).map_err(|e| format!("warm-up: {e}"))?;
     }
     std::thread::sleep(Duration::from_millis(300));
     let before = pss_kib(pid);
