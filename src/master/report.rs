@@ -1,0 +1,207 @@
+//! What the master tells: `ringmaster status` (text and JSON), `/metrics`, `/healthz` and
+//! `/readyz`.
+
+use super::*;
+
+/// What `status` shows of one worker (zeros for a slot without one).
+pub(super) struct StatusRow {
+    pub(super) pid: i32,
+    pub(super) state: &'static str,
+    pub(super) uptime_s: u64,
+    pub(super) rss_kib: u64,
+    pub(super) stats: ipc::Stats,
+}
+
+impl StatusRow {
+    pub(super) fn of(child: Option<&Child>, state: &'static str) -> StatusRow {
+        match child {
+            Some(c) => StatusRow {
+                pid: c.pid.as_raw(),
+                state,
+                uptime_s: c.started.elapsed().as_secs(),
+                rss_kib: rss_kib(c.pid),
+                stats: c.stats,
+            },
+            None => StatusRow {
+                pid: 0,
+                state,
+                uptime_s: 0,
+                rss_kib: 0,
+                stats: ipc::Stats::default(),
+            },
+        }
+    }
+}
+
+/// A process's resident memory in KiB, from `/proc` (0 if it cannot be read).
+pub(super) fn rss_kib(pid: Pid) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl<H: Handler> Master<'_, H> {
+    /// One row per slot and the totals, as `ringmaster status` prints them.
+    pub(super) fn status_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = format!(
+            "{:<5} {:<8} {:<4} {:<11} {:>9} {:>8} {:>12} {:>11} {:>9}\n",
+            "slot", "pid", "cpu", "state", "uptime", "restarts", "requests", "connections", "rss"
+        );
+        let (mut requests, mut conns, mut rss) = (0, 0, 0);
+        for (s, row) in self.status_rows() {
+            requests += row.stats.requests;
+            conns += row.stats.connections;
+            rss += row.rss_kib;
+            let _ = writeln!(
+                out,
+                "{:<5} {:<8} {:<4} {:<11} {:>8}s {:>8} {:>12} {:>11} {:>6} MiB",
+                s.index,
+                row.pid,
+                s.cpu.id,
+                row.state,
+                row.uptime_s,
+                s.restarts,
+                row.stats.requests,
+                row.stats.connections,
+                row.rss_kib / 1024
+            );
+        }
+        let _ = writeln!(
+            out,
+            "master pid {}, up {}s, {} workers: {requests} requests, {conns} connections, \
+             {} MiB RSS in workers",
+            self.pid,
+            self.started.elapsed().as_secs(),
+            self.slots.len(),
+            rss / 1024
+        );
+        out
+    }
+
+    /// The same as JSON: every counter of every worker.
+    pub(super) fn status_json(&self) -> String {
+        let rows: Vec<String> = self
+            .status_rows()
+            .into_iter()
+            .map(|(s, row)| {
+                let counters: Vec<String> = row
+                    .stats
+                    .named()
+                    .iter()
+                    .map(|(name, value)| format!("\"{name}\":{value}"))
+                    .collect();
+                format!(
+                    "{{\"slot\":{},\"pid\":{},\"cpu\":{},\"state\":\"{}\",\"uptime_s\":{},\
+                     \"restarts\":{},\"rss_kib\":{},{}}}",
+                    s.index,
+                    row.pid,
+                    s.cpu.id,
+                    row.state,
+                    row.uptime_s,
+                    s.restarts,
+                    row.rss_kib,
+                    counters.join(",")
+                )
+            })
+            .collect();
+        format!(
+            "{{\"master_pid\":{},\"uptime_s\":{},\"workers\":[{}]}}\n",
+            self.pid,
+            self.started.elapsed().as_secs(),
+            rows.join(",")
+        )
+    }
+
+    /// One row per worker: each slot's, its successor's while one starts, and the retiring
+    /// ones that still drain.
+    pub(super) fn status_rows(&self) -> Vec<(&Slot, StatusRow)> {
+        let mut rows = Vec::with_capacity(self.slots.len() + self.retiring.len());
+        for s in &self.slots {
+            rows.push((s, StatusRow::of(s.child(), s.state_name())));
+            if let Some((c, _)) = &s.incoming {
+                rows.push((s, StatusRow::of(Some(c), "starting")));
+            }
+        }
+        for c in &self.retiring {
+            if let Some(s) = self.slots.get(c.slot as usize) {
+                rows.push((s, StatusRow::of(Some(c), "draining")));
+            }
+        }
+        rows
+    }
+
+    /// Answers `/metrics`, `/healthz` and `/readyz`.
+    pub(super) fn on_metrics(&mut self) {
+        let Some(mut server) = self.metrics.take() else {
+            return;
+        };
+        let mut requests = Vec::new();
+        server.poll(&mut requests);
+        for (id, route, head_only) in requests {
+            let (status, body) = match route {
+                Route::Metrics => (200, self.metrics_text()),
+                Route::Healthz => (200, "ok\n".to_string()),
+                Route::Readyz => match self.readiness() {
+                    Ok(()) => (200, "ready\n".to_string()),
+                    Err(why) => (503, format!("not ready: {why}\n")),
+                },
+                Route::NotFound => (404, "not found: try /metrics, /healthz or /readyz\n".into()),
+                Route::MethodNotAllowed => (405, "only GET and HEAD\n".to_string()),
+                Route::BadRequest => (400, "bad request\n".to_string()),
+            };
+            server.answer(id, status, &body, head_only);
+        }
+        self.metrics = Some(server);
+    }
+
+    /// Whether a load balancer should send traffic: every slot has a ready worker and no
+    /// shutdown started.
+    pub(super) fn readiness(&self) -> Result<(), String> {
+        if self.state != State::Running {
+            return Err("shutting down".into());
+        }
+        let waiting: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|s| !s.child().is_some_and(|c| c.ready))
+            .map(|s| format!("slot {} {}", s.index, s.state_name()))
+            .collect();
+        match waiting.is_empty() {
+            true => Ok(()),
+            false => Err(waiting.join(", ")),
+        }
+    }
+
+    pub(super) fn metrics_text(&self) -> String {
+        let workers: Vec<WorkerMetrics> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let current = s.child().map(|c| c.stats).unwrap_or_default();
+                let mut stats = s.past.plus(&current);
+                // A gauge, not a total: only the live worker's connections count.
+                stats.connections = current.connections;
+                WorkerMetrics {
+                    slot: s.index,
+                    cpu: s.cpu.id,
+                    stats,
+                    restarts: s.restarts,
+                    rss_bytes: s.child().map_or(0, |c| rss_kib(c.pid) * 1024),
+                    ready: s.child().is_some_and(|c| c.ready),
+                }
+            })
+            .collect();
+        crate::metrics::render(
+            &workers,
+            self.started.elapsed().as_secs(),
+            self.state != State::Running,
+        )
+    }
+}
