@@ -753,6 +753,29 @@ pub mod drive {
         }
     }
 
+    /// A context with the default limits, a fixed `Date` (the epoch) and no access log: a
+    /// connection's surroundings without a worker.
+    pub(crate) fn standalone<H: Handler>(handler: &H) -> Ctx<'_, H> {
+        let limits = Limits::default();
+        let mut date = DateCache::new();
+        date.update(0);
+        Ctx {
+            handler,
+            res: Response::new(),
+            date,
+            limits: limits.head(),
+            output_bytes_max: limits.output_bytes_max as usize,
+            input_slack_bytes: 4 << 20,
+            timeouts: limits.timeouts(),
+            pool: BufPool::new(64, 8),
+            draining: false,
+            counters: Counters::default(),
+            now: Instant::now(),
+            access: None,
+            peer: None,
+        }
+    }
+
     /// One connection kept across calls, as a worker keeps it: for measuring the steady
     /// state (a counting allocator sees the hot path allocate nothing once warm).
     pub struct Driver<H: Handler + 'static> {
@@ -763,22 +786,7 @@ pub mod drive {
     impl<H: Handler + 'static> Driver<H> {
         /// A connection for `handler` with the default limits.
         pub fn new(handler: &'static H) -> Driver<H> {
-            let limits = Limits::default();
-            let ctx = Ctx {
-                handler,
-                res: Response::new(),
-                date: DateCache::new(),
-                limits: limits.head(),
-                output_bytes_max: limits.output_bytes_max as usize,
-                input_slack_bytes: 4 << 20,
-                timeouts: limits.timeouts(),
-                pool: BufPool::new(64, 8),
-                draining: false,
-                counters: Counters::default(),
-                now: Instant::now(),
-                access: None,
-                peer: None,
-            };
+            let ctx = standalone(handler);
             let conn = Conn::new(-1, ctx.now);
             Driver { ctx, conn }
         }
@@ -816,24 +824,7 @@ pub mod drive {
     /// Feeds `chunks`, in order, to a fresh connection with the default limits (and a fixed
     /// `Date`), sending its output as soon as it has any.
     pub fn feed(chunks: &[&[u8]]) -> Outcome {
-        let mut date = DateCache::new();
-        date.update(0);
-        let limits = Limits::default();
-        let mut ctx = Ctx {
-            handler: &Echo,
-            res: Response::new(),
-            date,
-            limits: limits.head(),
-            output_bytes_max: limits.output_bytes_max as usize,
-            input_slack_bytes: 4 << 20,
-            timeouts: limits.timeouts(),
-            pool: BufPool::new(8, 0),
-            draining: false,
-            counters: Counters::default(),
-            now: Instant::now(),
-            access: None,
-            peer: None,
-        };
+        let mut ctx = standalone(&Echo);
         let mut conn = Conn::new(-1, ctx.now);
         let mut sent = Vec::new();
         for chunk in chunks {

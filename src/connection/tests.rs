@@ -1,7 +1,6 @@
 //! The byte processing of one connection, driven without a ring.
 
 use super::*;
-use crate::config::Limits;
 
 struct Echo;
 impl Handler for Echo {
@@ -16,24 +15,8 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let mut date = DateCache::new();
-        date.update(0);
         Harness {
-            ctx: Ctx {
-                handler: &Echo,
-                res: Response::new(),
-                date,
-                limits: Limits::default().head(),
-                output_bytes_max: Limits::default().output_bytes_max as usize,
-                input_slack_bytes: 4 << 20,
-                timeouts: Limits::default().timeouts(),
-                pool: BufPool::new(8, 0),
-                draining: false,
-                counters: Counters::default(),
-                now: Instant::now(),
-                access: None,
-                peer: None,
-            },
+            ctx: drive::standalone(&Echo),
         }
     }
 
