@@ -437,3 +437,13 @@ fn json_logs_and_the_access_log() {
     );
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn a_worker_over_its_memory_bound_is_recycled() {
+    // Every worker is past 1 MiB of resident memory: the first report recycles it.
+    let server = Server::start_command(&mut testbed(&["--workers", "1", "--max-memory", "1"]), 1);
+    let line = server.wait_log("recycling worker 0");
+    assert!(line.contains("MiB resident (limit 1 MiB)"), "{line}");
+    server.wait_log("worker 0 recycled");
+    assert_eq!(exchange(server.addr, GET).0.status, 200);
+}
