@@ -179,12 +179,10 @@ impl Drop for Server {
 
 /// The default control socket path of a master on `port`.
 pub fn control_path(port: u16) -> String {
-    match std::env::var("XDG_RUNTIME_DIR") {
-        Ok(dir) if std::path::Path::new(&dir).is_dir() => {
-            format!("{dir}/ringmaster-{port}.sock")
-        }
-        _ => format!("/tmp/ringmaster-{port}.sock"),
-    }
+    ringmaster::Config::default()
+        .control_path(port)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The child processes of `pid`.
