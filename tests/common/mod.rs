@@ -329,11 +329,21 @@ pub fn testbed(args: &[&str]) -> Command {
     command
 }
 
-/// The number of open descriptors of `pid`.
-pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// The open descriptors of `pid`, each as `number -> target`, sorted by number.
+pub fn open_fds(pid: u32) -> Vec<String> {
+    let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
-        .count()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let n = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((n, target.display().to_string()))
+        })
+        .collect();
+    fds.sort();
+    fds.into_iter()
+        .map(|(n, t)| format!("{n} -> {t}"))
+        .collect()
 }
 
 /// Sends a command to the master's control socket and returns the answer.
