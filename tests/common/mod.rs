@@ -13,11 +13,19 @@ use std::time::{Duration, Instant};
 /// The longest any helper waits for something it expects.
 pub const WAIT_MAX: Duration = Duration::from_secs(10);
 
-/// The log lines a process wrote so far, with a condvar signalled on each new one.
+/// The log lines a process wrote so far, with a condvar signalled on each new one and at
+/// the end of the stream.
 #[derive(Default)]
 struct Log {
-    lines: Mutex<Vec<String>>,
+    lines: Mutex<Lines>,
     grew: Condvar,
+}
+
+#[derive(Default)]
+struct Lines {
+    lines: Vec<String>,
+    /// Every writer closed the stream: the master and all its workers are gone.
+    ended: bool,
 }
 
 /// A running `ringmaster` master with its workers.
@@ -91,9 +99,11 @@ impl Server {
                 if std::env::var_os("RINGMASTER_TEST_LOG").is_some() {
                     eprintln!("{line}");
                 }
-                sink.lines.lock().unwrap().push(line);
+                sink.lines.lock().unwrap().lines.push(line);
                 sink.grew.notify_all();
             }
+            sink.lines.lock().unwrap().ended = true;
+            sink.grew.notify_all();
         });
         Server {
             child: Some(child),
@@ -117,6 +127,7 @@ impl Server {
         let mut lines = self.log.lines.lock().unwrap();
         loop {
             let found: Vec<String> = lines
+                .lines
                 .iter()
                 .filter(|l| l.contains(needle))
                 .cloned()
@@ -128,7 +139,7 @@ impl Server {
             assert!(
                 !left.is_zero(),
                 "waited {WAIT_MAX:?} for {count} lines with {needle:?}; log:\n{}",
-                lines.join("\n")
+                lines.lines.join("\n")
             );
             lines = self.log.grew.wait_timeout(lines, left).unwrap().0;
         }
@@ -136,7 +147,7 @@ impl Server {
 
     /// Every log line so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lines.lock().unwrap().clone()
+        self.log.lines.lock().unwrap().lines.clone()
     }
 
     /// The master's live children: the workers.
@@ -149,17 +160,28 @@ impl Server {
         assert_eq!(unsafe { libc::kill(self.pid() as i32, signal) }, 0);
     }
 
-    /// Waits for the master to exit.
+    /// Waits for the master to exit, then for the end of its log (every worker gone too,
+    /// every line read), so that `log()` afterwards holds its last words.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let child = self.child.as_mut().unwrap();
         let deadline = Instant::now() + WAIT_MAX;
-        loop {
+        let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
-                return status;
+                break status;
             }
             assert!(Instant::now() < deadline, "master did not exit");
             std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut lines = self.log.lines.lock().unwrap();
+        while !lines.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the master exited ({status}) but something still holds its stderr open"
+            );
+            lines = self.log.grew.wait_timeout(lines, left).unwrap().0;
         }
+        status
     }
 }
 
