@@ -5,20 +5,31 @@
 use ringmaster::drive::Driver;
 use ringmaster::HelloWorld;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::Cell;
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Whether this thread's allocations are counted: only the measuring test's own, never
+    /// those of the test harness or of tests running beside it on other threads.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// The allocations this thread made while counting.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts one allocation if the calling thread is counting (const thread-locals: using
+/// them never allocates, and a thread being torn down counts as not counting).
+fn count() {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+}
 
 // SAFETY: every call forwards to the system allocator with the caller's arguments; the
-// counters are atomics and never allocate.
+// counters are const thread-locals, which never allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: forwarded as received.
         unsafe { System.alloc(layout) }
     }
@@ -29,9 +40,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: forwarded as received.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -42,11 +51,11 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations while `f` runs.
 fn allocations(f: impl FnOnce()) -> u64 {
-    ALLOCATIONS.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
+    ALLOCATIONS.set(0);
+    COUNTING.set(true);
     f();
-    COUNTING.store(false, Ordering::Relaxed);
-    ALLOCATIONS.load(Ordering::Relaxed)
+    COUNTING.set(false);
+    ALLOCATIONS.get()
 }
 
 #[test]
