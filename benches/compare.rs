@@ -792,8 +792,12 @@ fn table(results: &Results, servers: &[Server], rounds: u32) -> String {
 
 /// ringmaster with each io_uring feature switched off in turn, against itself.
 fn ablation(bench: &Bench, rounds: u32) -> String {
-    let variants: [(&str, &[&str]); 6] = [
+    let variants: [(&str, &[&str]); 7] = [
         ("all features", &[]),
+        (
+            "--uring-no-direct-descriptors",
+            &["--uring-no-direct-descriptors"],
+        ),
         ("--uring-no-defer-taskrun", &["--uring-no-defer-taskrun"]),
         (
             "--uring-no-multishot-accept",

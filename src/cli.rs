@@ -193,6 +193,9 @@ struct ServeArgs {
     /// Do not register the ring's descriptor (each io_uring_enter looks it up).
     #[arg(long)]
     uring_no_registered_ring: bool,
+    /// Accept connections as plain descriptors instead of direct ones (ring-registered).
+    #[arg(long)]
+    uring_no_direct_descriptors: bool,
 }
 
 impl ServeArgs {
@@ -261,6 +264,7 @@ impl ServeArgs {
         c.uring.multishot_accept &= !self.uring_no_multishot_accept;
         c.uring.multishot_recv &= !self.uring_no_multishot_recv;
         c.uring.registered_ring_fd &= !self.uring_no_registered_ring;
+        c.uring.direct_descriptors &= !self.uring_no_direct_descriptors;
         c
     }
 }

@@ -44,7 +44,10 @@ pub enum Workers {
 pub struct Limits {
     /// Open connections per worker. At the bound the worker stops accepting (connections wait
     /// in the listen backlog, or go to another worker) and resumes when one closes.
-    /// Default 10,000; at most [`Limits::CONNECTIONS_MAX`].
+    /// Default 10,000; at most [`Limits::CONNECTIONS_MAX`]. The descriptor limit
+    /// (`RLIMIT_NOFILE`, whose soft value the master raises to the hard one) also bounds it:
+    /// with direct descriptors the kernel caps the worker's table, and so its connections,
+    /// at that limit; with plain ones the worker pauses accepting when it runs out.
     pub connections_max: u32,
     /// The longest request line, line end included. Longer: `414 URI Too Long`, then close.
     /// Default 8 KiB.
@@ -123,6 +126,12 @@ pub struct UringOptions {
     pub multishot_recv: bool,
     /// Register the ring's descriptor so each `io_uring_enter` skips the descriptor lookup.
     pub registered_ring_fd: bool,
+    /// Accept connections as direct descriptors (slots of a table registered with the
+    /// ring) so that each receive, send and close skips the process's descriptor table.
+    /// Used only where the kernel offers it (Linux 6.7: a socket option must be settable
+    /// through the ring to reset a connection) and no access log is kept (a direct
+    /// descriptor has no peer address to log); otherwise connections are plain descriptors.
+    pub direct_descriptors: bool,
     /// Provided receive buffers per worker (a power of two, at most 32,768). When all are in
     /// use, receives pause (`-ENOBUFS`) until buffers are given back; no data is lost.
     pub recv_buffers: u16,
@@ -137,6 +146,7 @@ impl Default for UringOptions {
             multishot_accept: true,
             multishot_recv: true,
             registered_ring_fd: true,
+            direct_descriptors: true,
             recv_buffers: 1024,
             recv_buffer_bytes: 4096,
         }

@@ -9,9 +9,9 @@ use crate::http::response::{encode, encode_error, ConnectionHeader};
 use crate::http::{parse_head, Framing, Head, HeadLimits, Parsed, Request, Response, Version};
 use crate::pool::BufPool;
 use crate::Handler;
+use ringmaster_uring::Desc;
 use ringmaster_uring::OpId;
 use std::mem::MaybeUninit;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 /// The interim response to `Expect: 100-continue`.
@@ -235,7 +235,7 @@ pub(crate) struct ChunkedBody {
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) fd: RawFd,
+    pub(crate) fd: Desc,
     pub(crate) phase: Phase,
     pub(crate) recv: Recv,
     pub(crate) send: Sending,
@@ -262,7 +262,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(fd: RawFd, now: Instant) -> Conn {
+    pub(crate) fn new(fd: Desc, now: Instant) -> Conn {
         Conn {
             fd,
             phase: Phase::Open,
@@ -787,7 +787,7 @@ pub mod drive {
         /// A connection for `handler` with the default limits.
         pub fn new(handler: &'static H) -> Driver<H> {
             let ctx = standalone(handler);
-            let conn = Conn::new(-1, ctx.now);
+            let conn = Conn::new(Desc::Plain(-1), ctx.now);
             Driver { ctx, conn }
         }
 
@@ -825,7 +825,7 @@ pub mod drive {
     /// `Date`), sending its output as soon as it has any.
     pub fn feed(chunks: &[&[u8]]) -> Outcome {
         let mut ctx = standalone(&Echo);
-        let mut conn = Conn::new(-1, ctx.now);
+        let mut conn = Conn::new(Desc::Plain(-1), ctx.now);
         let mut sent = Vec::new();
         for chunk in chunks {
             conn.on_data(chunk, &mut ctx);

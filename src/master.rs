@@ -56,7 +56,20 @@ pub(crate) fn run<H: Handler>(
 ) -> Result<(), Error> {
     config.validate()?;
     crate::log::set_format(config.log_format);
-    check_uring()?;
+    let features = check_uring()?;
+    // Direct descriptors need a settable socket option through the ring (to reset a
+    // connection) and give no peer address (for the access log).
+    let config = &Config {
+        uring: crate::config::UringOptions {
+            direct_descriptors: config.uring.direct_descriptors
+                && features.direct_accept
+                && features.socket_cmd
+                && config.access_log.is_none(),
+            ..config.uring
+        },
+        ..config.clone()
+    };
+    raise_descriptor_limit(config.limits.connections_max);
     let cpus = allowed_cpus()?;
     let count = match config.workers {
         Workers::Auto => cpus.len(),
@@ -137,7 +150,7 @@ pub(crate) fn run<H: Handler>(
 
 /// Probes io_uring before any fork, so that a missing or blocked io_uring is one clear
 /// error from the master instead of every worker failing.
-fn check_uring() -> Result<(), Error> {
+fn check_uring() -> Result<ringmaster_uring::Features, Error> {
     let features = ringmaster_uring::Features::probe().map_err(|e| error::uring_unavailable(&e))?;
     let missing = features.missing();
     if !missing.is_empty() {
@@ -149,7 +162,45 @@ fn check_uring() -> Result<(), Error> {
             ),
         ));
     }
-    Ok(())
+    Ok(features)
+}
+
+/// Descriptors a worker needs besides its connections: its ring, pipes, signalfd, the
+/// listening sockets it may adopt, the access log, standard streams.
+const DESCRIPTORS_OWN: u64 = 64;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one, as nginx's `worker_rlimit_nofile` and
+/// Go's runtime do: the soft default (often 1,024) is a relic that would cap each worker far
+/// below `connections_max`. Workers inherit it. A hard limit still too low is said once, with
+/// the remedy; the worker then pauses accepts on `EMFILE` rather than failing.
+fn raise_descriptor_limit(connections_max: u32) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid `rlimit` the call fills.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            ..limit
+        };
+        // SAFETY: `raised` is a valid `rlimit`, alive across the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let needed = u64::from(connections_max) + DESCRIPTORS_OWN;
+    if limit.rlim_cur < needed {
+        log!(
+            "warning: the descriptor limit ({}) is below what --connections-max {connections_max} \
+             needs ({needed}); raise it (`ulimit -n {needed}`, systemd LimitNOFILE=) or lower \
+             --connections-max",
+            limit.rlim_cur
+        );
+    }
 }
 
 /// The CPUs in this process's affinity mask, in order.

@@ -14,7 +14,7 @@ use crate::log::log;
 use crate::pool::BufPool;
 use crate::Handler;
 use io_uring::types::Timespec;
-use ringmaster_uring::{BufRing, Completion, Op, OpId, Owned, Ring, RingConfig, SetupMode};
+use ringmaster_uring::{BufRing, Completion, Desc, Op, OpId, Owned, Ring, RingConfig, SetupMode};
 use slab::Slab;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -54,6 +54,8 @@ enum Event {
     Ipc,
     Signal,
     Tick,
+    /// An operation whose result changes nothing: a cancel, the close of a connection
+    /// taken beyond the bound, a socket option set before a close.
     Cancel,
     Recv(u32),
     Send(u32),
@@ -215,6 +217,8 @@ struct Worker<'h, H> {
     /// Connections a multishot accept took beyond the table's bound, closed at once.
     accept_overflow: u64,
     uring: UringOptions,
+    /// Connections are accepted as direct descriptors (a table is registered with the ring).
+    direct: bool,
     mode: Mode,
     drain_timeout: Duration,
     ctx: Ctx<'h, H>,
@@ -263,6 +267,25 @@ impl<'h, H: Handler> Worker<'h, H> {
             .map_err(|e| format!("registering receive buffers: {e}"))?;
         let signals = worker_signals().map_err(|e| format!("signalfd: {e}"))?;
         let connections_max = config.limits.connections_max as usize;
+        // One slot per connection: a slot is freed when its close is issued, before the
+        // connection leaves the table, so the table is full only at the bound, where the
+        // kernel refuses (and drops) what a multishot accept takes beyond it. The kernel caps
+        // the table at the descriptor limit, which then caps the connections too: a direct
+        // accept into a full table drops its connection, where a plain one leaves it queued.
+        let direct_slots = config.limits.connections_max.min(descriptor_limit());
+        let direct = config.uring.direct_descriptors
+            && match ring.register_direct_table(direct_slots) {
+                Ok(()) => true,
+                Err(e) => {
+                    log!("direct descriptors off: a table of {direct_slots} slots: {e}");
+                    false
+                }
+            };
+        let connections_max = if direct {
+            connections_max.min(direct_slots as usize)
+        } else {
+            connections_max
+        };
         let access_file = match &config.access_log {
             Some(path) => Some(
                 std::fs::OpenOptions::new()
@@ -290,6 +313,7 @@ impl<'h, H: Handler> Worker<'h, H> {
             accept_overflow: 0,
             accept_queue: setup.accept_queue,
             uring: config.uring,
+            direct,
             mode: Mode::Serving,
             drain_timeout: config.drain_timeout,
             ctx: Ctx {
@@ -339,9 +363,10 @@ impl<'h, H: Handler> Worker<'h, H> {
         self.ring.submit_and_wait(0)?;
         self.send_to_master(&Message::Ready);
         log!(
-            "ready (io_uring {}, registered ring fd {}, connections max {})",
+            "ready (io_uring {}, registered ring fd {}, direct descriptors {}, connections max {})",
             self.ring.mode().name(),
             self.ring.ring_fd_registered(),
+            self.direct,
             self.connections_max
         );
         loop {
@@ -372,7 +397,7 @@ impl<'h, H: Handler> Worker<'h, H> {
 
     fn dispatch(&mut self, c: Completion) -> std::io::Result<()> {
         match Event::from_tag(c.tag) {
-            Event::Accept(slot) => self.on_accept(slot, &c),
+            Event::Accept(slot) => self.on_accept(slot, &c)?,
             Event::Recv(slot) => self.on_recv(slot, &c),
             Event::Send(slot) => self.on_send(slot, c)?,
             Event::Close(slot) => {
@@ -408,7 +433,7 @@ impl<'h, H: Handler> Worker<'h, H> {
         }
     }
 
-    fn on_accept(&mut self, listener: u32, c: &Completion) {
+    fn on_accept(&mut self, listener: u32, c: &Completion) -> std::io::Result<()> {
         if !c.more() {
             if let Some(a) = self.acceptors.iter_mut().find(|a| a.slot == listener) {
                 a.ended(c.id);
@@ -420,19 +445,34 @@ impl<'h, H: Handler> Worker<'h, H> {
         }
         match c.errno() {
             None => {
-                let fd = c.result;
+                let fd = if self.direct {
+                    Desc::Direct(c.result as u32)
+                } else {
+                    Desc::Plain(c.result)
+                };
                 if self.conns.len() >= self.connections_max {
                     // A multishot accept took more than the room left: an arrival burst
                     // beyond the accept queue while the table was nearly full.
                     self.accept_overflow += 1;
-                    // SAFETY: `fd` was just accepted for this worker and nothing else owns it.
-                    unsafe { libc::close(fd) };
-                    return;
+                    if let Desc::Plain(fd) = fd {
+                        // SAFETY: `fd` was just accepted for this worker; nothing else owns it.
+                        unsafe { libc::close(fd) };
+                    } else {
+                        // A free slot at the bound: connections swept in by `accept4` hold
+                        // plain descriptors, not slots.
+                        self.ring.push(Op::Close { fd }, Event::Cancel.tag())?;
+                    }
+                    return Ok(());
                 }
                 self.ctx.counters.accepted += 1;
                 self.add_conn(fd);
             }
             Some(libc::ECANCELED) => {}
+            Some(libc::ENFILE) if self.direct && self.conns.len() >= self.connections_max => {
+                // The direct table is full: the same burst beyond the bound as above, the
+                // connection closed by the kernel.
+                self.accept_overflow += 1;
+            }
             Some(e @ (libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
                 log!(
                     "accept: {}; pausing accepts for {ACCEPT_PAUSE:?}",
@@ -444,6 +484,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                 // ECONNABORTED and the like: that connection is gone; keep accepting.
             }
         }
+        Ok(())
     }
 
     /// Keeps accepts armed on every wanted socket within the connection bound, cancels the
@@ -477,13 +518,19 @@ impl<'h, H: Handler> Worker<'h, H> {
                 continue;
             }
             if multi_fits {
-                let op = Op::AcceptMulti { fd: a.fd };
+                let op = Op::AcceptMulti {
+                    fd: a.fd,
+                    direct: self.direct,
+                };
                 let id = self.ring.push(op, Event::Accept(a.slot).tag())?;
                 a.multi = Some((id, false));
                 continue;
             }
             while a.singles.len() < share {
-                let op = Op::Accept { fd: a.fd };
+                let op = Op::Accept {
+                    fd: a.fd,
+                    direct: self.direct,
+                };
                 let id = self.ring.push(op, Event::Accept(a.slot).tag())?;
                 a.singles.push((id, false));
             }
@@ -516,14 +563,14 @@ impl<'h, H: Handler> Worker<'h, H> {
                 return; // EAGAIN: the queue is empty (or the socket failed: nothing to take).
             }
             self.ctx.counters.accepted += 1;
-            self.add_conn(conn);
+            self.add_conn(Desc::Plain(conn));
         }
     }
 
     /// Takes an accepted connection into the table.
-    fn add_conn(&mut self, fd: RawFd) {
+    fn add_conn(&mut self, fd: Desc) {
         let mut conn = Conn::new(fd, self.ctx.now);
-        if self.ctx.access.is_some() {
+        if let (Some(_), Desc::Plain(fd)) = (&self.ctx.access, fd) {
             // One getpeername per connection, paid only when an access log is kept.
             conn.peer = nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(fd)
                 .ok()
@@ -836,7 +883,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                     // bytes (megabytes, for a client that stopped reading) queued in the
                     // kernel behind a FIN the client never reads.
                     self.ctx.counters.timeouts += 1;
-                    reset_on_close(self.conns[slot as usize].fd);
+                    self.reset_on_close(self.conns[slot as usize].fd)?;
                     self.close(slot)?;
                 }
             }
@@ -1040,9 +1087,44 @@ impl<'h, H: Handler> Worker<'h, H> {
     }
 }
 
-/// Makes the next close of `fd` reset the connection (`SO_LINGER` on, zero seconds): the
-/// send queue is dropped and the peer gets a RST. Failure leaves a graceful close, which
-/// is all that can be done.
+impl<H: Handler> Worker<'_, H> {
+    /// Makes the next close of `fd` reset the connection (`SO_LINGER` on, zero seconds):
+    /// the send queue is dropped and the peer gets a RST. A direct descriptor's option is
+    /// set through the ring, pushed before the close: the kernel issues entries in queue
+    /// order and sets a socket option inline, so it is set when the close runs. Failure
+    /// leaves a graceful close, which is all that can be done.
+    fn reset_on_close(&mut self, fd: Desc) -> std::io::Result<()> {
+        match fd {
+            Desc::Plain(fd) => reset_on_close(fd),
+            Desc::Direct(_) => {
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: `linger` is a plain C struct without padding; its bytes are its
+                // value.
+                let value = unsafe {
+                    std::slice::from_raw_parts(
+                        (&linger as *const libc::linger).cast::<u8>(),
+                        std::mem::size_of::<libc::linger>(),
+                    )
+                }
+                .to_vec();
+                let op = Op::SetSockOpt {
+                    fd,
+                    level: libc::SOL_SOCKET,
+                    name: libc::SO_LINGER,
+                    value,
+                };
+                self.ring.push(op, Event::Cancel.tag())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes the next close of the plain descriptor `fd` reset the connection (see
+/// [`Worker::reset_on_close`]).
 fn reset_on_close(fd: RawFd) {
     let linger = libc::linger {
         l_onoff: 1,
@@ -1059,6 +1141,19 @@ fn reset_on_close(fd: RawFd) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
     }
+}
+
+/// The soft `RLIMIT_NOFILE` (which the master raised to the hard one), at most `u32::MAX`.
+fn descriptor_limit() -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid `rlimit` the call fills.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return u32::MAX;
+    }
+    u32::try_from(limit.rlim_cur).unwrap_or(u32::MAX)
 }
 
 /// Pushes a cancel for every accept of `a` not cancelled yet.

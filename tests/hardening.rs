@@ -262,6 +262,48 @@ fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
     );
 }
 
+/// A response the client never reads is reset after the send timeout: its queued bytes
+/// are dropped at once (`SO_LINGER` zero), not left behind a FIN the client never reads.
+/// `args` pick plain or direct descriptors, whose options are set in different ways.
+fn a_stalled_response_is_reset(args: &[&str]) {
+    let mut all = vec!["--workers", "1", "--send-timeout", "0.5"];
+    all.extend_from_slice(args);
+    let server = Server::start_command(&mut testbed(&all), 1);
+    let direct = !args.contains(&"--uring-no-direct-descriptors") && direct_supported();
+    let ready = server.wait_log("] ready (");
+    assert!(
+        ready.contains(&format!("direct descriptors {direct}")),
+        "{ready}"
+    );
+    let mut stream = connect(server.addr);
+    // One request, wholly read by the server: 16 MiB of answer, more than the socket
+    // buffers of both ends hold. A graceful close would queue its FIN behind them forever.
+    stream
+        .write_all(b"GET /big?kb=16384 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    wait_until("the stalled response to be reset", || {
+        tcp_state(&stream) == TCP_CLOSE
+    });
+}
+
+/// `tcpi_state` of a socket that was reset.
+const TCP_CLOSE: u8 = 7;
+
+/// Whether this kernel gives workers direct descriptors (Linux 6.7 and newer).
+fn direct_supported() -> bool {
+    ringmaster_uring::Features::probe().is_ok_and(|f| f.direct_accept && f.socket_cmd)
+}
+
+#[test]
+fn a_stalled_response_on_a_direct_descriptor_is_reset() {
+    a_stalled_response_is_reset(&[]);
+}
+
+#[test]
+fn a_stalled_response_on_a_plain_descriptor_is_reset() {
+    a_stalled_response_is_reset(&["--uring-no-direct-descriptors"]);
+}
+
 /// The TCP state of a socket (`tcpi_state`: 1 is ESTABLISHED).
 fn tcp_state(stream: &TcpStream) -> u8 {
     use std::os::fd::AsRawFd;
@@ -418,9 +460,23 @@ fn an_error_answer_survives_the_rest_of_a_hostile_upload() {
 
 #[test]
 fn running_out_of_descriptors_pauses_accepting_without_spinning() {
+    out_of_descriptors(&["--uring-no-direct-descriptors"]);
+}
+
+#[test]
+fn direct_descriptors_stop_at_the_descriptor_limit_without_dropping_a_connection() {
+    out_of_descriptors(&[]);
+}
+
+/// A worker with 64 descriptors meets 100 connections: with plain descriptors it runs out
+/// and pauses accepting, without spinning; with direct ones its table (which the kernel caps
+/// at the same limit) bounds its connections. Either way the connections it could not take
+/// wait in the queue, and are answered once others close.
+fn out_of_descriptors(args: &[&str]) {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ringmaster"));
     command.args(["--workers", "1", "--listen", "127.0.0.1:0"]);
+    command.args(args);
     // SAFETY (test): pre_exec runs between fork and exec; setrlimit is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
@@ -444,7 +500,17 @@ fn running_out_of_descriptors_pauses_accepting_without_spinning() {
             s
         })
         .collect();
-    server.wait_log("pausing accepts");
+    let ready = server.wait_log("] ready (");
+    if ready.contains("direct descriptors true") {
+        assert!(ready.contains("connections max 64"), "{ready}");
+        // The first 60 are taken and answered; the worker then has 64 of its 64.
+        for s in &conns[..60] {
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            assert_eq!(read_response(&mut reader, false).status, 200);
+        }
+    } else {
+        server.wait_log("pausing accepts");
+    }
     let ticks = cpu_ticks(worker);
     let paused = Instant::now();
     std::thread::sleep(Duration::from_millis(1000)); // measure the worker while it waits

@@ -207,3 +207,41 @@ fn at_the_connection_bound_a_worker_stops_accepting_and_resumes_below_it() {
     assert_eq!(res.status, 200);
     assert_eq!(res.body, b"Hello World");
 }
+
+/// The descriptors a worker holds while `count` keep-alive connections are open to it,
+/// less those it holds with none.
+fn descriptors_per_connections(args: &[&str], count: usize) -> usize {
+    let mut all = vec!["--workers", "1"];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    let worker = server.worker_pids()[0];
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{worker}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let mut open = Vec::new();
+    for _ in 0..count {
+        let mut reader = BufReader::new(connect(server.addr));
+        reader.get_mut().write_all(GET).unwrap();
+        // Answered: the worker has taken the connection.
+        assert_eq!(read_response(&mut reader, false).status, 200);
+        open.push(reader);
+    }
+    fds() - before
+}
+
+#[test]
+fn direct_descriptors_keep_connections_out_of_the_process_table() {
+    let direct = ringmaster_uring::Features::probe().is_ok_and(|f| f.direct_accept && f.socket_cmd);
+    if !direct {
+        eprintln!("skipped: this kernel gives no direct descriptors to workers (Linux 6.7)");
+        return;
+    }
+    assert_eq!(descriptors_per_connections(&[], 50), 0);
+    assert_eq!(
+        descriptors_per_connections(&["--uring-no-direct-descriptors"], 50),
+        50
+    );
+}

@@ -447,3 +447,62 @@ fn a_worker_over_its_memory_bound_is_recycled() {
     server.wait_log("worker 0 recycled");
     assert_eq!(exchange(server.addr, GET).0.status, 200);
 }
+
+/// The soft and hard `RLIMIT_NOFILE` of `pid`, from `/proc/PID/limits`.
+fn descriptor_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn the_soft_descriptor_limit_is_raised_and_a_low_hard_one_is_said() {
+    // SAFETY (test): getrlimit fills a valid rlimit.
+    let mut ours = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut ours) },
+        0
+    );
+    // A hard limit below what 10,000 connections need, and a soft one far below it.
+    let hard = ours.rlim_max.min(4096);
+    let soft = hard.min(256);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringmaster"));
+    command.args(["--workers", "1", "--listen", "127.0.0.1:0"]);
+    // SAFETY (test): setrlimit is async-signal-safe; it only lowers the child's limits.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let server = Server::start_command(&mut command, 1);
+    assert_eq!(descriptor_limits(server.pid()), (hard, hard));
+    assert_eq!(descriptor_limits(server.worker_pids()[0]), (hard, hard));
+    server.wait_log(&format!(
+        "warning: the descriptor limit ({hard}) is below what --connections-max 10000 needs \
+         (10064)"
+    ));
+    // The worker serves all the same (its direct table, if any, is capped at the limit).
+    let (res, _) = exchange(server.addr, GET);
+    assert_eq!(res.status, 200);
+    assert!(!server
+        .log()
+        .iter()
+        .any(|l| l.contains("direct descriptors off")));
+}

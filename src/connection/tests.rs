@@ -49,7 +49,7 @@ fn pipelined_requests_are_answered_in_order_across_any_split() {
         GET /c HTTP/1.1\r\nHost: h\r\n\r\n";
     for split in 0..=stream.len() {
         let mut h = Harness::new();
-        let mut conn = Conn::new(-1, Instant::now());
+        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
         let (a, b) = stream.split_at(split);
         let out = h.feed(&mut conn, &[a, b]);
         assert_eq!(bodies(&out), ["/a|", "/b|xyz", "/c|"], "split at {split}");
@@ -61,7 +61,7 @@ fn pipelined_requests_are_answered_in_order_across_any_split() {
 #[test]
 fn connection_close_stops_the_pipeline() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     let out = h.feed(
         &mut conn,
         &[b"GET /1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"],
@@ -74,7 +74,7 @@ fn connection_close_stops_the_pipeline() {
 #[test]
 fn malformed_head_gets_400_and_finishes() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     let out = h.feed(
         &mut conn,
         &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\n"],
@@ -89,7 +89,7 @@ fn malformed_head_gets_400_and_finishes() {
 #[test]
 fn http10_keep_alive_is_echoed_and_default_closes() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     let out = h.feed(
         &mut conn,
         &[b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"],
@@ -104,7 +104,7 @@ fn http10_keep_alive_is_echoed_and_default_closes() {
 #[test]
 fn head_gets_length_without_body() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     let out = h.feed(&mut conn, &[b"HEAD /xy HTTP/1.1\r\nHost: h\r\n\r\n"]);
     assert!(out.ends_with("Content-Length: 4\r\n\r\n"), "{out}");
 }
@@ -112,7 +112,7 @@ fn head_gets_length_without_body() {
 #[test]
 fn output_backpressure_holds_requests_until_sent() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     let one = b"GET /0123456789012345678901234567890123456789 HTTP/1.1\r\nHost: h\r\n\r\n";
     let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 2000).collect();
     let ctx = &mut h.ctx;
@@ -137,7 +137,7 @@ fn output_backpressure_holds_requests_until_sent() {
 fn draining_closes_after_the_last_received_request() {
     let mut h = Harness::new();
     h.ctx.draining = true;
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     let out = h.feed(
         &mut conn,
         &[b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"],
@@ -150,7 +150,7 @@ fn draining_closes_after_the_last_received_request() {
 #[test]
 fn idle_connection_holds_no_buffer() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"]);
     assert_eq!(conn.input.capacity() + conn.output.capacity(), 0);
     h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHo"]);
@@ -166,7 +166,7 @@ fn chunked_bodies_are_decoded_across_any_split_and_pipelined_after() {
         GET /next HTTP/1.1\r\nHost: h\r\n\r\n";
     for split in 0..=stream.len() {
         let mut h = Harness::new();
-        let mut conn = Conn::new(-1, Instant::now());
+        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
         let (a, b) = stream.split_at(split);
         let out = h.feed(&mut conn, &[a, b]);
         assert_eq!(bodies(&out), ["/c|Wikipedia", "/next|"], "split at {split}");
@@ -179,7 +179,7 @@ fn chunked_body_fed_byte_by_byte() {
     let stream =
         b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
     let mut h = Harness::new();
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     let chunks: Vec<&[u8]> = stream.chunks(1).collect();
     assert_eq!(bodies(&h.feed(&mut conn, &chunks)), ["/c|abc"]);
 }
@@ -187,7 +187,7 @@ fn chunked_body_fed_byte_by_byte() {
 #[test]
 fn bad_chunks_are_refused_with_400_and_linger() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     let out = h.feed(
         &mut conn,
         &[
@@ -205,7 +205,7 @@ fn bad_chunks_are_refused_with_400_and_linger() {
 fn chunked_body_over_the_limit_gets_413() {
     let mut h = Harness::new();
     h.ctx.limits.request_body_bytes_max = 8;
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     let out = h.feed(
         &mut conn,
         &[b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n4\r\n"],
@@ -224,7 +224,7 @@ fn expect_100_continue_is_answered_once_before_the_body() {
         let head =
             format!("POST /e HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n{framing}\r\n\r\n");
         let mut h = Harness::new();
-        let mut conn = Conn::new(-1, Instant::now());
+        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
         let out = h.feed(&mut conn, &[head.as_bytes(), b""]);
         assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\n", "{framing}");
         let out = h.feed(&mut conn, &[&body[..1], &body[1..]]);
@@ -234,7 +234,7 @@ fn expect_100_continue_is_answered_once_before_the_body() {
         );
         assert_eq!(bodies(&out), ["/e|abc"]);
         // Head and body together: no 100 is needed.
-        let mut conn = Conn::new(-1, Instant::now());
+        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
         let whole = [head.as_bytes(), body].concat();
         assert!(h.feed(&mut conn, &[&whole]).starts_with("HTTP/1.1 200 OK"));
     }
@@ -252,7 +252,7 @@ fn timers_follow_what_the_connection_waits_for() {
     let at = |s: u64| start + Duration::from_secs(s);
     let mut h = Harness::new();
     h.ctx.now = start;
-    let mut conn = Conn::new(-1, start);
+    let mut conn = Conn::new(Desc::Plain(-1), start);
     // A new connection that sends nothing is closed, without a word, at the head timeout.
     assert_eq!(conn.expired(at(9), &t), None);
     assert_eq!(conn.expired(at(10), &t), Some(Expiry::Close));
@@ -295,7 +295,7 @@ fn timers_follow_what_the_connection_waits_for() {
 #[test]
 fn time_out_answers_408_and_lingers() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     h.feed(&mut conn, &[b"GET / HTT"]);
     conn.time_out(&mut h.ctx);
     let out = String::from_utf8(conn.take_output().unwrap()).unwrap();
@@ -308,13 +308,13 @@ fn time_out_answers_408_and_lingers() {
 #[test]
 fn requests_after_connection_close_make_it_linger() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     h.feed(
         &mut conn,
         &[b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"],
     );
     assert!(!conn.lingers(), "nothing more was sent: a plain close");
-    let mut conn = Conn::new(-1, Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"]);
     assert!(conn.lingers() || conn.phase == Phase::Finishing);
 }

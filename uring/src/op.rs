@@ -2,10 +2,42 @@
 //! lends the kernel, which the ring keeps in its in-flight table until the final completion.
 
 use crate::inflight::{Lent, OpId};
-use io_uring::types::{Fd, Timespec};
+use io_uring::types::{Fd, Fixed, Timespec};
 use io_uring::{opcode, squeue};
 use std::os::fd::RawFd;
 use std::time::Duration;
+
+/// A socket as an operation names it: a descriptor of the process, or a *direct* descriptor,
+/// an index into the ring's registered file table (see [`Ring::register_direct_table`]). A
+/// direct descriptor spares the kernel a file-table lookup and reference count per operation,
+/// but exists only for this ring: no plain system call can use it.
+///
+/// [`Ring::register_direct_table`]: crate::Ring::register_direct_table
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Desc {
+    /// A descriptor of the process.
+    Plain(RawFd),
+    /// An index in the ring's registered file table.
+    Direct(u32),
+}
+
+/// Builds an entry for either kind of [`Desc`]: `$build` is written once and instantiated
+/// with `$fd` bound to `types::Fd` or `types::Fixed`, because the opcode builders are generic
+/// over the crate's sealed `UseFixed` trait, which cannot be named here.
+macro_rules! on_desc {
+    ($desc:expr, |$fd:ident| $build:expr) => {
+        match $desc {
+            Desc::Plain(raw) => {
+                let $fd = Fd(raw);
+                $build
+            }
+            Desc::Direct(index) => {
+                let $fd = Fixed(index);
+                $build
+            }
+        }
+    };
+}
 
 /// One operation to submit.
 #[derive(Debug)]
@@ -15,25 +47,31 @@ pub enum Op {
     AcceptMulti {
         /// The listening socket.
         fd: RawFd,
+        /// Install each connection as a direct descriptor in a free slot of the registered
+        /// table (`IORING_FILE_INDEX_ALLOC`): the completion's result is then that index, and
+        /// `-ENFILE` when the table is full.
+        direct: bool,
     },
     /// Single-shot accept: exactly one connection, or an error.
     Accept {
         /// The listening socket.
         fd: RawFd,
+        /// As for [`Op::AcceptMulti`].
+        direct: bool,
     },
     /// Multishot receive into buffers picked from a provided-buffer group. Each completion
     /// carries a buffer id; `0` means end of stream; `-ENOBUFS` ends the operation when the
     /// group ran dry (give buffers back and arm it again: it is not end of stream).
     RecvMulti {
         /// The connected socket.
-        fd: RawFd,
+        fd: Desc,
         /// The provided-buffer group to pick from.
         group: u16,
     },
     /// Single-shot receive into one buffer picked from a provided-buffer group.
     Recv {
         /// The connected socket.
-        fd: RawFd,
+        fd: Desc,
         /// The provided-buffer group to pick from.
         group: u16,
         /// The most bytes to receive (at most the group's buffer length).
@@ -43,7 +81,7 @@ pub enum Op {
     /// hands `buf` back.
     Send {
         /// The connected socket.
-        fd: RawFd,
+        fd: Desc,
         /// The bytes, owned by the ring until the completion.
         buf: Vec<u8>,
         /// Where in `buf` to start.
@@ -68,17 +106,30 @@ pub enum Op {
         /// Where to write, or `u64::MAX` for the file position.
         offset: u64,
     },
-    /// Close a descriptor.
+    /// Close a descriptor (a direct one leaves the registered table).
     Close {
         /// The descriptor.
-        fd: RawFd,
+        fd: Desc,
     },
     /// Shut down one or both directions of a socket (`libc::SHUT_*`).
     Shutdown {
         /// The socket.
-        fd: RawFd,
+        fd: Desc,
         /// `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`.
         how: i32,
+    },
+    /// Set a socket option (`IORING_OP_URING_CMD`, `SOCKET_URING_OP_SETSOCKOPT`, Linux 6.7),
+    /// the way to reach a direct descriptor's socket; `-EOPNOTSUPP` or `-EINVAL` on older
+    /// kernels.
+    SetSockOpt {
+        /// The socket.
+        fd: Desc,
+        /// `SOL_SOCKET`, `IPPROTO_TCP`, ...
+        level: i32,
+        /// The option.
+        name: i32,
+        /// Its value, owned by the ring until the completion.
+        value: Vec<u8>,
     },
     /// Cancel another operation; it ends with `-ECANCELED` (or had already ended: `-ENOENT`).
     Cancel {
@@ -109,36 +160,44 @@ impl Op {
     /// memory: the caller keeps it alive, in the in-flight table, until the final completion.
     pub(crate) fn into_entry(self) -> (squeue::Entry, Lent) {
         match self {
-            Op::AcceptMulti { fd } => (
+            // A direct descriptor is no process descriptor: the kernel refuses SOCK_CLOEXEC
+            // for it (EINVAL).
+            Op::AcceptMulti { fd, direct } => (
                 opcode::AcceptMulti::new(Fd(fd))
-                    .flags(libc::SOCK_CLOEXEC)
+                    .flags(if direct { 0 } else { libc::SOCK_CLOEXEC })
+                    .allocate_file_index(direct)
                     .build(),
                 Lent::Nothing,
             ),
-            Op::Accept { fd } => (
-                opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
-                    .flags(libc::SOCK_CLOEXEC)
-                    .build(),
-                Lent::Nothing,
-            ),
+            Op::Accept { fd, direct } => {
+                let accept =
+                    opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                        .flags(if direct { 0 } else { libc::SOCK_CLOEXEC });
+                let accept = if direct {
+                    accept.file_index(Some(io_uring::types::DestinationSlot::auto_target()))
+                } else {
+                    accept
+                };
+                (accept.build(), Lent::Nothing)
+            }
             Op::RecvMulti { fd, group } => (
-                opcode::RecvMulti::new(Fd(fd), group).build(),
+                on_desc!(fd, |fd| opcode::RecvMulti::new(fd, group).build()),
                 Lent::Group(group),
             ),
             Op::Recv { fd, group, len } => (
-                opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
+                on_desc!(fd, |fd| opcode::Recv::new(fd, std::ptr::null_mut(), len)
                     .buf_group(group)
-                    .build()
-                    .flags(squeue::Flags::BUFFER_SELECT),
+                    .build())
+                .flags(squeue::Flags::BUFFER_SELECT),
                 Lent::Group(group),
             ),
             Op::Send { fd, buf, offset } => {
                 assert!(offset < buf.len(), "send of nothing");
                 let rest = &buf[offset..];
                 let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-                let entry = opcode::Send::new(Fd(fd), rest.as_ptr(), len)
+                let entry = on_desc!(fd, |fd| opcode::Send::new(fd, rest.as_ptr(), len)
                     .flags(libc::MSG_NOSIGNAL)
-                    .build();
+                    .build());
                 // Moving the Vec moves its header, not its heap block: the pointer stays valid.
                 (entry, Lent::Source(buf))
             }
@@ -159,8 +218,31 @@ impl Op {
                     .build();
                 (entry, Lent::Source(buf))
             }
-            Op::Close { fd } => (opcode::Close::new(Fd(fd)).build(), Lent::Nothing),
-            Op::Shutdown { fd, how } => (opcode::Shutdown::new(Fd(fd), how).build(), Lent::Nothing),
+            Op::Close { fd } => (
+                on_desc!(fd, |fd| opcode::Close::new(fd).build()),
+                Lent::Nothing,
+            ),
+            Op::Shutdown { fd, how } => (
+                on_desc!(fd, |fd| opcode::Shutdown::new(fd, how).build()),
+                Lent::Nothing,
+            ),
+            Op::SetSockOpt {
+                fd,
+                level,
+                name,
+                value,
+            } => {
+                let len = u32::try_from(value.len()).expect("a socket option's size fits u32");
+                let entry = on_desc!(fd, |fd| opcode::SetSockOpt::new(
+                    fd,
+                    level as u32,
+                    name as u32,
+                    value.as_ptr().cast(),
+                    len
+                )
+                .build());
+                (entry, Lent::Source(value))
+            }
             Op::Cancel { target } => (
                 opcode::AsyncCancel::new(target.user_data()).build(),
                 Lent::Nothing,

@@ -53,6 +53,13 @@ pub struct Features {
     pub multishot_recv: bool,
     /// A registered ring descriptor (`IORING_REGISTER_RING_FDS`, Linux 5.18).
     pub registered_ring_fd: bool,
+    /// Direct descriptors from accept: a sparse registered file table and
+    /// `IORING_FILE_INDEX_ALLOC` (Linux 5.19; the table is tried, the allocation inferred from
+    /// `IORING_OP_SOCKET`, which arrived with it).
+    pub direct_accept: bool,
+    /// Socket commands through `IORING_OP_URING_CMD`, such as setting an option on a direct
+    /// descriptor (Linux 6.7; inferred from `IORING_OP_FUTEX_WAIT`, which arrived with them).
+    pub socket_cmd: bool,
     /// Completions are never dropped on CQ overflow (`IORING_FEAT_NODROP`, Linux 5.5).
     pub nodrop: bool,
 }
@@ -88,6 +95,7 @@ impl Features {
             .map(|(_, name)| *name)
             .collect();
         let buf_ring = ring.register_buf_ring(BufRing::new(0, 1, 64)?).is_ok();
+        let direct_table = ring.register_direct_table(1).is_ok();
         Ok(Features {
             setup: ring.mode(),
             missing_opcodes,
@@ -95,6 +103,8 @@ impl Features {
             multishot_accept: probe.is_supported(opcode::Socket::CODE),
             multishot_recv: probe.is_supported(opcode::SendZc::CODE),
             registered_ring_fd: ring.ring_fd_registered(),
+            direct_accept: direct_table && probe.is_supported(opcode::Socket::CODE),
+            socket_cmd: probe.is_supported(opcode::FutexWait::CODE),
             nodrop: ring.nodrop(),
         })
     }

@@ -63,6 +63,8 @@ pub struct Ring {
     mode: SetupMode,
     /// The ring's index in the registered-ring table, when registered.
     registered: Option<u32>,
+    /// The size of the registered file table for direct descriptors (0: none).
+    direct_slots: u32,
     cq_capacity: usize,
     stats: RingStats,
 }
@@ -138,6 +140,7 @@ impl Ring {
             bufs: Vec::new(),
             mode,
             registered: None,
+            direct_slots: 0,
             cq_capacity,
             stats: RingStats::default(),
         };
@@ -205,6 +208,22 @@ impl Ring {
     /// The in-flight table's bound.
     pub fn in_flight_max(&self) -> usize {
         self.inflight.capacity()
+    }
+
+    /// Registers an empty (sparse) file table of `slots` entries, for direct descriptors
+    /// ([`Desc::Direct`](crate::Desc::Direct)): accepts with `direct` fill it, closes empty
+    /// it. The kernel caps `slots` at `RLIMIT_NOFILE` (`EMFILE`) and refuses a second table
+    /// (`EBUSY`); kernels before 5.19 cannot allocate slots on accept (see
+    /// [`Features::direct_accept`](crate::Features)).
+    pub fn register_direct_table(&mut self, slots: u32) -> io::Result<()> {
+        self.ring.submitter().register_files_sparse(slots)?;
+        self.direct_slots = slots;
+        Ok(())
+    }
+
+    /// The size of the registered file table; 0 when none is registered.
+    pub fn direct_slots(&self) -> u32 {
+        self.direct_slots
     }
 
     /// Registers a provided-buffer ring. The ring keeps it until it is dropped itself, so the

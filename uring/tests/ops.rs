@@ -1,7 +1,9 @@
 //! Each typed entry against real sockets and pipes. A test whose kernel lacks what it needs
 //! prints why and returns early, never passes silently on a kernel that has it.
 
-use ringmaster_uring::{BufRing, Completion, Features, Op, Owned, Ring, RingConfig, SetupMode};
+use ringmaster_uring::{
+    BufRing, Completion, Desc, Features, Op, Owned, Ring, RingConfig, SetupMode,
+};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -113,6 +115,7 @@ fn multishot_accept_yields_one_completion_per_connection() {
         .push(
             Op::AcceptMulti {
                 fd: listener.as_raw_fd(),
+                direct: false,
             },
             1,
         )
@@ -144,6 +147,7 @@ fn single_accept_takes_exactly_one() {
     ring.push(
         Op::Accept {
             fd: listener.as_raw_fd(),
+            direct: false,
         },
         5,
     )
@@ -172,7 +176,7 @@ fn multishot_recv_picks_provided_buffers() {
     let (mut client, server) = connected_pair();
     ring.push(
         Op::RecvMulti {
-            fd: server.as_raw_fd(),
+            fd: Desc::Plain(server.as_raw_fd()),
             group: 3,
         },
         9,
@@ -211,7 +215,7 @@ fn recv_without_buffers_ends_with_enobufs_and_rearms() {
     let arm = |ring: &mut Ring| {
         ring.push(
             Op::RecvMulti {
-                fd: server.as_raw_fd(),
+                fd: Desc::Plain(server.as_raw_fd()),
                 group: 4,
             },
             1,
@@ -242,7 +246,7 @@ fn send_hands_the_buffer_back() {
     let buf = b"response bytes".to_vec();
     ring.push(
         Op::Send {
-            fd: server.as_raw_fd(),
+            fd: Desc::Plain(server.as_raw_fd()),
             buf,
             offset: 9,
         },
@@ -272,7 +276,7 @@ fn send_to_a_reset_peer_fails_without_sigpipe() {
     loop {
         ring.push(
             Op::Send {
-                fd: server.as_raw_fd(),
+                fd: Desc::Plain(server.as_raw_fd()),
                 buf: vec![b'x'; 1024],
                 offset: 0,
             },
@@ -323,7 +327,7 @@ fn close_and_shutdown_act_on_the_socket() {
     let (mut client, server) = connected_pair();
     ring.push(
         Op::Shutdown {
-            fd: server.as_raw_fd(),
+            fd: Desc::Plain(server.as_raw_fd()),
             how: libc::SHUT_WR,
         },
         1,
@@ -335,7 +339,13 @@ fn close_and_shutdown_act_on_the_socket() {
     client.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "peer sees end of stream");
     let fd = std::os::fd::IntoRawFd::into_raw_fd(server);
-    ring.push(Op::Close { fd }, 2).unwrap();
+    ring.push(
+        Op::Close {
+            fd: Desc::Plain(fd),
+        },
+        2,
+    )
+    .unwrap();
     let done = wait_for(&mut ring, 1);
     assert_eq!(done[0].result, 0);
     // SAFETY (test): fd was closed by the ring; fcntl on it must now fail.
@@ -356,7 +366,7 @@ fn cancel_ends_a_pending_recv() {
     let recv = ring
         .push(
             Op::RecvMulti {
-                fd: server.as_raw_fd(),
+                fd: Desc::Plain(server.as_raw_fd()),
                 group: 0,
             },
             1,
@@ -496,4 +506,140 @@ fn write_appends_to_a_file() {
     }
     assert_eq!(std::fs::read(&path).unwrap(), b"first second");
     std::fs::remove_file(&path).unwrap();
+}
+
+/// The socket inode of the server side of the loopback connection from `client` to port
+/// `server_port`, from `/proc/net/tcp`.
+fn server_side_inode(client: &TcpStream, server_port: u16) -> u64 {
+    let client_port = client.local_addr().unwrap().port();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+        if port(fields[1]) == server_port && port(fields[2]) == client_port {
+            return fields[9].parse().unwrap();
+        }
+    }
+    panic!("no server side for client port {client_port} in /proc/net/tcp");
+}
+
+/// Whether any descriptor of this process is the socket with `inode`.
+fn has_descriptor_for(inode: u64) -> bool {
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc/self/fd").unwrap().any(|e| {
+        std::fs::read_link(e.unwrap().path()).is_ok_and(|t| t.to_str() == Some(wanted.as_str()))
+    })
+}
+
+#[test]
+fn direct_descriptors_serve_a_connection_without_a_process_descriptor() {
+    let Some(features) = features() else { return };
+    if !features.direct_accept || !features.socket_cmd {
+        eprintln!("skipped: kernel lacks direct accept or socket commands (Linux 6.7)");
+        return;
+    }
+    let mut ring = ring();
+    ring.register_direct_table(4).unwrap();
+    assert_eq!(ring.direct_slots(), 4);
+    ring.register_buf_ring(BufRing::new(1, 8, 64).unwrap())
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let accept = Op::AcceptMulti {
+        fd: listener.as_raw_fd(),
+        direct: true,
+    };
+    let accept = ring.push(accept, 1).unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let done = wait_for(&mut ring, 1);
+    let index = u32::try_from(done[0].result).expect("an index, not an error");
+    assert!(index < 4, "slot {index} of a 4-slot table");
+    assert!(done[0].more());
+    let fd = Desc::Direct(index);
+    // The connection lives in the ring's table only.
+    let inode = server_side_inode(&client, listener.local_addr().unwrap().port());
+    assert!(
+        !has_descriptor_for(inode),
+        "a direct accept made a process descriptor"
+    );
+
+    // Receive and send through the table.
+    let recv = ring.push(Op::RecvMulti { fd, group: 1 }, 2).unwrap();
+    client.write_all(b"ping").unwrap();
+    let done = wait_for(&mut ring, 1);
+    let bid = done[0].buffer_id().expect("a buffer");
+    assert_eq!(ring.buffer(1, bid, done[0].result as usize), b"ping");
+    ring.give_back(1, bid);
+    let send = Op::Send {
+        fd,
+        buf: b"pong".to_vec(),
+        offset: 0,
+    };
+    ring.push(send, 3).unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert_eq!(done[0].result, 4);
+    let mut pong = [0u8; 4];
+    client.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"pong");
+
+    // SO_LINGER {on, 0} through the ring; then the receive ends and the slot is closed:
+    // the peer is reset.
+    let linger = [1i32.to_ne_bytes(), 0i32.to_ne_bytes()].concat();
+    let option = Op::SetSockOpt {
+        fd,
+        level: libc::SOL_SOCKET,
+        name: libc::SO_LINGER,
+        value: linger,
+    };
+    ring.push(option, 4).unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert_eq!(done[0].result, 0, "setsockopt through the ring");
+    ring.push(Op::Cancel { target: recv }, 6).unwrap();
+    ring.push(Op::Close { fd }, 5).unwrap();
+    let done = wait_for(&mut ring, 3);
+    let close = done.iter().find(|c| c.tag == 5).unwrap();
+    assert_eq!(close.result, 0);
+    let mut rest = Vec::new();
+    let err = client
+        .read_to_end(&mut rest)
+        .expect_err("a reset, not an end of stream");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+
+    // The slot is free again: the next connection may take it.
+    let _next = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert!((0..4).contains(&done[0].result), "{}", done[0].result);
+    ring.push(Op::Cancel { target: accept }, 7).unwrap();
+    wait_for(&mut ring, 2);
+}
+
+#[test]
+fn a_full_direct_table_refuses_the_accept() {
+    let Some(features) = features() else { return };
+    if !features.direct_accept {
+        eprintln!("skipped: kernel lacks direct accept");
+        return;
+    }
+    let mut ring = ring();
+    ring.register_direct_table(1).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _a = TcpStream::connect(addr).unwrap();
+    let _b = TcpStream::connect(addr).unwrap();
+    for tag in [1, 2] {
+        let accept = Op::Accept {
+            fd: listener.as_raw_fd(),
+            direct: true,
+        };
+        ring.push(accept, tag).unwrap();
+    }
+    let done = wait_for(&mut ring, 2);
+    let mut results: Vec<i32> = done.iter().map(|c| c.result).collect();
+    results.sort();
+    assert_eq!(results, [-libc::ENFILE, 0], "one slot, two accepts");
+    // A second table is refused.
+    let again = ring.register_direct_table(1).unwrap_err();
+    assert_eq!(again.raw_os_error(), Some(libc::EBUSY));
 }
