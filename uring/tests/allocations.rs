@@ -2,54 +2,15 @@
 //! and giving buffers back, once the in-flight table and buffers exist.
 
 use ringmaster_uring::{BufRing, Desc, Features, Op, Owned, Ring, RingConfig};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-struct Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-thread_local! {
-    /// Whether this thread's allocations are counted: only the measuring test's own, never
-    /// those of the test harness or of tests running beside it on other threads.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    /// The allocations this thread made while counting.
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Counts one allocation if the calling thread is counting (const thread-locals: using
-/// them never allocates, and a thread being torn down counts as not counting).
-fn count() {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-    }
-}
-
-// SAFETY: every call forwards to the system allocator with the caller's arguments; the
-// counters are const thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded as received.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as received.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded as received.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use counting_alloc::allocations;
 
 #[test]
 fn receive_and_send_round_trips_allocate_nothing() {
@@ -109,12 +70,11 @@ fn receive_and_send_round_trips_allocate_nothing() {
     for _ in 0..50 {
         round(&mut ring, &mut done, &mut out);
     }
-    ALLOCATIONS.set(0);
-    COUNTING.set(true);
-    for _ in 0..500 {
-        round(&mut ring, &mut done, &mut out);
-    }
-    COUNTING.set(false);
+    let seen = allocations(|| {
+        for _ in 0..500 {
+            round(&mut ring, &mut done, &mut out);
+        }
+    });
     // The client side (std's TcpStream) allocates nothing per read or write either.
-    assert_eq!(ALLOCATIONS.get(), 0);
+    assert_eq!(seen, 0);
 }
