@@ -172,7 +172,8 @@ const DESCRIPTORS_OWN: u64 = 64;
 /// Raises the soft `RLIMIT_NOFILE` to the hard one, as nginx's `worker_rlimit_nofile` and
 /// Go's runtime do: the soft default (often 1,024) is a relic that would cap each worker far
 /// below `connections_max`. Workers inherit it. A hard limit still too low is said once, with
-/// the remedy; the worker then pauses accepts on `EMFILE` rather than failing.
+/// the remedy; workers then hold fewer connections (see
+/// [`Limits::connections_max`](crate::config::Limits::connections_max)) rather than fail.
 fn raise_descriptor_limit(connections_max: u32) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
