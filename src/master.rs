@@ -619,7 +619,8 @@ impl<H: Handler> Master<'_, H> {
     /// a slot without a ready worker (respawning, errored) has its socket adopted by a
     /// ready worker of another slot, and released when its own worker is ready again.
     fn update_adoptions(&mut self) {
-        if !matches!(self.listeners, Listeners::PerSlot(_)) {
+        // Shutting down, every worker drains and stops accepting: there is nothing to cover.
+        if !matches!(self.listeners, Listeners::PerSlot(_)) || self.state != State::Running {
             return;
         }
         let ready: Vec<Option<Pid>> = self

@@ -393,3 +393,37 @@ fn killing_a_worker_under_load_refuses_no_connection() {
     eprintln!("kill -9 x3 under load: {tally:?}");
     assert_eq!(tally.refused, 0, "{tally:?}");
 }
+
+#[test]
+fn a_shutdown_does_not_hand_an_exited_workers_socket_to_a_draining_one() {
+    let mut server = Server::start_command(&mut testbed(&["--workers", "2"]), 2);
+    // A slow request keeps one worker draining well after the other has exited.
+    let mut slow = connect(server.addr);
+    slow.write_all(b"GET /slow?ms=800 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    server.wait_log("slow request started");
+    server.signal(libc::SIGTERM);
+    server.wait_log("drained; exiting");
+    let mut reader = BufReader::new(slow);
+    assert_eq!(read_response(&mut reader, false).status, 200);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    let log = server.log();
+    let first_exit = log.iter().position(|l| l.contains("exited (pid")).unwrap();
+    let last_exit = log.iter().rposition(|l| l.contains("exited (pid")).unwrap();
+    assert!(
+        first_exit < last_exit,
+        "the workers exited one after the other"
+    );
+    // (At start-up a slot whose worker is not ready yet is covered; not while shutting down.)
+    let shutdown = log
+        .iter()
+        .position(|l| l.contains("shutting down"))
+        .unwrap();
+    assert!(
+        !log[shutdown..]
+            .iter()
+            .any(|l| l.contains("has no ready worker")),
+        "{}",
+        log.join("\n")
+    );
+}
