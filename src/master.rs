@@ -175,31 +175,19 @@ const DESCRIPTORS_OWN: u64 = 64;
 /// the remedy; workers then hold fewer connections (see
 /// [`Limits::connections_max`](crate::config::Limits::connections_max)) rather than fail.
 fn raise_descriptor_limit(connections_max: u32) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid `rlimit` the call fills.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((mut soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            ..limit
-        };
-        // SAFETY: `raised` is a valid `rlimit`, alive across the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit = raised;
-        }
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        soft = hard;
     }
     let needed = u64::from(connections_max) + DESCRIPTORS_OWN;
-    if limit.rlim_cur < needed {
+    if soft < needed {
         log!(
-            "warning: the descriptor limit ({}) is below what --connections-max {connections_max} \
-             needs ({needed}); raise it (`ulimit -n {needed}`, systemd LimitNOFILE=) or lower \
-             --connections-max",
-            limit.rlim_cur
+            "warning: the descriptor limit ({soft}) is below what --connections-max \
+             {connections_max} needs ({needed}); raise it (`ulimit -n {needed}`, systemd \
+             LimitNOFILE=) or lower --connections-max"
         );
     }
 }

@@ -1097,19 +1097,9 @@ impl<H: Handler> Worker<'_, H> {
         match fd {
             Desc::Plain(fd) => reset_on_close(fd),
             Desc::Direct(_) => {
-                let linger = libc::linger {
-                    l_onoff: 1,
-                    l_linger: 0,
-                };
-                // SAFETY: `linger` is a plain C struct without padding; its bytes are its
-                // value.
-                let value = unsafe {
-                    std::slice::from_raw_parts(
-                        (&linger as *const libc::linger).cast::<u8>(),
-                        std::mem::size_of::<libc::linger>(),
-                    )
-                }
-                .to_vec();
+                // `struct linger { int l_onoff; int l_linger; }`: on, zero seconds.
+                let value = [1 as libc::c_int, 0].map(libc::c_int::to_ne_bytes).concat();
+                debug_assert_eq!(value.len(), std::mem::size_of::<libc::linger>());
                 let op = Op::SetSockOpt {
                     fd,
                     level: libc::SOL_SOCKET,
@@ -1145,15 +1135,10 @@ fn reset_on_close(fd: RawFd) {
 
 /// The soft `RLIMIT_NOFILE` (which the master raised to the hard one), at most `u32::MAX`.
 fn descriptor_limit() -> u32 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid `rlimit` the call fills.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return u32::MAX;
-    }
-    u32::try_from(limit.rlim_cur).unwrap_or(u32::MAX)
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(u32::MAX, |(soft, _)| {
+        u32::try_from(soft).unwrap_or(u32::MAX)
+    })
 }
 
 /// Pushes a cancel for every accept of `a` not cancelled yet.

@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    closed_by_server, connect, exchange, read_response, testbed, wait_until, Server, GET,
+    closed_by_server, connect, direct_supported, exchange, read_response, testbed, wait_until,
+    Server, GET,
 };
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
@@ -288,11 +289,6 @@ fn a_stalled_response_is_reset(args: &[&str]) {
 
 /// `tcpi_state` of a socket that was reset.
 const TCP_CLOSE: u8 = 7;
-
-/// Whether this kernel gives workers direct descriptors (Linux 6.7 and newer).
-fn direct_supported() -> bool {
-    ringmaster_uring::Features::probe().is_ok_and(|f| f.direct_accept && f.socket_cmd)
-}
 
 #[test]
 fn a_stalled_response_on_a_direct_descriptor_is_reset() {

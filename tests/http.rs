@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{closed_by_server, connect, exchange, read_response, Server, GET};
+use common::{closed_by_server, connect, direct_supported, exchange, read_response, Server, GET};
 use std::io::{BufReader, Write};
 
 #[test]
@@ -234,8 +234,7 @@ fn descriptors_per_connections(args: &[&str], count: usize) -> usize {
 
 #[test]
 fn direct_descriptors_keep_connections_out_of_the_process_table() {
-    let direct = ringmaster_uring::Features::probe().is_ok_and(|f| f.direct_accept && f.socket_cmd);
-    if !direct {
+    if !direct_supported() {
         eprintln!("skipped: this kernel gives no direct descriptors to workers (Linux 6.7)");
         return;
     }

@@ -351,6 +351,12 @@ pub fn testbed(args: &[&str]) -> Command {
     command
 }
 
+/// Whether this kernel gives workers direct descriptors (Linux 6.7 and newer), as the
+/// master decides it for a server without an access log.
+pub fn direct_supported() -> bool {
+    ringmaster_uring::Features::probe().is_ok_and(|f| f.direct_accept && f.socket_cmd)
+}
+
 /// The open descriptors of `pid`, each as `number -> target`, sorted by number.
 pub fn open_fds(pid: u32) -> Vec<String> {
     let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
