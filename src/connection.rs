@@ -3,7 +3,7 @@
 //! No ring operations happen here: the worker reads the state after each event and submits
 //! what it implies.
 
-use crate::http::chunked::{ChunkError, ChunkedDecoder};
+use crate::http::chunked::ChunkedDecoder;
 use crate::http::date::DateCache;
 use crate::http::response::{encode, encode_error, ConnectionHeader};
 use crate::http::{parse_head, Framing, Head, HeadLimits, Parsed, Request, Response, Version};
@@ -368,14 +368,51 @@ impl Conn {
 
     /// Answers requests waiting in the input buffer, after the output drained.
     pub(crate) fn resume<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
-        if self.phase == Phase::Open && !self.input.is_empty() && self.chunked.is_none() {
+        if self.phase != Phase::Open || self.chunked.is_some() {
+            return;
+        }
+        if !self.input.is_empty() {
             if self.output.capacity() == 0 {
                 self.output = ctx.pool.take();
             }
             self.process_input(ctx);
-        } else if self.phase == Phase::Open && self.input.is_empty() && self.output.is_empty() {
+        } else if self.output.is_empty() {
             self.wait = Wait::Idle { since: ctx.now };
+            if self.recv == Recv::Ended {
+                self.settle_end_of_input(ctx);
+            }
         }
+    }
+
+    /// The peer sent its last byte (end of stream). Requests already whole are still
+    /// answered (those held back by the output bound, once it drains); what follows them is
+    /// settled by [`Conn::settle_end_of_input`].
+    pub(crate) fn end_of_input<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
+        debug_assert_eq!(self.recv, Recv::Ended, "the worker records the end first");
+        if self.phase == Phase::Open && self.wait != Wait::Output {
+            self.settle_end_of_input(ctx);
+        }
+    }
+
+    /// No byte will come any more and no whole request waits: with nothing buffered the
+    /// connection finishes; a request cut short is answered `400` (the client may still
+    /// read, as after nginx's "client prematurely closed connection") and the connection
+    /// finishes after it. Without this a cut request would wait for bytes that never come,
+    /// with no timer left to end it.
+    fn settle_end_of_input<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
+        if self.input.is_empty() && self.chunked.is_none() {
+            self.phase = Phase::Finishing;
+            return;
+        }
+        if let Some(chunked) = self.chunked.take() {
+            ctx.pool.put(chunked.body);
+        }
+        self.input.clear();
+        self.refuse(
+            400,
+            &"the request was cut short: the client closed its side",
+            ctx,
+        );
     }
 
     fn process_input<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
@@ -436,6 +473,10 @@ impl Conn {
                 };
             }
         }
+        if self.recv == Recv::Ended && self.phase == Phase::Open && self.wait != Wait::Output {
+            // Whatever was still awaited will not come.
+            self.settle_end_of_input(ctx);
+        }
         self.release_buffers(&mut ctx.pool);
     }
 
@@ -446,38 +487,35 @@ impl Conn {
         detail: &dyn std::fmt::Display,
         ctx: &mut Ctx<'_, H>,
     ) {
-        ctx.counters.errors += 1;
         if self.output.capacity() == 0 {
             self.output = ctx.pool.take();
         }
-        encode_error(&mut self.output, status, detail, ctx.date.line());
-        self.after(Next::Close { linger: true }, ctx);
+        let next = refuse_into(&mut self.output, status, detail, ctx);
+        self.after(next, ctx);
     }
 
-    /// Checks the connection's timer against `now`.
+    /// Checks the connection's timer against `now`. Every state has a deadline but two, and
+    /// both end by themselves: `Closing` waits only for the kernel to end the operations in
+    /// flight (a cancel always completes), and output queued this turn goes to a send at the
+    /// turn's end, which then has the send timer.
     pub(crate) fn expired(&self, now: Instant, t: &Timeouts) -> Option<Expiry> {
-        if let Phase::Lingering { until, .. } = self.phase {
-            return (now >= until).then_some(Expiry::Close);
-        }
-        if matches!(self.phase, Phase::Closing { .. }) {
-            return None;
-        }
-        if let Sending::InFlight { since, .. } = self.send {
-            return (now.duration_since(since) >= t.send).then_some(Expiry::Abort);
-        }
-        if self.phase != Phase::Open {
-            return None;
-        }
         let over = |since: Instant, limit: Duration| now.duration_since(since) >= limit;
-        match self.wait {
-            Wait::First { since } if over(since, t.request_head) => Some(Expiry::Close),
-            Wait::Idle { since } if over(since, t.idle) => Some(Expiry::Close),
-            Wait::Head { since } if over(since, t.request_head) => Some(Expiry::RequestTimeout),
-            Wait::Body { window, bytes } if over(window, BODY_RATE_WINDOW) => {
-                let due = t.body_rate_min * BODY_RATE_WINDOW.as_secs();
-                (bytes < due).then_some(Expiry::RequestTimeout)
-            }
-            _ => None,
+        match (self.phase, self.send) {
+            (Phase::Closing { .. }, _) => None,
+            (Phase::Lingering { until, .. }, _) => (now >= until).then_some(Expiry::Close),
+            (_, Sending::InFlight { since, .. }) => over(since, t.send).then_some(Expiry::Abort),
+            // Nothing left to send and nothing more to read: it should have closed already.
+            (Phase::Finishing, Sending::Idle) => self.output.is_empty().then_some(Expiry::Close),
+            (Phase::Open, Sending::Idle) => match self.wait {
+                Wait::First { since } if over(since, t.request_head) => Some(Expiry::Close),
+                Wait::Idle { since } if over(since, t.idle) => Some(Expiry::Close),
+                Wait::Head { since } if over(since, t.request_head) => Some(Expiry::RequestTimeout),
+                Wait::Body { window, bytes } if over(window, BODY_RATE_WINDOW) => {
+                    let due = t.body_rate_min * BODY_RATE_WINDOW.as_secs();
+                    (bytes < due).then_some(Expiry::RequestTimeout)
+                }
+                _ => None,
+            },
         }
     }
 
@@ -585,12 +623,7 @@ fn process<H: Handler>(
         let head = match parse_head(rest, &mut headers, &ctx.limits) {
             Ok(Parsed::Complete(head)) => head,
             Ok(Parsed::Partial) => return (used, Next::NeedHead),
-            Err(e) => {
-                ctx.counters.errors += 1;
-                ctx.counters.response(e.status());
-                encode_error(out, e.status(), &e, ctx.date.line());
-                return (data.len(), Next::Close { linger: true });
-            }
+            Err(e) => return (data.len(), refuse_into(out, e.status(), &e, ctx)),
         };
         let after_head = &rest[head.head_len..];
         let body = match head.framing {
@@ -612,7 +645,7 @@ fn process<H: Handler>(
                 match decoder.decode(after_head, &mut body) {
                     Err(e) => {
                         ctx.pool.put(body);
-                        return refused(data, out, e, ctx);
+                        return (data.len(), refuse_into(out, e.status(), &e, ctx));
                     }
                     Ok(n) if decoder.is_done() => {
                         let last = used + head.head_len + n == data.len();
@@ -646,17 +679,19 @@ fn process<H: Handler>(
     }
 }
 
-/// Refuses a chunked body: the error response, and close.
-fn refused<H: Handler>(
-    data: &[u8],
+/// Refuses a request: appends the error answer (with `Connection: close`) and counts it, as an
+/// error and as a response of its status class. Every refusal goes through here, so each is
+/// counted once whichever path produced it.
+fn refuse_into<H>(
     out: &mut Vec<u8>,
-    e: ChunkError,
+    status: u16,
+    detail: &dyn std::fmt::Display,
     ctx: &mut Ctx<'_, H>,
-) -> (usize, Next) {
+) -> Next {
     ctx.counters.errors += 1;
-    ctx.counters.response(e.status());
-    encode_error(out, e.status(), &e, ctx.date.line());
-    (data.len(), Next::Close { linger: true })
+    ctx.counters.response(status);
+    encode_error(out, status, detail, ctx.date.line());
+    Next::Close { linger: true }
 }
 
 /// Sends `100 Continue` once for a request whose client waits for it before its body.

@@ -671,12 +671,7 @@ impl<'h, H: Handler> Worker<'h, H> {
         if !c.more() {
             conn.recv = match c.errno() {
                 // End of stream: the peer sends no more; answer what came, then close.
-                None if c.result == 0 => {
-                    if conn.phase == Phase::Open {
-                        conn.phase = Phase::Finishing;
-                    }
-                    Recv::Ended
-                }
+                None if c.result == 0 => Recv::Ended,
                 // Data on a receive that ended (single-shot, or the kernel stopped it).
                 None => Recv::Idle,
                 Some(libc::ENOBUFS) => {
@@ -693,6 +688,9 @@ impl<'h, H: Handler> Worker<'h, H> {
                     Recv::Ended
                 }
             };
+            if conn.recv == Recv::Ended {
+                conn.end_of_input(&mut self.ctx);
+            }
         }
         self.touch(slot);
     }

@@ -22,13 +22,20 @@ impl Harness {
 
     /// Feeds `chunks` one by one and returns everything the connection would send.
     fn feed(&mut self, conn: &mut Conn, chunks: &[&[u8]]) -> String {
-        let mut sent = Vec::new();
+        let mut sent = String::new();
         for chunk in chunks {
             conn.on_data(chunk, &mut self.ctx);
-            while let Some(out) = conn.take_output() {
-                sent.extend_from_slice(&out);
-                conn.resume(&mut self.ctx);
-            }
+            sent.push_str(&self.send_all(conn));
+        }
+        sent
+    }
+
+    /// Sends what the connection has to send, as completed sends would, until it has none.
+    fn send_all(&mut self, conn: &mut Conn) -> String {
+        let mut sent = Vec::new();
+        while let Some(out) = conn.take_output() {
+            sent.extend_from_slice(&out);
+            conn.resume(&mut self.ctx);
         }
         String::from_utf8(sent).unwrap()
     }
@@ -303,6 +310,32 @@ fn time_out_answers_408_and_lingers() {
     assert!(out.contains("Connection: close"));
     assert_eq!(conn.phase, Phase::Finishing);
     assert!(conn.lingers());
+    assert_eq!(
+        h.ctx.counters.responses,
+        [0, 0, 0, 1, 0],
+        "counted once, as a 4xx"
+    );
+    assert_eq!(h.ctx.counters.timeouts, 1);
+}
+
+#[test]
+fn every_refusal_path_counts_its_status_class_once() {
+    let cases: &[&[&[u8]]] = &[
+        &[b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"],
+        &[b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+        &[
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"zz\r\n",
+        ],
+    ];
+    for chunks in cases {
+        let mut h = Harness::new();
+        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+        let out = h.feed(&mut conn, chunks);
+        assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+        assert_eq!(h.ctx.counters.responses, [0, 0, 0, 1, 0], "{chunks:?}");
+        assert_eq!(h.ctx.counters.errors, 1, "{chunks:?}");
+    }
 }
 
 #[test]
@@ -317,4 +350,109 @@ fn requests_after_connection_close_make_it_linger() {
     let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
     h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"]);
     assert!(conn.lingers() || conn.phase == Phase::Finishing);
+}
+
+/// Feeds `bytes` split at `split`, then the end of the stream; returns what was sent.
+fn feed_then_end(h: &mut Harness, conn: &mut Conn, bytes: &[u8], split: usize) -> String {
+    let (a, b) = bytes.split_at(split);
+    let mut out = h.feed(conn, &[a, b]);
+    conn.recv = Recv::Ended;
+    conn.end_of_input(&mut h.ctx);
+    out.push_str(&h.send_all(conn));
+    out
+}
+
+#[test]
+fn end_of_input_mid_request_is_answered_400_at_every_split() {
+    let cut: &[&[u8]] = &[
+        b"\r\n",
+        b"GET /a HTTP/1.1\r\nHost: h\r\n",
+        b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab",
+        b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+    ];
+    for bytes in cut {
+        for split in 0..=bytes.len() {
+            let mut h = Harness::new();
+            let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+            let out = feed_then_end(&mut h, &mut conn, bytes, split);
+            let what = String::from_utf8_lossy(bytes);
+            assert!(
+                out.starts_with("HTTP/1.1 400 "),
+                "{what:?} at {split}: {out:?}"
+            );
+            assert!(out.contains("cut short"), "{what:?} at {split}: {out:?}");
+            assert_ne!(conn.phase, Phase::Open, "{what:?} at {split}");
+            assert!(
+                conn.is_idle(),
+                "{what:?} at {split}: nothing left to wait for"
+            );
+            assert_eq!(h.ctx.counters.responses[3], 1, "counted as a 4xx");
+        }
+    }
+}
+
+#[test]
+fn end_of_input_after_whole_requests_answers_them_and_finishes() {
+    let bytes = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+    for split in 0..=bytes.len() {
+        let mut h = Harness::new();
+        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+        let out = feed_then_end(&mut h, &mut conn, bytes, split);
+        assert_eq!(bodies(&out), ["/a|", "/b|"], "split at {split}");
+        assert_eq!(conn.phase, Phase::Finishing, "split at {split}");
+        assert!(conn.is_idle());
+    }
+}
+
+#[test]
+fn end_of_input_while_output_is_backed_up_answers_the_rest_first() {
+    let mut h = Harness::new();
+    h.ctx.output_bytes_max = 64;
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let request = b"GET /abcdefghijklmnopqrstuvwxyz HTTP/1.1\r\nHost: h\r\n\r\n";
+    conn.on_data(&request.repeat(4), &mut h.ctx);
+    assert_eq!(conn.wait, Wait::Output, "paused at the output bound");
+    conn.recv = Recv::Ended;
+    conn.end_of_input(&mut h.ctx);
+    assert_eq!(
+        conn.phase,
+        Phase::Open,
+        "the held-back requests are still due"
+    );
+    let out = h.send_all(&mut conn);
+    assert_eq!(bodies(&out).len(), 4);
+    assert_eq!(conn.phase, Phase::Finishing);
+    assert!(!out.contains(" 400 "));
+}
+
+#[test]
+fn every_state_but_closing_has_a_deadline() {
+    let h = Harness::new();
+    let t = h.ctx.timeouts;
+    let start = Instant::now();
+    let late = start + Duration::from_secs(3600);
+    let mut conn = Conn::new(Desc::Plain(-1), start);
+    for wait in [
+        Wait::First { since: start },
+        Wait::Idle { since: start },
+        Wait::Head { since: start },
+        Wait::Body {
+            window: start,
+            bytes: 0,
+        },
+    ] {
+        conn.wait = wait;
+        assert!(conn.expired(late, &t).is_some(), "{wait:?}");
+    }
+    conn.phase = Phase::Finishing;
+    assert_eq!(
+        conn.expired(late, &t),
+        Some(Expiry::Close),
+        "finishing, nothing to send"
+    );
+    conn.phase = Phase::Lingering {
+        shut: true,
+        until: start,
+    };
+    assert_eq!(conn.expired(late, &t), Some(Expiry::Close));
 }

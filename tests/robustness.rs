@@ -1,0 +1,135 @@
+//! Nothing a client or an operator does takes the server down: requests cut short by a
+//! half-close, panicking handlers, slow readers, stray signals, a second master, start-up
+//! errors. Each test runs the real binary over real sockets.
+
+mod common;
+
+use common::{closed_by_server, connect, control, read_response, testbed, wait_until, Server};
+use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+
+/// Sockets on `port` (local side) in TCP state `state` (`0x08` is CLOSE-WAIT), from
+/// `/proc/net/tcp` and `/proc/net/tcp6`.
+fn sockets_in_state(port: u16, state: u8) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields
+                        .get(1)
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| u16::from_str_radix(p, 16).ok());
+                    let st = fields.get(3).and_then(|s| u8::from_str_radix(s, 16).ok());
+                    local_port == Some(port) && st == Some(state)
+                })
+                .map(|_| ())
+                .collect::<Vec<_>>()
+        })
+        .count()
+}
+
+const CLOSE_WAIT: u8 = 0x08;
+
+/// Sends `raw`, shuts the sending side, and returns everything the server sent until it
+/// closed.
+fn half_close(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream.write_all(raw).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .unwrap_or_else(|e| panic!("reading the answer to {raw:?}: {e}"));
+    answer
+}
+
+#[test]
+fn a_request_cut_short_by_a_half_close_is_answered_400_and_closed() {
+    let server = Server::start(&["--workers", "1"]);
+    let cases: &[(&str, &[u8])] = &[
+        ("an empty line", b"\r\n"),
+        ("a head without its end", b"GET / HTTP/1.1\r\nHost: t\r\n"),
+        ("a request line only", b"GET / HTT"),
+        (
+            "a body shorter than its Content-Length",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc",
+        ),
+        (
+            "a chunked body without its last chunk",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+        ),
+        (
+            "a whole request, then part of the next",
+            b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HT",
+        ),
+    ];
+    for (name, raw) in cases {
+        let answer = String::from_utf8_lossy(&half_close(server.addr, raw)).into_owned();
+        let last = answer
+            .rfind("HTTP/1.1 ")
+            .map(|at| &answer[at..])
+            .unwrap_or_else(|| panic!("{name}: no answer, the connection was just closed"));
+        assert!(last.starts_with("HTTP/1.1 400 "), "{name}: {answer:?}");
+        assert!(last.contains("Connection: close\r\n"), "{name}: {answer:?}");
+    }
+    // A whole request before the half-close is answered normally, and nothing more.
+    let answer = half_close(server.addr, common::GET);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer:?}");
+    wait_until("no CLOSE-WAIT socket left on the server's port", || {
+        sockets_in_state(server.addr.port(), CLOSE_WAIT) == 0
+    });
+}
+
+#[test]
+fn pipelined_requests_held_back_by_the_output_bound_are_answered_after_a_half_close() {
+    let mut command = testbed(&["--workers", "1"]);
+    let server = Server::start_command(&mut command, 1);
+    // 20 responses of 32 KiB: far past the 64 KiB output bound, so most requests wait in the
+    // server's input while the client's half-close arrives.
+    let request = b"GET /big?kb=32 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut stream = connect(server.addr);
+    stream.write_all(&request.repeat(20)).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut reader = BufReader::new(stream);
+    for i in 0..20 {
+        let res = read_response(&mut reader, false);
+        assert_eq!((i, res.status, res.body.len()), (i, 200, 32 * 1024));
+    }
+    assert!(closed_by_server(&mut reader));
+}
+
+#[test]
+fn half_closed_partial_requests_leave_no_connection_behind() {
+    let server = Server::start(&["--workers", "2", "--request-head-timeout", "3"]);
+    // Clients that send 2 bytes, half-close, and close without reading: on the old code each
+    // stayed in CLOSE-WAIT, counted against --connections-max, until the worker exited.
+    for _ in 0..200 {
+        let mut stream = connect(server.addr);
+        stream.write_all(b"\r\n").unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+    }
+    wait_until("no CLOSE-WAIT socket left on the server's port", || {
+        sockets_in_state(server.addr.port(), CLOSE_WAIT) == 0
+    });
+    wait_until("the workers to report no open connection", || {
+        json_values(&control(&server, "status json"), "connections") == [0, 0]
+    });
+}
+
+/// Every value of `"key":N` in a JSON text, in order.
+fn json_values(json: &str, key: &str) -> Vec<u64> {
+    json.split(&format!("\"{key}\":"))
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
