@@ -4,7 +4,9 @@
 //!
 //! Paths: `/` Hello World; `/pid` the worker's pid; `/echo` the request body; `/big?kb=N`
 //! N KiB; `/slow?ms=N` answers after N ms (the
-//! worker is blocked meanwhile); `/panic` panics; `/send?m=TEXT` sends TEXT to the master;
+//! worker is blocked meanwhile); `/panic` panics; `/misuse?what=status|length|header` gives
+//! its `Response` invalid input (a 1xx status, a `Content-Length` field, a CR LF in a
+//! value); `/send?m=TEXT` sends TEXT to the master;
 //! `/inbox` the worker's pid and the last message the master sent it.
 //!
 //! The master's `on_message` hook answers `echo:TEXT` to the sender, and for
@@ -56,6 +58,14 @@ impl Handler for Testbed {
                 res.body("slow done");
             }
             "/panic" => panic!("testbed: /panic requested"),
+            "/misuse" => {
+                match query(req, "what") {
+                    Some("status") => res.status(101),
+                    Some("length") => res.header("Content-Length", "5"),
+                    _ => res.header("X-Injected", "a\r\nSet-Cookie: x=1"),
+                };
+                res.body("never sent");
+            }
             "/send" => {
                 let text = query(req, "m").unwrap_or("");
                 match send_to_master(text.as_bytes()) {

@@ -172,6 +172,9 @@ struct ServeArgs {
     /// Append an access log (common log format) to this file. [default: none]
     #[arg(long, value_name = "PATH")]
     access_log: Option<PathBuf>,
+    /// A handler's panic ends its worker (respawned by the master) instead of answering 500.
+    #[arg(long)]
+    exit_on_panic: bool,
     /// The control socket's path. [default: $XDG_RUNTIME_DIR or /tmp, ringmaster-PORT.sock]
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -258,6 +261,7 @@ impl ServeArgs {
         if self.access_log.is_some() {
             c.access_log = self.access_log.clone();
         }
+        c.exit_on_panic |= self.exit_on_panic;
         set(&mut c.uring.recv_buffers, &self.recv_buffers);
         set(&mut c.uring.recv_buffer_bytes, &self.recv_buffer_bytes);
         c.uring.defer_taskrun &= !self.uring_no_defer_taskrun;

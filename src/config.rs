@@ -208,6 +208,9 @@ pub struct Config {
     /// A file the workers append an access log to (common log format), without blocking
     /// their loop. Default: none.
     pub access_log: Option<PathBuf>,
+    /// A handler's panic ends its worker (which the master respawns), as in the first
+    /// versions, instead of answering `500` and serving on. Default: false.
+    pub exit_on_panic: bool,
 }
 
 /// How log lines are written.
@@ -242,6 +245,7 @@ impl Default for Config {
             worker_timeout: Duration::from_secs(30),
             log_format: LogFormat::Text,
             access_log: None,
+            exit_on_panic: false,
         }
     }
 }

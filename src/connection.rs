@@ -7,6 +7,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::date::DateCache;
 use crate::http::response::{encode, encode_error, ConnectionHeader};
 use crate::http::{parse_head, Framing, Head, HeadLimits, Parsed, Request, Response, Version};
+use crate::log::log_limited;
 use crate::pool::BufPool;
 use crate::Handler;
 use ringmaster_uring::Desc;
@@ -120,6 +121,8 @@ pub(crate) struct Counters {
     pub(crate) timeouts: u64,
     /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
     pub(crate) responses: [u64; 5],
+    /// Requests answered 500 because the handler panicked or misused its `Response`.
+    pub(crate) handler_failures: u64,
 }
 
 impl Counters {
@@ -199,6 +202,8 @@ pub(crate) struct Ctx<'h, H> {
     pub(crate) pool: BufPool,
     /// The worker is shutting down: the last answered request of a connection closes it.
     pub(crate) draining: bool,
+    /// A handler's panic ends the worker instead of answering `500`.
+    pub(crate) exit_on_panic: bool,
     pub(crate) counters: Counters,
     /// The time at the start of this loop turn.
     pub(crate) now: Instant,
@@ -727,6 +732,11 @@ fn answer_buffered<H: Handler>(
 /// Calls the handler for one whole request and encodes its response. Returns `Some` when
 /// the connection closes after it. `last` says no byte was received after this request: a
 /// draining worker answers it with `Connection: close`.
+///
+/// A handler that panics, or that gave its `Response` invalid input, gets its request
+/// answered `500` and the connection closed (after a linger, so that the client reads the
+/// answer); the worker goes on serving. The panic hook has logged the panic; a misuse is
+/// logged here. With `exit_on_panic` a panic ends the worker instead.
 fn answer<H: Handler>(
     head: &Head<'_>,
     body: &[u8],
@@ -735,8 +745,22 @@ fn answer<H: Handler>(
     ctx: &mut Ctx<'_, H>,
 ) -> Option<Next> {
     ctx.res.reset();
-    ctx.handler.handle(&Request::new(head, body), &mut ctx.res);
     ctx.counters.requests += 1;
+    let (handler, res) = (ctx.handler, &mut ctx.res);
+    // Unwinding stops here. After a panic nothing the handler touched is used but `res`,
+    // which is reset before the next request; the handler's own state is its own affair.
+    let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.handle(&Request::new(head, body), res)
+    }));
+    match called {
+        Err(panic) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
+        Err(_) => return Some(handler_failed(head, out, ctx)),
+        Ok(()) => {}
+    }
+    if let Some(misuse) = ctx.res.misuse() {
+        log_limited!("the handler's response is invalid ({misuse}); answered 500 instead");
+        return Some(handler_failed(head, out, ctx));
+    }
     let keep_alive = head.keep_alive && !ctx.res.wants_close() && !(ctx.draining && last);
     let connection = match (keep_alive, head.version) {
         (false, _) => ConnectionHeader::Close,
@@ -744,22 +768,32 @@ fn answer<H: Handler>(
         (true, Version::Http11) => ConnectionHeader::Omit,
     };
     encode(out, &ctx.res, ctx.date.line(), head.head_only, connection);
-    ctx.counters.response(ctx.res.status_code());
-    if let Some(log) = &mut ctx.access {
-        let body = if head.head_only {
-            0
-        } else {
-            ctx.res.body_bytes().len()
-        };
-        log.record(
-            ctx.peer,
-            ctx.date.clf(),
-            head.request_line(),
-            ctx.res.status_code(),
-            body,
-        );
-    }
+    let status = ctx.res.status_code();
+    let bytes = if head.head_only {
+        0
+    } else {
+        ctx.res.body_bytes().len()
+    };
+    log_access(head, status, bytes, ctx);
     (!keep_alive).then_some(Next::Close { linger: false })
+}
+
+/// Answers `500` for a request whose handler failed, and closes.
+fn handler_failed<H>(head: &Head<'_>, out: &mut Vec<u8>, ctx: &mut Ctx<'_, H>) -> Next {
+    ctx.counters.handler_failures += 1;
+    let detail = "the handler failed; see the server's log";
+    let bytes = encode_error(out, 500, &detail, ctx.date.line());
+    log_access(head, 500, if head.head_only { 0 } else { bytes }, ctx);
+    Next::Close { linger: true }
+}
+
+/// Counts a response to `head` of `status` and `bytes` of body, and writes its access log
+/// line when a log is kept.
+fn log_access<H>(head: &Head<'_>, status: u16, bytes: usize, ctx: &mut Ctx<'_, H>) {
+    ctx.counters.response(status);
+    if let Some(log) = &mut ctx.access {
+        log.record(ctx.peer, ctx.date.clf(), head.request_line(), status, bytes);
+    }
 }
 
 #[cfg(test)]
@@ -804,6 +838,7 @@ pub mod drive {
             timeouts: limits.timeouts(),
             pool: BufPool::new(64, 8),
             draining: false,
+            exit_on_panic: false,
             counters: Counters::default(),
             now: Instant::now(),
             access: None,

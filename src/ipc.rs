@@ -88,9 +88,11 @@ stats! {
     uring_completions,
     /// Receives re-armed after `-ENOBUFS` (every provided buffer was in use).
     uring_enobufs,
+    /// Requests answered `500` because the handler panicked or misused its response.
+    handler_failures,
 }
 
-const STATS_FIELDS: usize = 16;
+const STATS_FIELDS: usize = 17;
 const STATS_BYTES: usize = STATS_FIELDS * 8;
 
 /// One message, in either direction.

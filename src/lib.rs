@@ -78,7 +78,7 @@ pub use config::{Config, Limits, ListenMode, LogFormat, UringOptions, Workers};
 #[doc(hidden)]
 pub use connection::drive;
 pub use error::{Error, ErrorKind};
-pub use http::{HeaderError, Request, Response, Version};
+pub use http::{HeaderError, Request, Response, StatusError, Version};
 
 /// What every worker runs for each request: the counterpart of the callback given to Node's
 /// `http.createServer`.
@@ -86,7 +86,9 @@ pub use http::{HeaderError, Request, Response, Version};
 /// `handle` fills in `res`; the server frames it (status line, `Date`, `Content-Length`,
 /// `Connection`) and sends it. It runs on the worker's only thread, between network
 /// operations, so it should not block: a slow handler delays every connection of its worker.
-/// A panic ends the worker (the master starts a new one).
+/// A panic in `handle` is caught: the request is answered `500`, its connection closed, the
+/// panic logged in one line, and the worker serves on
+/// ([`Config::exit_on_panic`] makes it end the worker instead, which the master respawns).
 ///
 /// Closures `Fn(&Request, &mut Response)` are handlers.
 pub trait Handler: 'static {

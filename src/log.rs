@@ -5,7 +5,7 @@
 use crate::config::LogFormat;
 use std::fmt;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The role of this process: `u32::MAX` for the master, else the worker's slot.
@@ -76,7 +76,27 @@ pub(crate) fn line(args: fmt::Arguments<'_>) {
             MASTER => write!(cursor, "{ts} ringmaster[master] "),
             slot => write!(cursor, "{ts} ringmaster[worker {slot}] "),
         };
+        let start = cursor.position() as usize;
         let _ = cursor.write_fmt(args);
+        // One event, one line: a line break inside a message (a panic's, say) is written
+        // as `\n`, as in a JSON line.
+        let end = cursor.position() as usize;
+        let mut escaped = [0u8; LINE_BYTES_MAX];
+        let mut out = 0;
+        for &b in &cursor.get_ref()[start..end] {
+            let bytes: &[u8] = match b {
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                _ => std::slice::from_ref(&b),
+            };
+            if out + bytes.len() > escaped.len() {
+                break;
+            }
+            escaped[out..out + bytes.len()].copy_from_slice(bytes);
+            out += bytes.len();
+        }
+        cursor.set_position(start as u64);
+        let _ = cursor.write_all(&escaped[..out]);
     }
     let mut len = cursor.position() as usize;
     if json {
@@ -96,3 +116,90 @@ macro_rules! log {
     };
 }
 pub(crate) use log;
+
+/// The shortest time between two lines from one [`log_limited!`] call site.
+pub(crate) const REPEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Lets one line a [`REPEAT_INTERVAL`] through and counts the others: a condition that
+/// repeats (out of descriptors, a handler that panics on every request) is said once a
+/// second with a count, not thousands of times.
+pub(crate) struct Limiter {
+    /// When the last line went out, in milliseconds of `CLOCK_MONOTONIC`; 0 before the first.
+    last_ms: AtomicU64,
+    /// Lines held back since then.
+    held: AtomicU64,
+}
+
+impl Limiter {
+    pub(crate) const fn new() -> Limiter {
+        Limiter {
+            last_ms: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some((held, since_ms))` when a line may go out now: how many were held back since
+    /// the last one, and how long ago that was; `None` (and one more held) otherwise.
+    pub(crate) fn admit(&self) -> Option<(u64, u64)> {
+        self.admit_at(monotonic_ms())
+    }
+
+    fn admit_at(&self, now_ms: u64) -> Option<(u64, u64)> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != 0 && now_ms.saturating_sub(last) < REPEAT_INTERVAL.as_millis() as u64 {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.last_ms.store(now_ms.max(1), Ordering::Relaxed);
+        Some((
+            self.held.swap(0, Ordering::Relaxed),
+            now_ms.saturating_sub(last),
+        ))
+    }
+}
+
+/// Milliseconds of `CLOCK_MONOTONIC`.
+fn monotonic_ms() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64).saturating_mul(1000) + t.tv_nsec() as u64 / 1_000_000
+    })
+}
+
+/// Logs one line, at most once a [`REPEAT_INTERVAL`] from this call site; the next line
+/// that goes out says how many were held back meanwhile.
+macro_rules! log_limited {
+    ($($arg:tt)*) => {{
+        static LIMITER: $crate::log::Limiter = $crate::log::Limiter::new();
+        if let Some((held, since_ms)) = LIMITER.admit() {
+            match held {
+                0 => $crate::log::line(format_args!($($arg)*)),
+                n => $crate::log::line(format_args!(
+                    "{} [and {n} more like this in the last {:.1}s]",
+                    format_args!($($arg)*),
+                    since_ms as f64 / 1000.0
+                )),
+            }
+        }
+    }};
+}
+pub(crate) use log_limited;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limiter_lets_one_line_a_second_through_and_counts_the_rest() {
+        let l = Limiter::new();
+        assert_eq!(l.admit_at(5_000), Some((0, 5_000)));
+        assert_eq!(l.admit_at(5_001), None);
+        assert_eq!(l.admit_at(5_999), None);
+        assert_eq!(
+            l.admit_at(6_000),
+            Some((2, 1_000)),
+            "at the interval, with the count"
+        );
+        assert_eq!(l.admit_at(9_000), Some((0, 3_000)), "the count starts over");
+    }
+}

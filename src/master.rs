@@ -9,10 +9,12 @@
 mod listeners;
 mod replace;
 mod report;
+mod respawn;
 
 use listeners::{accept_queue, Listeners};
 use replace::{jitter, Reload};
 use report::rss_kib;
+use respawn::{Verdict, RESPAWN_DELAY_MAX};
 
 use crate::cluster::{self, Cluster, Exit, Hooks, WorkerInfo};
 use crate::config::{Config, ListenMode, Workers};
@@ -22,7 +24,7 @@ use crate::ipc::{self, Message};
 use crate::log::log;
 use crate::metrics::{MetricsServer, Route, WorkerMetrics};
 use crate::systemd;
-use crate::worker::{self, EXIT_CONFIG};
+use crate::worker;
 use crate::Handler;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -36,11 +38,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-/// The first respawn after a healthy run is immediate; each further failure in a row waits
-/// twice as long as the one before, starting here.
-const RESPAWN_DELAY_FIRST: Duration = Duration::from_millis(100);
-/// The longest wait before a respawn.
-const RESPAWN_DELAY_MAX: Duration = Duration::from_secs(10);
 /// Bytes read from a worker's pipe at once.
 const PIPE_READ_BYTES: usize = ipc::FRAME_BYTES_MAX;
 /// After the drain deadline's kill, the master waits this long for the exits to be reaped.
@@ -289,10 +286,8 @@ struct Slot {
     past: ipc::Stats,
     /// A failed recycle is not retried before this instant.
     recycle_pause: Option<Instant>,
-    /// The next respawn delay after a failure (zero after a healthy run).
-    backoff: Duration,
-    /// When recent failures happened, oldest first.
-    failures: Vec<Instant>,
+    /// Recent exits, for the crash-loop guard.
+    history: respawn::History,
     restarts: u32,
 }
 
@@ -306,8 +301,7 @@ impl Slot {
             recycling: false,
             past: ipc::Stats::default(),
             recycle_pause: None,
-            backoff: Duration::ZERO,
-            failures: Vec::new(),
+            history: respawn::History::default(),
             restarts: 0,
         }
     }
@@ -877,53 +871,52 @@ impl<H: Handler> Master<'_, H> {
             .map(Place::Retiring)
     }
 
-    /// Decides the fate of a slot whose worker died unasked: respawn after a delay that
-    /// doubles with each failure in a row, or give up on the slot.
+    /// Decides the fate of a slot whose worker died unasked (see [`respawn`]): respawn after
+    /// a delay that grows with each death in a row, or give up on a slot whose workers keep
+    /// failing to start.
     fn after_exit(&mut self, slot: usize, child: &Child, exit: Exit) {
         if self.state != State::Running {
             return;
         }
-        let (failures_max, window, min_uptime) = (
-            self.config.respawn_failures_max as usize,
-            self.config.respawn_window,
-            self.config.min_uptime,
-        );
-        let s = &mut self.slots[slot];
-        if exit == Exit::Code(EXIT_CONFIG) && !child.ready {
-            log!(
-                "worker {} ERRORED: it cannot start with this configuration (see its log \
-                 line above); not respawning it",
-                s.index
-            );
-            s.state = SlotState::Errored;
-            return;
-        }
+        let policy = respawn::Policy {
+            failures_max: self.config.respawn_failures_max as usize,
+            window: self.config.respawn_window,
+            min_uptime: self.config.min_uptime,
+        };
         let now = Instant::now();
-        if now.duration_since(child.started) >= min_uptime {
-            s.backoff = Duration::ZERO;
-            s.failures.clear();
+        let ended = respawn::Ended {
+            exit,
+            ready: child.ready,
+            uptime: now.duration_since(child.started),
+        };
+        let s = &mut self.slots[slot];
+        match s.history.decide(ended, now, &policy) {
+            Verdict::ErroredConfig => {
+                log!(
+                    "worker {} ERRORED: it cannot start with this configuration (see its log \
+                     line above); not respawning it",
+                    s.index
+                );
+                s.state = SlotState::Errored;
+            }
+            Verdict::ErroredFailures(n) => {
+                log!(
+                    "worker {} ERRORED: {n} failures to start within {}s; not respawning it",
+                    s.index,
+                    policy.window.as_secs_f64()
+                );
+                s.state = SlotState::Errored;
+            }
+            Verdict::Respawn(delay) => {
+                log!(
+                    "worker {} respawning on cpu {} in {}ms",
+                    s.index,
+                    s.cpu.id,
+                    delay.as_millis()
+                );
+                s.state = SlotState::Waiting(now + delay);
+            }
         }
-        s.failures.retain(|&t| now.duration_since(t) <= window);
-        s.failures.push(now);
-        if s.failures.len() >= failures_max {
-            log!(
-                "worker {} ERRORED: {} failures within {}s; not respawning it",
-                s.index,
-                s.failures.len(),
-                window.as_secs_f64()
-            );
-            s.state = SlotState::Errored;
-            return;
-        }
-        let delay = s.backoff;
-        s.backoff = (delay * 2).clamp(RESPAWN_DELAY_FIRST, RESPAWN_DELAY_MAX);
-        log!(
-            "worker {} respawning on cpu {} in {}ms",
-            s.index,
-            s.cpu.id,
-            delay.as_millis()
-        );
-        s.state = SlotState::Waiting(now + delay);
     }
 
     /// Reads what a worker sent.
@@ -1174,6 +1167,17 @@ fn child_main<H: Handler>(
     if !core_affinity::set_for_current(cpu) {
         log!("could not pin to cpu {}; running unpinned", cpu.id);
     }
+    // A panic is one log line, where the default hook writes several to stderr. A handler
+    // that wants its own hook sets it in `Handler::start`, which runs after this.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload_as_str()
+            .unwrap_or("(a panic without a message)");
+        match info.location() {
+            Some(at) => crate::log::log_limited!("panicked at {at}: {message}"),
+            None => crate::log::log_limited!("panicked: {message}"),
+        }
+    }));
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         worker::run(config, handler, setup)
     }))

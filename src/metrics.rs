@@ -166,6 +166,12 @@ const EXPORTED: &[(&str, &str, &str, &str)] = &[
         "counter",
     ),
     (
+        "handler_failures",
+        "ringmaster_handler_failures_total",
+        "Requests answered 500 because the handler panicked or misused its response.",
+        "counter",
+    ),
+    (
         "uring_enters",
         "ringmaster_uring_enters_total",
         "io_uring_enter calls.",

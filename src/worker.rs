@@ -10,7 +10,7 @@ use crate::connection::{AccessLog, Conn, Counters, Ctx, Expiry, Phase, Recv, Sen
 use crate::http::date::DateCache;
 use crate::http::Response;
 use crate::ipc::{self, Message};
-use crate::log::log;
+use crate::log::{log, log_limited};
 use crate::pool::BufPool;
 use crate::Handler;
 use io_uring::types::Timespec;
@@ -327,6 +327,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                 timeouts: config.limits.timeouts(),
                 pool: BufPool::new(POOL_RETAIN_MAX, POOL_PREFILL),
                 draining: false,
+                exit_on_panic: config.exit_on_panic,
                 counters: Counters::default(),
                 now: Instant::now(),
                 access: access_file.as_ref().map(|_| AccessLog::new()),
@@ -474,7 +475,7 @@ impl<'h, H: Handler> Worker<'h, H> {
                 self.accept_overflow += 1;
             }
             Some(e @ (libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
-                log!(
+                log_limited!(
                     "accept: {}; pausing accepts for {ACCEPT_PAUSE:?}",
                     std::io::Error::from_raw_os_error(e)
                 );
@@ -970,7 +971,18 @@ impl<'h, H: Handler> Worker<'h, H> {
                 "shutdown requested by the master",
                 Duration::from_millis(drain_ms),
             ),
-            Message::User(bytes) => self.ctx.handler.on_message(&bytes),
+            Message::User(bytes) => {
+                let handler = self.ctx.handler;
+                let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handler.on_message(&bytes)
+                }));
+                // The panic hook logged it; the worker serves on unless told otherwise.
+                if let Err(panic) = called {
+                    if self.ctx.exit_on_panic {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+            }
             Message::Adopt { slot } => self.adopt(slot, true),
             Message::Release { slot } => self.adopt(slot, false),
             other => log!("unexpected message from the master: {other:?}"),
@@ -1070,6 +1082,7 @@ impl<'h, H: Handler> Worker<'h, H> {
             uring_submissions: ring.submissions,
             uring_completions: ring.completions,
             uring_enobufs: self.enobufs,
+            handler_failures: c.handler_failures,
         };
         self.send_to_master(&Message::Stats(stats));
     }

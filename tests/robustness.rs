@@ -133,3 +133,118 @@ fn json_values(json: &str, key: &str) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Sends `GET path` on a new connection and returns the response's status and body, and
+/// whether the server closed the connection after it (for a response that says
+/// `Connection: close`; a kept connection is not waited on).
+fn get_closing(addr: SocketAddr, path: &str) -> (u16, String, bool) {
+    let mut stream = connect(addr);
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let res = read_response(&mut reader, false);
+    let closed = res.header("Connection") == Some("close") && closed_by_server(&mut reader);
+    (
+        res.status,
+        String::from_utf8_lossy(&res.body).into_owned(),
+        closed,
+    )
+}
+
+#[test]
+fn a_hundred_panicking_requests_in_ten_seconds_are_each_answered_500() {
+    let server = Server::start_command(&mut testbed(&["--workers", "2"]), 2);
+    let workers = server.worker_pids();
+    let started = std::time::Instant::now();
+    for i in 0..100 {
+        // Paced over about 3 s, so that repeated log lines are seen held back and counted.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let (status, body, closed) = get_closing(server.addr, "/panic");
+        assert_eq!(status, 500, "panicking request {i}: {body}");
+        assert!(closed, "the connection of a failed request is closed");
+        // Between the panics, everyone else is still served.
+        assert_eq!(get_closing(server.addr, "/").0, 200);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(
+        server.worker_pids(),
+        workers,
+        "no worker died or was replaced"
+    );
+    assert!(common::alive(server.pid()));
+    let log = server.log();
+    let panics = log.iter().filter(|l| l.contains("panicked at")).count();
+    assert!(panics >= 1, "the panic is logged");
+    assert!(
+        panics < 100,
+        "repeated panics are logged about once a second with a count, not 100 times"
+    );
+    assert!(log.iter().any(|l| l.contains("more like this")), "{log:?}");
+    assert!(
+        log.iter()
+            .all(|l| !l.contains("ERRORED") && !l.contains("exited")),
+        "{log:?}"
+    );
+    // Workers report their counters every second.
+    wait_until("the workers to report 100 handler failures", || {
+        let status = control(&server, "status json");
+        json_values(&status, "handler_failures").iter().sum::<u64>() == 100
+    });
+}
+
+#[test]
+fn invalid_input_to_a_response_setter_gives_500_not_a_panic() {
+    let server = Server::start_command(&mut testbed(&["--workers", "1"]), 1);
+    let worker = server.worker_pids();
+    for what in ["status", "length", "header"] {
+        let (status, body, closed) = get_closing(server.addr, &format!("/misuse?what={what}"));
+        assert_eq!(status, 500, "{what}: {body}");
+        assert!(!body.contains("never sent"), "{what}: {body}");
+        assert!(closed, "{what}");
+    }
+    assert_eq!(get_closing(server.addr, "/").0, 200);
+    assert_eq!(server.worker_pids(), worker, "the worker did not die");
+    server.wait_log("the handler's response is invalid (Response::status: status 101");
+}
+
+#[test]
+fn with_exit_on_panic_a_worker_dying_while_serving_is_always_respawned() {
+    let server = Server::start_command(
+        &mut testbed(&[
+            "--workers",
+            "1",
+            "--exit-on-panic",
+            "--respawn-failures-max",
+            "2",
+        ]),
+        1,
+    );
+    // Ten deaths of a worker that was ready: far past --respawn-failures-max, yet only
+    // failures to start count against the slot.
+    for incarnation in 1..=10 {
+        server.wait_log_count("ready (pid", incarnation);
+        let mut stream = connect(server.addr);
+        stream
+            .write_all(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        assert!(
+            closed_by_server(&mut reader),
+            "the dying worker answers nothing"
+        );
+        server.wait_log_count("worker 0 exited", incarnation);
+    }
+    server.wait_log_count("ready (pid", 11);
+    assert_eq!(get_closing(server.addr, "/").0, 200);
+    let log = server.log();
+    assert!(log.iter().all(|l| !l.contains("ERRORED")), "{log:?}");
+    let delays: Vec<&str> = log
+        .iter()
+        .filter_map(|l| l.split("respawning on cpu 0 in ").nth(1))
+        .collect();
+    assert_eq!(
+        delays[..5],
+        ["0ms", "100ms", "200ms", "400ms", "800ms"],
+        "a short backoff"
+    );
+    assert!(delays[5..].iter().all(|d| *d == "1000ms"), "{delays:?}");
+}

@@ -7,4 +7,4 @@ pub mod request;
 pub mod response;
 
 pub use request::{parse_head, Framing, Head, HeadError, HeadLimits, Parsed, Request, Version};
-pub use response::{HeaderError, Response};
+pub use response::{HeaderError, Response, StatusError};

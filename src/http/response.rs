@@ -31,10 +31,49 @@ impl fmt::Display for HeaderError {
 
 impl std::error::Error for HeaderError {}
 
+/// A status code outside `200..=599`: informational codes (1xx) would break the framing,
+/// and codes past 599 do not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusError(pub u16);
+
+impl fmt::Display for StatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "status {} is outside 200..=599", self.0)
+    }
+}
+
+impl std::error::Error for StatusError {}
+
+/// The first invalid input a handler gave a [`Response`] setter: the server answers `500`
+/// instead of the response, and logs this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Misuse {
+    Status(StatusError),
+    Header { name: String, error: HeaderError },
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Misuse::Status(e) => write!(f, "Response::status: {e}"),
+            Misuse::Header { name, error } => {
+                write!(f, "Response::header({name:?}): {error}")
+            }
+        }
+    }
+}
+
 /// The response a handler builds: status (200 unless set), header fields and body. The
 /// server adds `Date`, `Content-Length` and, when the connection closes, `Connection: close`.
 ///
 /// The same value is reused for every request of a worker, so its buffers are allocated once.
+///
+/// Setters never panic. Invalid input to [`status`](Self::status) or
+/// [`header`](Self::header) (a 1xx code, a CR or LF in a value, a `Content-Length` field) is
+/// a bug in the handler: the client gets `500 Internal Server Error` (and the connection
+/// closes) instead of a response that would break the framing, and the worker logs one line
+/// naming the misuse. [`try_status`](Self::try_status) and
+/// [`try_header`](Self::try_header) return the error instead, for input from outside.
 #[derive(Debug)]
 pub struct Response {
     status: u16,
@@ -42,6 +81,8 @@ pub struct Response {
     headers: Vec<u8>,
     body: Vec<u8>,
     close: bool,
+    /// The first invalid input a setter was given, if any: the response becomes a 500.
+    misuse: Option<Misuse>,
 }
 
 impl Default for Response {
@@ -58,6 +99,7 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             close: false,
+            misuse: None,
         }
     }
 
@@ -67,30 +109,52 @@ impl Response {
         self.headers.clear();
         self.body.clear();
         self.close = false;
+        self.misuse = None;
     }
 
     /// Sets the status code.
     ///
-    /// # Panics
-    /// If `code` is outside 200..=599: informational responses would break the framing.
+    /// A code outside 200..=599 is not set: the server answers `500` instead of this
+    /// response and logs the misuse (see [`Response`]). Use [`try_status`](Self::try_status)
+    /// for a code from outside.
     pub fn status(&mut self, code: u16) -> &mut Response {
-        assert!(
-            (200..=599).contains(&code),
-            "status {code} is outside 200..=599"
-        );
-        self.status = code;
+        if let Err(e) = self.try_status(code) {
+            self.misused(Misuse::Status(e));
+        }
         self
+    }
+
+    /// Sets the status code, refusing one outside 200..=599 (informational responses would
+    /// break the framing); the response is unchanged then.
+    pub fn try_status(&mut self, code: u16) -> Result<&mut Response, StatusError> {
+        if !(200..=599).contains(&code) {
+            return Err(StatusError(code));
+        }
+        self.status = code;
+        Ok(self)
     }
 
     /// Adds a header field.
     ///
-    /// # Panics
-    /// If [`try_header`](Self::try_header) would refuse it; use that for values from outside.
+    /// A field [`try_header`](Self::try_header) would refuse is not added: the server answers
+    /// `500` instead of this response and logs the misuse (see [`Response`]). Use
+    /// `try_header` for names and values from outside.
     pub fn header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Response {
-        if let Err(e) = self.try_header(name, value) {
-            panic!("header {name:?}: {e}");
+        if let Err(error) = self.try_header(name, value) {
+            let name = name.chars().take(64).collect();
+            self.misused(Misuse::Header { name, error });
         }
         self
+    }
+
+    /// Records the first misuse; the response becomes a 500.
+    fn misused(&mut self, misuse: Misuse) {
+        self.misuse.get_or_insert(misuse);
+    }
+
+    /// The first invalid input a setter was given since the last reset.
+    pub(crate) fn misuse(&self) -> Option<&Misuse> {
+        self.misuse.as_ref()
     }
 
     /// Adds a header field, refusing names that are not tokens, values with control bytes
@@ -192,8 +256,13 @@ pub fn encode(
 const ERROR_BODY_BYTES_MAX: usize = 256;
 
 /// Appends an error response for `status` with a one-line plain-text body naming `detail`,
-/// and `Connection: close`.
-pub fn encode_error(out: &mut Vec<u8>, status: u16, detail: &dyn fmt::Display, date_line: &[u8]) {
+/// and `Connection: close`. Returns the body's length.
+pub fn encode_error(
+    out: &mut Vec<u8>,
+    status: u16,
+    detail: &dyn fmt::Display,
+    date_line: &[u8],
+) -> usize {
     use std::io::Write;
     let mut body = [0u8; ERROR_BODY_BYTES_MAX];
     let mut cursor = std::io::Cursor::new(&mut body[..]);
@@ -206,6 +275,7 @@ pub fn encode_error(out: &mut Vec<u8>, status: u16, detail: &dyn fmt::Display, d
     write_connection(out, ConnectionHeader::Close);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body[..len]);
+    len
 }
 
 fn write_head_start(out: &mut Vec<u8>, status: u16, date_line: &[u8]) {
@@ -344,9 +414,29 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "outside 200..=599")]
-    fn informational_status_is_a_bug() {
-        Response::new().status(101);
+    fn invalid_input_to_a_setter_is_recorded_not_panicked() {
+        let mut res = Response::new();
+        res.status(404).status(101).status(600);
+        assert_eq!(res.status_code(), 404, "an invalid code is not set");
+        assert_eq!(
+            res.misuse(),
+            Some(&Misuse::Status(StatusError(101))),
+            "the first"
+        );
+        assert_eq!(res.try_status(99).map(|_| ()), Err(StatusError(99)));
+        res.reset();
+        assert_eq!(res.misuse(), None);
+        for (name, value, error) in [
+            ("X", "a\r\nSet-Cookie: x", HeaderError::InvalidValue),
+            ("Content-Length", "5", HeaderError::Reserved),
+            ("Bad Name", "v", HeaderError::InvalidName),
+        ] {
+            res.reset();
+            res.header(name, value);
+            let name = name.to_string();
+            assert_eq!(res.misuse(), Some(&Misuse::Header { name, error }));
+            assert!(!encoded(&res, false, ConnectionHeader::Omit).contains("Set-Cookie"));
+        }
     }
 
     #[test]
