@@ -38,6 +38,10 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn the_strictness_cases_get_their_status_and_a_close() {
     let server = Server::start(&["--workers", "1"]);
+    // A method past METHOD_BYTES_MAX (32) is 501 from its 33rd byte, long before the 414 of
+    // an 8 KiB request line.
+    let method_33 = format!("{} / HTTP/1.1\r\nHost: t\r\n\r\n", "M".repeat(33));
+    let method_100k = vec![b'M'; 100 * 1024];
     let cases: &[(&str, &[u8], u16)] = &[
         ("1 CL and TE", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
         ("2 two CL", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
@@ -63,6 +67,8 @@ fn the_strictness_cases_get_their_status_and_a_close() {
         ("12 target with space", b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("12 HTTP/2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
         ("14 method not a token", b"G@T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("14 method of 33 bytes", method_33.as_bytes(), 501),
+        ("14 method of 100 KiB", &method_100k, 501),
         ("15 too many empty lines", b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("Expect other", b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx", 417),
     ];
@@ -76,7 +82,9 @@ fn the_strictness_cases_get_their_status_and_a_close() {
         );
     }
     // What RFC 9112 lets through.
+    let method_32 = format!("{} / HTTP/1.1\r\nHost: t\r\n\r\n", "M".repeat(32));
     for (name, raw) in [
+        ("14 method of 32 bytes", method_32.as_bytes()),
         (
             "14 unknown method",
             &b"BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n"[..],

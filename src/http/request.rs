@@ -8,6 +8,12 @@ pub const HEADERS_MAX: usize = 100;
 /// Empty lines (CRLF) ignored before a request line (RFC 9112 section 2.2 asks for at least
 /// one); more is answered with 400.
 pub const EMPTY_LINES_MAX: usize = 4;
+/// The longest method, in bytes: past it a method is longer than any this server implements
+/// and is answered with 501 (RFC 9112 section 3), as soon as `METHOD_BYTES_MAX + 1` bytes of
+/// it have arrived, whatever follows. The longest registered method (`UPDATEREDIRECTREF`)
+/// has 17 bytes. It is below the smallest request line limit (64 bytes, see
+/// `config::Limits`), so a long method gets its 501 before the line could get a 414.
+pub const METHOD_BYTES_MAX: usize = 32;
 
 /// The HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +81,9 @@ pub enum HeadError {
     VersionNotSupported,
     /// An `Expect` other than `100-continue`: 417.
     ExpectationFailed,
+    /// A method longer than [`METHOD_BYTES_MAX`]: longer than any this server implements,
+    /// 501 (RFC 9112 section 3).
+    MethodTooLong,
 }
 
 impl HeadError {
@@ -87,7 +96,7 @@ impl HeadError {
             HeadError::RequestLineTooLong => 414,
             HeadError::HeadTooLarge | HeadError::TooManyHeaders => 431,
             HeadError::BodyTooLarge => 413,
-            HeadError::TransferEncodingUnsupported => 501,
+            HeadError::TransferEncodingUnsupported | HeadError::MethodTooLong => 501,
         }
     }
 }
@@ -109,6 +118,9 @@ impl fmt::Display for HeadError {
             HeadError::MissingHost => f.write_str("HTTP/1.1 request needs exactly one valid Host"),
             HeadError::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are spoken"),
             HeadError::ExpectationFailed => f.write_str("only Expect: 100-continue is supported"),
+            HeadError::MethodTooLong => {
+                f.write_str("method longer than any this server implements")
+            }
         }
     }
 }
@@ -168,6 +180,11 @@ pub fn parse_head<'b>(
         return Err(HeadError::Malformed(
             "too many empty lines before the request line",
         ));
+    }
+    // Judged on the method's first bytes, before anything else about the line, so that the
+    // answer is the same however the bytes were split.
+    if method_too_long(&buf[start..]) {
+        return Err(HeadError::MethodTooLong);
     }
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, headers) {
@@ -232,6 +249,14 @@ pub fn parse_head<'b>(
         expect_continue: fields.expect_continue && framing != Framing::None,
         line: &buf[line_start(buf)..line_end - 2],
     }))
+}
+
+/// Whether `line` starts with more than [`METHOD_BYTES_MAX`] token bytes: a method too long
+/// whatever follows. Only its first bytes are looked at; an ordinary method stops the scan
+/// at its space.
+fn method_too_long(line: &[u8]) -> bool {
+    line.get(..=METHOD_BYTES_MAX)
+        .is_some_and(|first| first.iter().all(|&b| super::response::is_token_byte(b)))
 }
 
 /// Every LF must follow a CR, and every CR precede an LF (a CR last in `buf` may still get
@@ -672,6 +697,10 @@ mod tests {
             ("15 too many empty lines", b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", bad("too many empty lines before the request line")),
             ("15 bare LF empty line", b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", bad("bare LF as a line end")),
             ("Expect other", b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\n", ExpectationFailed),
+            ("14 method of 33 bytes", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM / HTTP/1.1\r\nHost: a\r\n\r\n", MethodTooLong),
+            ("14 method of 33 bytes, partial", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM", MethodTooLong),
+            ("14 method past the line limit", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM", MethodTooLong),
+            ("14 method of 33 bytes after an empty line", b"\r\nMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM / HTTP/1.1\r\n\r\n", MethodTooLong),
         ];
         for (name, input, want) in cases {
             assert_eq!(parse(input), Err(*want), "case {name}");
@@ -680,7 +709,54 @@ mod tests {
                 [400, 413, 414, 417, 431, 501, 505].contains(&status),
                 "{name}"
             );
+            // The connection parses its whole input again as bytes arrive: every prefix
+            // must wait for more or get the same status, so that the answer does not
+            // depend on how the bytes were split.
+            for end in 0..input.len() {
+                match parse(&input[..end]) {
+                    Ok(None) => {}
+                    Err(e) if e.status() == status => {}
+                    other => panic!("case {name}: the first {end} bytes gave {other:?}"),
+                }
+            }
         }
+    }
+
+    #[test]
+    fn method_length_at_and_past_the_bound() {
+        let with = |n: usize| format!("{} /m HTTP/1.1\r\nHost: a\r\n\r\n", "M".repeat(n));
+        assert!(matches!(
+            parse(with(METHOD_BYTES_MAX - 1).as_bytes()),
+            Ok(Some(_))
+        ));
+        assert!(matches!(
+            parse(with(METHOD_BYTES_MAX).as_bytes()),
+            Ok(Some(_))
+        ));
+        // One byte more is refused as soon as it arrives, before the line could be too long.
+        let over = with(METHOD_BYTES_MAX + 1);
+        for end in 0..=over.len() {
+            let want = match end {
+                ..=METHOD_BYTES_MAX => Ok(None),
+                _ => Err(HeadError::MethodTooLong),
+            };
+            assert_eq!(
+                parse(&over.as_bytes()[..end]),
+                want,
+                "the first {end} bytes"
+            );
+        }
+        assert_eq!(
+            parse("M".repeat(100 * 1024).as_bytes()),
+            Err(HeadError::MethodTooLong)
+        );
+        // A byte that is not a token's within the first bytes is a malformed line, as before.
+        let bad = format!("M(M{}", "M".repeat(METHOD_BYTES_MAX));
+        assert_eq!(
+            parse(bad.as_bytes()),
+            Err(HeadError::Malformed("invalid token in request line"))
+        );
+        assert_eq!(HeadError::MethodTooLong.status(), 501);
     }
 
     #[test]
