@@ -67,6 +67,7 @@ fn the_strictness_cases_get_their_status_and_a_close() {
         ("12 target with space", b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("12 HTTP/2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
         ("14 method not a token", b"G@T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("14 CONNECT", b"CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n", 501),
         ("14 method of 33 bytes", method_33.as_bytes(), 501),
         ("14 method of 100 KiB", &method_100k, 501),
         ("15 too many empty lines", b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", 400),

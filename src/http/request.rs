@@ -84,6 +84,10 @@ pub enum HeadError {
     /// A method longer than [`METHOD_BYTES_MAX`]: longer than any this server implements,
     /// 501 (RFC 9112 section 3).
     MethodTooLong,
+    /// `CONNECT`: 501. It asks the server to become a tunnel, and a handler can only answer
+    /// with a framed response (a 2xx to `CONNECT` may not even carry `Content-Length`), so no
+    /// handler can serve it: the server refuses it before any handler sees it.
+    ConnectUnsupported,
 }
 
 impl HeadError {
@@ -96,7 +100,9 @@ impl HeadError {
             HeadError::RequestLineTooLong => 414,
             HeadError::HeadTooLarge | HeadError::TooManyHeaders => 431,
             HeadError::BodyTooLarge => 413,
-            HeadError::TransferEncodingUnsupported | HeadError::MethodTooLong => 501,
+            HeadError::TransferEncodingUnsupported
+            | HeadError::MethodTooLong
+            | HeadError::ConnectUnsupported => 501,
         }
     }
 }
@@ -121,6 +127,7 @@ impl fmt::Display for HeadError {
             HeadError::MethodTooLong => {
                 f.write_str("method longer than any this server implements")
             }
+            HeadError::ConnectUnsupported => f.write_str("this server does not tunnel (CONNECT)"),
         }
     }
 }
@@ -209,6 +216,10 @@ pub fn parse_head<'b>(
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
+    // Before the target: a CONNECT target is in authority form, which nothing else may use.
+    if method == "CONNECT" {
+        return Err(HeadError::ConnectUnsupported);
+    }
     let version = if minor == 0 {
         Version::Http10
     } else {
@@ -697,6 +708,9 @@ mod tests {
             ("15 too many empty lines", b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", bad("too many empty lines before the request line")),
             ("15 bare LF empty line", b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", bad("bare LF as a line end")),
             ("Expect other", b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\n", ExpectationFailed),
+            ("14 CONNECT", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", ConnectUnsupported),
+            ("14 CONNECT with a path", b"CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", ConnectUnsupported),
+            ("14 CONNECT in HTTP/1.0", b"CONNECT a:443 HTTP/1.0\r\n\r\n", ConnectUnsupported),
             ("14 method of 33 bytes", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM / HTTP/1.1\r\nHost: a\r\n\r\n", MethodTooLong),
             ("14 method of 33 bytes, partial", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM", MethodTooLong),
             ("14 method past the line limit", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM", MethodTooLong),
