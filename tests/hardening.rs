@@ -65,6 +65,7 @@ fn the_strictness_cases_get_their_status_and_a_close() {
         ("11 no Host", b"GET / HTTP/1.1\r\n\r\n", 400),
         ("11 two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         ("12 target with space", b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 UTF-8 in target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("12 HTTP/2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
         ("14 method not a token", b"G@T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("14 CONNECT", b"CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n", 501),

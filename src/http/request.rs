@@ -220,6 +220,9 @@ pub fn parse_head<'b>(
     if method == "CONNECT" {
         return Err(HeadError::ConnectUnsupported);
     }
+    if !visible_ascii(target.as_bytes()) {
+        return Err(HeadError::Malformed("request target is not visible ASCII"));
+    }
     let version = if minor == 0 {
         Version::Http10
     } else {
@@ -268,6 +271,17 @@ pub fn parse_head<'b>(
 fn method_too_long(line: &[u8]) -> bool {
     line.get(..=METHOD_BYTES_MAX)
         .is_some_and(|first| first.iter().all(|&b| super::response::is_token_byte(b)))
+}
+
+/// Whether every byte is visible ASCII (`0x21..=0x7E`), all a request-target may hold: a URI
+/// has no raw non-ASCII byte (httparse lets `0x80..=0xFF` through) and no control byte.
+fn visible_ascii(bytes: &[u8]) -> bool {
+    // Branch-free over the bytes, so that the compiler vectorizes it: it runs over every
+    // target, and clean ones (nearly all of them) are scanned to the end.
+    let bad = bytes.iter().fold(0u8, |bad, &b| {
+        bad | u8::from(b.wrapping_sub(0x21) > 0x7e - 0x21)
+    });
+    bad == 0
 }
 
 /// Every LF must follow a CR, and every CR precede an LF (a CR last in `buf` may still get
@@ -699,6 +713,10 @@ mod tests {
             ("11 Host with userinfo", b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", MissingHost),
             ("12 space in target", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid HTTP version")),
             ("12 control in target", b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid token in request line")),
+            ("12 DEL in target", b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid token in request line")),
+            ("12 UTF-8 in target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not visible ASCII")),
+            ("12 UTF-8 in query", b"GET /?q=\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not visible ASCII")),
+            ("12 UTF-8 in target, HTTP/1.0", b"GET /\xe2\x82\xac HTTP/1.0\r\n\r\n", bad("request target is not visible ASCII")),
             ("12 malformed version", b"GET / HTTP/1\r\nHost: a\r\n\r\n", bad("invalid HTTP version")),
             ("12 lowercase version", b"GET / http/1.1\r\nHost: a\r\n\r\n", bad("invalid HTTP version")),
             ("12 HTTP/2.0", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", VersionNotSupported),
