@@ -689,9 +689,9 @@ fn answer_buffered<H: Handler>(
     }
 }
 
-/// Calls the handler for one whole request and encodes its response. Returns `Some` when
-/// the connection closes after it. `last` says no byte was received after this request: a
-/// draining worker answers it with `Connection: close`.
+/// Calls the handler for one whole request (or answers `OPTIONS *` itself) and encodes its
+/// response. Returns `Some` when the connection closes after it. `last` says no byte was
+/// received after this request: a draining worker answers it with `Connection: close`.
 fn answer<H: Handler>(
     head: &Head<'_>,
     body: &[u8],
@@ -700,7 +700,13 @@ fn answer<H: Handler>(
     ctx: &mut Ctx<'_, H>,
 ) -> Option<Next> {
     ctx.res.reset();
-    ctx.handler.handle(&Request::new(head, body), &mut ctx.res);
+    // `OPTIONS *` asks about the server, not a resource: the server answers it (the parser
+    // let the asterisk form through for OPTIONS only).
+    if head.target_form == crate::http::TargetForm::Asterisk {
+        ctx.res.header("Allow", crate::http::OPTIONS_ALLOW);
+    } else {
+        ctx.handler.handle(&Request::new(head, body), &mut ctx.res);
+    }
     ctx.counters.requests += 1;
     let keep_alive = head.keep_alive && !ctx.res.wants_close() && !(ctx.draining && last);
     let connection = match (keep_alive, head.version) {

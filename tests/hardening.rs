@@ -66,6 +66,11 @@ fn the_strictness_cases_get_their_status_and_a_close() {
         ("11 two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         ("12 target with space", b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("12 UTF-8 in target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 target * with GET", b"GET * HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 relative target", b"GET foo HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 absolute target, other scheme", b"GET ftp://t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 absolute target, no host", b"GET http:///pid HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 absolute target, userinfo", b"GET http://u@t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("12 HTTP/2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
         ("14 method not a token", b"G@T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("14 CONNECT", b"CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n", 501),
@@ -98,6 +103,81 @@ fn the_strictness_cases_get_their_status_and_a_close() {
     ] {
         assert_eq!(exchange(server.addr, raw).0.status, 200, "case {name}");
     }
+}
+
+#[test]
+fn options_asterisk_is_answered_by_the_server_on_a_kept_connection() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut stream = connect(server.addr);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let options = format!("OPTIONS * {version}\r\nHost: t\r\nConnection: keep-alive\r\n\r\n");
+        stream.write_all(options.as_bytes()).unwrap();
+        let res = read_response(&mut reader, false);
+        assert_eq!(res.status, 200, "{version}");
+        assert_eq!(
+            res.header("Allow"),
+            Some("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+            "{version}"
+        );
+        // The handler (Hello World for every request) was not called.
+        assert_eq!(res.header("Content-Length"), Some("0"), "{version}");
+        assert_ne!(res.header("Connection"), Some("close"), "{version}");
+        // The connection stays open: the next request is answered by the handler.
+        stream.write_all(GET).unwrap();
+        let res = read_response(&mut reader, false);
+        assert_eq!((res.status, &res.body[..]), (200, &b"Hello World"[..]));
+    }
+    // Keep-alive rules as for any response: asked to close, it closes.
+    stream
+        .write_all(b"OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let res = read_response(&mut reader, false);
+    assert_eq!((res.status, res.header("Connection")), (200, Some("close")));
+    assert!(closed_by_server(&mut reader));
+}
+
+#[test]
+fn an_absolute_form_target_reaches_the_handler_in_origin_form() {
+    let server = Server::start_command(&mut testbed(&["--workers", "1"]), 1);
+    let mut stream = connect(server.addr);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut ask = |raw: &str| {
+        stream.write_all(raw.as_bytes()).unwrap();
+        let res = read_response(&mut reader, false);
+        assert_eq!(res.status, 200, "{raw:?}");
+        String::from_utf8(res.body).unwrap()
+    };
+    // The authority is the host, not the Host field (RFC 9112 section 3.2.2).
+    let cases = [
+        (
+            "GET http://example.com/target?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+            "/target?x=1 example.com",
+        ),
+        (
+            "GET HTTPS://h:8443/target HTTP/1.1\r\nHost: h\r\n\r\n",
+            "/target h:8443",
+        ),
+        ("GET /target HTTP/1.1\r\nHost: h\r\n\r\n", "/target h"),
+        (
+            "GET /target HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            "/target -",
+        ),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(ask(raw), want, "{raw:?}");
+    }
+    // An empty path is `/`: the testbed's Hello World.
+    assert_eq!(
+        ask("GET http://h?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"),
+        "Hello World"
+    );
+    let pid = ask("GET http://h/pid HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(pid, ask("GET /pid HTTP/1.1\r\nHost: h\r\n\r\n"));
+    assert!(
+        server.worker_pids().contains(&pid.parse().unwrap()),
+        "{pid}"
+    );
 }
 
 #[test]
