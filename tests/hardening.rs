@@ -135,6 +135,18 @@ fn options_asterisk_is_answered_by_the_server_on_a_kept_connection() {
     let res = read_response(&mut reader, false);
     assert_eq!((res.status, res.header("Connection")), (200, Some("close")));
     assert!(closed_by_server(&mut reader));
+    // Each `OPTIONS *` counts as a request, as the handler's do (workers report each second).
+    let listen = server.addr.to_string();
+    wait_until("the five requests to be reported", || {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+            .args(["status", "--listen", &listen])
+            .output()
+            .expect("ringmaster status");
+        let text = String::from_utf8_lossy(&status.stdout).to_string();
+        text.lines()
+            .last()
+            .is_some_and(|l| l.contains(": 5 requests"))
+    });
 }
 
 #[test]
