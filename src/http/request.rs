@@ -329,6 +329,7 @@ impl<'b> Target<'b> {
         if !visible_ascii(raw.as_bytes()) {
             return Err(HeadError::Malformed("request target is not visible ASCII"));
         }
+        // httparse refuses an empty target, so there is a first byte.
         let (origin, form, authority) = match raw.as_bytes()[0] {
             b'/' => (raw, TargetForm::Origin, None),
             b'*' if raw.len() == 1 && method == "OPTIONS" => (raw, TargetForm::Asterisk, None),
@@ -358,7 +359,9 @@ fn absolute_form(raw: &str) -> Result<(&str, &str), HeadError> {
         ));
     };
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return Err(HeadError::Malformed("request target scheme is not http"));
+        return Err(HeadError::Malformed(
+            "request target scheme is not http or https",
+        ));
     }
     let (authority, origin) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
     if authority.is_empty() {
@@ -849,9 +852,9 @@ mod tests {
             ("12 query alone", b"GET ?q HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not in origin or absolute form")),
             ("12 authority form", b"GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not in origin or absolute form")),
             ("12 absolute, one slash", b"GET http:/a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not in origin or absolute form")),
-            ("12 absolute, other scheme", b"GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target scheme is not http")),
-            ("12 absolute, no scheme", b"GET ://a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target scheme is not http")),
-            ("12 absolute, scheme prefix", b"GET httpx://a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target scheme is not http")),
+            ("12 absolute, other scheme", b"GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target scheme is not http or https")),
+            ("12 absolute, no scheme", b"GET ://a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target scheme is not http or https")),
+            ("12 absolute, scheme prefix", b"GET httpx://a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target scheme is not http or https")),
             ("12 absolute, empty authority", b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target has no host")),
             ("12 absolute, nothing after //", b"GET http:// HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target has no host")),
             ("12 absolute, query without host", b"GET https://?q HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target has no host")),
