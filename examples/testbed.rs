@@ -2,7 +2,9 @@
 //! line (`ringmaster::cli::run`), with every cluster hook in use. The integration tests run
 //! it as a real process; it also shows the IPC API end to end.
 //!
-//! Paths: `/` Hello World; `/pid` the worker's pid; `/echo` the request body; `/big?kb=N`
+//! Paths: `/` Hello World; `/pid` the worker's pid; `/echo` the request body; `/target` the
+//! request-target and host the handler sees (`TARGET HOST`, `-` for no host: an absolute-form
+//! target arrives in origin form, its authority as the host); `/big?kb=N`
 //! N KiB; `/slow?ms=N` answers after N ms (the
 //! worker is blocked meanwhile); `/panic` panics; `/misuse?what=status|length|header` gives
 //! its `Response` invalid input (a 1xx status, a `Content-Length` field, a CR LF in a
@@ -44,6 +46,9 @@ impl Handler for Testbed {
             }
             "/echo" => {
                 res.body(req.body());
+            }
+            "/target" => {
+                res.body(format!("{} {}", req.target(), req.host().unwrap_or("-")));
             }
             "/big" => {
                 let kb = query(req, "kb")

@@ -729,9 +729,9 @@ fn answer_buffered<H: Handler>(
     }
 }
 
-/// Calls the handler for one whole request and encodes its response. Returns `Some` when
-/// the connection closes after it. `last` says no byte was received after this request: a
-/// draining worker answers it with `Connection: close`.
+/// Calls the handler for one whole request (or answers `OPTIONS *` itself) and encodes its
+/// response. Returns `Some` when the connection closes after it. `last` says no byte was
+/// received after this request: a draining worker answers it with `Connection: close`.
 ///
 /// A handler that panics, or that gave its `Response` invalid input, gets its request
 /// answered `500` and the connection closed (after a linger, so that the client reads the
@@ -746,6 +746,12 @@ fn answer<H: Handler>(
 ) -> Option<Next> {
     ctx.res.reset();
     ctx.counters.requests += 1;
+    if head.target_form == crate::http::TargetForm::Asterisk {
+        // `OPTIONS *` asks about the server, not a resource: the server answers it (the
+        // parser let the asterisk form through for OPTIONS only).
+        ctx.res.header("Allow", crate::http::OPTIONS_ALLOW);
+        return encode_answer(head, out, last, ctx);
+    }
     let (handler, res) = (ctx.handler, &mut ctx.res);
     // Unwinding stops here. After a panic nothing the handler touched is used but `res`,
     // which is reset before the next request; the handler's own state is its own affair.
@@ -761,6 +767,16 @@ fn answer<H: Handler>(
         log_limited!("the handler's response is invalid ({misuse}); answered 500 instead");
         return Some(handler_failed(head, out, ctx));
     }
+    encode_answer(head, out, last, ctx)
+}
+
+/// Encodes the response in `ctx.res` to `head`, with the connection rules applied.
+fn encode_answer<H>(
+    head: &Head<'_>,
+    out: &mut Vec<u8>,
+    last: bool,
+    ctx: &mut Ctx<'_, H>,
+) -> Option<Next> {
     let keep_alive = head.keep_alive && !ctx.res.wants_close() && !(ctx.draining && last);
     let connection = match (keep_alive, head.version) {
         (false, _) => ConnectionHeader::Close,

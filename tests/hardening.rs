@@ -38,6 +38,10 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn the_strictness_cases_get_their_status_and_a_close() {
     let server = Server::start(&["--workers", "1"]);
+    // A method past METHOD_BYTES_MAX (32) is 501 from its 33rd byte, long before the 414 of
+    // an 8 KiB request line.
+    let method_33 = format!("{} / HTTP/1.1\r\nHost: t\r\n\r\n", "M".repeat(33));
+    let method_100k = vec![b'M'; 100 * 1024];
     let cases: &[(&str, &[u8], u16)] = &[
         ("1 CL and TE", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
         ("2 two CL", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
@@ -48,6 +52,10 @@ fn the_strictness_cases_get_their_status_and_a_close() {
         ("5 bad chunk size", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         ("5 chunk overflow", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400),
         ("5 chunk bare LF", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\r\n", 400),
+        ("5 chunk ext bare ;", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;\r\nx\r\n0\r\n\r\n", 400),
+        ("5 chunk ext not a token", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;bad[=x\r\nx\r\n0\r\n\r\n", 400),
+        ("5 chunk ext unterminated quote", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"x\r\nx\r\n0\r\n\r\n", 400),
+        ("5 whitespace after chunk size", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1 \r\nx\r\n0\r\n\r\n", 400),
         ("6 space before colon", b"GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400),
         ("7 obs-fold", b"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400),
         ("8 no colon", b"GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n", 400),
@@ -57,8 +65,17 @@ fn the_strictness_cases_get_their_status_and_a_close() {
         ("11 no Host", b"GET / HTTP/1.1\r\n\r\n", 400),
         ("11 two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         ("12 target with space", b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 UTF-8 in target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 target * with GET", b"GET * HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 relative target", b"GET foo HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 absolute target, other scheme", b"GET ftp://t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 absolute target, no host", b"GET http:///pid HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("12 absolute target, userinfo", b"GET http://u@t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("12 HTTP/2.0", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
         ("14 method not a token", b"G@T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("14 CONNECT", b"CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n", 501),
+        ("14 method of 33 bytes", method_33.as_bytes(), 501),
+        ("14 method of 100 KiB", &method_100k, 501),
         ("15 too many empty lines", b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("Expect other", b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx", 417),
     ];
@@ -72,7 +89,9 @@ fn the_strictness_cases_get_their_status_and_a_close() {
         );
     }
     // What RFC 9112 lets through.
+    let method_32 = format!("{} / HTTP/1.1\r\nHost: t\r\n\r\n", "M".repeat(32));
     for (name, raw) in [
+        ("14 method of 32 bytes", method_32.as_bytes()),
         (
             "14 unknown method",
             &b"BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n"[..],
@@ -84,6 +103,93 @@ fn the_strictness_cases_get_their_status_and_a_close() {
     ] {
         assert_eq!(exchange(server.addr, raw).0.status, 200, "case {name}");
     }
+}
+
+#[test]
+fn options_asterisk_is_answered_by_the_server_on_a_kept_connection() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut stream = connect(server.addr);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let options = format!("OPTIONS * {version}\r\nHost: t\r\nConnection: keep-alive\r\n\r\n");
+        stream.write_all(options.as_bytes()).unwrap();
+        let res = read_response(&mut reader, false);
+        assert_eq!(res.status, 200, "{version}");
+        assert_eq!(
+            res.header("Allow"),
+            Some("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+            "{version}"
+        );
+        // The handler (Hello World for every request) was not called.
+        assert_eq!(res.header("Content-Length"), Some("0"), "{version}");
+        assert_ne!(res.header("Connection"), Some("close"), "{version}");
+        // The connection stays open: the next request is answered by the handler.
+        stream.write_all(GET).unwrap();
+        let res = read_response(&mut reader, false);
+        assert_eq!((res.status, &res.body[..]), (200, &b"Hello World"[..]));
+    }
+    // Keep-alive rules as for any response: asked to close, it closes.
+    stream
+        .write_all(b"OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let res = read_response(&mut reader, false);
+    assert_eq!((res.status, res.header("Connection")), (200, Some("close")));
+    assert!(closed_by_server(&mut reader));
+    // Each `OPTIONS *` counts as a request, as the handler's do (workers report each second).
+    let listen = server.addr.to_string();
+    wait_until("the five requests to be reported", || {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+            .args(["status", "--listen", &listen])
+            .output()
+            .expect("ringmaster status");
+        let text = String::from_utf8_lossy(&status.stdout).to_string();
+        text.lines()
+            .last()
+            .is_some_and(|l| l.contains(": 5 requests"))
+    });
+}
+
+#[test]
+fn an_absolute_form_target_reaches_the_handler_in_origin_form() {
+    let server = Server::start_command(&mut testbed(&["--workers", "1"]), 1);
+    let mut stream = connect(server.addr);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut ask = |raw: &str| {
+        stream.write_all(raw.as_bytes()).unwrap();
+        let res = read_response(&mut reader, false);
+        assert_eq!(res.status, 200, "{raw:?}");
+        String::from_utf8(res.body).unwrap()
+    };
+    // The authority is the host, not the Host field (RFC 9112 section 3.2.2).
+    let cases = [
+        (
+            "GET http://example.com/target?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+            "/target?x=1 example.com",
+        ),
+        (
+            "GET HTTPS://h:8443/target HTTP/1.1\r\nHost: h\r\n\r\n",
+            "/target h:8443",
+        ),
+        ("GET /target HTTP/1.1\r\nHost: h\r\n\r\n", "/target h"),
+        (
+            "GET /target HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            "/target -",
+        ),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(ask(raw), want, "{raw:?}");
+    }
+    // An empty path is `/`: the testbed's Hello World.
+    assert_eq!(
+        ask("GET http://h?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"),
+        "Hello World"
+    );
+    let pid = ask("GET http://h/pid HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(pid, ask("GET /pid HTTP/1.1\r\nHost: h\r\n\r\n"));
+    assert!(
+        server.worker_pids().contains(&pid.parse().unwrap()),
+        "{pid}"
+    );
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! The `chunked` transfer coding of request bodies (RFC 9112 section 7.1), decoded
 //! incrementally: bytes can arrive split anywhere, and the decoder keeps no raw bytes, only
-//! its state. Chunk extensions are bounded and ignored; trailer fields are read, bounded and
-//! dropped, never merged into the header section.
+//! its state. Chunk extensions are checked against their grammar, bounded and ignored;
+//! trailer fields are read, bounded and dropped, never merged into the header section.
 
+use super::response::is_token_byte;
 use std::fmt;
 
 /// The most bytes of chunk extensions (after the size, up to the line end) on one chunk line.
@@ -17,6 +18,11 @@ pub enum ChunkError {
     BadSize,
     /// A line that does not end in CRLF, or data not followed by CRLF.
     BadLineEnd,
+    /// Chunk extensions outside the grammar of RFC 9112 section 7.1.1 (a bare `;`,
+    /// whitespace with no extension after it, a name that is not a token, a value that is
+    /// neither a token nor a whole quoted string). Lenient extension parsing is what
+    /// chunk-extension request smuggling relies on, so none is tolerated.
+    BadExtension,
     /// Chunk extensions over [`CHUNK_EXT_BYTES_MAX`].
     ExtensionTooLong,
     /// The decoded body exceeds the body limit.
@@ -30,6 +36,7 @@ impl fmt::Display for ChunkError {
         f.write_str(match self {
             ChunkError::BadSize => "invalid chunk size",
             ChunkError::BadLineEnd => "chunk line does not end in CRLF",
+            ChunkError::BadExtension => "invalid chunk extension",
             ChunkError::ExtensionTooLong => "chunk extension too long",
             ChunkError::BodyTooLarge => "request body too large",
             ChunkError::TrailersTooLarge => "trailer section too large",
@@ -43,7 +50,10 @@ impl ChunkError {
         match self {
             ChunkError::BodyTooLarge => 413,
             ChunkError::TrailersTooLarge => 431,
-            _ => 400,
+            ChunkError::BadSize
+            | ChunkError::BadLineEnd
+            | ChunkError::BadExtension
+            | ChunkError::ExtensionTooLong => 400,
         }
     }
 }
@@ -53,8 +63,9 @@ impl ChunkError {
 enum State {
     /// Reading the hex size: its value and digit count so far.
     Size { size: u64, digits: u32 },
-    /// After the size: skipping extensions (their byte count), until CR.
-    Extension { size: u64, bytes: usize },
+    /// After the size: checking extensions (their byte count, where in their grammar),
+    /// until CR.
+    Extension { size: u64, bytes: usize, at: Ext },
     /// Expecting the LF of the size line.
     SizeLf { size: u64 },
     /// Copying chunk data.
@@ -73,6 +84,65 @@ enum State {
     EndLf,
     /// The body is complete.
     Done,
+}
+
+/// Where in a chunk line's extensions the decoder is. RFC 9112 section 7.1.1:
+/// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`, with
+/// `chunk-ext-name = token`, `chunk-ext-val = token / quoted-string` (RFC 9110 section
+/// 5.6.4) and `BWS = *( SP / HTAB )`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ext {
+    /// Whitespace after the size or after a value: only more of it or `;` may follow.
+    BeforeSemicolon,
+    /// After `;`: whitespace, then a name's first byte.
+    BeforeName,
+    /// Inside a name; the line may end here.
+    Name,
+    /// Whitespace after a name: `=` or `;` must follow.
+    AfterName,
+    /// After `=`: whitespace, then a token or a quoted string.
+    BeforeValue,
+    /// Inside a token value; the line may end here.
+    Token,
+    /// Inside a quoted string.
+    Quoted,
+    /// After a backslash inside a quoted string (a quoted-pair).
+    Escaped,
+    /// After a quoted string's closing quote; the line may end here.
+    AfterQuoted,
+}
+
+impl Ext {
+    /// Whether the extensions may end (CR) here.
+    fn may_end(self) -> bool {
+        matches!(self, Ext::Name | Ext::Token | Ext::AfterQuoted)
+    }
+
+    /// Where byte `b` (not CR or LF) leads, or `None` where the grammar has no place for it.
+    fn next(self, b: u8) -> Option<Ext> {
+        let ws = b == b' ' || b == b'\t';
+        // qdtext, and what a quoted-pair may escape: HTAB, SP, VCHAR, obs-text.
+        let text = b == b'\t' || (b >= 0x20 && b != 0x7f);
+        Some(match self {
+            Ext::Quoted if b == b'"' => Ext::AfterQuoted,
+            Ext::Quoted if b == b'\\' => Ext::Escaped,
+            Ext::Quoted | Ext::Escaped if text => Ext::Quoted,
+            Ext::Quoted | Ext::Escaped => return None,
+            Ext::BeforeSemicolon | Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterQuoted
+                if b == b';' =>
+            {
+                Ext::BeforeName
+            }
+            Ext::BeforeSemicolon | Ext::Token | Ext::AfterQuoted if ws => Ext::BeforeSemicolon,
+            Ext::Name | Ext::AfterName if ws => Ext::AfterName,
+            Ext::Name | Ext::AfterName if b == b'=' => Ext::BeforeValue,
+            Ext::BeforeName | Ext::BeforeValue if ws => self,
+            Ext::BeforeName | Ext::Name if is_token_byte(b) => Ext::Name,
+            Ext::BeforeValue if b == b'"' => Ext::Quoted,
+            Ext::BeforeValue | Ext::Token if is_token_byte(b) => Ext::Token,
+            _ => return None,
+        })
+    }
 }
 
 /// An incremental decoder for one chunked body.
@@ -142,15 +212,14 @@ impl ChunkedDecoder {
                 None if digits == 0 => return Err(ChunkError::BadSize),
                 None => self.after_size(size, b)?,
             },
-            State::Extension { size, bytes } => match b {
-                b'\r' => State::SizeLf { size },
+            State::Extension { size, bytes, at } => match b {
+                b'\r' if at.may_end() => State::SizeLf { size },
                 b'\n' => return Err(ChunkError::BadLineEnd),
                 _ if bytes >= CHUNK_EXT_BYTES_MAX => return Err(ChunkError::ExtensionTooLong),
-                // Extensions are tokens, quoted strings and whitespace; control bytes are not.
-                0..=8 | 10..=31 | 127 => return Err(ChunkError::BadSize),
                 _ => State::Extension {
                     size,
                     bytes: bytes + 1,
+                    at: at.next(b).ok_or(ChunkError::BadExtension)?,
                 },
             },
             State::SizeLf { size } => match b {
@@ -196,7 +265,17 @@ impl ChunkedDecoder {
     fn after_size(&self, size: u64, b: u8) -> Result<State, ChunkError> {
         match b {
             b'\r' => Ok(State::SizeLf { size }),
-            b';' | b' ' | b'\t' => Ok(State::Extension { size, bytes: 1 }),
+            b';' => Ok(State::Extension {
+                size,
+                bytes: 1,
+                at: Ext::BeforeName,
+            }),
+            // Whitespace is allowed before a `;` only: `5 ` alone is refused at its CR.
+            b' ' | b'\t' => Ok(State::Extension {
+                size,
+                bytes: 1,
+                at: Ext::BeforeSemicolon,
+            }),
             b'\n' => Err(ChunkError::BadLineEnd),
             _ => Err(ChunkError::BadSize),
         }
@@ -273,7 +352,7 @@ mod tests {
             (b"0\r\nT: x\n\r\n", ChunkError::BadLineEnd),
             (b"0\r\nT: \x01\r\n\r\n", ChunkError::BadLineEnd),
             (b"65\r\n", ChunkError::BodyTooLarge),
-            (b"5;\x00\r\n", ChunkError::BadSize),
+            (b"5;\x00\r\n", ChunkError::BadExtension),
         ];
         for (raw, want) in cases {
             assert_eq!(
@@ -283,6 +362,75 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    /// Feeds `raw` in two pieces split at `split`: the body, or the first error.
+    fn decode_split(raw: &[u8], split: usize) -> Result<Vec<u8>, ChunkError> {
+        let mut d = ChunkedDecoder::new(100, 64);
+        let mut body = Vec::new();
+        let a = d.decode(&raw[..split], &mut body)?;
+        let b = d.decode(&raw[split..], &mut body)?;
+        assert_eq!(a + b, raw.len());
+        assert!(d.is_done());
+        Ok(body)
+    }
+
+    /// Chunk extensions follow RFC 9112 section 7.1.1 exactly, whole and at every split.
+    #[test]
+    fn chunk_extensions_follow_the_grammar_at_every_split() {
+        use ChunkError::BadExtension;
+        type Want = Result<(), ChunkError>;
+        let cases: &[(&[u8], Want)] = &[
+            (b"5;a=b", Ok(())),
+            (b"5 ; a = \"x\\\"y\"", Ok(())),
+            (b"5;a;b=c", Ok(())),
+            (b"5\t;\ta\t=\tb", Ok(())),
+            (b"5;a=\"\"", Ok(())),
+            (b"5;a=\"q\\\\ \te\xe9\"", Ok(())),
+            (b"5;a=\"x\" ;b", Ok(())),
+            (b"5;a = b ;c", Ok(())),
+            (b"5;!#$%&'*+-.^_`|~09AZaz=!#$%&'*+-.^_`|~", Ok(())),
+            (b"5;", Err(BadExtension)),
+            (b"5 ", Err(BadExtension)),
+            (b"5\t", Err(BadExtension)),
+            (b"5 ;", Err(BadExtension)),
+            (b"5;bad[=x", Err(BadExtension)),
+            (b"5;a=", Err(BadExtension)),
+            (b"5;a= ", Err(BadExtension)),
+            (b"5;a=\"unterminated", Err(BadExtension)),
+            (b"5;a=\"x\\", Err(BadExtension)),
+            (b"5;=x", Err(BadExtension)),
+            (b"5;;a", Err(BadExtension)),
+            (b"5;a;", Err(BadExtension)),
+            (b"5;a ", Err(BadExtension)),
+            (b"5;a=b ", Err(BadExtension)),
+            (b"5;a b", Err(BadExtension)),
+            (b"5;a=b c", Err(BadExtension)),
+            (b"5;a=b=c", Err(BadExtension)),
+            (b"5;a=\"x\"y", Err(BadExtension)),
+            (b"5;a=\"x\"\"y\"", Err(BadExtension)),
+            (b"5;a=x\"y\"", Err(BadExtension)),
+            (b"5;a=\"\x01\"", Err(BadExtension)),
+            (b"5;a=\"\x7f\"", Err(BadExtension)),
+            (b"5;a=\"\\\x00\"", Err(BadExtension)),
+            (b"5;a=\xe9", Err(BadExtension)),
+            (b"5;a\x7f", Err(BadExtension)),
+            (b"5;a=\"x\nz\"", Err(ChunkError::BadLineEnd)),
+        ];
+        for (line, want) in cases {
+            let mut raw = line.to_vec();
+            raw.extend(b"\r\nhello\r\n0\r\n\r\n");
+            let want = want.map(|()| b"hello".to_vec());
+            for split in 0..=raw.len() {
+                assert_eq!(
+                    decode_split(&raw, split),
+                    want,
+                    "{:?} split at {split}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+        assert_eq!(BadExtension.status(), 400);
     }
 
     #[test]

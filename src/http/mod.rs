@@ -6,5 +6,8 @@ pub mod date;
 pub mod request;
 pub mod response;
 
-pub use request::{parse_head, Framing, Head, HeadError, HeadLimits, Parsed, Request, Version};
+pub use request::{
+    parse_head, Framing, Head, HeadError, HeadLimits, Parsed, Request, TargetForm, Version,
+    OPTIONS_ALLOW,
+};
 pub use response::{HeaderError, Response, StatusError};

@@ -8,6 +8,12 @@ pub const HEADERS_MAX: usize = 100;
 /// Empty lines (CRLF) ignored before a request line (RFC 9112 section 2.2 asks for at least
 /// one); more is answered with 400.
 pub const EMPTY_LINES_MAX: usize = 4;
+/// The longest method, in bytes: past it a method is longer than any this server implements
+/// and is answered with 501 (RFC 9112 section 3), as soon as `METHOD_BYTES_MAX + 1` bytes of
+/// it have arrived, whatever follows. The longest registered method (`UPDATEREDIRECTREF`)
+/// has 17 bytes. It is below the smallest request line limit (64 bytes, see
+/// `config::Limits`), so a long method gets its 501 before the line could get a 414.
+pub const METHOD_BYTES_MAX: usize = 32;
 
 /// The HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +24,29 @@ pub enum Version {
     /// HTTP/1.1: the connection stays open unless either side says `Connection: close`.
     Http11,
 }
+
+/// The form a request-target was sent in (RFC 9112 section 3.2). The authority form, which
+/// only `CONNECT` uses, is refused with that method ([`HeadError::ConnectUnsupported`]); any
+/// other shape is 400.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetForm {
+    /// `/path?query`, as nearly every request sends it.
+    Origin,
+    /// `http://authority/path?query` (or `https`, either in any case), the form a proxy is
+    /// sent. RFC 9112 section 3.2.2 has a server take the authority as the host, ignoring the
+    /// `Host` field, so the target is converted: [`Head::target`] holds the path and query, and
+    /// [`Head::host`] the authority. An authority that is empty or holds userinfo is 400.
+    Absolute,
+    /// `*`, which only `OPTIONS` may use (any other method is 400): a question about the
+    /// server as a whole, which the server answers itself, without calling the handler:
+    /// `200` with `Allow:` [`OPTIONS_ALLOW`] and no body.
+    Asterisk,
+}
+
+/// The `Allow` field of the server's answer to `OPTIONS *`: the methods a handler is
+/// expected to serve. `CONNECT` is not among them: the server refuses it
+/// ([`HeadError::ConnectUnsupported`]).
+pub const OPTIONS_ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 
 /// How the request's body is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +104,13 @@ pub enum HeadError {
     VersionNotSupported,
     /// An `Expect` other than `100-continue`: 417.
     ExpectationFailed,
+    /// A method longer than [`METHOD_BYTES_MAX`]: longer than any this server implements,
+    /// 501 (RFC 9112 section 3).
+    MethodTooLong,
+    /// `CONNECT`: 501. It asks the server to become a tunnel, and a handler can only answer
+    /// with a framed response (a 2xx to `CONNECT` may not even carry `Content-Length`), so no
+    /// handler can serve it: the server refuses it before any handler sees it.
+    ConnectUnsupported,
 }
 
 impl HeadError {
@@ -87,7 +123,9 @@ impl HeadError {
             HeadError::RequestLineTooLong => 414,
             HeadError::HeadTooLarge | HeadError::TooManyHeaders => 431,
             HeadError::BodyTooLarge => 413,
-            HeadError::TransferEncodingUnsupported => 501,
+            HeadError::TransferEncodingUnsupported
+            | HeadError::MethodTooLong
+            | HeadError::ConnectUnsupported => 501,
         }
     }
 }
@@ -109,6 +147,10 @@ impl fmt::Display for HeadError {
             HeadError::MissingHost => f.write_str("HTTP/1.1 request needs exactly one valid Host"),
             HeadError::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are spoken"),
             HeadError::ExpectationFailed => f.write_str("only Expect: 100-continue is supported"),
+            HeadError::MethodTooLong => {
+                f.write_str("method longer than any this server implements")
+            }
+            HeadError::ConnectUnsupported => f.write_str("this server does not tunnel (CONNECT)"),
         }
     }
 }
@@ -118,8 +160,21 @@ impl fmt::Display for HeadError {
 pub struct Head<'b> {
     /// The method token.
     pub method: &'b str,
-    /// The request-target, as sent.
+    /// The request-target in origin form (path and query): as sent, except for an
+    /// absolute-form target, given without its scheme and authority (`http://h/p?q` is
+    /// `/p?q`), an empty path as `/` (`http://h` is `/`) unless a query follows, which stays
+    /// alone (`http://h?q` is `?q`; [`Request::path`] reads its empty path as `/`). `*` for
+    /// the asterisk form. The request line keeps the target as sent.
     pub target: &'b str,
+    /// The form the target was sent in.
+    pub target_form: TargetForm,
+    /// The host the request is for: the authority of an absolute-form target, else the
+    /// `Host` field's value (possibly empty). `None` only for an HTTP/1.0 request without
+    /// exactly one valid `Host` field (HTTP/1.1 requires one). A valid host is ASCII; it is
+    /// kept as bytes so that only a handler that asks for it as text pays for the conversion
+    /// ([`Request::host`]): converting it for every request cost about 6 ns of the 80 ns
+    /// `parse_head/wrk` takes in `benches/http.rs`.
+    pub host: Option<&'b [u8]>,
     /// The version.
     pub version: Version,
     /// The header fields, in order.
@@ -169,6 +224,11 @@ pub fn parse_head<'b>(
             "too many empty lines before the request line",
         ));
     }
+    // Judged on the method's first bytes, before anything else about the line, so that the
+    // answer is the same however the bytes were split.
+    if method_too_long(&buf[start..]) {
+        return Err(HeadError::MethodTooLong);
+    }
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -192,6 +252,11 @@ pub fn parse_head<'b>(
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
+    // Before the target: a CONNECT target is in authority form, which nothing else may use.
+    if method == "CONNECT" {
+        return Err(HeadError::ConnectUnsupported);
+    }
+    let target = Target::parse(method, target)?;
     let version = if minor == 0 {
         Version::Http10
     } else {
@@ -199,7 +264,9 @@ pub fn parse_head<'b>(
     };
     let headers: &'b [httparse::Header<'b>] = req.headers;
     let fields = Fields::scan(headers, version)?;
-    if version == Version::Http11 && !fields.host_valid {
+    // An absolute-form target's authority overrides the Host field, which HTTP/1.1 still
+    // requires (RFC 9112 section 3.2.2).
+    if version == Version::Http11 && fields.host.is_none() {
         return Err(HeadError::MissingHost);
     }
     let framing = match (fields.content_length, fields.transfer_encoding) {
@@ -222,7 +289,9 @@ pub fn parse_head<'b>(
     };
     Ok(Parsed::Complete(Head {
         method,
-        target,
+        target: target.origin,
+        target_form: target.form,
+        host: target.authority.map(str::as_bytes).or(fields.host),
         version,
         headers,
         head_len,
@@ -232,6 +301,92 @@ pub fn parse_head<'b>(
         expect_continue: fields.expect_continue && framing != Framing::None,
         line: &buf[line_start(buf)..line_end - 2],
     }))
+}
+
+/// Whether `line` starts with more than [`METHOD_BYTES_MAX`] token bytes: a method too long
+/// whatever follows. Only its first bytes are looked at.
+fn method_too_long(line: &[u8]) -> bool {
+    // An ordinary method ends in a space among them: a search for it (memchr) passes every
+    // ordinary request before the token check, whose test of a byte that is not alphanumeric
+    // searches a list of 15.
+    line.get(..=METHOD_BYTES_MAX).is_some_and(|first| {
+        !first.contains(&b' ') && first.iter().all(|&b| super::response::is_token_byte(b))
+    })
+}
+
+/// A request-target, checked and converted to origin form.
+struct Target<'b> {
+    /// The path and query (see [`Head::target`]).
+    origin: &'b str,
+    form: TargetForm,
+    /// The authority of an absolute-form target.
+    authority: Option<&'b str>,
+}
+
+impl<'b> Target<'b> {
+    /// Checks the bytes and the form of `raw`, the target of a `method` request.
+    fn parse(method: &str, raw: &'b str) -> Result<Target<'b>, HeadError> {
+        if !visible_ascii(raw.as_bytes()) {
+            return Err(HeadError::Malformed("request target is not visible ASCII"));
+        }
+        // httparse refuses an empty target, so there is a first byte.
+        let (origin, form, authority) = match raw.as_bytes()[0] {
+            b'/' => (raw, TargetForm::Origin, None),
+            b'*' if raw.len() == 1 && method == "OPTIONS" => (raw, TargetForm::Asterisk, None),
+            b'*' if raw.len() == 1 => {
+                return Err(HeadError::Malformed("target * is only for OPTIONS"));
+            }
+            _ => {
+                let (origin, authority) = absolute_form(raw)?;
+                (origin, TargetForm::Absolute, Some(authority))
+            }
+        };
+        Ok(Target {
+            origin,
+            form,
+            authority,
+        })
+    }
+}
+
+/// Splits an absolute-form target (`http://authority/path?query`) into its origin-form part
+/// and its authority. Only `http` and `https` are served (in any case); an empty authority or
+/// one with userinfo is refused (RFC 9110 section 4.2).
+fn absolute_form(raw: &str) -> Result<(&str, &str), HeadError> {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Err(HeadError::Malformed(
+            "request target is not in origin or absolute form",
+        ));
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(HeadError::Malformed(
+            "request target scheme is not http or https",
+        ));
+    }
+    let (authority, origin) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    if authority.is_empty() {
+        return Err(HeadError::Malformed("request target has no host"));
+    }
+    if authority.contains('@') {
+        return Err(HeadError::Malformed("userinfo in the request target"));
+    }
+    if !valid_host(authority.as_bytes()) {
+        return Err(HeadError::Malformed("invalid host in the request target"));
+    }
+    // The empty path is `/` (RFC 9112 section 3.2.1); `/` with a query is not in the bytes,
+    // so a query stays alone (`?q`) and `Request::path` reads the empty path as `/`.
+    Ok((if origin.is_empty() { "/" } else { origin }, authority))
+}
+
+/// Whether every byte is visible ASCII (`0x21..=0x7E`), all a request-target may hold: a URI
+/// has no raw non-ASCII byte (httparse lets `0x80..=0xFF` through) and no control byte.
+fn visible_ascii(bytes: &[u8]) -> bool {
+    // Branch-free over the bytes, so that the compiler vectorizes it: it runs over every
+    // target, and clean ones (nearly all of them) are scanned to the end.
+    let bad = bytes.iter().fold(0u8, |bad, &b| {
+        bad | u8::from(b.wrapping_sub(0x21) > 0x7e - 0x21)
+    });
+    bad == 0
 }
 
 /// Every LF must follow a CR, and every CR precede an LF (a CR last in `buf` may still get
@@ -371,7 +526,7 @@ enum Coding {
 
 /// What the framing and connection rules need from the header fields, in one pass.
 #[derive(Default)]
-struct Fields {
+struct Fields<'b> {
     content_length: Option<u64>,
     transfer_encoding: Option<Coding>,
     /// Across every `Transfer-Encoding` field: whether `chunked` was seen, whether the last
@@ -380,14 +535,15 @@ struct Fields {
     last_is_chunked: bool,
     other_coding: bool,
     hosts: usize,
-    host_valid: bool,
+    /// The `Host` field's value while it is the only one and valid.
+    host: Option<&'b [u8]>,
     close: bool,
     keep_alive: bool,
     expect_continue: bool,
 }
 
-impl Fields {
-    fn scan(headers: &[httparse::Header<'_>], version: Version) -> Result<Fields, HeadError> {
+impl<'b> Fields<'b> {
+    fn scan(headers: &[httparse::Header<'b>], version: Version) -> Result<Fields<'b>, HeadError> {
         let mut f = Fields::default();
         let mut te_fields = 0;
         for h in headers {
@@ -402,7 +558,7 @@ impl Fields {
                 f.codings(h.value)?;
             } else if name.eq_ignore_ascii_case(b"host") {
                 f.hosts += 1;
-                f.host_valid = f.hosts == 1 && valid_host(h.value);
+                f.host = (f.hosts == 1 && valid_host(h.value)).then_some(h.value);
             } else if name.eq_ignore_ascii_case(b"connection") {
                 for option in list(h.value) {
                     f.close |= option.eq_ignore_ascii_case(b"close");
@@ -508,15 +664,23 @@ impl<'a> Request<'a> {
         self.head.method
     }
 
-    /// The request-target, as sent (usually a path with an optional query).
+    /// The request-target in origin form: the path with an optional query. An absolute-form
+    /// target (`http://host/p?q`, as sent to a proxy) is given without its scheme and
+    /// authority (`/p?q`), `/` when its path is empty, or just `?q` when a query follows an
+    /// empty path (the `/` it stands for is not in the received bytes; [`Request::path`]
+    /// gives it). See [`Head::target`].
     pub fn target(&self) -> &'a str {
         self.head.target
     }
 
-    /// The path: the request-target up to any `?`.
+    /// The path: the request-target up to any `?`; `/` for an absolute-form target with an
+    /// empty path.
     pub fn path(&self) -> &'a str {
         let target = self.head.target;
-        target.split_once('?').map_or(target, |(path, _)| path)
+        match target.split_once('?').map_or(target, |(path, _)| path) {
+            "" => "/",
+            path => path,
+        }
     }
 
     /// The query: what follows the first `?` of the request-target, if any.
@@ -529,8 +693,22 @@ impl<'a> Request<'a> {
         self.head.version
     }
 
-    /// The value of the first field named `name` (compared ignoring ASCII case).
+    /// The host the request is for: the authority of an absolute-form target (the server
+    /// then ignores the `Host` field, RFC 9112 section 3.2.2), else the `Host` field's value
+    /// (empty if the field is). `None` only for an HTTP/1.0 request without exactly one valid
+    /// `Host`: HTTP/1.1 requests without one are refused.
+    pub fn host(&self) -> Option<&'a str> {
+        // A valid host is ASCII (`valid_host`), so the conversion cannot fail.
+        std::str::from_utf8(self.head.host?).ok()
+    }
+
+    /// The value of the first field named `name` (compared ignoring ASCII case). For an
+    /// absolute-form target, `host` gives the target's authority, as [`Request::host`] does;
+    /// the `Host` field as sent is still among [`Request::headers`].
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        if self.head.target_form == TargetForm::Absolute && name.eq_ignore_ascii_case("host") {
+            return self.head.host;
+        }
         self.head
             .headers
             .iter()
@@ -663,6 +841,29 @@ mod tests {
             ("11 Host with userinfo", b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", MissingHost),
             ("12 space in target", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid HTTP version")),
             ("12 control in target", b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid token in request line")),
+            ("12 DEL in target", b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid token in request line")),
+            ("12 UTF-8 in target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not visible ASCII")),
+            ("12 UTF-8 in query", b"GET /?q=\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not visible ASCII")),
+            ("12 UTF-8 in target, HTTP/1.0", b"GET /\xe2\x82\xac HTTP/1.0\r\n\r\n", bad("request target is not visible ASCII")),
+            ("12 asterisk with GET", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", bad("target * is only for OPTIONS")),
+            ("12 asterisk with HEAD", b"HEAD * HTTP/1.1\r\nHost: a\r\n\r\n", bad("target * is only for OPTIONS")),
+            ("12 asterisk and more", b"OPTIONS *x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not in origin or absolute form")),
+            ("12 relative target", b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not in origin or absolute form")),
+            ("12 query alone", b"GET ?q HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not in origin or absolute form")),
+            ("12 authority form", b"GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not in origin or absolute form")),
+            ("12 absolute, one slash", b"GET http:/a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not in origin or absolute form")),
+            ("12 absolute, other scheme", b"GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target scheme is not http or https")),
+            ("12 absolute, no scheme", b"GET ://a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target scheme is not http or https")),
+            ("12 absolute, scheme prefix", b"GET httpx://a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target scheme is not http or https")),
+            ("12 absolute, empty authority", b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target has no host")),
+            ("12 absolute, nothing after //", b"GET http:// HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target has no host")),
+            ("12 absolute, query without host", b"GET https://?q HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target has no host")),
+            ("12 absolute, userinfo", b"GET http://u@a/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("userinfo in the request target")),
+            ("12 absolute, userinfo and password", b"GET http://u:p@a/ HTTP/1.1\r\nHost: a\r\n\r\n", bad("userinfo in the request target")),
+            ("12 absolute, bad host", b"GET http://a#b/x HTTP/1.1\r\nHost: a\r\n\r\n", bad("invalid host in the request target")),
+            ("12 absolute, UTF-8 host", b"GET http://caf\xc3\xa9/ HTTP/1.1\r\nHost: a\r\n\r\n", bad("request target is not visible ASCII")),
+            ("11 absolute still needs a Host", b"GET http://a/x HTTP/1.1\r\n\r\n", MissingHost),
+            ("11 absolute still needs a valid Host", b"GET http://a/x HTTP/1.1\r\nHost: a b\r\n\r\n", MissingHost),
             ("12 malformed version", b"GET / HTTP/1\r\nHost: a\r\n\r\n", bad("invalid HTTP version")),
             ("12 lowercase version", b"GET / http/1.1\r\nHost: a\r\n\r\n", bad("invalid HTTP version")),
             ("12 HTTP/2.0", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", VersionNotSupported),
@@ -672,6 +873,13 @@ mod tests {
             ("15 too many empty lines", b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", bad("too many empty lines before the request line")),
             ("15 bare LF empty line", b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", bad("bare LF as a line end")),
             ("Expect other", b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\n", ExpectationFailed),
+            ("14 CONNECT", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", ConnectUnsupported),
+            ("14 CONNECT with a path", b"CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", ConnectUnsupported),
+            ("14 CONNECT in HTTP/1.0", b"CONNECT a:443 HTTP/1.0\r\n\r\n", ConnectUnsupported),
+            ("14 method of 33 bytes", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM / HTTP/1.1\r\nHost: a\r\n\r\n", MethodTooLong),
+            ("14 method of 33 bytes, partial", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM", MethodTooLong),
+            ("14 method past the line limit", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM", MethodTooLong),
+            ("14 method of 33 bytes after an empty line", b"\r\nMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM / HTTP/1.1\r\n\r\n", MethodTooLong),
         ];
         for (name, input, want) in cases {
             assert_eq!(parse(input), Err(*want), "case {name}");
@@ -680,7 +888,54 @@ mod tests {
                 [400, 413, 414, 417, 431, 501, 505].contains(&status),
                 "{name}"
             );
+            // The connection parses its whole input again as bytes arrive: every prefix
+            // must wait for more or get the same status, so that the answer does not
+            // depend on how the bytes were split.
+            for end in 0..input.len() {
+                match parse(&input[..end]) {
+                    Ok(None) => {}
+                    Err(e) if e.status() == status => {}
+                    other => panic!("case {name}: the first {end} bytes gave {other:?}"),
+                }
+            }
         }
+    }
+
+    #[test]
+    fn method_length_at_and_past_the_bound() {
+        let with = |n: usize| format!("{} /m HTTP/1.1\r\nHost: a\r\n\r\n", "M".repeat(n));
+        assert!(matches!(
+            parse(with(METHOD_BYTES_MAX - 1).as_bytes()),
+            Ok(Some(_))
+        ));
+        assert!(matches!(
+            parse(with(METHOD_BYTES_MAX).as_bytes()),
+            Ok(Some(_))
+        ));
+        // One byte more is refused as soon as it arrives, before the line could be too long.
+        let over = with(METHOD_BYTES_MAX + 1);
+        for end in 0..=over.len() {
+            let want = match end {
+                ..=METHOD_BYTES_MAX => Ok(None),
+                _ => Err(HeadError::MethodTooLong),
+            };
+            assert_eq!(
+                parse(&over.as_bytes()[..end]),
+                want,
+                "the first {end} bytes"
+            );
+        }
+        assert_eq!(
+            parse("M".repeat(100 * 1024).as_bytes()),
+            Err(HeadError::MethodTooLong)
+        );
+        // A byte that is not a token's within the first bytes is a malformed line, as before.
+        let bad = format!("M(M{}", "M".repeat(METHOD_BYTES_MAX));
+        assert_eq!(
+            parse(bad.as_bytes()),
+            Err(HeadError::Malformed("invalid token in request line"))
+        );
+        assert_eq!(HeadError::MethodTooLong.status(), 501);
     }
 
     #[test]
@@ -715,6 +970,127 @@ mod tests {
                 "case {name}: {:?}",
                 parse(input)
             );
+        }
+    }
+
+    /// What a handler sees of each form of target: (method and target, Host field, then
+    /// target, form, host, path, query).
+    #[test]
+    fn target_forms_in_origin_form_at_every_split() {
+        use TargetForm::*;
+        type Seen = (
+            &'static str,
+            TargetForm,
+            Option<&'static str>,
+            &'static str,
+            Option<&'static str>,
+        );
+        let cases: &[(&str, &str, Seen)] = &[
+            (
+                "GET /a?b=1 HTTP/1.1",
+                "Host: h\r\n",
+                ("/a?b=1", Origin, Some("h"), "/a", Some("b=1")),
+            ),
+            (
+                "GET //x HTTP/1.1",
+                "Host: h\r\n",
+                ("//x", Origin, Some("h"), "//x", None),
+            ),
+            (
+                "GET / HTTP/1.1",
+                "Host:\r\n",
+                ("/", Origin, Some(""), "/", None),
+            ),
+            ("GET / HTTP/1.0", "", ("/", Origin, None, "/", None)),
+            (
+                "GET / HTTP/1.0",
+                "Host: a b\r\n",
+                ("/", Origin, None, "/", None),
+            ),
+            (
+                "GET http://x/pid HTTP/1.1",
+                "Host: other\r\n",
+                ("/pid", Absolute, Some("x"), "/pid", None),
+            ),
+            (
+                "GET HTTPS://x:8443/p?q=1 HTTP/1.1",
+                "Host: x\r\n",
+                ("/p?q=1", Absolute, Some("x:8443"), "/p", Some("q=1")),
+            ),
+            (
+                "GET hTtP://x HTTP/1.1",
+                "Host: x\r\n",
+                ("/", Absolute, Some("x"), "/", None),
+            ),
+            (
+                "GET http://x?q=1 HTTP/1.1",
+                "Host: x\r\n",
+                ("?q=1", Absolute, Some("x"), "/", Some("q=1")),
+            ),
+            (
+                "GET http://x/? HTTP/1.1",
+                "Host: x\r\n",
+                ("/?", Absolute, Some("x"), "/", Some("")),
+            ),
+            (
+                "GET http://[::1]:80/a/b HTTP/1.1",
+                "Host: x\r\n",
+                ("/a/b", Absolute, Some("[::1]:80"), "/a/b", None),
+            ),
+            (
+                "GET http://x/a HTTP/1.0",
+                "",
+                ("/a", Absolute, Some("x"), "/a", None),
+            ),
+            (
+                "OPTIONS http://x HTTP/1.1",
+                "Host: x\r\n",
+                ("/", Absolute, Some("x"), "/", None),
+            ),
+            (
+                "OPTIONS * HTTP/1.1",
+                "Host: h\r\n",
+                ("*", Asterisk, Some("h"), "*", None),
+            ),
+            ("OPTIONS * HTTP/1.0", "", ("*", Asterisk, None, "*", None)),
+        ];
+        for (line, host, want) in cases {
+            let raw = format!("{line}\r\n{host}X: y\r\n\r\n");
+            let mut headers = [const { MaybeUninit::uninit() }; HEADERS_MAX];
+            let Ok(Parsed::Complete(head)) = parse_head(raw.as_bytes(), &mut headers, &LIMITS)
+            else {
+                panic!("{line}: {:?}", parse(raw.as_bytes()))
+            };
+            let req = Request::new(&head, b"");
+            let seen = (
+                req.target(),
+                head.target_form,
+                req.host(),
+                req.path(),
+                req.query(),
+            );
+            assert_eq!(&seen, want, "{line}");
+            // `host` is the authority for the absolute form, the field as sent otherwise; the
+            // field as sent stays listed.
+            let sent = host.strip_prefix("Host:").map(|v| v.trim().as_bytes());
+            let authority = req.host().map(str::as_bytes);
+            let host_header = if head.target_form == Absolute {
+                authority
+            } else {
+                sent
+            };
+            assert_eq!(req.header("HOST"), host_header, "{line}");
+            assert_eq!(req.header("x"), Some(&b"y"[..]), "{line}");
+            let listed = req.headers().find(|(n, _)| n.eq_ignore_ascii_case("host"));
+            assert_eq!(listed.map(|(_, v)| v), sent, "{line}");
+            assert_eq!(req.method(), line.split(' ').next().unwrap(), "{line}");
+            for end in 0..raw.len() {
+                assert_eq!(
+                    parse(&raw.as_bytes()[..end]),
+                    Ok(None),
+                    "{line}: {end} bytes"
+                );
+            }
         }
     }
 
