@@ -45,7 +45,7 @@ pub(crate) fn listen_fds() -> Result<Vec<OwnedFd>, Error> {
             )));
         }
     }
-    Ok((LISTEN_FDS_START..LISTEN_FDS_START + count)
+    (LISTEN_FDS_START..LISTEN_FDS_START + count)
         .map(|fd| {
             // SAFETY: systemd passed descriptors 3..3+LISTEN_FDS to this process (LISTEN_PID
             // says so), each checked above to be open, and nothing else in it owns them.
@@ -54,9 +54,21 @@ pub(crate) fn listen_fds() -> Result<Vec<OwnedFd>, Error> {
             // through fork.
             let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
             let _ = nix::fcntl::fcntl(&fd, cloexec);
-            fd
+            set_nonblocking(&fd)?;
+            Ok(fd)
         })
-        .collect())
+        .collect()
+}
+
+/// Makes an inherited socket non-blocking, as the workers need: a socket unit without
+/// `NonBlocking=yes` passes a blocking one, and a worker's sweep (`accept4` on an empty
+/// queue) would then block its loop for good.
+fn set_nonblocking(fd: &OwnedFd) -> Result<(), Error> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::system("fcntl(F_GETFL)", e))?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| Error::system("fcntl(F_SETFL)", e))?;
+    Ok(())
 }
 
 /// A channel to systemd's notification socket; silent when there is none.
@@ -115,11 +127,8 @@ impl Notifier {
 
 /// `MONOTONIC_USEC=` for `RELOADING=1`: `CLOCK_MONOTONIC` in microseconds.
 pub(crate) fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64).saturating_mul(1_000_000) + t.tv_nsec() as u64 / 1000
+    })
 }

@@ -311,7 +311,15 @@ fn socket_activation_and_notifications() {
     let server = Server::start_command(&mut command, 2);
     assert_eq!(server.addr, addr, "serves the inherited socket");
     drop(listener);
-    assert_eq!(exchange(addr, GET).0.status, 200);
+    // The listener std made is blocking, as systemd passes one without NonBlocking=yes:
+    // requests over a second (ten of the workers' 100 ms sweeps) must all be served, not
+    // just the first.
+    let started = std::time::Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(1) || served < 50 {
+        assert_eq!(exchange(addr, GET).0.status, 200, "request {served}");
+        served += 1;
+    }
     notification(&notify, "READY=1");
     let status = notification(&notify, "STATUS=");
     assert!(status.contains("2 of 2 workers ready"), "{status}");
