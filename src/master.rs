@@ -21,7 +21,7 @@ use crate::config::{Config, ListenMode, Workers};
 use crate::control::{self, ControlServer};
 use crate::error::{self, Error, ErrorKind};
 use crate::ipc::{self, Message};
-use crate::log::log;
+use crate::log::{log, log_limited};
 use crate::metrics::{MetricsServer, Route, WorkerMetrics};
 use crate::systemd;
 use crate::worker;
@@ -197,17 +197,35 @@ fn allowed_cpus() -> Result<Vec<core_affinity::CoreId>, Error> {
     }
 }
 
+/// Signals that have no meaning yet but whose default action would kill the process
+/// (`SIGUSR1`, `SIGUSR2`, `SIGALRM`) or stop it (`SIGTTIN`, `SIGTTOU`), and `SIGWINCH`: an
+/// operator may send them (logrotate's `postrotate`, a terminal resize, a stray `kill`),
+/// and none may take the server down or freeze it. The master logs and ignores them.
+const SIGNALS_IGNORED: [Signal; 6] = [
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGWINCH,
+];
+
 /// Blocks the signals the master handles and returns a signalfd reading them. Workers
 /// inherit the mask, so a signal sent to the whole process group reaches them as a drain
-/// request on their own signalfd rather than killing them.
+/// request on their own signalfd rather than killing them, and the ignored ones stay
+/// blocked (pending, harmless) in them.
 fn master_signals() -> Result<SignalFd, Error> {
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGTERM,
         Signal::SIGINT,
+        Signal::SIGQUIT,
         Signal::SIGHUP,
         Signal::SIGCHLD,
-    ] {
+    ]
+    .into_iter()
+    .chain(SIGNALS_IGNORED)
+    {
         mask.add(s);
     }
     mask.thread_block()
@@ -727,9 +745,13 @@ impl<H: Handler> Master<'_, H> {
         while let Ok(Some(info)) = self.signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGCHLD) => self.reap(),
-                Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => self.shutdown(s.as_ref()),
+                // SIGQUIT is a graceful stop, as for nginx: never a core dump of the master.
+                Ok(s @ (Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT)) => {
+                    self.shutdown(s.as_ref())
+                }
                 Ok(Signal::SIGHUP) => self.request_reload(None),
-                _ => {}
+                Ok(s) => log_limited!("{s} received: it has no meaning here; ignored"),
+                Err(_) => {}
             }
         }
     }

@@ -1005,11 +1005,8 @@ impl<'h, H: Handler> Worker<'h, H> {
         };
         if buf.len() >= 4 {
             let signo = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes"));
-            let name = if signo == libc::SIGINT as u32 {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            };
+            let name = nix::sys::signal::Signal::try_from(signo as i32)
+                .map_or("a signal", nix::sys::signal::Signal::as_str);
             self.drain(name, self.drain_timeout);
         }
         buf.clear();
@@ -1163,14 +1160,16 @@ fn cancel_accepts(ring: &mut Ring, a: &mut Acceptor) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Blocks `SIGTERM` and `SIGINT` (the master blocked them before fork; this makes sure) and
-/// returns a signalfd that reads them: a worker drains on either.
+/// Blocks `SIGTERM`, `SIGINT` and `SIGQUIT` (the master blocked them before fork, with the
+/// signals it ignores; this makes sure) and returns a signalfd that reads them: a worker
+/// drains on any of them.
 fn worker_signals() -> nix::Result<nix::sys::signalfd::SignalFd> {
     use nix::sys::signal::{SigSet, Signal};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGQUIT);
     mask.thread_block()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
 }

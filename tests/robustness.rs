@@ -248,3 +248,71 @@ fn with_exit_on_panic_a_worker_dying_while_serving_is_always_respawned() {
     );
     assert!(delays[5..].iter().all(|d| *d == "1000ms"), "{delays:?}");
 }
+
+/// The state letter of a process (`R`, `S`, `T` for stopped, `Z`...).
+fn process_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.trim_start().chars().next())
+        .unwrap_or('?')
+}
+
+#[test]
+fn stray_signals_neither_kill_nor_freeze_the_master_or_a_worker() {
+    let server = Server::start(&["--workers", "2"]);
+    let workers = server.worker_pids();
+    let everyone: Vec<u32> = std::iter::once(server.pid())
+        .chain(workers.clone())
+        .collect();
+    for signal in [
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGWINCH,
+        libc::SIGPIPE,
+        libc::SIGALRM,
+    ] {
+        for &pid in &everyone {
+            // SAFETY (test): a signal to our own server's processes.
+            assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+        }
+        // The master answers its control socket and both workers answer requests (new
+        // connections spread over both sockets), so none is dead or stopped.
+        assert!(
+            control(&server, "status").contains("ready"),
+            "signal {signal}"
+        );
+        for _ in 0..20 {
+            assert_eq!(common::exchange(server.addr, common::GET).0.status, 200);
+        }
+        for &pid in &everyone {
+            assert!(
+                common::alive(pid) && process_state(pid) != 'T',
+                "signal {signal}: {pid} is {}",
+                process_state(pid)
+            );
+        }
+    }
+    assert_eq!(server.worker_pids(), workers, "no worker died");
+    server.wait_log("SIGUSR1 received: it has no meaning here; ignored");
+}
+
+#[test]
+fn sigquit_stops_the_master_gracefully_and_drains_a_worker() {
+    let mut server = Server::start(&["--workers", "2"]);
+    let workers = server.worker_pids();
+    // SAFETY (test): a signal to our own server's worker.
+    assert_eq!(unsafe { libc::kill(workers[0] as i32, libc::SIGQUIT) }, 0);
+    server.wait_log("SIGQUIT: draining");
+    server.wait_log_count("ready (pid", 3);
+    assert_eq!(common::exchange(server.addr, common::GET).0.status, 200);
+    server.signal(libc::SIGQUIT);
+    assert_eq!(
+        server.wait_exit().code(),
+        Some(0),
+        "a graceful stop, no core dump"
+    );
+    server.wait_log("SIGQUIT: shutting down");
+}
