@@ -316,3 +316,43 @@ fn sigquit_stops_the_master_gracefully_and_drains_a_worker() {
     );
     server.wait_log("SIGQUIT: shutting down");
 }
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_second_master_on_the_same_port_is_refused_whatever_its_control_socket() {
+    let dir = std::env::temp_dir().join(format!("rm-two-masters-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let control_a = dir.join("a.sock").display().to_string();
+    let control_b = dir.join("b.sock").display().to_string();
+    let first = Server::start(&[
+        "--workers",
+        "1",
+        "--listen",
+        &listen,
+        "--control",
+        &control_a,
+    ]);
+    let mut second = Server::spawn(&[
+        "--workers",
+        "1",
+        "--listen",
+        &listen,
+        "--control",
+        &control_b,
+    ]);
+    assert_eq!(second.wait_exit().code(), Some(2));
+    let log = second.log();
+    assert_eq!(log.len(), 1, "one line: {log:?}");
+    assert!(log[0].contains("already in use"), "{log:?}");
+    // The first one serves on.
+    for _ in 0..20 {
+        assert_eq!(common::exchange(first.addr, common::GET).0.status, 200);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

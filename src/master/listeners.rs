@@ -34,6 +34,7 @@ impl Listeners {
                 false,
             )?)),
             ListenMode::ReusePort => {
+                check_port_free(config.listen)?;
                 let first = bind(config.listen, config.backlog, true)?;
                 // With port 0 the first socket picked the port; the others join it.
                 let addr = local_addr(&first)?;
@@ -66,6 +67,28 @@ pub(super) fn local_addr(fd: &OwnedFd) -> Result<SocketAddr, Error> {
         .ok()
         .and_then(|s| to_std_addr(&s))
         .ok_or_else(|| Error::system("getsockname", "no address"))
+}
+
+/// Refuses a port another process listens on, before joining it with `SO_REUSEPORT`: a
+/// second master (of the same user) would otherwise join the first one's group silently and
+/// take its share of the connections, whatever its control socket. A socket bound without
+/// `SO_REUSEPORT` conflicts with any listener on the port (and `SO_REUSEADDR` keeps
+/// connections in `TIME_WAIT` from counting), so binding one, then closing it, tells. Only a
+/// master starting within the same microseconds could slip between this check and the bind.
+fn check_port_free(addr: SocketAddr) -> Result<(), Error> {
+    if addr.port() == 0 {
+        return Ok(()); // A port of our own is about to be picked.
+    }
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let probe = sock::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| Error::system("socket", e))?;
+    sock::setsockopt(&probe, sockopt::ReuseAddr, &true)
+        .map_err(|e| Error::system("SO_REUSEADDR", e))?;
+    sock::bind(probe.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(|e| bind_error(addr, e))
 }
 
 pub(super) fn bind(addr: SocketAddr, backlog: u32, reuseport: bool) -> Result<OwnedFd, Error> {
@@ -102,8 +125,9 @@ pub(super) fn bind_error(addr: SocketAddr, e: Errno) -> Error {
         Errno::EADDRINUSE => Error::new(
             ErrorKind::AddressInUse,
             format!(
-                "address {addr} is already in use by another process; stop it, or choose \
-                 another address with --listen (port 0 picks a free port)"
+                "address {addr} is already in use by another process (another ringmaster, \
+                 whatever its control socket?); stop it, or choose another address with \
+                 --listen (port 0 picks a free port)"
             ),
         ),
         Errno::EACCES => Error::new(
