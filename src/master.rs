@@ -14,7 +14,7 @@ mod respawn;
 use listeners::{accept_queue, Listeners};
 use replace::{jitter, Reload};
 use report::rss_kib;
-use respawn::{Verdict, RESPAWN_DELAY_MAX};
+use respawn::{GaveUp, Verdict, RESPAWN_DELAY_MAX};
 
 use crate::cluster::{self, Cluster, Exit, Hooks, WorkerInfo};
 use crate::config::{Config, ListenMode, Workers};
@@ -67,6 +67,18 @@ pub(crate) fn run<H: Handler>(
         ..config.clone()
     };
     raise_descriptor_limit(config.limits.connections_max);
+    let access_log = open_access_log(config)?;
+    // A worker's ring at its real sizes, made and dropped before any fork.
+    worker::build_ring(config, accept_queue(config.backlog)).map_err(|e| {
+        Error::new(
+            ErrorKind::UringUnavailable,
+            format!(
+                "a worker's io_uring cannot be set up ({e}); raise the locked-memory limit \
+                 (`ulimit -l`, systemd LimitMEMLOCK=) or lower --connections-max or \
+                 --recv-buffers"
+            ),
+        )
+    })?;
     let cpus = allowed_cpus()?;
     let count = match config.workers {
         Workers::Auto => cpus.len(),
@@ -132,6 +144,7 @@ pub(crate) fn run<H: Handler>(
         metrics,
         announced_ready: false,
         watchdog_at: None,
+        access_log,
     };
     master.watchdog_at = master
         .notifier
@@ -143,6 +156,25 @@ pub(crate) fn run<H: Handler>(
         master.slots[slot].state = SlotState::Running(child);
     }
     master.supervise()
+}
+
+/// Opens the access log (created if missing, appended to) before any fork, so that a path
+/// that cannot be written is one configuration error naming it.
+fn open_access_log(config: &Config) -> Result<Option<OwnedFd>, Error> {
+    let Some(path) = &config.access_log else {
+        return Ok(None);
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(|f| Some(OwnedFd::from(f)))
+        .map_err(|e| {
+            Error::config(format!(
+                "cannot open the access log {}: {e}; give --access-log a writable file",
+                path.display()
+            ))
+        })
 }
 
 /// Probes io_uring before any fork, so that a missing or blocked io_uring is one clear
@@ -285,8 +317,8 @@ enum SlotState {
     Running(Child),
     /// Waiting to respawn at the instant.
     Waiting(Instant),
-    /// Gave up after repeated failures.
-    Errored,
+    /// Gave up: its workers cannot start.
+    Errored(GaveUp),
     /// Its worker exited during shutdown.
     Stopped,
 }
@@ -336,7 +368,7 @@ impl Slot {
             SlotState::Running(c) if c.ready => "ready",
             SlotState::Running(_) => "starting",
             SlotState::Waiting(_) => "respawning",
-            SlotState::Errored => "errored",
+            SlotState::Errored(_) => "errored",
             SlotState::Stopped => "stopped",
         }
     }
@@ -377,6 +409,8 @@ struct Master<'a, H> {
     announced_ready: bool,
     /// When to send the next `WATCHDOG=1` to systemd.
     watchdog_at: Option<Instant>,
+    /// The access log, handed to each worker at fork.
+    access_log: Option<OwnedFd>,
 }
 
 impl<H: Handler> Master<'_, H> {
@@ -417,6 +451,8 @@ impl<H: Handler> Master<'_, H> {
                     // as the child leaves through `exit`).
                     unsafe { libc::close(fd) };
                 }
+                // The worker's own descriptor for the log: the master's stays the master's.
+                let access_log = self.access_log.as_ref().and_then(|f| f.try_clone().ok());
                 let setup = worker::Setup {
                     slot: index,
                     cpu: cpu.id,
@@ -424,6 +460,7 @@ impl<H: Handler> Master<'_, H> {
                     from_master: worker_reads,
                     to_master: worker_writes,
                     accept_queue: self.accept_queue,
+                    access_log,
                 };
                 let code = child_main(self.config, self.handler, cpu, self.pid, setup);
                 std::process::exit(code);
@@ -496,13 +533,24 @@ impl<H: Handler> Master<'_, H> {
             } else if self
                 .slots
                 .iter()
-                .all(|s| matches!(s.state, SlotState::Errored))
+                .all(|s| matches!(s.state, SlotState::Errored(_)))
             {
-                return Err(Error::new(
-                    ErrorKind::WorkersFailed,
-                    "every worker slot has errored (workers keep failing); see the log above \
-                     for their exits, fix the cause, and start again",
-                ));
+                let config = self
+                    .slots
+                    .iter()
+                    .all(|s| matches!(s.state, SlotState::Errored(GaveUp::Config)));
+                return Err(match config {
+                    true => Error::config(
+                        "no worker can start with this configuration (the handler's start or \
+                         the worker's set-up failed: see the log line above); fix it and start \
+                         again",
+                    ),
+                    false => Error::new(
+                        ErrorKind::WorkersFailed,
+                        "every worker slot has errored (workers keep failing to start); see \
+                         the log above for their exits, fix the cause, and start again",
+                    ),
+                });
             }
             let timeout = self
                 .next_deadline()
@@ -534,10 +582,9 @@ impl<H: Handler> Master<'_, H> {
         if self.announced_ready || self.state != State::Running || self.reload.is_some() {
             return;
         }
-        let ready = self
-            .slots
-            .iter()
-            .all(|s| s.child().is_some_and(|c| c.ready) || matches!(s.state, SlotState::Errored));
+        let ready = self.slots.iter().all(|s| {
+            s.child().is_some_and(|c| c.ready) || matches!(s.state, SlotState::Errored(_))
+        });
         if ready {
             self.announced_ready = true;
             self.notifier.notify("READY=1");
@@ -913,21 +960,20 @@ impl<H: Handler> Master<'_, H> {
         };
         let s = &mut self.slots[slot];
         match s.history.decide(ended, now, &policy) {
-            Verdict::ErroredConfig => {
-                log!(
-                    "worker {} ERRORED: it cannot start with this configuration (see its log \
-                     line above); not respawning it",
-                    s.index
-                );
-                s.state = SlotState::Errored;
-            }
-            Verdict::ErroredFailures(n) => {
-                log!(
-                    "worker {} ERRORED: {n} failures to start within {}s; not respawning it",
-                    s.index,
-                    policy.window.as_secs_f64()
-                );
-                s.state = SlotState::Errored;
+            Verdict::Errored(why) => {
+                match why {
+                    GaveUp::Config => log!(
+                        "worker {} ERRORED: it cannot start with this configuration (see its \
+                         log line above); not respawning it",
+                        s.index
+                    ),
+                    GaveUp::Failures(n) => log!(
+                        "worker {} ERRORED: {n} failures to start within {}s; not respawning it",
+                        s.index,
+                        policy.window.as_secs_f64()
+                    ),
+                }
+                s.state = SlotState::Errored(why);
             }
             Verdict::Respawn(delay) => {
                 log!(

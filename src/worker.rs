@@ -113,6 +113,9 @@ pub(crate) struct Setup {
     pub(crate) to_master: OwnedFd,
     /// The listener's accept queue length: the largest burst one multishot accept can take.
     pub(crate) accept_queue: u32,
+    /// The access log, opened (append) by the master so that a bad path is one start-up
+    /// error, not every worker failing.
+    pub(crate) access_log: Option<OwnedFd>,
 }
 
 /// Whether the worker is serving or winding down.
@@ -171,6 +174,35 @@ impl Acceptor {
             self.singles.retain(|&(s, _)| s != id);
         }
     }
+}
+
+/// Builds a worker's ring and registers its receive buffers, as every worker does after
+/// fork. The master calls it once before forking (and drops the ring), so that a ring the
+/// kernel refuses at these sizes (locked-memory limit, a size past the kernel's) is one
+/// start-up error rather than every worker failing.
+pub(crate) fn build_ring(config: &Config, accept_queue: u32) -> Result<Ring, String> {
+    let sizes = config.ring_sizes(accept_queue).map_err(|e| e.to_string())?;
+    let ring_config = RingConfig {
+        sq_entries: sizes.sq_entries,
+        cq_entries: sizes.cq_entries,
+        inflight_max: sizes.inflight_max,
+        setup: if config.uring.defer_taskrun {
+            SetupMode::DeferTaskrun
+        } else {
+            SetupMode::CoopTaskrun
+        },
+        register_ring_fd: config.uring.registered_ring_fd,
+    };
+    let mut ring = Ring::new(&ring_config).map_err(|e| format!("io_uring set-up: {e}"))?;
+    let bufs = BufRing::new(
+        RECV_GROUP,
+        config.uring.recv_buffers,
+        config.uring.recv_buffer_bytes,
+    )
+    .map_err(|e| format!("receive buffers: {e}"))?;
+    ring.register_buf_ring(bufs)
+        .map_err(|e| format!("registering receive buffers: {e}"))?;
+    Ok(ring)
 }
 
 /// Runs a worker until it has drained; returns its exit code.
@@ -242,29 +274,7 @@ struct Worker<'h, H> {
 
 impl<'h, H: Handler> Worker<'h, H> {
     fn new(config: &Config, handler: &'h H, setup: Setup) -> Result<Worker<'h, H>, String> {
-        let sizes = config
-            .ring_sizes(setup.accept_queue)
-            .map_err(|e| e.to_string())?;
-        let ring_config = RingConfig {
-            sq_entries: sizes.sq_entries,
-            cq_entries: sizes.cq_entries,
-            inflight_max: sizes.inflight_max,
-            setup: if config.uring.defer_taskrun {
-                SetupMode::DeferTaskrun
-            } else {
-                SetupMode::CoopTaskrun
-            },
-            register_ring_fd: config.uring.registered_ring_fd,
-        };
-        let mut ring = Ring::new(&ring_config).map_err(|e| format!("io_uring set-up: {e}"))?;
-        let bufs = BufRing::new(
-            RECV_GROUP,
-            config.uring.recv_buffers,
-            config.uring.recv_buffer_bytes,
-        )
-        .map_err(|e| format!("receive buffers: {e}"))?;
-        ring.register_buf_ring(bufs)
-            .map_err(|e| format!("registering receive buffers: {e}"))?;
+        let mut ring = build_ring(config, setup.accept_queue)?;
         let signals = worker_signals().map_err(|e| format!("signalfd: {e}"))?;
         let connections_max = config.limits.connections_max as usize;
         // One slot per connection: a slot is freed when its close is issued, before the
@@ -286,17 +296,7 @@ impl<'h, H: Handler> Worker<'h, H> {
         } else {
             connections_max
         };
-        let access_file = match &config.access_log {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map(OwnedFd::from)
-                    .map_err(|e| format!("access log {}: {e}", path.display()))?,
-            ),
-            None => None,
-        };
+        let access_file = setup.access_log;
         Ok(Worker {
             ring,
             conns: Slab::with_capacity(connections_max),

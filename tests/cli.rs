@@ -62,6 +62,25 @@ fn address_in_use_exits_2_naming_the_remedy() {
     );
 }
 
+#[test]
+fn an_access_log_that_cannot_be_opened_is_one_error_before_any_fork() {
+    let out = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--access-log",
+        "/nonexistent/x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    // One line: no worker was forked to fail in turn.
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("/nonexistent/x") && line.contains("--access-log"),
+        "{line}"
+    );
+}
+
 /// Runs the binary with a seccomp filter that fails `io_uring_setup` with `errno`, the
 /// way a container runtime's default profile does.
 fn run_without_io_uring(errno: i32) -> Output {

@@ -159,7 +159,8 @@ fn a_configuration_error_at_start_is_not_respawned() {
     command.env("TESTBED_START", "config");
     let mut server = Server::spawn_command(&mut command);
     server.wait_log("not respawning it");
-    assert_eq!(server.wait_exit().code(), Some(1));
+    // A configuration error, like every other one: exit code 2.
+    assert_eq!(server.wait_exit().code(), Some(2));
     let log = server.log();
     assert_eq!(
         log.iter()

@@ -55,17 +55,24 @@ pub(super) struct Ended {
 pub(super) enum Verdict {
     /// Fork a new worker after this long.
     Respawn(Duration),
+    /// Give up on the slot.
+    Errored(GaveUp),
+}
+
+/// Why a slot was given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum GaveUp {
     /// The worker cannot start with this configuration: respawning would fail the same way.
-    ErroredConfig,
-    /// It failed to start this many times within the window.
-    ErroredFailures(usize),
+    Config,
+    /// Its workers failed to start this many times within the window.
+    Failures(usize),
 }
 
 impl History {
     /// Records the exit and decides.
     pub(super) fn decide(&mut self, ended: Ended, now: Instant, policy: &Policy) -> Verdict {
         if !ended.ready && ended.exit == Exit::Code(EXIT_CONFIG) {
-            return Verdict::ErroredConfig;
+            return Verdict::Errored(GaveUp::Config);
         }
         if ended.uptime >= policy.min_uptime {
             self.backoff = Duration::ZERO;
@@ -78,7 +85,7 @@ impl History {
                 .retain(|&t| now.saturating_duration_since(t) <= policy.window);
             self.failures.push(now);
             if self.failures.len() >= policy.failures_max {
-                return Verdict::ErroredFailures(self.failures.len());
+                return Verdict::Errored(GaveUp::Failures(self.failures.len()));
             }
             RESPAWN_DELAY_MAX
         };
@@ -121,7 +128,7 @@ mod tests {
         );
         assert_eq!(
             h.decide(crash, t0 + ms(200), &POLICY),
-            Verdict::ErroredFailures(3)
+            Verdict::Errored(GaveUp::Failures(3))
         );
     }
 
@@ -145,7 +152,7 @@ mod tests {
         let config = ended(Exit::Code(EXIT_CONFIG), false, 1);
         assert_eq!(
             h.decide(config, Instant::now(), &POLICY),
-            Verdict::ErroredConfig
+            Verdict::Errored(GaveUp::Config)
         );
     }
 
