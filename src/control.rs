@@ -108,6 +108,11 @@ impl ControlServer {
         self.inbox.poll_fds()
     }
 
+    /// Every descriptor it owns (for a forked child to close).
+    pub(crate) fn descriptors(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.inbox.descriptors()
+    }
+
     /// Accepts, reads, and returns the commands that arrived with their connection ids;
     /// unknown commands are answered here.
     pub(crate) fn poll(&mut self, out: &mut Vec<(u64, Command)>) {

@@ -384,9 +384,9 @@ impl<H: Handler> Master<'_, H> {
             master_writes.as_raw_fd(),
             master_reads.as_raw_fd(),
         ];
-        foreign.extend(self.control.poll_fds().map(|fd| fd.as_raw_fd()));
+        foreign.extend(self.control.descriptors().map(|fd| fd.as_raw_fd()));
         if let Some(m) = &self.metrics {
-            foreign.extend(m.poll_fds().map(|fd| fd.as_raw_fd()));
+            foreign.extend(m.descriptors().map(|fd| fd.as_raw_fd()));
         }
         for child in self.children() {
             foreign.push(child.to_worker.as_raw_fd());
