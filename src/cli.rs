@@ -150,8 +150,10 @@ struct ServeArgs {
     /// failure count start over). [default: 30]
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     min_uptime: Option<Duration>,
-    /// Serve /metrics (Prometheus), /healthz and /readyz on this address. [default: off]
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address: IP:PORT,
+    /// [IPv6]:PORT, or a bare PORT (on 127.0.0.1 only; give 0.0.0.0:PORT to serve other
+    /// hosts). [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
     metrics: Option<SocketAddr>,
     /// Recycle a worker (replace it gracefully) after this many requests. [default: never]
     #[arg(long, value_name = "N")]
@@ -283,6 +285,15 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// `--metrics`: like `--listen`, except that a bare port is on loopback only, so that the
+/// master's figures are not offered to the network unless an address says so.
+fn parse_metrics(s: &str) -> Result<SocketAddr, String> {
+    match s.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        Err(_) => parse_listen(s),
+    }
+}
+
 fn parse_workers(s: &str) -> Result<Workers, String> {
     if s == "auto" {
         return Ok(Workers::Auto);
@@ -386,5 +397,28 @@ fn talk(target: &Target, command: &str, wait: Duration) -> i32 {
             );
             EXIT_USAGE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_metrics_port_is_on_loopback_and_a_bare_listen_port_is_not() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for (arg, metrics, listen) in [
+            ("9100", "127.0.0.1:9100", "0.0.0.0:9100"),
+            ("0", "127.0.0.1:0", "0.0.0.0:0"),
+            ("0.0.0.0:9100", "0.0.0.0:9100", "0.0.0.0:9100"),
+            ("10.1.2.3:9100", "10.1.2.3:9100", "10.1.2.3:9100"),
+            ("[::]:9100", "[::]:9100", "[::]:9100"),
+            ("localhost:9100", "127.0.0.1:9100", "127.0.0.1:9100"),
+        ] {
+            assert_eq!(parse_metrics(arg), Ok(addr(metrics)), "{arg}");
+            assert_eq!(parse_listen(arg), Ok(addr(listen)), "{arg}");
+        }
+        assert!(parse_metrics("nowhere").is_err());
+        assert!(parse_metrics("65536").is_err());
     }
 }

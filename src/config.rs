@@ -188,7 +188,8 @@ pub struct Config {
     /// derived from the port, see [`Config::control_path`].
     pub control: Option<PathBuf>,
     /// Where the master serves `/metrics` (Prometheus), `/healthz` and `/readyz`. Default:
-    /// none.
+    /// none. On the command line a bare `--metrics PORT` means `127.0.0.1:PORT`: the
+    /// figures reach other hosts only when an address says so.
     pub metrics: Option<SocketAddr>,
     /// Replace a worker gracefully (as a reload does) after it answered this many
     /// requests, plus a random share of `max_requests_jitter`, so that workers do not all

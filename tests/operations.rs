@@ -301,6 +301,33 @@ fn probes_are_answered_under_a_flood_of_idle_and_slow_connections() {
 }
 
 #[test]
+fn a_bare_metrics_port_listens_on_loopback_only() {
+    let server = Server::start(&["--workers", "1", "--metrics", "0"]);
+    let metrics = metrics_addr(&server);
+    assert_eq!(metrics.ip(), std::net::Ipv4Addr::LOCALHOST, "{metrics}");
+    assert_eq!(scrape(metrics, "/healthz").0, 200);
+    // From another address of this host, nothing listens on that port.
+    let other = nix::ifaddrs::getifaddrs()
+        .unwrap()
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .find(|ip| !ip.is_loopback());
+    match other {
+        Some(ip) => {
+            let err = TcpStream::connect((ip, metrics.port())).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "{ip}: {err}"
+            );
+        }
+        None => eprintln!(
+            "a_bare_metrics_port_listens_on_loopback_only: this host has no non-loopback \
+             IPv4 address; checked the bound address only"
+        ),
+    }
+}
+
+#[test]
 fn readyz_turns_503_as_soon_as_a_shutdown_starts() {
     let server = Server::start(&[
         "--workers",
