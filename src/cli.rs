@@ -150,9 +150,9 @@ struct ServeArgs {
     /// failure count start over). [default: 30]
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     min_uptime: Option<Duration>,
-    /// Serve /metrics (Prometheus), /healthz and /readyz on this address: IP:PORT,
-    /// [IPv6]:PORT, or a bare PORT (on 127.0.0.1 only; give 0.0.0.0:PORT to serve other
-    /// hosts). [default: off]
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address: IP:PORT (an IPv6
+    /// address in brackets), or a bare PORT (on 127.0.0.1 only; give 0.0.0.0:PORT to serve
+    /// other hosts). [default: off]
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
     metrics: Option<SocketAddr>,
     /// Recycle a worker (replace it gracefully) after this many requests. [default: never]
