@@ -49,6 +49,9 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
 /// Bytes read from one connection per loop turn.
 const READ_CHUNK_BYTES: usize = 1024;
+/// Reads that discard what a refused connection sent before it is closed; past them its
+/// close may reset it (see `refuse`).
+const REFUSE_DRAIN_READS_MAX: usize = 4;
 
 /// A listening socket an inbox accepts from.
 pub(crate) trait Listener: AsFd {
@@ -199,11 +202,10 @@ impl<L: Listener> Inbox<L> {
             Admission::Take => {}
             Admission::Shed(i) => {
                 let mut shed = self.conns.swap_remove(i);
-                // Best effort: a client that cannot take these few bytes at once loses them.
-                let _ = shed.stream.write(self.framing.busy);
+                refuse(&mut shed.stream, self.framing.busy);
             }
             Admission::Busy => {
-                let _ = stream.write(self.framing.busy);
+                refuse(&mut stream, self.framing.busy);
                 return;
             }
         }
@@ -257,6 +259,22 @@ impl<L: Listener> Inbox<L> {
     }
 }
 
+/// Answers a connection that is about to be closed unserved, then reads away what it sent
+/// so far: closing a socket with unread bytes resets the connection (TCP sends `RST`, a
+/// Unix socket peer reads `ECONNRESET`), and the client could lose the answer with it.
+/// Both are best effort and never block: a client that cannot take the few bytes at once,
+/// or keeps sending, loses them.
+fn refuse<S: Read + Write>(stream: &mut S, answer: &[u8]) {
+    let _ = stream.write(answer);
+    let mut sink = [0u8; READ_CHUNK_BYTES];
+    for _ in 0..REFUSE_DRAIN_READS_MAX {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
 /// Whether a connection stays in the inbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Keep {
@@ -300,7 +318,7 @@ fn read_request<S: Read + Write>(
             Keep::Yes
         }
         _ if c.buf.len() >= framing.bytes_max => {
-            let _ = c.stream.write_all(framing.too_long);
+            refuse(&mut c.stream, framing.too_long);
             Keep::No
         }
         _ => Keep::Yes,
@@ -310,7 +328,6 @@ fn read_request<S: Read + Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufRead;
     use std::net::SocketAddr;
 
     const BUSY: &[u8] = b"busy\n";
@@ -336,10 +353,11 @@ mod tests {
         s
     }
 
-    /// What the server wrote before closing.
-    fn answer(s: TcpStream) -> Vec<u8> {
+    /// What the server wrote before it closed the connection (cleanly: a reset fails).
+    fn answer(mut s: TcpStream) -> Vec<u8> {
         let mut out = Vec::new();
-        let _ = std::io::BufReader::new(s).read_until(0, &mut out);
+        s.read_to_end(&mut out)
+            .expect("the answer, then the end of the stream");
         out
     }
 
