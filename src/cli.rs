@@ -15,6 +15,7 @@
 //! server's configuration and runs it; `status`, `reload` and `stop` talk to a running
 //! master over its control socket. Every usage error is one line on stderr and exit code 2.
 
+use crate::control::{PathOrigin, RequestError};
 use crate::{Config, ErrorKind, Handler, ListenMode, LogFormat, Server, Workers};
 use clap::{Args, Parser, Subcommand};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -64,7 +65,9 @@ enum Command {
 /// Which running master to talk to.
 #[derive(Args, Debug)]
 struct Target {
-    /// The master's control socket (default: derived from --listen's port).
+    /// The master's control socket (default: ringmaster-PORT.sock, PORT from --listen, in
+    /// a directory private to this user: $XDG_RUNTIME_DIR/ringmaster, /run/ringmaster for
+    /// root, else /tmp/ringmaster-UID). Only a master of this user or root is talked to.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
     /// The address the master listens on; its port names the control socket.
@@ -79,6 +82,10 @@ impl Target {
             ..Config::default()
         };
         config.control_path(self.listen.port())
+    }
+
+    fn origin(&self) -> PathOrigin {
+        PathOrigin::of(self.control.as_deref())
     }
 }
 
@@ -174,7 +181,9 @@ struct ServeArgs {
     /// Append an access log (common log format) to this file. [default: none]
     #[arg(long, value_name = "PATH")]
     access_log: Option<PathBuf>,
-    /// The control socket's path. [default: $XDG_RUNTIME_DIR or /tmp, ringmaster-PORT.sock]
+    /// The control socket's path. [default: ringmaster-PORT.sock in a directory private to
+    /// this user: $XDG_RUNTIME_DIR/ringmaster, /run/ringmaster for root, else
+    /// /tmp/ringmaster-UID]
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
     /// Provided receive buffers per worker (a power of two). [default: 1024]
@@ -380,7 +389,7 @@ fn serve<H: Handler>(server: Server<H>, args: &ServeArgs) -> i32 {
 /// Sends one command to the master and prints its answer.
 fn talk(target: &Target, command: &str, wait: Duration) -> i32 {
     let path = target.path();
-    match crate::control::request(&path, command, wait) {
+    match crate::control::request(&path, target.origin(), command, wait) {
         Ok(answer) => {
             print!("{answer}");
             if answer.starts_with("error") {
@@ -389,7 +398,11 @@ fn talk(target: &Target, command: &str, wait: Duration) -> i32 {
                 0
             }
         }
-        Err(e) => {
+        Err(RequestError::Untrusted(e)) => {
+            eprintln!("ringmaster: error: {e}");
+            EXIT_USAGE
+        }
+        Err(RequestError::Unreachable(e)) => {
             eprintln!(
                 "ringmaster: error: no ringmaster answers on {} ({e}); is it running? pass \
                  --listen with its address or --control with its socket",

@@ -31,7 +31,6 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 /// Connections served at once by one inbox. When a connection arrives at the bound, the
@@ -59,14 +58,11 @@ pub(crate) trait Listener: AsFd {
     type Stream: Read + Write + AsFd;
     /// Accepts one connection without blocking, set non-blocking itself.
     fn accept_one(&self) -> io::Result<Self::Stream>;
-}
-
-impl Listener for UnixListener {
-    type Stream = UnixStream;
-    fn accept_one(&self) -> io::Result<UnixStream> {
-        let (s, _) = self.accept()?;
-        s.set_nonblocking(true)?;
-        Ok(s)
+    /// Whether the peer of a new connection may be served. `Err(answer)`: the answer is
+    /// written to it and it is closed without taking a place in the inbox (so a refused
+    /// peer cannot shed anyone).
+    fn vet(&self, _stream: &Self::Stream) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -198,6 +194,10 @@ impl<L: Listener> Inbox<L> {
 
     /// Gives a new connection a place (shedding another if need be) and reads it at once.
     fn admit(&mut self, mut stream: L::Stream, out: &mut Vec<(u64, Vec<u8>)>) {
+        if let Err(answer) = self.listener.vet(&stream) {
+            refuse(&mut stream, answer.as_bytes());
+            return;
+        }
         match admission(self.conns.iter().map(|c| c.phase), CONNECTIONS_MAX) {
             Admission::Take => {}
             Admission::Shed(i) => {
@@ -467,5 +467,32 @@ mod tests {
             assert_eq!(inbox.poll(&mut out), n - n.min(ACCEPTS_PER_POLL_MAX), "{n}");
             assert_eq!(inbox.conns.len(), CONNECTIONS_MAX);
         }
+    }
+
+    #[test]
+    fn a_refused_peer_is_answered_and_takes_no_place() {
+        struct Picky(TcpListener);
+        impl AsFd for Picky {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.0.as_fd()
+            }
+        }
+        impl Listener for Picky {
+            type Stream = TcpStream;
+            fn accept_one(&self) -> io::Result<TcpStream> {
+                self.0.accept_one()
+            }
+            fn vet(&self, _: &TcpStream) -> Result<(), String> {
+                Err("error: permission denied\n".into())
+            }
+        }
+        let (inner, addr) = inbox();
+        let mut inbox = Inbox::new(Picky(inner.listener), inner.framing);
+        let c = client(addr, b"stop\n");
+        let mut out = Vec::new();
+        assert_eq!(inbox.poll(&mut out), 1);
+        assert!(out.is_empty());
+        assert!(inbox.conns.is_empty());
+        assert_eq!(answer(c), b"error: permission denied\n");
     }
 }

@@ -85,6 +85,7 @@ pub(crate) fn run<H: Handler>(
     let notifier = systemd::Notifier::from_env();
     // With a fixed port, a second master must be refused before it binds: SO_REUSEPORT
     // would let it join the first one's group silently.
+    let control_origin = control::PathOrigin::of(config.control.as_deref());
     if config.listen.port() != 0 && inherited.is_empty() {
         ControlServer::check_free(&config.control_path(config.listen.port()))?;
     }
@@ -94,7 +95,7 @@ pub(crate) fn run<H: Handler>(
         Listeners::inherited(inherited, count)
     };
     let local = listeners.local_addr()?;
-    let control = ControlServer::bind(&config.control_path(local.port()))?;
+    let control = ControlServer::bind(&config.control_path(local.port()), control_origin)?;
     let metrics = config.metrics.map(MetricsServer::bind).transpose()?;
     let signals = master_signals()?;
     let mode = match (&listeners, config.listen_mode) {

@@ -152,6 +152,7 @@ fn a_stale_control_socket_is_replaced() {
     let port = free_port();
     let path = control_path(port);
     // A socket file nobody answers on: what a master killed with SIGKILL leaves.
+    common::make_control_dir(port);
     drop(UnixListener::bind(&path).unwrap());
     assert!(std::path::Path::new(&path).exists());
     let listen = format!("127.0.0.1:{port}");
