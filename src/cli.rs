@@ -15,6 +15,7 @@
 //! server's configuration and runs it; `status`, `reload` and `stop` talk to a running
 //! master over its control socket. Every usage error is one line on stderr and exit code 2.
 
+use crate::control::{PathOrigin, RequestError};
 use crate::{Config, ErrorKind, Handler, ListenMode, LogFormat, Server, Workers};
 use clap::{Args, Parser, Subcommand};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -64,7 +65,9 @@ enum Command {
 /// Which running master to talk to.
 #[derive(Args, Debug)]
 struct Target {
-    /// The master's control socket (default: derived from --listen's port).
+    /// The master's control socket (default: ringmaster-PORT.sock, PORT from --listen, in
+    /// a directory private to this user: $XDG_RUNTIME_DIR/ringmaster, /run/ringmaster for
+    /// root, else /tmp/ringmaster-UID). Only a master of this user or root is talked to.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
     /// The address the master listens on; its port names the control socket.
@@ -79,6 +82,10 @@ impl Target {
             ..Config::default()
         };
         config.control_path(self.listen.port())
+    }
+
+    fn origin(&self) -> PathOrigin {
+        PathOrigin::of(self.control.as_deref())
     }
 }
 
@@ -150,8 +157,10 @@ struct ServeArgs {
     /// failure count start over). [default: 30]
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     min_uptime: Option<Duration>,
-    /// Serve /metrics (Prometheus), /healthz and /readyz on this address. [default: off]
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address: IP:PORT (an IPv6
+    /// address in brackets), or a bare PORT (on 127.0.0.1 only; give 0.0.0.0:PORT to serve
+    /// other hosts). [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
     metrics: Option<SocketAddr>,
     /// Recycle a worker (replace it gracefully) after this many requests. [default: never]
     #[arg(long, value_name = "N")]
@@ -175,7 +184,9 @@ struct ServeArgs {
     /// A handler's panic ends its worker (respawned by the master) instead of answering 500.
     #[arg(long)]
     exit_on_panic: bool,
-    /// The control socket's path. [default: $XDG_RUNTIME_DIR or /tmp, ringmaster-PORT.sock]
+    /// The control socket's path. [default: ringmaster-PORT.sock in a directory private to
+    /// this user: $XDG_RUNTIME_DIR/ringmaster, /run/ringmaster for root, else
+    /// /tmp/ringmaster-UID]
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
     /// Provided receive buffers per worker (a power of two). [default: 1024]
@@ -287,6 +298,15 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// `--metrics`: like `--listen`, except that a bare port is on loopback only, so that the
+/// master's figures are not offered to the network unless an address says so.
+fn parse_metrics(s: &str) -> Result<SocketAddr, String> {
+    match s.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        Err(_) => parse_listen(s),
+    }
+}
+
 fn parse_workers(s: &str) -> Result<Workers, String> {
     if s == "auto" {
         return Ok(Workers::Auto);
@@ -373,7 +393,7 @@ fn serve<H: Handler>(server: Server<H>, args: &ServeArgs) -> i32 {
 /// Sends one command to the master and prints its answer.
 fn talk(target: &Target, command: &str, wait: Duration) -> i32 {
     let path = target.path();
-    match crate::control::request(&path, command, wait) {
+    match crate::control::request(&path, target.origin(), command, wait) {
         Ok(answer) => {
             print!("{answer}");
             if answer.starts_with("error") {
@@ -382,7 +402,11 @@ fn talk(target: &Target, command: &str, wait: Duration) -> i32 {
                 0
             }
         }
-        Err(e) => {
+        Err(RequestError::Untrusted(e)) => {
+            eprintln!("ringmaster: error: {e}");
+            EXIT_USAGE
+        }
+        Err(RequestError::Unreachable(e)) => {
             eprintln!(
                 "ringmaster: error: no ringmaster answers on {} ({e}); is it running? pass \
                  --listen with its address or --control with its socket",
@@ -390,5 +414,28 @@ fn talk(target: &Target, command: &str, wait: Duration) -> i32 {
             );
             EXIT_USAGE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_metrics_port_is_on_loopback_and_a_bare_listen_port_is_not() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for (arg, metrics, listen) in [
+            ("9100", "127.0.0.1:9100", "0.0.0.0:9100"),
+            ("0", "127.0.0.1:0", "0.0.0.0:0"),
+            ("0.0.0.0:9100", "0.0.0.0:9100", "0.0.0.0:9100"),
+            ("10.1.2.3:9100", "10.1.2.3:9100", "10.1.2.3:9100"),
+            ("[::]:9100", "[::]:9100", "[::]:9100"),
+            ("localhost:9100", "127.0.0.1:9100", "127.0.0.1:9100"),
+        ] {
+            assert_eq!(parse_metrics(arg), Ok(addr(metrics)), "{arg}");
+            assert_eq!(parse_listen(arg), Ok(addr(listen)), "{arg}");
+        }
+        assert!(parse_metrics("nowhere").is_err());
+        assert!(parse_metrics("65536").is_err());
     }
 }

@@ -188,7 +188,8 @@ pub struct Config {
     /// derived from the port, see [`Config::control_path`].
     pub control: Option<PathBuf>,
     /// Where the master serves `/metrics` (Prometheus), `/healthz` and `/readyz`. Default:
-    /// none.
+    /// none. On the command line a bare `--metrics PORT` means `127.0.0.1:PORT`: the
+    /// figures reach other hosts only when an address says so.
     pub metrics: Option<SocketAddr>,
     /// Replace a worker gracefully (as a reload does) after it answered this many
     /// requests, plus a random share of `max_requests_jitter`, so that workers do not all
@@ -257,17 +258,21 @@ impl Config {
     pub const DRAIN_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 
     /// The control socket for a server on `port`: the configured path, else
-    /// `$XDG_RUNTIME_DIR/ringmaster-PORT.sock` when that directory is set, else
-    /// `/tmp/ringmaster-PORT.sock`.
+    /// `ringmaster-PORT.sock` in a directory private to this user:
+    /// `$XDG_RUNTIME_DIR/ringmaster/` when that is set to an absolute directory,
+    /// `/run/ringmaster/` for root, `/tmp/ringmaster-UID/` otherwise. The master creates the
+    /// directory with mode 0700; it and `ringmaster status|reload|stop` refuse one that is
+    /// a symlink, another user's, or open to group or others. This is the one place the
+    /// default is computed.
     pub fn control_path(&self, port: u16) -> PathBuf {
         if let Some(path) = &self.control {
             return path.clone();
         }
-        let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
-            .filter(|d| d.is_dir())
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
-        dir.join(format!("ringmaster-{port}.sock"))
+            .filter(|d| d.is_absolute() && d.is_dir());
+        control_dir(runtime, nix::unistd::geteuid().as_raw())
+            .join(format!("ringmaster-{port}.sock"))
     }
 
     /// Checks every value against its range; the error names the value and the range.
@@ -394,6 +399,17 @@ impl Config {
     }
 }
 
+/// The directory of the default control socket for a user of uid `uid` whose
+/// `$XDG_RUNTIME_DIR` is `runtime` (when set to an absolute directory). Never a shared
+/// directory itself: `/tmp/ringmaster-PORT.sock` could be taken by any user first.
+fn control_dir(runtime: Option<PathBuf>, uid: u32) -> PathBuf {
+    match runtime {
+        Some(dir) => dir.join("ringmaster"),
+        None if uid == 0 => PathBuf::from("/run/ringmaster"),
+        None => PathBuf::from(format!("/tmp/ringmaster-{uid}")),
+    }
+}
+
 /// Completions one connection can have pending at once: its receive's last, a send, a
 /// close and a cancel.
 const COMPLETIONS_PER_CONNECTION: u32 = 4;
@@ -441,6 +457,32 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_control_socket_lies_in_a_private_directory() {
+        let run = Some(PathBuf::from("/run/user/1000"));
+        assert_eq!(
+            control_dir(run.clone(), 1000),
+            PathBuf::from("/run/user/1000/ringmaster")
+        );
+        assert_eq!(
+            control_dir(run, 0),
+            PathBuf::from("/run/user/1000/ringmaster")
+        );
+        assert_eq!(control_dir(None, 0), PathBuf::from("/run/ringmaster"));
+        assert_eq!(
+            control_dir(None, 1000),
+            PathBuf::from("/tmp/ringmaster-1000")
+        );
+        let chosen = Config {
+            control: Some(PathBuf::from("/srv/rm.sock")),
+            ..Config::default()
+        };
+        assert_eq!(chosen.control_path(80), PathBuf::from("/srv/rm.sock"));
+        let default = Config::default().control_path(8080);
+        assert!(default.ends_with("ringmaster-8080.sock"), "{default:?}");
+        assert_ne!(default.parent(), Some(std::path::Path::new("/tmp")));
+    }
 
     #[test]
     fn defaults_are_valid() {

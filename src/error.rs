@@ -16,6 +16,9 @@ pub enum ErrorKind {
     Config,
     /// A system call the master needs failed.
     System,
+    /// The control socket, its directory or its peer belongs to another user (or is open
+    /// to them), so it is not used: nothing is removed there, and no command is sent.
+    Untrusted,
     /// Every worker slot failed repeatedly and was given up.
     WorkersFailed,
 }

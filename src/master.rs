@@ -94,6 +94,7 @@ pub(crate) fn run<H: Handler>(
     let notifier = systemd::Notifier::from_env();
     // With a fixed port, a second master must be refused before it binds: SO_REUSEPORT
     // would let it join the first one's group silently.
+    let control_origin = control::PathOrigin::of(config.control.as_deref());
     if config.listen.port() != 0 && inherited.is_empty() {
         ControlServer::check_free(&config.control_path(config.listen.port()))?;
     }
@@ -103,7 +104,7 @@ pub(crate) fn run<H: Handler>(
         Listeners::inherited(inherited, count)
     };
     let local = listeners.local_addr()?;
-    let control = ControlServer::bind(&config.control_path(local.port()))?;
+    let control = ControlServer::bind(&config.control_path(local.port()), control_origin)?;
     let metrics = config.metrics.map(MetricsServer::bind).transpose()?;
     let signals = master_signals()?;
     let mode = match (&listeners, config.listen_mode) {
@@ -430,9 +431,9 @@ impl<H: Handler> Master<'_, H> {
             master_writes.as_raw_fd(),
             master_reads.as_raw_fd(),
         ];
-        foreign.extend(self.control.poll_fds().map(|fd| fd.as_raw_fd()));
+        foreign.extend(self.control.descriptors().map(|fd| fd.as_raw_fd()));
         if let Some(m) = &self.metrics {
-            foreign.extend(m.poll_fds().map(|fd| fd.as_raw_fd()));
+            foreign.extend(m.descriptors().map(|fd| fd.as_raw_fd()));
         }
         for child in self.children() {
             foreign.push(child.to_worker.as_raw_fd());

@@ -61,6 +61,11 @@ impl MetricsServer {
         self.inbox.poll_fds()
     }
 
+    /// Every descriptor it owns (for a forked child to close).
+    pub(crate) fn descriptors(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.inbox.descriptors()
+    }
+
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.inbox.next_deadline()
     }

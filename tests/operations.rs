@@ -11,6 +11,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn ringmaster(args: &[&str]) -> std::process::Output {
@@ -150,6 +152,7 @@ fn a_stale_control_socket_is_replaced() {
     let port = free_port();
     let path = control_path(port);
     // A socket file nobody answers on: what a master killed with SIGKILL leaves.
+    common::make_control_dir(port);
     drop(UnixListener::bind(&path).unwrap());
     assert!(std::path::Path::new(&path).exists());
     let listen = format!("127.0.0.1:{port}");
@@ -219,6 +222,110 @@ fn metrics_parse_and_count_the_traffic() {
     assert_eq!(scrape(metrics, "/healthz"), (200, "ok\n".to_string()));
     assert_eq!(scrape(metrics, "/readyz"), (200, "ready\n".to_string()));
     assert_eq!(scrape(metrics, "/nope").0, 404);
+}
+
+/// `GET path` on the metrics listener: its status, or what went wrong instead.
+fn probe(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").map_err(|e| format!("send: {e}"))?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)
+        .map_err(|e| format!("receive: {e}"))?;
+    let text = String::from_utf8_lossy(&all);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {text:?}"))
+}
+
+/// Holds connections to `addr` that each send a request head a byte every 10 ms and never
+/// finish it, reconnecting whenever the server closes one, until `stop` is set.
+fn trickle(
+    addr: SocketAddr,
+    count: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..count)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = TcpStream::connect(addr) else {
+                        continue;
+                    };
+                    if s.write_all(b"GET /metrics HTTP/1.1\r\nX: ").is_err() {
+                        continue;
+                    }
+                    // Load pacing, not synchronisation: a slow client is slow.
+                    while !stop.load(Ordering::Relaxed) && s.write_all(b"a").is_ok() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn probes_are_answered_under_a_flood_of_idle_and_slow_connections() {
+    let server = Server::start(&["--workers", "1", "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    // Far more idle connections than the listener serves at once (16), all queued before
+    // the first probe, and more arriving before every probe, so it is full at each one.
+    let mut idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(metrics).unwrap())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tricklers = trickle(metrics, 4, Arc::clone(&stop));
+    let mut failed = Vec::new();
+    for round in 0..30 {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            idle.extend((0..2).map(|_| TcpStream::connect(metrics).unwrap()));
+            match probe(metrics, path) {
+                Ok(200) => {}
+                other => failed.push(format!("round {round} {path}: {other:?}")),
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tricklers {
+        t.join().unwrap();
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 90 probes failed: {failed:?}",
+        failed.len()
+    );
+    // The control socket is served by the same loop: it answers too.
+    assert!(common::control(&server, "status").contains("ready"));
+}
+
+#[test]
+fn a_bare_metrics_port_listens_on_loopback_only() {
+    let server = Server::start(&["--workers", "1", "--metrics", "0"]);
+    let metrics = metrics_addr(&server);
+    assert_eq!(metrics.ip(), std::net::Ipv4Addr::LOCALHOST, "{metrics}");
+    assert_eq!(scrape(metrics, "/healthz").0, 200);
+    // From another address of this host, nothing listens on that port.
+    let other = nix::ifaddrs::getifaddrs()
+        .unwrap()
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .find(|ip| !ip.is_loopback());
+    match other {
+        Some(ip) => {
+            let err = TcpStream::connect((ip, metrics.port())).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "{ip}: {err}"
+            );
+        }
+        None => eprintln!(
+            "a_bare_metrics_port_listens_on_loopback_only: this host has no non-loopback \
+             IPv4 address; checked the bound address only"
+        ),
+    }
 }
 
 #[test]

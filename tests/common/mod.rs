@@ -207,6 +207,19 @@ pub fn control_path(port: u16) -> String {
         .into_owned()
 }
 
+/// Makes the directory of the default control socket for `port` exist, private (mode
+/// 0700), as a master creates it, for a test that puts a file there before a master runs.
+pub fn make_control_dir(port: u16) {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = control_path(port);
+    let dir = std::path::Path::new(&path).parent().unwrap();
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("creating {}: {e}", dir.display()),
+    }
+}
+
 /// The child processes of `pid`.
 pub fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
