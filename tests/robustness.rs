@@ -119,7 +119,8 @@ fn half_closed_partial_requests_leave_no_connection_behind() {
         sockets_in_state(server.addr.port(), CLOSE_WAIT) == 0
     });
     wait_until("the workers to report no open connection", || {
-        json_values(&control(&server, "status json"), "connections") == [0, 0]
+        // The totals, then each worker.
+        json_values(&control(&server, "status json"), "connections") == [0, 0, 0]
     });
 }
 
@@ -187,7 +188,7 @@ fn a_hundred_panicking_requests_in_ten_seconds_are_each_answered_500() {
     // Workers report their counters every second.
     wait_until("the workers to report 100 handler failures", || {
         let status = control(&server, "status json");
-        json_values(&status, "handler_failures").iter().sum::<u64>() == 100
+        json_values(&status, "handler_failures").first() == Some(&100)
     });
 }
 
@@ -355,4 +356,34 @@ fn a_second_master_on_the_same_port_is_refused_whatever_its_control_socket() {
         assert_eq!(common::exchange(first.addr, common::GET).0.status, 200);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn status_totals_stay_cumulative_across_reloads_and_respawns() {
+    let server = Server::start(&["--workers", "2"]);
+    for _ in 0..20 {
+        assert_eq!(common::exchange(server.addr, common::GET).0.status, 200);
+    }
+    wait_until("the 20 requests to be reported", || {
+        control(&server, "status").contains(": 20 requests since start")
+    });
+    let before = server.worker_pids();
+    assert!(control(&server, "reload").starts_with("ok: reloaded 2 workers"));
+    wait_until("the old workers to exit", || {
+        let now = server.worker_pids();
+        now.len() == 2 && now.iter().all(|p| !before.contains(p))
+    });
+    // SAFETY (test): SIGKILL to our own server's worker.
+    unsafe { libc::kill(server.worker_pids()[0] as i32, libc::SIGKILL) };
+    server.wait_log("respawning");
+    server.wait_log_count("ready (pid", 5);
+    for _ in 0..5 {
+        assert_eq!(common::exchange(server.addr, common::GET).0.status, 200);
+    }
+    // The old workers' 20 are still counted, with the new ones' 5.
+    wait_until("the totals to count every request since start", || {
+        let json = control(&server, "status json");
+        json_values(&json, "requests").first() == Some(&25)
+            && control(&server, "status").contains(": 25 requests since start")
+    });
 }

@@ -54,10 +54,8 @@ impl<H: Handler> Master<'_, H> {
             "{:<5} {:<8} {:<4} {:<11} {:>9} {:>8} {:>12} {:>11} {:>9}\n",
             "slot", "pid", "cpu", "state", "uptime", "restarts", "requests", "connections", "rss"
         );
-        let (mut requests, mut conns, mut rss) = (0, 0, 0);
+        let mut rss = 0;
         for (s, row) in self.status_rows() {
-            requests += row.stats.requests;
-            conns += row.stats.connections;
             rss += row.rss_kib;
             let _ = writeln!(
                 out,
@@ -73,16 +71,35 @@ impl<H: Handler> Master<'_, H> {
                 row.rss_kib / 1024
             );
         }
+        let totals = self.totals();
         let _ = writeln!(
             out,
-            "master pid {}, up {}s, {} workers: {requests} requests, {conns} connections, \
+            "master pid {}, up {}s, {} workers: {} requests since start, {} connections, \
              {} MiB RSS in workers",
             self.pid,
             self.started.elapsed().as_secs(),
             self.slots.len(),
+            totals.requests,
+            totals.connections,
             rss / 1024
         );
         out
+    }
+
+    /// Every counter since the master started: each slot's exited workers plus every live
+    /// worker (starting, serving or draining), so that totals never go down when workers are
+    /// replaced. `connections` is a gauge: the live workers' only.
+    pub(super) fn totals(&self) -> ipc::Stats {
+        let past = self
+            .slots
+            .iter()
+            .fold(ipc::Stats::default(), |sum, s| sum.plus(&s.past));
+        let live = self
+            .children()
+            .fold(ipc::Stats::default(), |sum, c| sum.plus(&c.stats));
+        let mut totals = past.plus(&live);
+        totals.connections = live.connections;
+        totals
     }
 
     /// The same as JSON: every counter of every worker.
@@ -111,10 +128,17 @@ impl<H: Handler> Master<'_, H> {
                 )
             })
             .collect();
+        let totals: Vec<String> = self
+            .totals()
+            .named()
+            .iter()
+            .map(|(name, value)| format!("\"{name}\":{value}"))
+            .collect();
         format!(
-            "{{\"master_pid\":{},\"uptime_s\":{},\"workers\":[{}]}}\n",
+            "{{\"master_pid\":{},\"uptime_s\":{},\"totals\":{{{}}},\"workers\":[{}]}}\n",
             self.pid,
             self.started.elapsed().as_secs(),
+            totals.join(","),
             rows.join(",")
         )
     }
