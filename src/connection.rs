@@ -5,13 +5,16 @@
 
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::date::DateCache;
-use crate::http::response::{encode, encode_error, ConnectionHeader};
+use crate::http::response::{encode, encode_error, encode_head, ConnectionHeader};
 use crate::http::{parse_head, Framing, Head, HeadLimits, Parsed, Request, Response, Version};
 use crate::log::log_limited;
 use crate::pool::BufPool;
 use crate::Handler;
 use ringmaster_uring::Desc;
 use ringmaster_uring::OpId;
+mod output;
+
+use output::{Output, BODY_COPY_BYTES_MAX};
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
@@ -249,7 +252,7 @@ pub(crate) struct Conn {
     /// back by the output bound). Holds no buffer when empty.
     input: Vec<u8>,
     /// Responses not yet handed to a send. Holds no buffer when empty.
-    output: Vec<u8>,
+    output: Output,
     /// The chunked body being received, if any.
     chunked: Option<ChunkedBody>,
     /// `100 Continue` was sent for the request being received.
@@ -275,7 +278,7 @@ impl Conn {
             send: Sending::Idle,
             wait: Wait::First { since: now },
             input: Vec::new(),
-            output: Vec::new(),
+            output: Output::default(),
             chunked: None,
             continued: false,
             linger: false,
@@ -295,9 +298,6 @@ impl Conn {
         }
         if let Wait::Body { bytes, .. } = &mut self.wait {
             *bytes += data.len() as u64;
-        }
-        if self.output.capacity() == 0 {
-            self.output = ctx.pool.take();
         }
         let mut data = data;
         if self.chunked.is_some() {
@@ -377,9 +377,6 @@ impl Conn {
             return;
         }
         if !self.input.is_empty() {
-            if self.output.capacity() == 0 {
-                self.output = ctx.pool.take();
-            }
             self.process_input(ctx);
         } else if self.output.is_empty() {
             self.wait = Wait::Idle { since: ctx.now };
@@ -492,9 +489,6 @@ impl Conn {
         detail: &dyn std::fmt::Display,
         ctx: &mut Ctx<'_, H>,
     ) {
-        if self.output.capacity() == 0 {
-            self.output = ctx.pool.take();
-        }
         let next = refuse_into(&mut self.output, status, detail, ctx);
         self.after(next, ctx);
     }
@@ -550,15 +544,15 @@ impl Conn {
         if self.input.is_empty() && self.input.capacity() > 0 {
             pool.put(std::mem::take(&mut self.input));
         }
-        if self.output.is_empty() && self.output.capacity() > 0 {
-            pool.put(std::mem::take(&mut self.output));
-        }
+        self.output.release(pool);
     }
 
     /// The output to send now, if any and no send is in flight.
     pub(crate) fn take_output(&mut self) -> Option<Vec<u8>> {
-        (self.send == Sending::Idle && !self.output.is_empty())
-            .then(|| std::mem::take(&mut self.output))
+        match self.send {
+            Sending::Idle => self.output.take_next(),
+            Sending::InFlight { .. } => None,
+        }
     }
 
     /// Whether the receive should be armed: open and not held back by unsent output, or
@@ -592,7 +586,7 @@ impl Conn {
     /// Drops what is buffered (the connection is being torn down).
     pub(crate) fn discard(&mut self, pool: &mut BufPool) {
         self.input.clear();
-        self.output.clear();
+        self.output.clear(pool);
         if let Some(chunked) = self.chunked.take() {
             pool.put(chunked.body);
         }
@@ -611,7 +605,7 @@ impl Conn {
 /// in order. Returns the bytes used and why it stopped.
 fn process<H: Handler>(
     data: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut Output,
     continued: &mut bool,
     ctx: &mut Ctx<'_, H>,
 ) -> (usize, Next) {
@@ -688,26 +682,26 @@ fn process<H: Handler>(
 /// error and as a response of its status class. Every refusal goes through here, so each is
 /// counted once whichever path produced it.
 fn refuse_into<H>(
-    out: &mut Vec<u8>,
+    out: &mut Output,
     status: u16,
     detail: &dyn std::fmt::Display,
     ctx: &mut Ctx<'_, H>,
 ) -> Next {
     ctx.counters.errors += 1;
     ctx.counters.response(status);
-    encode_error(out, status, detail, ctx.date.line());
+    encode_error(out.tail(&mut ctx.pool), status, detail, ctx.date.line());
     Next::Close { linger: true }
 }
 
 /// Sends `100 Continue` once for a request whose client waits for it before its body.
 fn expect_continue<H>(
     head: &Head<'_>,
-    out: &mut Vec<u8>,
+    out: &mut Output,
     continued: &mut bool,
     ctx: &mut Ctx<'_, H>,
 ) {
     if head.expect_continue && !*continued {
-        out.extend_from_slice(CONTINUE);
+        out.tail(&mut ctx.pool).extend_from_slice(CONTINUE);
         ctx.counters.response(100);
         *continued = true;
     }
@@ -718,7 +712,7 @@ fn expect_continue<H>(
 fn answer_buffered<H: Handler>(
     head_bytes: &[u8],
     body: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut Output,
     last: bool,
     ctx: &mut Ctx<'_, H>,
 ) -> (usize, Option<Next>) {
@@ -740,7 +734,7 @@ fn answer_buffered<H: Handler>(
 fn answer<H: Handler>(
     head: &Head<'_>,
     body: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut Output,
     last: bool,
     ctx: &mut Ctx<'_, H>,
 ) -> Option<Next> {
@@ -773,7 +767,7 @@ fn answer<H: Handler>(
 /// Encodes the response in `ctx.res` to `head`, with the connection rules applied.
 fn encode_answer<H>(
     head: &Head<'_>,
-    out: &mut Vec<u8>,
+    out: &mut Output,
     last: bool,
     ctx: &mut Ctx<'_, H>,
 ) -> Option<Next> {
@@ -783,22 +777,31 @@ fn encode_answer<H>(
         (true, Version::Http10) => ConnectionHeader::KeepAlive,
         (true, Version::Http11) => ConnectionHeader::Omit,
     };
-    encode(out, &ctx.res, ctx.date.line(), head.head_only, connection);
     let status = ctx.res.status_code();
     let bytes = if head.head_only {
         0
     } else {
         ctx.res.body_bytes().len()
     };
+    let tail = out.tail(&mut ctx.pool);
+    if bytes > BODY_COPY_BYTES_MAX {
+        // Sent from where the handler wrote it: held once, and freed once sent.
+        if encode_head(tail, &ctx.res, ctx.date.line(), connection) {
+            let body = ctx.res.take_body(ctx.pool.take());
+            out.push_body(body, &mut ctx.pool);
+        }
+    } else {
+        encode(tail, &ctx.res, ctx.date.line(), head.head_only, connection);
+    }
     log_access(head, status, bytes, ctx);
     (!keep_alive).then_some(Next::Close { linger: false })
 }
 
 /// Answers `500` for a request whose handler failed, and closes.
-fn handler_failed<H>(head: &Head<'_>, out: &mut Vec<u8>, ctx: &mut Ctx<'_, H>) -> Next {
+fn handler_failed<H>(head: &Head<'_>, out: &mut Output, ctx: &mut Ctx<'_, H>) -> Next {
     ctx.counters.handler_failures += 1;
     let detail = "the handler failed; see the server's log";
-    let bytes = encode_error(out, 500, &detail, ctx.date.line());
+    let bytes = encode_error(out.tail(&mut ctx.pool), 500, &detail, ctx.date.line());
     log_access(head, 500, if head.head_only { 0 } else { bytes }, ctx);
     Next::Close { linger: true }
 }

@@ -456,3 +456,30 @@ fn every_state_but_closing_has_a_deadline() {
     };
     assert_eq!(conn.expired(late, &t), Some(Expiry::Close));
 }
+
+#[test]
+fn a_large_body_is_sent_from_the_handlers_buffer_not_kept_by_the_worker() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let body = vec![b'z'; 3 * output::BODY_COPY_BYTES_MAX];
+    let mut request = format!(
+        "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    request.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+    conn.on_data(&request, &mut h.ctx);
+    // The head, then the body as the handler wrote it, then the next response.
+    let head = conn.take_output().unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n") && head.ends_with(b"\r\n\r\n"));
+    let sent = conn.take_output().unwrap();
+    assert_eq!(sent.len(), "/big|".len() + body.len());
+    assert!(
+        h.ctx.res.body_capacity() <= crate::pool::BUF_BYTES,
+        "the worker's response keeps no large buffer"
+    );
+    conn.resume(&mut h.ctx);
+    let rest = h.send_all(&mut conn);
+    assert_eq!(bodies(&rest), ["/after|"]);
+}

@@ -211,6 +211,19 @@ impl Response {
     pub(crate) fn wants_close(&self) -> bool {
         self.close
     }
+
+    /// The body buffer's capacity.
+    #[cfg(test)]
+    pub(crate) fn body_capacity(&self) -> usize {
+        self.body.capacity()
+    }
+
+    /// Takes the body out, to be sent from where the handler wrote it, and leaves
+    /// `replacement` (empty) for the next response.
+    pub(crate) fn take_body(&mut self, replacement: Vec<u8>) -> Vec<u8> {
+        debug_assert!(replacement.is_empty());
+        std::mem::replace(&mut self.body, replacement)
+    }
 }
 
 /// `tchar` of RFC 9110.
@@ -239,6 +252,19 @@ pub fn encode(
     head_only: bool,
     connection: ConnectionHeader,
 ) {
+    if encode_head(out, res, date_line, connection) && !head_only {
+        out.extend_from_slice(&res.body);
+    }
+}
+
+/// Appends the response's head alone (everything [`encode`] writes but the body); returns
+/// whether the status lets a body follow.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    res: &Response,
+    date_line: &[u8],
+    connection: ConnectionHeader,
+) -> bool {
     write_head_start(out, res.status, date_line);
     out.extend_from_slice(&res.headers);
     let bodiless = matches!(res.status, 204 | 304);
@@ -247,9 +273,7 @@ pub fn encode(
     }
     write_connection(out, connection);
     out.extend_from_slice(b"\r\n");
-    if !head_only && !bodiless {
-        out.extend_from_slice(&res.body);
-    }
+    !bodiless
 }
 
 /// The longest error body; a longer detail is cut (error details are short fixed phrases).

@@ -131,6 +131,14 @@ pub enum Op {
         /// Its value, owned by the ring until the completion.
         value: Vec<u8>,
     },
+    /// Read how many bytes of a TCP socket's send queue the peer has not acknowledged yet
+    /// (`IORING_OP_URING_CMD`, `SOCKET_URING_OP_SIOCOUTQ`: what `ioctl(SIOCOUTQ)` gives a
+    /// plain descriptor), the way to ask it of a direct descriptor. The completion's result
+    /// is that count; `-EOPNOTSUPP` or `-EINVAL` on kernels without socket commands.
+    SocketOutQueue {
+        /// The socket.
+        fd: Desc,
+    },
     /// Cancel another operation; it ends with `-ECANCELED` (or had already ended: `-ENOENT`).
     Cancel {
         /// The operation to cancel.
@@ -242,6 +250,15 @@ impl Op {
                 )
                 .build());
                 (entry, Lent::Source(value))
+            }
+            Op::SocketOutQueue { fd } => {
+                // `enum io_uring_socket_op` of <linux/io_uring.h>: SIOCINQ is 0, SIOCOUTQ 1.
+                // The io-uring crate has the value but does not export it.
+                const SIOCOUTQ: u32 = 1;
+                (
+                    on_desc!(fd, |fd| opcode::UringCmd16::new(fd, SIOCOUTQ).build()),
+                    Lent::Nothing,
+                )
             }
             Op::Cancel { target } => (
                 opcode::AsyncCancel::new(target.user_data()).build(),

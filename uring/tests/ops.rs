@@ -643,3 +643,54 @@ fn a_full_direct_table_refuses_the_accept() {
     let again = ring.register_direct_table(1).unwrap_err();
     assert_eq!(again.raw_os_error(), Some(libc::EBUSY));
 }
+
+#[test]
+fn socket_out_queue_counts_what_the_peer_has_not_taken() {
+    let Some(features) = features() else { return };
+    if !features.direct_accept || !features.socket_cmd {
+        eprintln!("skipped: kernel lacks direct accept or socket commands");
+        return;
+    }
+    let mut ring = ring();
+    ring.register_direct_table(4).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let accept = Op::Accept {
+        fd: listener.as_raw_fd(),
+        direct: true,
+    };
+    ring.push(accept, 1).unwrap();
+    let fd = Desc::Direct(wait_for(&mut ring, 1)[0].result as u32);
+    let queued = |ring: &mut Ring| {
+        ring.push(Op::SocketOutQueue { fd }, 2).unwrap();
+        wait_for(ring, 1)[0].result
+    };
+    assert_eq!(queued(&mut ring), 0, "nothing sent yet");
+    // A peer that does not read: the send stops when the buffers are full, and what it took
+    // waits in the queue, unacknowledged or unsent.
+    let send = Op::Send {
+        fd,
+        buf: vec![7u8; 16 << 20],
+        offset: 0,
+    };
+    ring.push(send, 3).unwrap();
+    let sent = wait_for(&mut ring, 1)[0].result;
+    assert!(sent > 0 && sent < 16 << 20, "a partial send: {sent}");
+    let waiting = queued(&mut ring);
+    assert!(
+        waiting > 0 && waiting <= sent,
+        "{waiting} of {sent} bytes waiting"
+    );
+    // Once the peer took everything, nothing waits.
+    let mut got = vec![0u8; sent as usize];
+    client.read_exact(&mut got).unwrap();
+    let deadline = Instant::now() + WAIT_MAX;
+    while queued(&mut ring) != 0 {
+        assert!(Instant::now() < deadline, "the queue never emptied");
+    }
+    // A plain descriptor answers the same through the ring.
+    let (_peer, server) = connected_pair();
+    let plain = Desc::Plain(server.as_raw_fd());
+    ring.push(Op::SocketOutQueue { fd: plain }, 4).unwrap();
+    assert_eq!(wait_for(&mut ring, 1)[0].result, 0);
+}
