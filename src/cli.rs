@@ -139,6 +139,10 @@ struct ServeArgs {
     /// connection is closed. [default: 30]
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     send_timeout: Option<Duration>,
+    /// Minimum rate in bytes per second at which a client must take a response waiting in
+    /// memory, over 5 s windows (slower: reset); 0 disables. [default: 1024]
+    #[arg(long, value_name = "BYTES")]
+    send_rate_min: Option<u32>,
     /// Slots a reload replaces at once. [default: 1]
     #[arg(long, value_name = "N")]
     reload_parallel: Option<u32>,
@@ -249,6 +253,7 @@ impl ServeArgs {
         );
         set(&mut c.limits.idle_timeout, &self.idle_timeout);
         set(&mut c.limits.send_timeout, &self.send_timeout);
+        set(&mut c.limits.send_rate_min, &self.send_rate_min);
         set(&mut c.reload_parallel, &self.reload_parallel);
         set(&mut c.ready_timeout, &self.ready_timeout);
         set(&mut c.respawn_failures_max, &self.respawn_failures_max);

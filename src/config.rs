@@ -72,6 +72,13 @@ pub struct Limits {
     /// A send that makes no progress for this long (the client stopped reading) closes the
     /// connection. Default 30 s.
     pub send_timeout: Duration,
+    /// While a response waits in the worker's memory (the client reads slower than it is
+    /// sent), the client must take it at this many bytes per second at least, measured over
+    /// 5-second windows, as the body rate of a request is: a reader too slow to matter (a
+    /// slow-read attack holding many large responses) is reset instead of pinning them. The
+    /// bytes counted are those the client acknowledged, not those the kernel buffered.
+    /// 0 disables the check. Default 1024.
+    pub send_rate_min: u32,
 }
 
 impl Limits {
@@ -94,6 +101,7 @@ impl Limits {
             idle: self.idle_timeout,
             send: self.send_timeout,
             body_rate_min: u64::from(self.request_body_rate_min),
+            send_rate_min: u64::from(self.send_rate_min),
         }
     }
 }
@@ -110,6 +118,7 @@ impl Default for Limits {
             request_body_rate_min: 1024,
             idle_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
+            send_rate_min: 1024,
         }
     }
 }

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// A body's arrival rate is measured over windows this long.
 pub(crate) const BODY_RATE_WINDOW: Duration = Duration::from_secs(5);
+/// While response bytes wait in memory, what the client took is sampled this often, and
+/// each window between two samples is judged against the minimum send rate.
+pub(crate) const SEND_RATE_WINDOW: Duration = Duration::from_secs(5);
 /// After an error response the connection is half-closed and its input drained for at most
 /// this long, so that the client reads the status instead of a reset.
 pub(crate) const LINGER_MAX: Duration = Duration::from_secs(2);
@@ -77,6 +80,31 @@ pub(crate) enum Sending {
     },
 }
 
+/// The minimum send rate's watch over a connection whose response bytes wait in memory (a
+/// send is in flight), as the body-rate minimum watches a request body: what the client
+/// *took* in each window of [`SEND_RATE_WINDOW`], that is the bytes the kernel accepted
+/// minus those it still holds unacknowledged (`SIOCOUTQ`). The bytes the kernel accepted
+/// alone would not do: a send buffer of megabytes completes sends in bursts minutes apart
+/// for a reader that takes little, so a fair reader would look stalled and an unfair one
+/// could hide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendWatch {
+    /// No response bytes wait, or no minimum is set.
+    Off,
+    /// A sample is being taken (by the ring operation `op`, for a direct descriptor);
+    /// `last` is the previous sample (when, and what the client had taken), if any.
+    Sampling {
+        last: Option<(Instant, u64)>,
+        op: Option<OpId>,
+    },
+    /// The client had taken `taken` bytes at `at`; the next sample is due at `next`.
+    Watching {
+        at: Instant,
+        taken: u64,
+        next: Instant,
+    },
+}
+
 /// What the connection waits for from the client, and since when: the timer that applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wait {
@@ -111,6 +139,9 @@ pub(crate) struct Timeouts {
     pub(crate) send: Duration,
     /// Minimum body rate, bytes per second.
     pub(crate) body_rate_min: u64,
+    /// Minimum rate at which a client takes a response that waits in memory, bytes per
+    /// second; 0 for none.
+    pub(crate) send_rate_min: u64,
 }
 
 /// Counters kept by a worker across its connections.
@@ -267,6 +298,10 @@ pub(crate) struct Conn {
     pub(crate) queued: bool,
     /// The client's address, looked up only when an access log is kept.
     pub(crate) peer: Option<std::net::IpAddr>,
+    /// Bytes of output the kernel accepted (sends completed with them).
+    sent: u64,
+    /// The minimum send rate's watch.
+    send_watch: SendWatch,
 }
 
 impl Conn {
@@ -285,6 +320,8 @@ impl Conn {
             flooding: false,
             queued: false,
             peer: None,
+            sent: 0,
+            send_watch: SendWatch::Off,
         }
     }
 
@@ -598,7 +635,92 @@ impl Conn {
         self.phase == (Phase::Closing { fd_closed: true })
             && matches!(self.recv, Recv::Idle | Recv::Ended)
             && self.send == Sending::Idle
+            && !matches!(self.send_watch, SendWatch::Sampling { op: Some(_), .. })
     }
+
+    /// Counts `n` bytes of output the kernel accepted.
+    pub(crate) fn sent(&mut self, n: u64) {
+        self.sent += n;
+    }
+
+    /// Whether the kernel's send queue should be sampled now for the minimum send rate: a
+    /// response waits in memory and no sample was taken for a [`SEND_RATE_WINDOW`]. The
+    /// worker takes it and reports with [`Conn::on_send_sample`].
+    pub(crate) fn send_sample_due(&mut self, now: Instant, t: &Timeouts) -> bool {
+        let waiting = t.send_rate_min > 0
+            && matches!(self.send, Sending::InFlight { .. })
+            && !matches!(self.phase, Phase::Closing { .. });
+        match (waiting, self.send_watch) {
+            // One sample at a time; its result settles the watch either way.
+            (_, SendWatch::Sampling { .. }) => false,
+            (false, _) => {
+                self.send_watch = SendWatch::Off;
+                false
+            }
+            (true, SendWatch::Off) => {
+                self.send_watch = SendWatch::Sampling {
+                    last: None,
+                    op: None,
+                };
+                true
+            }
+            (true, SendWatch::Watching { at, taken, next }) if now >= next => {
+                self.send_watch = SendWatch::Sampling {
+                    last: Some((at, taken)),
+                    op: None,
+                };
+                true
+            }
+            (true, SendWatch::Watching { .. }) => false,
+        }
+    }
+
+    /// The sample is taken by the ring operation `op`: the slot is not reused before it
+    /// ends.
+    pub(crate) fn sampling_with(&mut self, op: OpId) {
+        if let SendWatch::Sampling { last, .. } = self.send_watch {
+            self.send_watch = SendWatch::Sampling { last, op: Some(op) };
+        }
+    }
+
+    /// A sample came back: `unacked` bytes were still in the kernel's send queue (`None`:
+    /// the sample failed, and the watch starts over). Returns [`Expiry::Abort`] when the
+    /// client took less than the minimum rate since the last sample.
+    pub(crate) fn on_send_sample(
+        &mut self,
+        now: Instant,
+        unacked: Option<u64>,
+        t: &Timeouts,
+    ) -> Option<Expiry> {
+        let SendWatch::Sampling { last, .. } = self.send_watch else {
+            return None;
+        };
+        self.send_watch = SendWatch::Off;
+        let waiting = matches!(self.send, Sending::InFlight { .. })
+            && !matches!(self.phase, Phase::Closing { .. });
+        let taken = self.sent.saturating_sub(unacked?);
+        if !waiting {
+            return None; // It drained meanwhile: nothing waits to be judged.
+        }
+        if let Some((at, before)) = last {
+            if !kept_up(before, taken, now.duration_since(at), t.send_rate_min) {
+                return Some(Expiry::Abort);
+            }
+        }
+        self.send_watch = SendWatch::Watching {
+            at: now,
+            taken,
+            next: now + SEND_RATE_WINDOW,
+        };
+        None
+    }
+}
+
+/// Whether a client that had taken `before` bytes of its responses, and `taken` a `window`
+/// later, took them at `rate` bytes a second at least.
+fn kept_up(before: u64, taken: u64, window: Duration, rate: u64) -> bool {
+    let due = u128::from(rate) * window.as_millis() / 1000;
+    u128::from(taken.saturating_sub(before)) >= due
 }
 
 /// Answers every whole request at the start of `data`, appending the responses to `out`,

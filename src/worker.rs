@@ -63,6 +63,8 @@ enum Event {
     Shutdown(u32),
     /// A write of the access log.
     Access,
+    /// A sample of a connection's unacknowledged output (the minimum send rate).
+    OutQueue(u32),
 }
 
 impl Event {
@@ -78,6 +80,7 @@ impl Event {
             Event::Close(s) => (8, s),
             Event::Shutdown(s) => (9, s),
             Event::Access => (10, 0),
+            Event::OutQueue(s) => (11, s),
         };
         (kind << 32) | u64::from(slot)
     }
@@ -95,6 +98,7 @@ impl Event {
             8 => Event::Close(slot),
             9 => Event::Shutdown(slot),
             10 => Event::Access,
+            11 => Event::OutQueue(slot),
             kind => panic!("completion with unknown tag kind {kind}"),
         }
     }
@@ -421,6 +425,7 @@ impl<'h, H: Handler> Worker<'h, H> {
             Event::Signal => self.on_signal(c)?,
             Event::Tick => self.on_tick(c)?,
             Event::Access => self.on_access_written(c)?,
+            Event::OutQueue(slot) => self.on_out_queue(slot, &c)?,
         }
         Ok(())
     }
@@ -708,6 +713,7 @@ impl<'h, H: Handler> Worker<'h, H> {
         match result {
             Ok(n) => {
                 self.ctx.counters.bytes_out += u64::from(n);
+                conn.sent(u64::from(n));
                 let offset = offset + n as usize;
                 if offset < buf.len() && n > 0 {
                     // A short send: push the rest, still in order; it made progress now.
@@ -864,30 +870,76 @@ impl<'h, H: Handler> Worker<'h, H> {
         let now = self.ctx.now;
         let timeouts = self.ctx.timeouts;
         let mut expired: Vec<(u32, Expiry)> = Vec::new();
+        let mut samples: Vec<u32> = Vec::new();
         for (slot, conn) in self.conns.iter_mut() {
             match conn.expired(now, &timeouts) {
                 Some(expiry) => expired.push((slot as u32, expiry)),
                 None => conn.roll_body_window(now),
             }
+            if conn.send_sample_due(now, &timeouts) {
+                samples.push(slot as u32);
+            }
         }
         for (slot, expiry) in expired {
-            match expiry {
-                Expiry::RequestTimeout => {
-                    self.conns[slot as usize].time_out(&mut self.ctx);
-                    self.touch(slot);
-                }
-                Expiry::Close => self.close(slot)?,
-                Expiry::Abort => {
-                    // Reset rather than close: a graceful close would leave the unsent
-                    // bytes (megabytes, for a client that stopped reading) queued in the
-                    // kernel behind a FIN the client never reads.
-                    self.ctx.counters.timeouts += 1;
-                    self.reset_on_close(self.conns[slot as usize].fd)?;
-                    self.close(slot)?;
-                }
+            self.on_expiry(slot, expiry)?;
+        }
+        for slot in samples {
+            self.sample_send_queue(slot)?;
+        }
+        Ok(())
+    }
+
+    fn on_expiry(&mut self, slot: u32, expiry: Expiry) -> std::io::Result<()> {
+        match expiry {
+            Expiry::RequestTimeout => {
+                self.conns[slot as usize].time_out(&mut self.ctx);
+                self.touch(slot);
+            }
+            Expiry::Close => self.close(slot)?,
+            Expiry::Abort => {
+                // Reset rather than close: a graceful close would leave the unsent bytes
+                // (megabytes, for a client that stopped reading) queued in the kernel
+                // behind a FIN the client never reads.
+                self.ctx.counters.timeouts += 1;
+                self.reset_on_close(self.conns[slot as usize].fd)?;
+                self.close(slot)?;
             }
         }
         Ok(())
+    }
+
+    /// Samples how much of a connection's output its client has not acknowledged, for the
+    /// minimum send rate: at once for a plain descriptor, through the ring for a direct one.
+    fn sample_send_queue(&mut self, slot: u32) -> std::io::Result<()> {
+        let conn = &mut self.conns[slot as usize];
+        match conn.fd {
+            Desc::Plain(fd) => {
+                let unacked = unacknowledged(fd);
+                let verdict = conn.on_send_sample(self.ctx.now, unacked, &self.ctx.timeouts);
+                self.on_send_verdict(slot, verdict)
+            }
+            Desc::Direct(_) => {
+                let op = Op::SocketOutQueue { fd: conn.fd };
+                let op = self.ring.push(op, Event::OutQueue(slot).tag())?;
+                self.conns[slot as usize].sampling_with(op);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_out_queue(&mut self, slot: u32, c: &Completion) -> std::io::Result<()> {
+        let unacked = u64::try_from(c.result).ok();
+        let conn = &mut self.conns[slot as usize];
+        let verdict = conn.on_send_sample(self.ctx.now, unacked, &self.ctx.timeouts);
+        self.touch(slot); // A closing connection may be finished now.
+        self.on_send_verdict(slot, verdict)
+    }
+
+    fn on_send_verdict(&mut self, slot: u32, verdict: Option<Expiry>) -> std::io::Result<()> {
+        match verdict {
+            Some(expiry) => self.on_expiry(slot, expiry),
+            None => Ok(()),
+        }
     }
 
     /// Stops accepting and lets connections finish: each answer closes its connection,
@@ -1139,6 +1191,16 @@ fn reset_on_close(fd: RawFd) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
     }
+}
+
+/// How many bytes of a plain socket's output its peer has not acknowledged
+/// (`ioctl(SIOCOUTQ)`); `None` when the socket cannot tell.
+fn unacknowledged(fd: RawFd) -> Option<u64> {
+    let mut unacked: libc::c_int = 0;
+    // SAFETY: `fd` is an open socket of this worker; SIOCOUTQ (TIOCOUTQ) writes one int
+    // into `unacked`, which lives across the call.
+    let ret = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut unacked as *mut libc::c_int) };
+    (ret == 0).then(|| u64::try_from(unacked).ok()).flatten()
 }
 
 /// The soft `RLIMIT_NOFILE` (which the master raised to the hard one), at most `u32::MAX`.

@@ -387,3 +387,73 @@ fn status_totals_stay_cumulative_across_reloads_and_respawns() {
             && control(&server, "status").contains(": 25 requests since start")
     });
 }
+
+/// Reads a 64 MiB response at about `bytes_per_s` (chunks of `chunk` bytes, paced); returns
+/// the bytes read (head included) and whether the server reset the connection first.
+fn read_paced(addr: SocketAddr, bytes_per_s: usize, chunk: usize) -> (usize, bool) {
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"GET /big?kb=65536 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let want = 64 << 20;
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; chunk];
+    let mut got = 0;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
+            Err(e) => panic!("after {got} bytes: {e}"),
+        }
+        if got > want {
+            return (got, false);
+        }
+        // The pace: sleep until `got` bytes are due at `bytes_per_s`.
+        let due = std::time::Duration::from_secs_f64(got as f64 / bytes_per_s as f64);
+        if let Some(ahead) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+}
+
+/// Under `--send-rate-min 1 MiB/s`, a reader at 256 KiB/s is reset within a few windows and
+/// one at 8 MiB/s gets its whole response. `args` pick plain or direct descriptors, whose
+/// send queues are sampled in different ways.
+fn send_rate_minimum(args: &[&str]) {
+    let mut all = vec![
+        "--workers",
+        "1",
+        "--send-rate-min",
+        "1048576",
+        "--send-timeout",
+        "600",
+    ];
+    all.extend_from_slice(args);
+    let server = Server::start_command(&mut testbed(&all), 1);
+    let started = std::time::Instant::now();
+    let (got, reset) = read_paced(server.addr, 256 << 10, 16 << 10);
+    let took = started.elapsed();
+    assert!(
+        reset,
+        "the slow reader was not reset ({got} bytes in {took:?})"
+    );
+    assert!(got < 64 << 20);
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "reset after {took:?}"
+    );
+    eprintln!("slow reader reset after {took:?}, {got} bytes read");
+    let (got, reset) = read_paced(server.addr, 8 << 20, 128 << 10);
+    assert!(!reset && got > 64 << 20, "the fair reader got {got} bytes");
+}
+
+#[test]
+fn a_reader_slower_than_the_minimum_send_rate_is_reset_on_a_direct_descriptor() {
+    send_rate_minimum(&[]);
+}
+
+#[test]
+fn a_reader_slower_than_the_minimum_send_rate_is_reset_on_a_plain_descriptor() {
+    send_rate_minimum(&["--uring-no-direct-descriptors"]);
+}

@@ -254,6 +254,7 @@ fn timers_follow_what_the_connection_waits_for() {
         idle: Duration::from_secs(60),
         send: Duration::from_secs(30),
         body_rate_min: 100,
+        send_rate_min: 0,
     };
     let start = Instant::now();
     let at = |s: u64| start + Duration::from_secs(s);
@@ -482,4 +483,24 @@ fn a_large_body_is_sent_from_the_handlers_buffer_not_kept_by_the_worker() {
     conn.resume(&mut h.ctx);
     let rest = h.send_all(&mut conn);
     assert_eq!(bodies(&rest), ["/after|"]);
+}
+
+#[test]
+fn the_send_rate_is_judged_per_window_at_its_edge() {
+    let five = Duration::from_secs(5);
+    assert!(kept_up(0, 5120, five, 1024), "exactly the minimum");
+    assert!(!kept_up(0, 5119, five, 1024), "one byte short");
+    assert!(
+        kept_up(10_000, 15_120, five, 1024),
+        "counted from the last sample"
+    );
+    assert!(
+        !kept_up(0, 5120, Duration::from_millis(5100), 1024),
+        "a longer window owes more"
+    );
+    assert!(kept_up(7, 7, five, 0), "no minimum");
+    assert!(
+        !kept_up(9, 3, five, 1),
+        "taken never goes down; a bogus sample owes all"
+    );
 }
