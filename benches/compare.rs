@@ -6,7 +6,11 @@
 //! ```text
 //! cargo bench --bench compare -- [--peers nginx,hyper,minihttp,monoio,node] [--rounds 3]
 //!     [--duration 10] [--workloads keepalive,pipelined,close,idle] [--ablation] [--smoke]
+//!     [--baseline PATH]
 //! ```
+//!
+//! `--baseline PATH` adds another ringmaster binary (an older build, say) as a peer named
+//! `baseline`, so that a change to the hot path is measured before and after in one run.
 //!
 //! Needs wrk (`apt-get install wrk`); nginx and Node.js for those peers. The Rust peers are
 //! built from `../shared/peers/rust` into `target/peers` on first use.
@@ -430,6 +434,8 @@ struct Args {
     ablation: bool,
     peers_dir: PathBuf,
     out: PathBuf,
+    /// Another ringmaster binary, run as the peer `baseline`.
+    baseline: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -447,6 +453,7 @@ fn parse_args() -> Result<Args, String> {
         ablation: false,
         peers_dir: root.join("../shared/peers"),
         out: root.join("target/benchmarks/latest.md"),
+        baseline: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -485,6 +492,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--peers-dir" => args.peers_dir = PathBuf::from(value("--peers-dir")?),
             "--out" => args.out = PathBuf::from(value("--out")?),
+            "--baseline" => args.baseline = Some(PathBuf::from(value("--baseline")?)),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -599,6 +607,12 @@ fn main() {
         duration: args.duration,
     };
     let mut servers = vec![ringmaster("ringmaster", &[])];
+    if let Some(program) = &args.baseline {
+        servers.push(Server {
+            program: program.clone(),
+            ..ringmaster("baseline", &[])
+        });
+    }
     let mut rust = None;
     for name in &args.peers {
         match peer(name, &args, &mut rust) {

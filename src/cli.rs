@@ -139,8 +139,8 @@ struct ServeArgs {
     /// connection is closed. [default: 30]
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     send_timeout: Option<Duration>,
-    /// Minimum rate in bytes per second at which a client must take a response waiting in
-    /// memory, over 5 s windows (slower: reset); 0 disables. [default: 1024]
+    /// Minimum rate in bytes per second at which a client must take the response bytes it
+    /// owes, over 5 s windows (slower: reset); 0 disables. [default: 1024]
     #[arg(long, value_name = "BYTES")]
     send_rate_min: Option<u32>,
     /// Slots a reload replaces at once. [default: 1]

@@ -72,12 +72,12 @@ pub struct Limits {
     /// A send that makes no progress for this long (the client stopped reading) closes the
     /// connection. Default 30 s.
     pub send_timeout: Duration,
-    /// While a response waits in the worker's memory (the client reads slower than it is
-    /// sent), the client must take it at this many bytes per second at least, measured over
-    /// 5-second windows, as the body rate of a request is: a reader too slow to matter (a
-    /// slow-read attack holding many large responses) is reset instead of pinning them. The
-    /// bytes counted are those the client acknowledged, not those the kernel buffered.
-    /// 0 disables the check. Default 1024.
+    /// While a client owes response bytes (they wait in the worker's memory, or the kernel
+    /// holds 64 KiB or more of them unacknowledged), it must take them at this many bytes
+    /// per second at least, measured over 5-second windows, as the body rate of a request
+    /// is: a reader too slow to matter (a slow-read attack holding many large responses) is
+    /// reset instead of pinning them. The bytes counted are those the client acknowledged,
+    /// not those the kernel buffered. 0 disables the check. Default 1024.
     pub send_rate_min: u32,
 }
 

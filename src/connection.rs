@@ -22,9 +22,13 @@ use std::time::{Duration, Instant};
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// A body's arrival rate is measured over windows this long.
 pub(crate) const BODY_RATE_WINDOW: Duration = Duration::from_secs(5);
-/// While response bytes wait in memory, what the client took is sampled this often, and
-/// each window between two samples is judged against the minimum send rate.
+/// While a client owes response bytes, what it took is sampled this often, and each window
+/// between two samples is judged against the minimum send rate.
 pub(crate) const SEND_RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Bytes a client may owe after its sends completed (the kernel holds them) before the
+/// minimum send rate watches it: below this a slow reader holds little, and the idle
+/// timeout ends it.
+pub(crate) const SEND_WATCH_BYTES_MIN: u64 = 64 * 1024;
 /// After an error response the connection is half-closed and its input drained for at most
 /// this long, so that the client reads the status instead of a reset.
 pub(crate) const LINGER_MAX: Duration = Duration::from_secs(2);
@@ -80,16 +84,18 @@ pub(crate) enum Sending {
     },
 }
 
-/// The minimum send rate's watch over a connection whose response bytes wait in memory (a
-/// send is in flight), as the body-rate minimum watches a request body: what the client
-/// *took* in each window of [`SEND_RATE_WINDOW`], that is the bytes the kernel accepted
-/// minus those it still holds unacknowledged (`SIOCOUTQ`). The bytes the kernel accepted
-/// alone would not do: a send buffer of megabytes completes sends in bursts minutes apart
-/// for a reader that takes little, so a fair reader would look stalled and an unfair one
-/// could hide.
+/// The minimum send rate's watch over a connection whose client owes response bytes (a
+/// send waits for room in the kernel, or the kernel holds sent bytes the client has not
+/// acknowledged), as the body-rate minimum watches a request body: what the client *took*
+/// in each window of [`SEND_RATE_WINDOW`], that is the bytes the kernel accepted minus those
+/// it still holds unacknowledged (`SIOCOUTQ`). The bytes the kernel accepted alone would
+/// not do: a send buffer of megabytes completes sends in bursts minutes apart for a reader
+/// that takes little, so a fair reader would look stalled and an unfair one could hide. And
+/// a slow reader's response held by the kernel costs memory too (the host's TCP memory; on
+/// loopback several megabytes a socket), so it is watched until the client took it all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SendWatch {
-    /// No response bytes wait, or no minimum is set.
+    /// The client owes nothing worth watching, or no minimum is set.
     Off,
     /// A sample is being taken (by the ring operation `op`, for a direct descriptor);
     /// `last` is the previous sample (when, and what the client had taken), if any.
@@ -300,6 +306,8 @@ pub(crate) struct Conn {
     pub(crate) peer: Option<std::net::IpAddr>,
     /// Bytes of output the kernel accepted (sends completed with them).
     sent: u64,
+    /// Bytes of output the client had taken (acknowledged) at the last sample.
+    taken: u64,
     /// The minimum send rate's watch.
     send_watch: SendWatch,
 }
@@ -321,6 +329,7 @@ impl Conn {
             queued: false,
             peer: None,
             sent: 0,
+            taken: 0,
             send_watch: SendWatch::Off,
         }
     }
@@ -643,36 +652,30 @@ impl Conn {
         self.sent += n;
     }
 
-    /// Whether the kernel's send queue should be sampled now for the minimum send rate: a
-    /// response waits in memory and no sample was taken for a [`SEND_RATE_WINDOW`]. The
-    /// worker takes it and reports with [`Conn::on_send_sample`].
+    /// Whether the kernel's send queue should be sampled now for the minimum send rate: the
+    /// client owes bytes (a send waits for room in the kernel, or it has at least
+    /// [`SEND_WATCH_BYTES_MIN`] more than it had taken at the last sample, which the kernel
+    /// may still hold) and no sample was taken for a [`SEND_RATE_WINDOW`]. The worker takes
+    /// it and reports with [`Conn::on_send_sample`].
     pub(crate) fn send_sample_due(&mut self, now: Instant, t: &Timeouts) -> bool {
-        let waiting = t.send_rate_min > 0
-            && matches!(self.send, Sending::InFlight { .. })
-            && !matches!(self.phase, Phase::Closing { .. });
-        match (waiting, self.send_watch) {
-            // One sample at a time; its result settles the watch either way.
-            (_, SendWatch::Sampling { .. }) => false,
-            (false, _) => {
+        if t.send_rate_min == 0 || matches!(self.phase, Phase::Closing { .. }) {
+            if !matches!(self.send_watch, SendWatch::Sampling { .. }) {
                 self.send_watch = SendWatch::Off;
-                false
             }
-            (true, SendWatch::Off) => {
-                self.send_watch = SendWatch::Sampling {
-                    last: None,
-                    op: None,
-                };
-                true
-            }
-            (true, SendWatch::Watching { at, taken, next }) if now >= next => {
-                self.send_watch = SendWatch::Sampling {
-                    last: Some((at, taken)),
-                    op: None,
-                };
-                true
-            }
-            (true, SendWatch::Watching { .. }) => false,
+            return false;
         }
+        let owes = matches!(self.send, Sending::InFlight { .. })
+            || self.sent >= self.taken + SEND_WATCH_BYTES_MIN;
+        let last = match self.send_watch {
+            // One sample at a time; its result settles the watch either way.
+            SendWatch::Sampling { .. } => return false,
+            SendWatch::Off if owes => None,
+            SendWatch::Off => return false,
+            SendWatch::Watching { at, taken, next } if now >= next => Some((at, taken)),
+            SendWatch::Watching { .. } => return false,
+        };
+        self.send_watch = SendWatch::Sampling { last, op: None };
+        true
     }
 
     /// The sample is taken by the ring operation `op`: the slot is not reused before it
@@ -685,7 +688,7 @@ impl Conn {
 
     /// A sample came back: `unacked` bytes were still in the kernel's send queue (`None`:
     /// the sample failed, and the watch starts over). Returns [`Expiry::Abort`] when the
-    /// client took less than the minimum rate since the last sample.
+    /// client still owes bytes and took less than the minimum rate since the last sample.
     pub(crate) fn on_send_sample(
         &mut self,
         now: Instant,
@@ -696,11 +699,11 @@ impl Conn {
             return None;
         };
         self.send_watch = SendWatch::Off;
-        let waiting = matches!(self.send, Sending::InFlight { .. })
-            && !matches!(self.phase, Phase::Closing { .. });
-        let taken = self.sent.saturating_sub(unacked?);
-        if !waiting {
-            return None; // It drained meanwhile: nothing waits to be judged.
+        let unacked = unacked?;
+        let taken = self.sent.saturating_sub(unacked);
+        self.taken = taken;
+        if unacked == 0 || matches!(self.phase, Phase::Closing { .. }) {
+            return None; // It took everything there was: nothing to judge.
         }
         if let Some((at, before)) = last {
             if !kept_up(before, taken, now.duration_since(at), t.send_rate_min) {

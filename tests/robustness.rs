@@ -457,3 +457,85 @@ fn a_reader_slower_than_the_minimum_send_rate_is_reset_on_a_direct_descriptor() 
 fn a_reader_slower_than_the_minimum_send_rate_is_reset_on_a_plain_descriptor() {
     send_rate_minimum(&["--uring-no-direct-descriptors"]);
 }
+
+/// A connection to `addr` whose receive buffer is `rcvbuf` bytes, set before connecting so
+/// that the window it advertises stays that small.
+fn connect_with_small_window(addr: SocketAddr, rcvbuf: i32) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("an IPv4 test address")
+    };
+    // SAFETY (test): a new socket whose descriptor the TcpStream below takes over.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0);
+    // SAFETY (test): `rcvbuf` is a valid int of the size passed, alive across the call.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0);
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY (test): `sin` is a valid sockaddr_in of the size passed.
+    let ret = unsafe {
+        libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0, "connect: {}", std::io::Error::last_os_error());
+    // SAFETY (test): `fd` is a connected socket nothing else owns.
+    unsafe { std::net::TcpStream::from_raw_fd(fd) }
+}
+
+/// `tcpi_state` of a socket (7 is CLOSE: the connection was reset).
+fn tcp_state(stream: &std::net::TcpStream) -> u8 {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY (test): TCP_INFO writes at most `len` bytes into `info`.
+    let ret = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(ret, 0);
+    info[0]
+}
+
+#[test]
+fn a_reader_that_leaves_its_response_in_the_kernel_is_reset_too() {
+    let server = Server::start_command(&mut testbed(&["--workers", "1"]), 1);
+    // A small window: the whole 1 MiB fits the server's send buffer, so the worker's send
+    // completes and nothing waits in its memory; the kernel holds it, unacknowledged.
+    let mut stream = connect_with_small_window(server.addr, 4096);
+    stream
+        .write_all(b"GET /big?kb=1024 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    // The first sample, then a window of 5 s in which it takes nothing.
+    while tcp_state(&stream) != 7 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "not reset"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("reset after {:?}", started.elapsed());
+}

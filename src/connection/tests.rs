@@ -504,3 +504,67 @@ fn the_send_rate_is_judged_per_window_at_its_edge() {
         "taken never goes down; a bogus sample owes all"
     );
 }
+
+#[test]
+fn a_client_owing_bytes_is_sampled_each_window_and_judged_at_the_edge() {
+    let h = Harness::new();
+    let t = Timeouts {
+        send_rate_min: 1024,
+        ..h.ctx.timeouts
+    };
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut conn = Conn::new(Desc::Plain(-1), t0);
+    assert!(!conn.send_sample_due(t0, &t), "owes nothing");
+    conn.sent(SEND_WATCH_BYTES_MIN - 1);
+    assert!(!conn.send_sample_due(t0, &t), "owes too little to watch");
+    conn.sent(1);
+    assert!(
+        conn.send_sample_due(t0, &t),
+        "the kernel may hold 64 KiB of it"
+    );
+    assert!(!conn.send_sample_due(t0, &t), "one sample at a time");
+    let owed = SEND_WATCH_BYTES_MIN;
+    assert_eq!(
+        conn.on_send_sample(t0, Some(owed), &t),
+        None,
+        "a first sample judges nothing"
+    );
+    assert!(
+        !conn.send_sample_due(at(4999), &t),
+        "before the window ends"
+    );
+    assert!(conn.send_sample_due(at(5000), &t));
+    assert_eq!(
+        conn.on_send_sample(at(5000), Some(owed - 5120), &t),
+        None,
+        "exactly the rate"
+    );
+    assert!(conn.send_sample_due(at(10_000), &t));
+    assert_eq!(
+        conn.on_send_sample(at(10_000), Some(owed - 5120 - 5119), &t),
+        Some(Expiry::Abort),
+        "one byte short"
+    );
+    // A client that took everything is no longer watched; a failed sample starts over.
+    let mut conn = Conn::new(Desc::Plain(-1), t0);
+    conn.sent(owed);
+    assert!(conn.send_sample_due(t0, &t));
+    assert_eq!(conn.on_send_sample(t0, Some(0), &t), None);
+    assert!(!conn.send_sample_due(at(60_000), &t), "nothing owed");
+    conn.sent(owed);
+    assert!(conn.send_sample_due(at(60_000), &t));
+    assert_eq!(conn.on_send_sample(at(60_000), None, &t), None);
+    assert!(
+        conn.send_sample_due(at(60_100), &t),
+        "sampled again at the next tick"
+    );
+    // No minimum, no watch.
+    let off = Timeouts {
+        send_rate_min: 0,
+        ..t
+    };
+    let mut conn = Conn::new(Desc::Plain(-1), t0);
+    conn.sent(10 * owed);
+    assert!(!conn.send_sample_due(t0, &off));
+}
