@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::one_error_line;
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
@@ -12,14 +14,6 @@ fn run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run ringmaster")
-}
-
-fn one_error_line(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
-    assert!(lines[0].starts_with("ringmaster: error: "), "{stderr}");
-    lines[0].to_string()
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Server, WAIT_MAX};
+use common::{free_port, one_error_line, Server, WAIT_MAX};
 use nix::unistd::{geteuid, Gid, Uid, User};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
@@ -259,24 +259,6 @@ fn ringmaster(args: &[&str], runtime_dir: Option<&Path>) -> Output {
         std::thread::sleep(Duration::from_millis(5));
     }
     child.wait_with_output().unwrap()
-}
-
-/// The one line a failed command wrote on stderr.
-fn one_error_line(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
-    assert!(lines[0].starts_with("ringmaster: error: "), "{stderr}");
-    lines[0].to_string()
-}
-
-/// A port nobody listens on now (the small race until the master binds it is accepted).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    closed_by_server, connect, direct_supported, exchange, read_response, testbed, wait_until,
-    Server, GET,
+    closed_by_server, connect, direct_supported, exchange, read_response, tcp_state, testbed,
+    wait_until, Server, GET, TCP_CLOSE,
 };
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
@@ -393,9 +393,6 @@ fn a_stalled_response_is_reset(args: &[&str]) {
     });
 }
 
-/// `tcpi_state` of a socket that was reset.
-const TCP_CLOSE: u8 = 7;
-
 #[test]
 fn a_stalled_response_on_a_direct_descriptor_is_reset() {
     a_stalled_response_is_reset(&[]);
@@ -404,25 +401,6 @@ fn a_stalled_response_on_a_direct_descriptor_is_reset() {
 #[test]
 fn a_stalled_response_on_a_plain_descriptor_is_reset() {
     a_stalled_response_is_reset(&["--uring-no-direct-descriptors"]);
-}
-
-/// The TCP state of a socket (`tcpi_state`: 1 is ESTABLISHED).
-fn tcp_state(stream: &TcpStream) -> u8 {
-    use std::os::fd::AsRawFd;
-    let mut info = [0u8; 256];
-    let mut len = info.len() as libc::socklen_t;
-    // SAFETY (test): TCP_INFO writes at most `len` bytes into `info`.
-    let ret = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(ret, 0);
-    info[0]
 }
 
 #[test]

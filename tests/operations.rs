@@ -5,7 +5,7 @@
 mod common;
 
 use common::load::{Load, Style};
-use common::{alive, control_path, exchange, testbed, wait_until, Server, GET};
+use common::{alive, control_path, exchange, free_port, testbed, wait_until, Server, GET};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixDatagram, UnixListener};
@@ -20,15 +20,6 @@ fn ringmaster(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run ringmaster")
-}
-
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `GET path` on the metrics listener: (status, body).

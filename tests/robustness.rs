@@ -318,17 +318,11 @@ fn sigquit_stops_the_master_gracefully_and_drains_a_worker() {
     server.wait_log("SIGQUIT: shutting down");
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
-
 #[test]
 fn a_second_master_on_the_same_port_is_refused_whatever_its_control_socket() {
     let dir = std::env::temp_dir().join(format!("rm-two-masters-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let control_a = dir.join("a.sock").display().to_string();
     let control_b = dir.join("b.sock").display().to_string();
     let first = Server::start(&[
@@ -500,25 +494,6 @@ fn connect_with_small_window(addr: SocketAddr, rcvbuf: i32) -> std::net::TcpStre
     unsafe { std::net::TcpStream::from_raw_fd(fd) }
 }
 
-/// `tcpi_state` of a socket (7 is CLOSE: the connection was reset).
-fn tcp_state(stream: &std::net::TcpStream) -> u8 {
-    use std::os::fd::AsRawFd;
-    let mut info = [0u8; 256];
-    let mut len = info.len() as libc::socklen_t;
-    // SAFETY (test): TCP_INFO writes at most `len` bytes into `info`.
-    let ret = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(ret, 0);
-    info[0]
-}
-
 #[test]
 fn a_reader_that_leaves_its_response_in_the_kernel_is_reset_too() {
     let server = Server::start_command(&mut testbed(&["--workers", "1"]), 1);
@@ -530,7 +505,7 @@ fn a_reader_that_leaves_its_response_in_the_kernel_is_reset_too() {
         .unwrap();
     let started = std::time::Instant::now();
     // The first sample, then a window of 5 s in which it takes nothing.
-    while tcp_state(&stream) != 7 {
+    while common::tcp_state(&stream) != common::TCP_CLOSE {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(30),
             "not reset"

@@ -403,3 +403,44 @@ pub fn control(server: &Server, command: &str) -> String {
 
 /// `GET / HTTP/1.1` with a Host.
 pub const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the small race until a server binds
+/// it is accepted).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The one line a failed command wrote on stderr, which must start `ringmaster: error: `.
+pub fn one_error_line(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(lines[0].starts_with("ringmaster: error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+/// `tcpi_state` of a socket that was reset (closed).
+pub const TCP_CLOSE: u8 = 7;
+
+/// The TCP state of a socket (`tcpi_state`: 1 is ESTABLISHED, [`TCP_CLOSE`] after a reset).
+pub fn tcp_state(stream: &TcpStream) -> u8 {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY (test): TCP_INFO writes at most `len` bytes into `info`.
+    let ret = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(ret, 0);
+    info[0]
+}
