@@ -218,7 +218,9 @@ pub fn parse_head<'b>(
 ) -> Result<Parsed<'b>, HeadError> {
     // Empty lines before the request line: a few are ignored, each must end in CRLF.
     let start = line_start(buf);
-    check_line_ends(&buf[..start])?;
+    // The empty lines and the byte after them: a CR they end with must be followed by LF,
+    // which the request line's first byte shows (before the method's length is judged on it).
+    check_line_ends(&buf[..(start + 1).min(buf.len())])?;
     if buf[..start].iter().filter(|&&b| b == b'\n').count() > EMPTY_LINES_MAX {
         return Err(HeadError::Malformed(
             "too many empty lines before the request line",
@@ -880,6 +882,7 @@ mod tests {
             ("14 method of 33 bytes, partial", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM", MethodTooLong),
             ("14 method past the line limit", b"MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM", MethodTooLong),
             ("14 method of 33 bytes after an empty line", b"\r\nMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM / HTTP/1.1\r\n\r\n", MethodTooLong),
+            ("15 bare CR before a method of 33 bytes", b"\rbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", bad("bare CR as a line end")),
         ];
         for (name, input, want) in cases {
             assert_eq!(parse(input), Err(*want), "case {name}");
