@@ -8,7 +8,6 @@
 //! side: when the pipe is full, sending fails with [`SendError::Full`].
 
 use crate::ipc::{self, Message};
-use std::fmt;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -32,43 +31,8 @@ pub enum Exit {
     Signal(i32),
 }
 
-/// Why a message was not sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendError {
-    /// Over [`USER_BYTES_MAX`](crate::ipc::USER_BYTES_MAX) bytes.
-    TooLarge,
-    /// The pipe is full: the other side is not reading. Try again later.
-    Full,
-    /// No such worker, or the other side is gone.
-    Gone,
-    /// [`send_to_master`] was called outside a worker.
-    NotAWorker,
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SendError::TooLarge => "message over the IPC size limit",
-            SendError::Full => "the pipe is full (the other side is not reading)",
-            SendError::Gone => "no such worker, or it is gone",
-            SendError::NotAWorker => "send_to_master called outside a worker",
-        })
-    }
-}
-
-impl std::error::Error for SendError {}
-
-/// Writes one frame without blocking: a frame fits `PIPE_BUF`, so it goes whole or not at all.
-pub(crate) fn write_frame(fd: BorrowedFd<'_>, msg: &Message) -> Result<(), SendError> {
-    let mut frame = Vec::with_capacity(ipc::FRAME_BYTES_MAX);
-    ipc::encode(msg, &mut frame).map_err(|_| SendError::TooLarge)?;
-    match nix::unistd::write(fd, &frame) {
-        Ok(n) if n == frame.len() => Ok(()),
-        Ok(_) => Err(SendError::Gone),
-        Err(nix::errno::Errno::EAGAIN) => Err(SendError::Full),
-        Err(_) => Err(SendError::Gone),
-    }
-}
+pub(crate) use crate::ipc::write_frame;
+pub use crate::ipc::SendError;
 
 /// The write end of this worker's pipe to the master; -1 in the master.
 static TO_MASTER: AtomicI32 = AtomicI32::new(-1);

@@ -95,8 +95,8 @@ impl Limits {
         }
     }
 
-    pub(crate) fn timeouts(&self) -> crate::connection::Timeouts {
-        crate::connection::Timeouts {
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        Timeouts {
             request_head: self.request_head_timeout,
             idle: self.idle_timeout,
             send: self.send_timeout,
@@ -104,6 +104,19 @@ impl Limits {
             send_rate_min: u64::from(self.send_rate_min),
         }
     }
+}
+
+/// The timeouts and minimum rates a connection enforces, from [`Limits`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    pub(crate) request_head: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) send: Duration,
+    /// Minimum body rate, bytes per second.
+    pub(crate) body_rate_min: u64,
+    /// Minimum rate at which a client takes the response bytes it owes, bytes per second;
+    /// 0 for none.
+    pub(crate) send_rate_min: u64,
 }
 
 impl Default for Limits {

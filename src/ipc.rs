@@ -6,6 +6,7 @@
 //! pipe sends it whole or not at all (POSIX: writes up to `PIPE_BUF` are atomic).
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 
 /// The largest frame, header included: `PIPE_BUF` on Linux.
 pub const FRAME_BYTES_MAX: usize = 4096;
@@ -90,9 +91,13 @@ stats! {
     uring_enobufs,
     /// Requests answered `500` because the handler panicked or misused its response.
     handler_failures,
+    /// Connections a multishot accept took beyond the worker's bound, closed at once.
+    accept_overflow,
+    /// Access log lines dropped because the buffer was full (the disk fell behind).
+    access_log_dropped,
 }
 
-const STATS_FIELDS: usize = 17;
+const STATS_FIELDS: usize = 19;
 const STATS_BYTES: usize = STATS_FIELDS * 8;
 
 /// One message, in either direction.
@@ -218,6 +223,44 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
         other => return Err(FrameError::UnknownType(other)),
     };
     Ok(Some((msg, 4 + len)))
+}
+
+/// Why a message was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// Over [`USER_BYTES_MAX`] bytes.
+    TooLarge,
+    /// The pipe is full: the other side is not reading. Try again later.
+    Full,
+    /// No such worker, or the other side is gone.
+    Gone,
+    /// [`send_to_master`](crate::send_to_master) was called outside a worker.
+    NotAWorker,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::TooLarge => "message over the IPC size limit",
+            SendError::Full => "the pipe is full (the other side is not reading)",
+            SendError::Gone => "no such worker, or it is gone",
+            SendError::NotAWorker => "send_to_master called outside a worker",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Writes one frame without blocking: a frame fits `PIPE_BUF`, so it goes whole or not at all.
+pub(crate) fn write_frame(fd: BorrowedFd<'_>, msg: &Message) -> Result<(), SendError> {
+    let mut frame = Vec::with_capacity(FRAME_BYTES_MAX);
+    encode(msg, &mut frame).map_err(|_| SendError::TooLarge)?;
+    match nix::unistd::write(fd, &frame) {
+        Ok(n) if n == frame.len() => Ok(()),
+        Ok(_) => Err(SendError::Gone),
+        Err(nix::errno::Errno::EAGAIN) => Err(SendError::Full),
+        Err(_) => Err(SendError::Gone),
+    }
 }
 
 #[cfg(test)]

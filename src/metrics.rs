@@ -177,6 +177,18 @@ const EXPORTED: &[(&str, &str, &str, &str)] = &[
         "counter",
     ),
     (
+        "accept_overflow",
+        "ringmaster_accept_overflow_total",
+        "Connections accepted beyond the worker's bound and closed at once.",
+        "counter",
+    ),
+    (
+        "access_log_dropped",
+        "ringmaster_access_log_dropped_total",
+        "Access log lines dropped because the disk fell behind.",
+        "counter",
+    ),
+    (
         "uring_enters",
         "ringmaster_uring_enters_total",
         "io_uring_enter calls.",

@@ -1,6 +1,9 @@
-//! The byte processing of one connection, driven without a ring.
+//! The connection driven without a ring: events in, ring acts and response bytes out.
 
+use super::drive::{standalone, Ringless};
+use super::send_rate::{kept_up, SEND_WATCH_BYTES_MIN};
 use super::*;
+use crate::http::{Request, Response};
 
 struct Echo;
 impl Handler for Echo {
@@ -11,33 +14,55 @@ impl Handler for Echo {
 
 struct Harness {
     ctx: Ctx<'static, Echo>,
+    ring: Ringless,
 }
 
 impl Harness {
     fn new() -> Harness {
+        let mut ring = Ringless::default();
+        ring.logging = true;
         Harness {
-            ctx: drive::standalone(&Echo),
+            ctx: standalone(&Echo),
+            ring,
         }
     }
 
-    /// Feeds `chunks` one by one and returns everything the connection would send.
+    /// A fresh connection, accepted now, with its first acts carried out.
+    fn conn(&mut self) -> Conn {
+        let mut conn = Conn::new(Desc::Plain(-1), None, self.ctx.now);
+        self.ring.run(&mut conn, &mut self.ctx, |_| {});
+        conn
+    }
+
+    /// Delivers `chunks` one by one and returns everything the connection would send.
     fn feed(&mut self, conn: &mut Conn, chunks: &[&[u8]]) -> String {
         let mut sent = String::new();
         for chunk in chunks {
-            conn.on_data(chunk, &mut self.ctx);
-            sent.push_str(&self.send_all(conn));
+            self.ring.deliver(conn, chunk, &mut self.ctx);
+            sent.push_str(&self.run(conn));
         }
         sent
     }
 
-    /// Sends what the connection has to send, as completed sends would, until it has none.
-    fn send_all(&mut self, conn: &mut Conn) -> String {
+    /// Carries out what the connection asks of the ring; returns what it sent.
+    fn run(&mut self, conn: &mut Conn) -> String {
         let mut sent = Vec::new();
-        while let Some(out) = conn.take_output() {
-            sent.extend_from_slice(&out);
-            conn.resume(&mut self.ctx);
-        }
+        self.ring
+            .run(conn, &mut self.ctx, |b| sent.extend_from_slice(b));
         String::from_utf8(sent).unwrap()
+    }
+
+    /// The acts carried out since the last call, by name (a send's length and a cancel's
+    /// target left out: the bytes are checked where they matter).
+    fn acts(&mut self) -> Vec<String> {
+        let name = |act: String| match act.split_once('(') {
+            Some((name @ ("Send" | "Cancel"), _)) => name.to_string(),
+            _ => act,
+        };
+        std::mem::take(&mut self.ring.log)
+            .into_iter()
+            .map(name)
+            .collect()
     }
 }
 
@@ -49,6 +74,104 @@ fn bodies(responses: &str) -> Vec<&str> {
         .collect()
 }
 
+/// One step of a scripted exchange.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Bytes arrive.
+    Data(&'static [u8]),
+    /// The client shuts its side: the receive ends with end of stream.
+    Eof,
+    /// The socket fails (a reset): the receive ends with an error.
+    Reset,
+    /// The tick, this many seconds after the accept.
+    TickAt(u64),
+    /// The worker starts draining, with no grace for idle connections.
+    DrainNow,
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+const GET_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+const BAD: &[u8] = b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n";
+
+#[test]
+fn events_in_ring_acts_out() {
+    use Step::*;
+    let first = "Recv { multishot: false }";
+    let multi = "Recv { multishot: true }";
+    let cases: &[(&str, &[Step], &[&str])] = &[
+        ("nothing arrives", &[TickAt(9)], &[first]),
+        (
+            "nothing arrives by the head timeout: closed without a word",
+            &[TickAt(10)],
+            &[first, "Cancel", "Close", "Free"],
+        ),
+        (
+            "a keep-alive request: answered, then one multishot receive",
+            &[Data(GET), Data(GET)],
+            &[first, "Send", multi, "Send"],
+        ),
+        (
+            "Connection: close: answered, then closed",
+            &[Data(GET_CLOSE)],
+            &[first, "Send", "Close", "Free"],
+        ),
+        (
+            "a refusal: answered, the write side shut, input drained until the end",
+            &[Data(BAD), Eof],
+            &[first, "Send", "ShutWrite", first, "Close", "Free"],
+        ),
+        (
+            "a request cut short by the end of input: 400, then the same",
+            &[Data(b"GET / HT"), Eof],
+            &[first, multi, "Send", "ShutWrite", "Close", "Free"],
+        ),
+        (
+            "the end of input between requests: closed",
+            &[Data(GET), Eof],
+            &[first, "Send", multi, "Close", "Free"],
+        ),
+        (
+            "a reset: closed",
+            &[Data(GET), Reset],
+            &[first, "Send", multi, "Close", "Free"],
+        ),
+        (
+            "idle past the idle timeout: closed",
+            &[Data(GET), TickAt(61)],
+            &[first, "Send", multi, "Cancel", "Close", "Free"],
+        ),
+        (
+            "a partial head past the head timeout: 408, then lingering",
+            &[Data(b"GET / HT"), TickAt(10)],
+            &[first, multi, "Send", "ShutWrite"],
+        ),
+        (
+            "drained while idle: closed",
+            &[Data(GET), DrainNow],
+            &[first, "Send", multi, "Cancel", "Close", "Free"],
+        ),
+    ];
+    for (name, steps, want) in cases {
+        let mut h = Harness::new();
+        let start = h.ctx.now;
+        let mut conn = h.conn();
+        for step in *steps {
+            match *step {
+                Data(bytes) => h.ring.deliver(&mut conn, bytes, &mut h.ctx),
+                Eof => h.ring.end(&mut conn, RecvEnd::Eof, &mut h.ctx),
+                Reset => h.ring.end(&mut conn, RecvEnd::Failed, &mut h.ctx),
+                TickAt(s) => {
+                    h.ctx.now = start + Duration::from_secs(s);
+                    conn.on_tick(&mut h.ctx);
+                }
+                DrainNow => h.ctx.drain = Drain::IdleClosing,
+            }
+            h.run(&mut conn);
+        }
+        assert_eq!(h.acts(), *want, "{name}");
+    }
+}
+
 #[test]
 fn pipelined_requests_are_answered_in_order_across_any_split() {
     let stream = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n\
@@ -56,11 +179,11 @@ fn pipelined_requests_are_answered_in_order_across_any_split() {
         GET /c HTTP/1.1\r\nHost: h\r\n\r\n";
     for split in 0..=stream.len() {
         let mut h = Harness::new();
-        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+        let mut conn = h.conn();
         let (a, b) = stream.split_at(split);
         let out = h.feed(&mut conn, &[a, b]);
         assert_eq!(bodies(&out), ["/a|", "/b|xyz", "/c|"], "split at {split}");
-        assert_eq!(conn.phase, Phase::Open);
+        assert!(conn.is_open());
         assert!(conn.is_idle(), "nothing left over at split {split}");
     }
 }
@@ -68,27 +191,27 @@ fn pipelined_requests_are_answered_in_order_across_any_split() {
 #[test]
 fn connection_close_stops_the_pipeline() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = h.conn();
     let out = h.feed(
         &mut conn,
         &[b"GET /1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"],
     );
     assert_eq!(bodies(&out), ["/1|"]);
     assert!(out.contains("Connection: close\r\n"));
-    assert_eq!(conn.phase, Phase::Finishing);
+    assert!(!conn.is_open());
 }
 
 #[test]
 fn malformed_head_gets_400_and_finishes() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = h.conn();
     let out = h.feed(
         &mut conn,
         &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\n"],
     );
     assert!(out.starts_with("HTTP/1.1 200 OK"));
     assert!(out.contains("HTTP/1.1 400 Bad Request\r\n"));
-    assert_eq!(conn.phase, Phase::Finishing);
+    assert!(!conn.is_open());
     assert_eq!(h.ctx.counters.errors, 1);
     assert_eq!(h.ctx.counters.requests, 1);
 }
@@ -96,22 +219,22 @@ fn malformed_head_gets_400_and_finishes() {
 #[test]
 fn http10_keep_alive_is_echoed_and_default_closes() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = h.conn();
     let out = h.feed(
         &mut conn,
         &[b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"],
     );
     assert!(out.contains("Connection: keep-alive\r\n"));
-    assert_eq!(conn.phase, Phase::Open);
+    assert!(conn.is_open());
     let out = h.feed(&mut conn, &[b"GET / HTTP/1.0\r\n\r\n"]);
     assert!(out.contains("Connection: close\r\n"));
-    assert_eq!(conn.phase, Phase::Finishing);
+    assert!(!conn.is_open());
 }
 
 #[test]
 fn head_gets_length_without_body() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = h.conn();
     let out = h.feed(&mut conn, &[b"HEAD /xy HTTP/1.1\r\nHost: h\r\n\r\n"]);
     assert!(out.ends_with("Content-Length: 4\r\n\r\n"), "{out}");
 }
@@ -119,46 +242,52 @@ fn head_gets_length_without_body() {
 #[test]
 fn output_backpressure_holds_requests_until_sent() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = h.conn();
     let one = b"GET /0123456789012345678901234567890123456789 HTTP/1.1\r\nHost: h\r\n\r\n";
     let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 2000).collect();
-    let ctx = &mut h.ctx;
-    conn.on_data(&many, ctx);
-    assert!(
-        !conn.wants_read(ctx.output_bytes_max),
-        "receive pauses at the output bound"
-    );
-    assert!(ctx.counters.requests < 2000);
-    let mut answered = ctx.counters.requests;
-    while let Some(out) = conn.take_output() {
-        assert!(out.len() < ctx.output_bytes_max + 200);
-        conn.resume(ctx);
-        assert!(ctx.counters.requests >= answered);
-        answered = ctx.counters.requests;
+    conn.on_data(&many, &mut h.ctx);
+    let max = h.ctx.output_bytes_max;
+    assert!(!conn.wants_read(max), "receive pauses at the output bound");
+    assert!(h.ctx.counters.requests < 2000);
+    // Each send carries at most the bound and one response; the rest is answered as the
+    // output drains.
+    let mut sends = 0;
+    while let Some(act) = conn.next_act(&mut h.ctx) {
+        match act {
+            Act::Send { buf, offset } => {
+                assert!(buf.len() < max + 200);
+                sends += 1;
+                conn.send_started(OpId::detached(1), offset, h.ctx.now);
+                conn.on_sent(Ok(buf.len() as u32), buf, &mut h.ctx);
+            }
+            Act::Recv { .. } => conn.recv_started(OpId::detached(2)),
+            other => panic!("{other:?}"),
+        }
     }
-    assert_eq!(ctx.counters.requests, 2000);
-    assert!(conn.wants_read(ctx.output_bytes_max) && conn.is_idle());
+    assert!(sends > 1);
+    assert_eq!(h.ctx.counters.requests, 2000);
+    assert!(conn.wants_read(max) && conn.is_idle());
 }
 
 #[test]
 fn draining_closes_after_the_last_received_request() {
     let mut h = Harness::new();
-    h.ctx.draining = true;
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    h.ctx.drain = Drain::Draining;
+    let mut conn = h.conn();
     let out = h.feed(
         &mut conn,
         &[b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"],
     );
     assert_eq!(bodies(&out), ["/1|", "/2|"]);
     assert_eq!(out.matches("Connection: close").count(), 1);
-    assert_eq!(conn.phase, Phase::Finishing);
+    assert!(!conn.is_open());
 }
 
 #[test]
 fn idle_connection_holds_no_buffer() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
-    h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"]);
+    let mut conn = h.conn();
+    h.feed(&mut conn, &[GET]);
     assert_eq!(conn.input.capacity() + conn.output.capacity(), 0);
     h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHo"]);
     assert!(conn.input.capacity() > 0, "a partial request is kept");
@@ -173,11 +302,11 @@ fn chunked_bodies_are_decoded_across_any_split_and_pipelined_after() {
         GET /next HTTP/1.1\r\nHost: h\r\n\r\n";
     for split in 0..=stream.len() {
         let mut h = Harness::new();
-        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+        let mut conn = h.conn();
         let (a, b) = stream.split_at(split);
         let out = h.feed(&mut conn, &[a, b]);
         assert_eq!(bodies(&out), ["/c|Wikipedia", "/next|"], "split at {split}");
-        assert!(conn.is_idle() && conn.phase == Phase::Open, "split {split}");
+        assert!(conn.is_idle() && conn.is_open(), "split {split}");
     }
 }
 
@@ -186,7 +315,7 @@ fn chunked_body_fed_byte_by_byte() {
     let stream =
         b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = h.conn();
     let chunks: Vec<&[u8]> = stream.chunks(1).collect();
     assert_eq!(bodies(&h.feed(&mut conn, &chunks)), ["/c|abc"]);
 }
@@ -194,7 +323,7 @@ fn chunked_body_fed_byte_by_byte() {
 #[test]
 fn bad_chunks_are_refused_with_400_and_linger() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = h.conn();
     let out = h.feed(
         &mut conn,
         &[
@@ -204,15 +333,14 @@ fn bad_chunks_are_refused_with_400_and_linger() {
     );
     assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
     assert!(out.contains("invalid chunk size"));
-    assert_eq!(conn.phase, Phase::Finishing);
-    assert!(conn.lingers());
+    assert!(h.acts().contains(&"ShutWrite".to_string()), "it lingers");
 }
 
 #[test]
 fn chunked_body_over_the_limit_gets_413() {
     let mut h = Harness::new();
     h.ctx.limits.request_body_bytes_max = 8;
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = h.conn();
     let out = h.feed(
         &mut conn,
         &[b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n4\r\n"],
@@ -231,7 +359,7 @@ fn expect_100_continue_is_answered_once_before_the_body() {
         let head =
             format!("POST /e HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n{framing}\r\n\r\n");
         let mut h = Harness::new();
-        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+        let mut conn = h.conn();
         let out = h.feed(&mut conn, &[head.as_bytes(), b""]);
         assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\n", "{framing}");
         let out = h.feed(&mut conn, &[&body[..1], &body[1..]]);
@@ -241,7 +369,7 @@ fn expect_100_continue_is_answered_once_before_the_body() {
         );
         assert_eq!(bodies(&out), ["/e|abc"]);
         // Head and body together: no 100 is needed.
-        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+        let mut conn = h.conn();
         let whole = [head.as_bytes(), body].concat();
         assert!(h.feed(&mut conn, &[&whole]).starts_with("HTTP/1.1 200 OK"));
     }
@@ -260,7 +388,7 @@ fn timers_follow_what_the_connection_waits_for() {
     let at = |s: u64| start + Duration::from_secs(s);
     let mut h = Harness::new();
     h.ctx.now = start;
-    let mut conn = Conn::new(Desc::Plain(-1), start);
+    let mut conn = h.conn();
     // A new connection that sends nothing is closed, without a word, at the head timeout.
     assert_eq!(conn.expired(at(9), &t), None);
     assert_eq!(conn.expired(at(10), &t), Some(Expiry::Close));
@@ -303,14 +431,14 @@ fn timers_follow_what_the_connection_waits_for() {
 #[test]
 fn time_out_answers_408_and_lingers() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = h.conn();
     h.feed(&mut conn, &[b"GET / HTT"]);
+    h.acts();
     conn.time_out(&mut h.ctx);
-    let out = String::from_utf8(conn.take_output().unwrap()).unwrap();
+    let out = h.run(&mut conn);
     assert!(out.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{out}");
     assert!(out.contains("Connection: close"));
-    assert_eq!(conn.phase, Phase::Finishing);
-    assert!(conn.lingers());
+    assert_eq!(h.acts(), ["Send", "ShutWrite"], "it lingers");
     assert_eq!(
         h.ctx.counters.responses,
         [0, 0, 0, 1, 0],
@@ -331,7 +459,7 @@ fn every_refusal_path_counts_its_status_class_once() {
     ];
     for chunks in cases {
         let mut h = Harness::new();
-        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+        let mut conn = h.conn();
         let out = h.feed(&mut conn, chunks);
         assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
         assert_eq!(h.ctx.counters.responses, [0, 0, 0, 1, 0], "{chunks:?}");
@@ -340,26 +468,27 @@ fn every_refusal_path_counts_its_status_class_once() {
 }
 
 #[test]
-fn requests_after_connection_close_make_it_linger() {
+fn requests_after_connection_close_are_dropped_and_it_closes() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
-    h.feed(
-        &mut conn,
-        &[b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"],
+    let mut conn = h.conn();
+    h.feed(&mut conn, &[GET_CLOSE]);
+    assert!(
+        !h.acts().contains(&"ShutWrite".to_string()),
+        "nothing more was sent: a plain close"
     );
-    assert!(!conn.lingers(), "nothing more was sent: a plain close");
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
-    h.feed(&mut conn, &[b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"]);
-    assert!(conn.lingers() || conn.phase == Phase::Finishing);
+    let mut conn = h.conn();
+    let two = [GET_CLOSE, GET].concat();
+    let out = h.feed(&mut conn, &[&two]);
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 1);
+    assert!(!conn.is_open());
 }
 
-/// Feeds `bytes` split at `split`, then the end of the stream; returns what was sent.
+/// Delivers `bytes` split at `split`, then the end of the stream; returns what was sent.
 fn feed_then_end(h: &mut Harness, conn: &mut Conn, bytes: &[u8], split: usize) -> String {
     let (a, b) = bytes.split_at(split);
     let mut out = h.feed(conn, &[a, b]);
-    conn.recv = Recv::Ended;
-    conn.end_of_input(&mut h.ctx);
-    out.push_str(&h.send_all(conn));
+    h.ring.end(conn, RecvEnd::Eof, &mut h.ctx);
+    out.push_str(&h.run(conn));
     out
 }
 
@@ -374,7 +503,7 @@ fn end_of_input_mid_request_is_answered_400_at_every_split() {
     for bytes in cut {
         for split in 0..=bytes.len() {
             let mut h = Harness::new();
-            let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+            let mut conn = h.conn();
             let out = feed_then_end(&mut h, &mut conn, bytes, split);
             let what = String::from_utf8_lossy(bytes);
             assert!(
@@ -382,9 +511,10 @@ fn end_of_input_mid_request_is_answered_400_at_every_split() {
                 "{what:?} at {split}: {out:?}"
             );
             assert!(out.contains("cut short"), "{what:?} at {split}: {out:?}");
-            assert_ne!(conn.phase, Phase::Open, "{what:?} at {split}");
+            assert!(!conn.is_open(), "{what:?} at {split}");
             assert!(
-                conn.is_idle(),
+                h.acts()
+                    .ends_with(&["Close".to_string(), "Free".to_string()]),
                 "{what:?} at {split}: nothing left to wait for"
             );
             assert_eq!(h.ctx.counters.responses[3], 1, "counted as a 4xx");
@@ -397,11 +527,12 @@ fn end_of_input_after_whole_requests_answers_them_and_finishes() {
     let bytes = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n";
     for split in 0..=bytes.len() {
         let mut h = Harness::new();
-        let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+        let mut conn = h.conn();
         let out = feed_then_end(&mut h, &mut conn, bytes, split);
         assert_eq!(bodies(&out), ["/a|", "/b|"], "split at {split}");
-        assert_eq!(conn.phase, Phase::Finishing, "split at {split}");
-        assert!(conn.is_idle());
+        assert!(h
+            .acts()
+            .ends_with(&["Close".to_string(), "Free".to_string()]));
     }
 }
 
@@ -409,30 +540,25 @@ fn end_of_input_after_whole_requests_answers_them_and_finishes() {
 fn end_of_input_while_output_is_backed_up_answers_the_rest_first() {
     let mut h = Harness::new();
     h.ctx.output_bytes_max = 64;
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), None, h.ctx.now);
     let request = b"GET /abcdefghijklmnopqrstuvwxyz HTTP/1.1\r\nHost: h\r\n\r\n";
     conn.on_data(&request.repeat(4), &mut h.ctx);
     assert_eq!(conn.wait, Wait::Output, "paused at the output bound");
-    conn.recv = Recv::Ended;
-    conn.end_of_input(&mut h.ctx);
-    assert_eq!(
-        conn.phase,
-        Phase::Open,
-        "the held-back requests are still due"
-    );
-    let out = h.send_all(&mut conn);
+    conn.on_recv_end(RecvEnd::Eof, &mut h.ctx);
+    assert!(conn.is_open(), "the held-back requests are still due");
+    let out = h.run(&mut conn);
     assert_eq!(bodies(&out).len(), 4);
-    assert_eq!(conn.phase, Phase::Finishing);
+    assert!(!conn.is_open());
     assert!(!out.contains(" 400 "));
 }
 
 #[test]
 fn every_state_but_closing_has_a_deadline() {
-    let h = Harness::new();
+    let mut h = Harness::new();
     let t = h.ctx.timeouts;
-    let start = Instant::now();
+    let start = h.ctx.now;
     let late = start + Duration::from_secs(3600);
-    let mut conn = Conn::new(Desc::Plain(-1), start);
+    let mut conn = h.conn();
     for wait in [
         Wait::First { since: start },
         Wait::Idle { since: start },
@@ -445,23 +571,36 @@ fn every_state_but_closing_has_a_deadline() {
         conn.wait = wait;
         assert!(conn.expired(late, &t).is_some(), "{wait:?}");
     }
-    conn.phase = Phase::Finishing;
-    assert_eq!(
-        conn.expired(late, &t),
-        Some(Expiry::Close),
-        "finishing, nothing to send"
-    );
+    for then in [AfterOutput::Close, AfterOutput::Linger] {
+        conn.phase = Phase::Finishing(then);
+        assert_eq!(
+            conn.expired(late, &t),
+            Some(Expiry::Close),
+            "finishing, nothing to send"
+        );
+    }
     conn.phase = Phase::Lingering {
-        shut: true,
+        shut: Shut::Done,
         until: start,
     };
     assert_eq!(conn.expired(late, &t), Some(Expiry::Close));
+    conn.send = Sending::InFlight {
+        op: OpId::detached(1),
+        offset: 0,
+        since: start,
+    };
+    conn.phase = Phase::Open;
+    assert_eq!(
+        conn.expired(late, &t),
+        Some(Expiry::Abort),
+        "a send that never ends"
+    );
 }
 
 #[test]
 fn a_large_body_is_sent_from_the_handlers_buffer_not_kept_by_the_worker() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), Instant::now());
+    let mut conn = Conn::new(Desc::Plain(-1), None, h.ctx.now);
     let body = vec![b'z'; 3 * output::BODY_COPY_BYTES_MAX];
     let mut request = format!(
         "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
@@ -472,17 +611,45 @@ fn a_large_body_is_sent_from_the_handlers_buffer_not_kept_by_the_worker() {
     request.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n");
     conn.on_data(&request, &mut h.ctx);
     // The head, then the body as the handler wrote it, then the next response.
-    let head = conn.take_output().unwrap();
+    let Some(Act::Send { buf: head, .. }) = conn.next_act(&mut h.ctx) else {
+        panic!("the head is sent first")
+    };
     assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n") && head.ends_with(b"\r\n\r\n"));
-    let sent = conn.take_output().unwrap();
+    conn.send_started(OpId::detached(1), 0, h.ctx.now);
+    conn.on_sent(Ok(head.len() as u32), head, &mut h.ctx);
+    let Some(Act::Send { buf: sent, .. }) = conn.next_act(&mut h.ctx) else {
+        panic!("then the body")
+    };
     assert_eq!(sent.len(), "/big|".len() + body.len());
     assert!(
         h.ctx.res.body_capacity() <= crate::pool::BUF_BYTES,
         "the worker's response keeps no large buffer"
     );
-    conn.resume(&mut h.ctx);
-    let rest = h.send_all(&mut conn);
+    conn.send_started(OpId::detached(2), 0, h.ctx.now);
+    conn.on_sent(Ok(sent.len() as u32), sent, &mut h.ctx);
+    let rest = h.run(&mut conn);
     assert_eq!(bodies(&rest), ["/after|"]);
+}
+
+#[test]
+fn a_short_send_resumes_where_it_stopped() {
+    let mut h = Harness::new();
+    let mut conn = Conn::new(Desc::Plain(-1), None, h.ctx.now);
+    conn.on_data(GET, &mut h.ctx);
+    let Some(Act::Send { buf, offset: 0 }) = conn.next_act(&mut h.ctx) else {
+        panic!("a send")
+    };
+    let len = buf.len();
+    conn.send_started(OpId::detached(1), 0, h.ctx.now);
+    conn.on_sent(Ok(10), buf, &mut h.ctx);
+    let Some(Act::Send { buf, offset }) = conn.next_act(&mut h.ctx) else {
+        panic!("the rest of it")
+    };
+    assert_eq!((buf.len(), offset), (len, 10));
+    conn.send_started(OpId::detached(2), offset, h.ctx.now);
+    conn.on_sent(Ok((len - 10) as u32), buf, &mut h.ctx);
+    assert_eq!(h.ctx.counters.bytes_out, len as u64);
+    assert!(conn.is_idle());
 }
 
 #[test]
@@ -514,11 +681,16 @@ fn a_client_owing_bytes_is_sampled_each_window_and_judged_at_the_edge() {
     };
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let mut conn = Conn::new(Desc::Plain(-1), t0);
+    let mut conn = Conn::new(Desc::Plain(-1), None, t0);
+    // Asks for a sample when one is due, and judges the sample's result.
+    let sample = |conn: &mut Conn, now: Instant, unacked: Option<u64>| {
+        assert_eq!(conn.sample_act(), Some(Act::SampleSendQueue));
+        conn.judge_sample(now, unacked, &t)
+    };
     assert!(!conn.send_sample_due(t0, &t), "owes nothing");
-    conn.sent(SEND_WATCH_BYTES_MIN - 1);
+    conn.sent += SEND_WATCH_BYTES_MIN - 1;
     assert!(!conn.send_sample_due(t0, &t), "owes too little to watch");
-    conn.sent(1);
+    conn.sent += 1;
     assert!(
         conn.send_sample_due(t0, &t),
         "the kernel may hold 64 KiB of it"
@@ -526,7 +698,7 @@ fn a_client_owing_bytes_is_sampled_each_window_and_judged_at_the_edge() {
     assert!(!conn.send_sample_due(t0, &t), "one sample at a time");
     let owed = SEND_WATCH_BYTES_MIN;
     assert_eq!(
-        conn.on_send_sample(t0, Some(owed), &t),
+        sample(&mut conn, t0, Some(owed)),
         None,
         "a first sample judges nothing"
     );
@@ -536,25 +708,25 @@ fn a_client_owing_bytes_is_sampled_each_window_and_judged_at_the_edge() {
     );
     assert!(conn.send_sample_due(at(5000), &t));
     assert_eq!(
-        conn.on_send_sample(at(5000), Some(owed - 5120), &t),
+        sample(&mut conn, at(5000), Some(owed - 5120)),
         None,
         "exactly the rate"
     );
     assert!(conn.send_sample_due(at(10_000), &t));
     assert_eq!(
-        conn.on_send_sample(at(10_000), Some(owed - 5120 - 5119), &t),
+        sample(&mut conn, at(10_000), Some(owed - 5120 - 5119)),
         Some(Expiry::Abort),
         "one byte short"
     );
     // A client that took everything is no longer watched; a failed sample starts over.
-    let mut conn = Conn::new(Desc::Plain(-1), t0);
-    conn.sent(owed);
+    let mut conn = Conn::new(Desc::Plain(-1), None, t0);
+    conn.sent += owed;
     assert!(conn.send_sample_due(t0, &t));
-    assert_eq!(conn.on_send_sample(t0, Some(0), &t), None);
+    assert_eq!(sample(&mut conn, t0, Some(0)), None);
     assert!(!conn.send_sample_due(at(60_000), &t), "nothing owed");
-    conn.sent(owed);
+    conn.sent += owed;
     assert!(conn.send_sample_due(at(60_000), &t));
-    assert_eq!(conn.on_send_sample(at(60_000), None, &t), None);
+    assert_eq!(sample(&mut conn, at(60_000), None), None);
     assert!(
         conn.send_sample_due(at(60_100), &t),
         "sampled again at the next tick"
@@ -564,7 +736,33 @@ fn a_client_owing_bytes_is_sampled_each_window_and_judged_at_the_edge() {
         send_rate_min: 0,
         ..t
     };
-    let mut conn = Conn::new(Desc::Plain(-1), t0);
-    conn.sent(10 * owed);
+    let mut conn = Conn::new(Desc::Plain(-1), None, t0);
+    conn.sent += 10 * owed;
     assert!(!conn.send_sample_due(t0, &off));
+}
+
+#[test]
+fn a_sample_in_flight_keeps_the_slot_until_it_ends() {
+    let mut h = Harness::new();
+    h.ctx.timeouts.send_rate_min = 1024;
+    let mut conn = h.conn();
+    conn.sent += SEND_WATCH_BYTES_MIN;
+    assert!(conn.on_tick(&mut h.ctx));
+    assert_eq!(conn.next_act(&mut h.ctx), Some(Act::SampleSendQueue));
+    conn.sampling_with(OpId::detached(7));
+    // The connection is torn down meanwhile: everything ends but the sample.
+    h.ctx.drain = Drain::IdleClosing;
+    let acts: Vec<Act> = std::iter::from_fn(|| {
+        let act = conn.next_act(&mut h.ctx)?;
+        match &act {
+            Act::Cancel(_) => conn.on_recv_end(RecvEnd::Cancelled, &mut h.ctx),
+            Act::Close => conn.on_closed(),
+            _ => {}
+        }
+        Some(act)
+    })
+    .collect();
+    assert!(!acts.contains(&Act::Free), "{acts:?}");
+    conn.on_send_sample(Some(0), &mut h.ctx);
+    assert_eq!(conn.next_act(&mut h.ctx), Some(Act::Free));
 }

@@ -16,13 +16,13 @@ pub enum Owned {
     Timespec(Box<Timespec>),
 }
 
-/// One completion queue entry, decoded.
+/// One completion queue entry, decoded, with the caller's tag `T` of its operation.
 #[derive(Debug)]
-pub struct Completion {
+pub struct Completion<T = u64> {
     /// The operation this completion belongs to.
     pub id: OpId,
     /// The caller's tag given at push.
-    pub tag: u64,
+    pub tag: T,
     /// The kernel's result: a count or descriptor when `>= 0`, a negated `errno` otherwise.
     pub result: i32,
     /// The CQE flags (`IORING_CQE_F_*`).
@@ -31,7 +31,7 @@ pub struct Completion {
     pub owned: Owned,
 }
 
-impl Completion {
+impl<T> Completion<T> {
     /// Whether more completions will follow for this operation (`IORING_CQE_F_MORE`). When
     /// false, the operation is over and its [`OpId`] is free.
     pub fn more(&self) -> bool {

@@ -20,6 +20,13 @@ impl OpId {
     pub fn user_data(self) -> u64 {
         u64::from(self.0)
     }
+
+    /// An id no ring issued, for driving a caller's state machine without a ring (unit
+    /// tests, fuzzing). Never push a cancel of it to a real ring: it may name another
+    /// operation there.
+    pub fn detached(n: u32) -> OpId {
+        OpId(n)
+    }
 }
 
 /// Memory lent to the kernel by one in-flight operation.
@@ -37,23 +44,23 @@ pub(crate) enum Lent {
     Timespec(Box<Timespec>),
 }
 
-/// One in-flight operation.
+/// One in-flight operation: the caller's tag for it, and the memory it lent the kernel.
 #[derive(Debug)]
-pub(crate) struct Slot {
-    pub(crate) tag: u64,
+pub(crate) struct Slot<T> {
+    pub(crate) tag: T,
     pub(crate) lent: Lent,
 }
 
 /// The table of operations pushed but not yet finished. It never grows past the capacity it
 /// was built with: a full table refuses new operations.
 #[derive(Debug)]
-pub(crate) struct InFlight {
-    slots: Slab<Slot>,
+pub(crate) struct InFlight<T> {
+    slots: Slab<Slot<T>>,
     capacity: usize,
 }
 
-impl InFlight {
-    pub(crate) fn with_capacity(capacity: usize) -> InFlight {
+impl<T> InFlight<T> {
+    pub(crate) fn with_capacity(capacity: usize) -> InFlight<T> {
         // The key must fit in the 32 bits of an `OpId`.
         assert!(capacity <= u32::MAX as usize);
         InFlight {
@@ -75,7 +82,7 @@ impl InFlight {
     }
 
     /// Stores `slot`; the caller checked `is_full` first.
-    pub(crate) fn insert(&mut self, slot: Slot) -> OpId {
+    pub(crate) fn insert(&mut self, slot: Slot<T>) -> OpId {
         assert!(!self.is_full(), "in-flight table overfilled");
         let key = self.slots.insert(slot);
         OpId(key as u32)
@@ -85,7 +92,7 @@ impl InFlight {
     ///
     /// # Panics
     /// If `id` names no operation in flight: a completion the table did not issue is a bug.
-    pub(crate) fn get(&self, id: OpId) -> &Slot {
+    pub(crate) fn get(&self, id: OpId) -> &Slot<T> {
         match self.slots.get(id.0 as usize) {
             Some(slot) => slot,
             None => panic!("completion for unknown operation {id:?}"),
@@ -96,7 +103,7 @@ impl InFlight {
     ///
     /// # Panics
     /// If `id` names no operation in flight.
-    pub(crate) fn remove(&mut self, id: OpId) -> Slot {
+    pub(crate) fn remove(&mut self, id: OpId) -> Slot<T> {
         match self.slots.try_remove(id.0 as usize) {
             Some(slot) => slot,
             None => panic!("final completion for unknown operation {id:?}"),
@@ -140,7 +147,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "unknown operation")]
     fn unknown_completion_is_a_bug() {
-        let mut table = InFlight::with_capacity(1);
+        let mut table = InFlight::<u64>::with_capacity(1);
         table.remove(OpId(0));
     }
 }

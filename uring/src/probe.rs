@@ -76,7 +76,7 @@ impl Features {
             inflight_max: 8,
             ..RingConfig::default()
         };
-        let mut ring = Ring::new(&config)?;
+        let mut ring: Ring = Ring::new(&config)?;
         let mut probe = Probe::new();
         ring.submitter_probe(&mut probe)?;
         let needed: [(u8, &'static str); 8] = [

@@ -53,11 +53,15 @@ impl Default for RingConfig {
 
 /// One io_uring with its in-flight table and provided-buffer rings.
 ///
+/// Each operation carries a caller's tag of type `T` (what the completion is about), kept
+/// in the in-flight table and handed back with every completion: the `user_data` the kernel
+/// carries is the table's key, so no tag is ever encoded into it.
+///
 /// Use it from one thread: with [`SetupMode::DeferTaskrun`] the kernel runs completion work
 /// only in the thread that created the ring, inside [`submit_and_wait`](Self::submit_and_wait).
-pub struct Ring {
+pub struct Ring<T = u64> {
     ring: IoUring,
-    inflight: InFlight,
+    inflight: InFlight<T>,
     /// Provided-buffer groups registered with `ring`; freed only after it is gone.
     bufs: Vec<BufRing>,
     mode: SetupMode,
@@ -80,7 +84,7 @@ pub struct RingStats {
     pub completions: u64,
 }
 
-impl std::fmt::Debug for Ring {
+impl<T> std::fmt::Debug for Ring<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
             .field("mode", &self.mode)
@@ -91,11 +95,11 @@ impl std::fmt::Debug for Ring {
     }
 }
 
-impl Ring {
+impl<T: Copy> Ring<T> {
     /// Builds a ring, trying `config.setup` first and weaker set-ups when the kernel answers
     /// `EINVAL` (an unknown flag). `EPERM` (io_uring disabled by sysctl or seccomp) and
     /// `ENOSYS` (no io_uring) are returned as they are, for the caller to explain.
-    pub fn new(config: &RingConfig) -> io::Result<Ring> {
+    pub fn new(config: &RingConfig) -> io::Result<Ring<T>> {
         if config.sq_entries == 0
             || config.sq_entries > SQ_ENTRIES_MAX
             || config.cq_entries < config.sq_entries
@@ -280,7 +284,7 @@ impl Ring {
     ///
     /// Fails with `ErrorKind::OutOfMemory` when the in-flight table is full; size it from
     /// the caller's limits so that never happens.
-    pub fn push(&mut self, op: Op, tag: u64) -> io::Result<OpId> {
+    pub fn push(&mut self, op: Op, tag: T) -> io::Result<OpId> {
         if self.inflight.is_full() {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
@@ -407,7 +411,7 @@ impl Ring {
     /// Moves every available completion into `out`, up to its spare capacity (never
     /// growing it), and returns how many. A final completion frees its in-flight slot and
     /// hands back the memory the operation held; a buffer it names is marked as the caller's.
-    pub fn reap(&mut self, out: &mut Vec<Completion>) -> usize {
+    pub fn reap(&mut self, out: &mut Vec<Completion<T>>) -> usize {
         let room = out.capacity() - out.len();
         let mut count = 0;
         let mut cq = self.ring.completion();
@@ -464,7 +468,7 @@ struct KernelTimespec {
     nsec: i64,
 }
 
-impl Drop for Ring {
+impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
         let submitter = self.ring.submitter();
         for bufs in &self.bufs {
@@ -482,7 +486,7 @@ impl Drop for Ring {
     }
 }
 
-impl Ring {
+impl<T> Ring<T> {
     /// Fills `probe` with the opcodes the kernel supports.
     pub(crate) fn submitter_probe(&self, probe: &mut io_uring::register::Probe) -> io::Result<()> {
         self.ring.submitter().register_probe(probe)

@@ -81,7 +81,7 @@ fn setup_uses_the_strongest_mode_the_kernel_accepts() {
         ring.ring_fd_registered(),
         features.missing()
     );
-    let plain = Ring::new(&RingConfig {
+    let plain: Ring = Ring::new(&RingConfig {
         setup: SetupMode::Plain,
         ..RingConfig::default()
     })
@@ -97,7 +97,10 @@ fn bad_sizes_are_refused() {
             cq_entries: cq,
             ..RingConfig::default()
         };
-        assert!(Ring::new(&config).is_err(), "sq {sq} cq {cq} accepted");
+        assert!(
+            Ring::<u64>::new(&config).is_err(),
+            "sq {sq} cq {cq} accepted"
+        );
     }
 }
 

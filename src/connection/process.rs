@@ -1,0 +1,453 @@
+//! A connection's byte processing: requests parsed straight from received bytes, bodies
+//! (`Content-Length` or chunked) gathered, the handler called, responses encoded into the
+//! output, refusals answered, and the end of input settled.
+
+use super::output::{Output, BODY_COPY_BYTES_MAX};
+use super::{AfterOutput, Conn, Ctx, Drain, Interim, Phase, Recv, RecvMode, Wait};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::response::{encode, encode_error, encode_head, ConnectionHeader};
+use crate::http::{parse_head, Framing, Head, Parsed, Request, Version};
+use crate::log::log_limited;
+use crate::Handler;
+use std::mem::MaybeUninit;
+
+/// The interim response to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Why processing stopped.
+pub(super) enum Next {
+    /// All whole requests were answered; the rest (if any) is part of a head.
+    NeedHead,
+    /// A head is complete; its `Content-Length` body is still arriving.
+    NeedBody,
+    /// A head is complete; its chunked body is still arriving. The decoder consumed the
+    /// bytes after the head; the head is at `used..used + head_len`.
+    NeedChunks(ChunkedBody),
+    /// Output is at the bound: the rest waits until it drains.
+    Pause,
+    /// The connection closes after its output is sent; the rest is dropped. `linger` says
+    /// whether the client may still be sending (an error, or requests after a close).
+    Close { linger: bool },
+}
+
+/// A chunked body in progress. The head stays at the front of the connection's input.
+#[derive(Debug)]
+pub(super) struct ChunkedBody {
+    pub(super) head_len: usize,
+    pub(super) decoder: ChunkedDecoder,
+    pub(super) body: Vec<u8>,
+}
+
+impl Conn {
+    /// Handles bytes received. In the common case (nothing buffered) requests are parsed
+    /// straight from `data`, the kernel's provided buffer; only a partial request is copied.
+    pub(crate) fn on_data<H: Handler>(&mut self, data: &[u8], ctx: &mut Ctx<'_, H>) {
+        ctx.counters.bytes_in += data.len() as u64;
+        ctx.peer = self.peer;
+        if self.phase != Phase::Open {
+            return; // Bytes after the last request, or while lingering: read and dropped.
+        }
+        if let Wait::Body { bytes, .. } = &mut self.wait {
+            *bytes += data.len() as u64;
+        }
+        let mut data = data;
+        if self.chunked.is_some() {
+            match self.feed_chunks(data, ctx) {
+                Some(used) if self.phase == Phase::Open => data = &data[used..],
+                _ => return self.release_buffers(&mut ctx.pool),
+            }
+        }
+        if self.input.is_empty() {
+            let (used, next) = process(data, &mut self.output, &mut self.interim, ctx);
+            let rest = &data[used..];
+            let keep = match &next {
+                Next::NeedChunks(c) => &rest[..c.head_len],
+                Next::Close { .. } => &[],
+                _ => rest,
+            };
+            if !keep.is_empty() {
+                self.input = ctx.pool.take();
+                self.input.extend_from_slice(keep);
+            }
+            self.after(next, ctx);
+        } else if self.input.len() + data.len()
+            > ctx.limits.input_bytes_max() + ctx.input_slack_bytes
+        {
+            // Only pipelined requests held back by a client that does not read get here:
+            // one request over the limits is refused at its head.
+            ctx.counters.errors += 1;
+            self.input.clear();
+            self.phase = Phase::Finishing(AfterOutput::Linger);
+            self.release_buffers(&mut ctx.pool);
+        } else {
+            self.input.extend_from_slice(data);
+            self.process_input(ctx);
+        }
+    }
+
+    /// Feeds a chunked body in progress. Returns the bytes of `data` it used when the body
+    /// is done and its request answered (or refused), `None` when it wants more.
+    fn feed_chunks<H: Handler>(&mut self, data: &[u8], ctx: &mut Ctx<'_, H>) -> Option<usize> {
+        let chunked = self.chunked.as_mut().expect("called with a chunked body");
+        let used = match chunked.decoder.decode(data, &mut chunked.body) {
+            Ok(used) => used,
+            Err(e) => {
+                let chunked = self.chunked.take().expect("present");
+                ctx.pool.put(chunked.body);
+                self.refuse(e.status(), &e, ctx);
+                return Some(data.len());
+            }
+        };
+        if !chunked.decoder.is_done() {
+            return None;
+        }
+        let chunked = self.chunked.take().expect("present");
+        let last = used == data.len() && self.input.len() == chunked.head_len;
+        let (used_head, next) = answer_buffered(
+            &self.input[..chunked.head_len],
+            &chunked.body,
+            &mut self.output,
+            last,
+            ctx,
+        );
+        debug_assert_eq!(used_head, chunked.head_len);
+        self.input.drain(..chunked.head_len);
+        self.interim = Interim::None;
+        ctx.pool.put(chunked.body);
+        if let Some(next) = next {
+            self.after(next, ctx);
+            return None;
+        }
+        Some(used)
+    }
+
+    /// Answers requests waiting in the input buffer, after the output drained.
+    pub(super) fn resume<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
+        if self.phase != Phase::Open || self.chunked.is_some() {
+            return;
+        }
+        if !self.input.is_empty() {
+            self.process_input(ctx);
+        } else if self.output.is_empty() {
+            self.wait = Wait::Idle { since: ctx.now };
+            if self.recv == Recv::Ended {
+                self.settle_end_of_input(ctx);
+            }
+        }
+    }
+
+    /// No byte will come any more and no whole request waits: with nothing buffered the
+    /// connection finishes; a request cut short is answered `400` (the client may still
+    /// read, as after nginx's "client prematurely closed connection") and the connection
+    /// finishes after it. Without this a cut request would wait for bytes that never come,
+    /// with no timer left to end it.
+    pub(super) fn settle_end_of_input<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
+        if self.input.is_empty() && self.chunked.is_none() {
+            self.phase = Phase::Finishing(AfterOutput::Close);
+            return;
+        }
+        if let Some(chunked) = self.chunked.take() {
+            ctx.pool.put(chunked.body);
+        }
+        self.input.clear();
+        self.refuse(
+            400,
+            &"the request was cut short: the client closed its side",
+            ctx,
+        );
+    }
+
+    fn process_input<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
+        let (used, next) = process(&self.input, &mut self.output, &mut self.interim, ctx);
+        match &next {
+            Next::NeedChunks(c) => {
+                // Keep the head; the bytes after it went into the decoder.
+                self.input.truncate(used + c.head_len);
+                self.input.drain(..used);
+            }
+            _ => {
+                self.input.drain(..used);
+            }
+        }
+        self.after(next, ctx);
+    }
+
+    /// Applies why processing stopped: the phase, the timer, and buffers.
+    fn after<H: Handler>(&mut self, next: Next, ctx: &mut Ctx<'_, H>) {
+        let now = ctx.now;
+        match next {
+            Next::Close { linger } => {
+                let lingers = linger || self.phase == Phase::Finishing(AfterOutput::Linger);
+                self.phase = Phase::Finishing(match lingers {
+                    true => AfterOutput::Linger,
+                    false => AfterOutput::Close,
+                });
+                self.input.clear();
+            }
+            Next::Pause => {
+                self.wait = Wait::Output;
+                self.recv_mode = RecvMode::OneBuffer;
+            }
+            Next::NeedBody => {
+                if !matches!(self.wait, Wait::Body { .. }) {
+                    self.wait = Wait::Body {
+                        window: now,
+                        bytes: 0,
+                    };
+                }
+            }
+            Next::NeedChunks(chunked) => {
+                self.chunked = Some(chunked);
+                self.wait = Wait::Body {
+                    window: now,
+                    bytes: 0,
+                };
+            }
+            Next::NeedHead if self.input.is_empty() => {
+                if ctx.drain != Drain::Serving {
+                    // Nothing more was received: the response just queued was the last.
+                    self.phase = Phase::Finishing(AfterOutput::Close);
+                }
+                self.wait = Wait::Idle { since: now };
+            }
+            Next::NeedHead => {
+                self.wait = match self.wait {
+                    // The first request's head is due within the timeout of the accept.
+                    Wait::First { since } | Wait::Head { since } => Wait::Head { since },
+                    _ => Wait::Head { since: now },
+                };
+            }
+        }
+        if self.recv == Recv::Ended && self.phase == Phase::Open && self.wait != Wait::Output {
+            // Whatever was still awaited will not come.
+            self.settle_end_of_input(ctx);
+        }
+        self.release_buffers(&mut ctx.pool);
+    }
+
+    /// Answers `status` for `detail` and closes after a linger.
+    pub(super) fn refuse<H: Handler>(
+        &mut self,
+        status: u16,
+        detail: &dyn std::fmt::Display,
+        ctx: &mut Ctx<'_, H>,
+    ) {
+        let next = refuse_into(&mut self.output, status, detail, ctx);
+        self.after(next, ctx);
+    }
+}
+
+/// Answers every whole request at the start of `data`, appending the responses to `out`,
+/// in order. Returns the bytes used and why it stopped.
+fn process<H: Handler>(
+    data: &[u8],
+    out: &mut Output,
+    interim: &mut Interim,
+    ctx: &mut Ctx<'_, H>,
+) -> (usize, Next) {
+    let mut used = 0;
+    loop {
+        if out.len() >= ctx.output_bytes_max {
+            return (used, Next::Pause);
+        }
+        let rest = &data[used..];
+        if rest.is_empty() {
+            return (used, Next::NeedHead);
+        }
+        let mut headers = [const { MaybeUninit::uninit() }; crate::http::request::HEADERS_MAX];
+        let head = match parse_head(rest, &mut headers, &ctx.limits) {
+            Ok(Parsed::Complete(head)) => head,
+            Ok(Parsed::Partial) => return (used, Next::NeedHead),
+            Err(e) => return (data.len(), refuse_into(out, e.status(), &e, ctx)),
+        };
+        let after_head = &rest[head.head_len..];
+        let body = match head.framing {
+            Framing::None => &[][..],
+            // The head parser refused lengths over the body limit, which is a u32.
+            Framing::Length(n) => match after_head.get(..n as usize) {
+                Some(body) => body,
+                None => {
+                    expect_continue(&head, out, interim, ctx);
+                    return (used, Next::NeedBody);
+                }
+            },
+            Framing::Chunked => {
+                let mut decoder = ChunkedDecoder::new(
+                    ctx.limits.request_body_bytes_max,
+                    ctx.limits.request_fields_bytes_max,
+                );
+                let mut body = ctx.pool.take();
+                match decoder.decode(after_head, &mut body) {
+                    Err(e) => {
+                        ctx.pool.put(body);
+                        return (data.len(), refuse_into(out, e.status(), &e, ctx));
+                    }
+                    Ok(n) if decoder.is_done() => {
+                        let last = used + head.head_len + n == data.len();
+                        let next = answer(&head, &body, out, last, ctx);
+                        ctx.pool.put(body);
+                        used += head.head_len + n;
+                        *interim = Interim::None;
+                        match next {
+                            Some(next) => return (used, next),
+                            None => continue,
+                        }
+                    }
+                    Ok(_) => {
+                        expect_continue(&head, out, interim, ctx);
+                        let head_len = head.head_len;
+                        let chunked = ChunkedBody {
+                            head_len,
+                            decoder,
+                            body,
+                        };
+                        return (used, Next::NeedChunks(chunked));
+                    }
+                }
+            }
+        };
+        used += head.head_len + body.len();
+        *interim = Interim::None;
+        if let Some(next) = answer(&head, body, out, used == data.len(), ctx) {
+            return (used, next);
+        }
+    }
+}
+
+/// Refuses a request: appends the error answer (with `Connection: close`) and counts it, as an
+/// error and as a response of its status class. Every refusal goes through here, so each is
+/// counted once whichever path produced it.
+fn refuse_into<H>(
+    out: &mut Output,
+    status: u16,
+    detail: &dyn std::fmt::Display,
+    ctx: &mut Ctx<'_, H>,
+) -> Next {
+    ctx.counters.errors += 1;
+    ctx.counters.response(status);
+    encode_error(out.tail(&mut ctx.pool), status, detail, ctx.date.line());
+    Next::Close { linger: true }
+}
+
+/// Sends `100 Continue` once for a request whose client waits for it before its body.
+fn expect_continue<H>(
+    head: &Head<'_>,
+    out: &mut Output,
+    interim: &mut Interim,
+    ctx: &mut Ctx<'_, H>,
+) {
+    if head.expect_continue && *interim == Interim::None {
+        out.tail(&mut ctx.pool).extend_from_slice(CONTINUE);
+        ctx.counters.response(100);
+        *interim = Interim::ContinueSent;
+    }
+}
+
+/// Re-parses the head in `head_bytes` (kept in the input while its chunked body arrived)
+/// and answers it with `body`. Returns the head's length and what follows, if not more.
+fn answer_buffered<H: Handler>(
+    head_bytes: &[u8],
+    body: &[u8],
+    out: &mut Output,
+    last: bool,
+    ctx: &mut Ctx<'_, H>,
+) -> (usize, Option<Next>) {
+    let mut headers = [const { MaybeUninit::uninit() }; crate::http::request::HEADERS_MAX];
+    match parse_head(head_bytes, &mut headers, &ctx.limits) {
+        Ok(Parsed::Complete(head)) => (head.head_len, answer(&head, body, out, last, ctx)),
+        other => unreachable!("a head parsed once parses again: {other:?}"),
+    }
+}
+
+/// Calls the handler for one whole request (or answers `OPTIONS *` itself) and encodes its
+/// response. Returns `Some` when the connection closes after it. `last` says no byte was
+/// received after this request: a draining worker answers it with `Connection: close`.
+///
+/// A handler that panics, or that gave its `Response` invalid input, gets its request
+/// answered `500` and the connection closed (after a linger, so that the client reads the
+/// answer); the worker goes on serving. The panic hook has logged the panic; a misuse is
+/// logged here. With `exit_on_panic` a panic ends the worker instead.
+fn answer<H: Handler>(
+    head: &Head<'_>,
+    body: &[u8],
+    out: &mut Output,
+    last: bool,
+    ctx: &mut Ctx<'_, H>,
+) -> Option<Next> {
+    ctx.res.reset();
+    ctx.counters.requests += 1;
+    if head.target_form == crate::http::TargetForm::Asterisk {
+        // `OPTIONS *` asks about the server, not a resource: the server answers it (the
+        // parser let the asterisk form through for OPTIONS only).
+        ctx.res.header("Allow", crate::http::OPTIONS_ALLOW);
+        return encode_answer(head, out, last, ctx);
+    }
+    let (handler, res) = (ctx.handler, &mut ctx.res);
+    // Unwinding stops here. After a panic nothing the handler touched is used but `res`,
+    // which is reset before the next request; the handler's own state is its own affair.
+    let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.handle(&Request::new(head, body), res)
+    }));
+    match called {
+        Err(panic) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
+        Err(_) => return Some(handler_failed(head, out, ctx)),
+        Ok(()) => {}
+    }
+    if let Some(misuse) = ctx.res.misuse() {
+        log_limited!("the handler's response is invalid ({misuse}); answered 500 instead");
+        return Some(handler_failed(head, out, ctx));
+    }
+    encode_answer(head, out, last, ctx)
+}
+
+/// Encodes the response in `ctx.res` to `head`, with the connection rules applied.
+fn encode_answer<H>(
+    head: &Head<'_>,
+    out: &mut Output,
+    last: bool,
+    ctx: &mut Ctx<'_, H>,
+) -> Option<Next> {
+    let keep_alive =
+        head.keep_alive && !ctx.res.wants_close() && !(ctx.drain != Drain::Serving && last);
+    let connection = match (keep_alive, head.version) {
+        (false, _) => ConnectionHeader::Close,
+        (true, Version::Http10) => ConnectionHeader::KeepAlive,
+        (true, Version::Http11) => ConnectionHeader::Omit,
+    };
+    let status = ctx.res.status_code();
+    let bytes = if head.head_only {
+        0
+    } else {
+        ctx.res.body_bytes().len()
+    };
+    let tail = out.tail(&mut ctx.pool);
+    if bytes > BODY_COPY_BYTES_MAX {
+        // Sent from where the handler wrote it: held once, and freed once sent.
+        if encode_head(tail, &ctx.res, ctx.date.line(), connection) {
+            let body = ctx.res.take_body(ctx.pool.take());
+            out.push_body(body, &mut ctx.pool);
+        }
+    } else {
+        encode(tail, &ctx.res, ctx.date.line(), head.head_only, connection);
+    }
+    log_access(head, status, bytes, ctx);
+    (!keep_alive).then_some(Next::Close { linger: false })
+}
+
+/// Answers `500` for a request whose handler failed, and closes.
+fn handler_failed<H>(head: &Head<'_>, out: &mut Output, ctx: &mut Ctx<'_, H>) -> Next {
+    ctx.counters.handler_failures += 1;
+    let detail = "the handler failed; see the server's log";
+    let bytes = encode_error(out.tail(&mut ctx.pool), 500, &detail, ctx.date.line());
+    log_access(head, 500, if head.head_only { 0 } else { bytes }, ctx);
+    Next::Close { linger: true }
+}
+
+/// Counts a response to `head` of `status` and `bytes` of body, and writes its access log
+/// line when a log is kept.
+fn log_access<H>(head: &Head<'_>, status: u16, bytes: usize, ctx: &mut Ctx<'_, H>) {
+    ctx.counters.response(status);
+    if let Some(log) = &mut ctx.access {
+        log.record(ctx.peer, ctx.date.clf(), head.request_line(), status, bytes);
+    }
+}

@@ -1,0 +1,325 @@
+//! The worker's side channels, each read through the ring: the master's pipe (messages), the
+//! signalfd (drain on `SIGTERM`, `SIGINT`, `SIGQUIT`), the tick (timers, sweeps, the drain's
+//! idle grace, stats), and the access log's writes.
+
+use super::{Event, Setup, Worker, IPC_BUF_BYTES};
+use crate::connection::{Drain, ACCESS_LOG_BYTES_MAX};
+use crate::ipc::{self, Message};
+use crate::log::log;
+use crate::Handler;
+use io_uring::types::Timespec;
+use ringmaster_uring::{Completion, Op, Owned};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// The loop wakes at least this often, for timers and the stats report.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the worker reports its counters to the master.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+/// Bytes of one `signalfd_siginfo`.
+const SIGINFO_BYTES: usize = 128;
+/// Access log bytes that make a write worth it before the tick forces one.
+const ACCESS_FLUSH_BYTES: usize = 64 * 1024;
+/// When draining, an idle keep-alive connection gets this long (at most half the drain
+/// timeout) to send one more request, which is answered with `Connection: close`. Closing
+/// it at once would race a request the client may be sending: the client would see its
+/// connection reset instead of an answer.
+pub(super) const DRAIN_IDLE_GRACE_MAX: Duration = Duration::from_secs(1);
+
+/// The side channels' descriptors and the buffers their reads and writes lend the ring.
+pub(super) struct Side {
+    from_master: OwnedFd,
+    to_master: OwnedFd,
+    signals: nix::sys::signalfd::SignalFd,
+    /// Each buffer is `None` while its read is in flight (the ring holds it).
+    ipc_buf: Option<Vec<u8>>,
+    signal_buf: Option<Vec<u8>>,
+    tick_spec: Option<Box<Timespec>>,
+    last_stats: Instant,
+    /// The access log file, when one is kept.
+    access_file: Option<OwnedFd>,
+    /// The buffer to fill next, while the ring holds the one being written; `None` while a
+    /// write is in flight and this one is the log's.
+    access_spare: Option<Vec<u8>>,
+}
+
+impl Side {
+    pub(super) fn new(setup: Setup) -> Result<Side, String> {
+        let signals = worker_signals().map_err(|e| format!("signalfd: {e}"))?;
+        Ok(Side {
+            from_master: setup.from_master,
+            to_master: setup.to_master,
+            signals,
+            ipc_buf: Some(Vec::with_capacity(IPC_BUF_BYTES)),
+            signal_buf: Some(Vec::with_capacity(SIGINFO_BYTES)),
+            tick_spec: Some(Box::new(
+                Timespec::new()
+                    .sec(TICK.as_secs())
+                    .nsec(TICK.subsec_nanos()),
+            )),
+            last_stats: Instant::now(),
+            access_spare: setup
+                .access_log
+                .as_ref()
+                .map(|_| Vec::with_capacity(ACCESS_LOG_BYTES_MAX)),
+            access_file: setup.access_log,
+        })
+    }
+}
+
+impl<H: Handler> Worker<'_, H> {
+    pub(super) fn arm_side_channels(&mut self) -> std::io::Result<()> {
+        self.arm_ipc()?;
+        self.arm_signals()?;
+        self.arm_tick()
+    }
+
+    fn arm_ipc(&mut self) -> std::io::Result<()> {
+        let buf = self.side.ipc_buf.take().expect("one IPC read at a time");
+        let op = Op::Read {
+            fd: self.side.from_master.as_raw_fd(),
+            buf,
+        };
+        self.ring.push(op, Event::Ipc)?;
+        Ok(())
+    }
+
+    pub(super) fn on_ipc(&mut self, c: Completion<Event>) -> std::io::Result<()> {
+        let Owned::Buf(mut buf) = c.owned else {
+            panic!("a read hands its buffer back")
+        };
+        match c.result {
+            r if r == -libc::EAGAIN => {}
+            0 => {
+                // The master closed its end: it is gone or going. Drain and do not read again.
+                self.drain("master closed the pipe", Duration::ZERO);
+                return Ok(());
+            }
+            r if r < 0 => {
+                log!(
+                    "reading the master's pipe: {}",
+                    std::io::Error::from_raw_os_error(-r)
+                );
+                self.drain("IPC failure", Duration::ZERO);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let mut used = 0;
+        loop {
+            match ipc::decode(&buf[used..]) {
+                Ok(Some((msg, len))) => {
+                    used += len;
+                    self.on_message(msg);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log!("garbage on the master's pipe ({e}); draining");
+                    self.drain("IPC failure", Duration::ZERO);
+                    return Ok(());
+                }
+            }
+        }
+        buf.drain(..used);
+        self.side.ipc_buf = Some(buf);
+        self.arm_ipc()
+    }
+
+    fn on_message(&mut self, msg: Message) {
+        match msg {
+            Message::Shutdown { drain_ms } => self.drain(
+                "shutdown requested by the master",
+                Duration::from_millis(drain_ms),
+            ),
+            Message::User(bytes) => {
+                let handler = self.ctx.handler;
+                let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handler.on_message(&bytes)
+                }));
+                // The panic hook logged it; the worker serves on unless told otherwise.
+                if let Err(panic) = called {
+                    if self.ctx.exit_on_panic {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+            }
+            Message::Adopt { slot } => self.adopt(slot, true),
+            Message::Release { slot } => self.adopt(slot, false),
+            other => log!("unexpected message from the master: {other:?}"),
+        }
+    }
+
+    fn arm_signals(&mut self) -> std::io::Result<()> {
+        let buf = self
+            .side
+            .signal_buf
+            .take()
+            .expect("one signal read at a time");
+        let op = Op::Read {
+            fd: self.side.signals.as_raw_fd(),
+            buf,
+        };
+        self.ring.push(op, Event::Signal)?;
+        Ok(())
+    }
+
+    pub(super) fn on_signal(&mut self, c: Completion<Event>) -> std::io::Result<()> {
+        let Owned::Buf(mut buf) = c.owned else {
+            panic!("a read hands its buffer back")
+        };
+        if buf.len() >= 4 {
+            let signo = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes"));
+            let name = nix::sys::signal::Signal::try_from(signo as i32)
+                .map_or("a signal", nix::sys::signal::Signal::as_str);
+            self.drain(name, self.drain_timeout);
+        }
+        buf.clear();
+        self.side.signal_buf = Some(buf);
+        self.arm_signals()
+    }
+
+    fn arm_tick(&mut self) -> std::io::Result<()> {
+        let spec = self.side.tick_spec.take().expect("one tick at a time");
+        self.ring.push(Op::Timeout { spec }, Event::Tick)?;
+        Ok(())
+    }
+
+    pub(super) fn on_tick(&mut self, c: Completion<Event>) -> std::io::Result<()> {
+        let Owned::Timespec(spec) = c.owned else {
+            panic!("a timeout hands its timespec back")
+        };
+        self.side.tick_spec = Some(spec);
+        self.ctx.now = Instant::now();
+        self.tick_connections();
+        // A connection can wait in a socket's queue with nobody woken for it: the wake-up
+        // went to an accept that was being cancelled, or to a worker that was dying and
+        // whose ring was not torn down yet. Sweeping each tick bounds that wait to a tick.
+        if self.ctx.drain == Drain::Serving {
+            let targets: Vec<_> = self.accepting.sweep_targets().collect();
+            for fd in targets {
+                self.sweep(fd);
+            }
+        }
+        self.flush_access_log(true)?;
+        if self.ctx.drain == Drain::Draining
+            && self.idle_close_at.is_some_and(|at| self.ctx.now >= at)
+        {
+            self.ctx.drain = Drain::IdleClosing;
+            self.touch_all();
+        }
+        if self.side.last_stats.elapsed() >= STATS_EVERY {
+            self.side.last_stats = Instant::now();
+            self.report_stats();
+        }
+        self.arm_tick()
+    }
+
+    pub(super) fn report_stats(&mut self) {
+        let c = &self.ctx.counters;
+        let ring = self.ring.stats();
+        let stats = ipc::Stats {
+            requests: c.requests,
+            connections: self.conns.len() as u64,
+            accepted: c.accepted,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            errors: c.errors,
+            timeouts: c.timeouts,
+            responses_1xx: c.responses[0],
+            responses_2xx: c.responses[1],
+            responses_3xx: c.responses[2],
+            responses_4xx: c.responses[3],
+            responses_5xx: c.responses[4],
+            uring_enters: ring.enters,
+            uring_submissions: ring.submissions,
+            uring_completions: ring.completions,
+            uring_enobufs: self.enobufs,
+            handler_failures: c.handler_failures,
+            accept_overflow: self.accepting.overflow,
+            access_log_dropped: self.ctx.access.as_ref().map_or(0, |log| log.dropped),
+        };
+        self.send_to_master(&Message::Stats(stats));
+    }
+
+    /// Writes one frame to the master's pipe without blocking. When the pipe is full (the
+    /// master is behind) a stats report is dropped; the next one carries the totals anyway.
+    pub(super) fn send_to_master(&self, msg: &Message) {
+        match ipc::write_frame(self.side.to_master.as_fd(), msg) {
+            Ok(()) | Err(ipc::SendError::Full) => {}
+            Err(e) => log!("message to the master not sent: {e}"),
+        }
+    }
+
+    /// Hands the access log's lines to a write when enough piled up (or `force`, on the
+    /// tick), one write in flight at a time.
+    pub(super) fn flush_access_log(&mut self, force: bool) -> std::io::Result<()> {
+        let (Some(file), Some(log)) = (&self.side.access_file, &mut self.ctx.access) else {
+            return Ok(());
+        };
+        if log.buf.is_empty() || (!force && log.buf.len() < ACCESS_FLUSH_BYTES) {
+            return Ok(());
+        }
+        // The spare is the ring's while a write is in flight: then wait for it.
+        let Some(spare) = self.side.access_spare.take() else {
+            return Ok(());
+        };
+        let buf = std::mem::replace(&mut log.buf, spare);
+        let op = Op::Write {
+            fd: file.as_raw_fd(),
+            buf,
+            offset: u64::MAX,
+        };
+        self.ring.push(op, Event::Access)?;
+        Ok(())
+    }
+
+    /// Writes what is left of the access log before the worker exits; it may block, which
+    /// no longer matters then. A write still in flight is lost with the ring, so its lines
+    /// are not duplicated.
+    pub(super) fn write_access_log_now(&mut self) {
+        if let (Some(file), Some(log)) = (&self.side.access_file, &mut self.ctx.access) {
+            if !log.buf.is_empty() {
+                if let Err(e) = nix::unistd::write(file, &log.buf) {
+                    log!("writing the access log: {e}");
+                }
+                log.buf.clear();
+            }
+        }
+    }
+
+    pub(super) fn on_access_written(&mut self, c: Completion<Event>) {
+        let result = c.io_result();
+        let Owned::Buf(mut buf) = c.owned else {
+            panic!("a write hands its buffer back")
+        };
+        match result {
+            Ok(n) if (n as usize) < buf.len() && n > 0 => {
+                // A short write: the rest goes out next, ahead of newer lines.
+                buf.drain(..n as usize);
+                if let Some(log) = &mut self.ctx.access {
+                    let newer = std::mem::replace(&mut log.buf, buf);
+                    log.buf.extend_from_slice(&newer);
+                    buf = newer;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => log!("writing the access log: {e}; lines lost"),
+        }
+        buf.clear();
+        self.side.access_spare = Some(buf);
+    }
+}
+
+/// Blocks `SIGTERM`, `SIGINT` and `SIGQUIT` (the master blocked them before fork, with the
+/// signals it ignores; this makes sure) and returns a signalfd that reads them: a worker
+/// drains on any of them.
+fn worker_signals() -> nix::Result<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGQUIT);
+    mask.thread_block()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+}
