@@ -612,3 +612,91 @@ fn the_soft_descriptor_limit_is_raised_and_a_low_hard_one_is_said() {
         .iter()
         .any(|l| l.contains("direct descriptors off")));
 }
+
+/// Sends `parts` on one connection (each part a write), and returns the status of the
+/// one response that comes back before the server closes.
+fn refused_status(addr: SocketAddr, parts: &[&[u8]]) -> u16 {
+    let mut s = common::connect(addr);
+    for part in parts {
+        s.write_all(part).unwrap();
+    }
+    let mut reader = std::io::BufReader::new(s);
+    let res = common::read_response(&mut reader, false);
+    assert_eq!(res.header("Connection"), Some("close"));
+    res.status
+}
+
+#[test]
+fn metrics_and_status_count_exactly_the_responses_that_went_out() {
+    let server = Server::start(&[
+        "--workers",
+        "2",
+        "--metrics",
+        "127.0.0.1:0",
+        "--request-head-timeout",
+        "1",
+        "--request-fields-bytes-max",
+        "256",
+        "--request-body-bytes-max",
+        "100",
+    ]);
+    let metrics = metrics_addr(&server);
+    let head = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let body = b"zz\r\n";
+    let mut sent = [0u64; 5];
+    let mut count = |status: u16| sent[usize::from(status / 100) - 1] += 1;
+    // A bad chunk size whole, then split at every byte of the body.
+    let whole = [&head[..], body].concat();
+    count(refused_status(server.addr, &[&whole]));
+    for split in 0..=body.len() {
+        let first = [&head[..], &body[..split]].concat();
+        assert_eq!(
+            refused_status(server.addr, &[&first, &body[split..]]),
+            400,
+            "split at {split}"
+        );
+        count(400);
+    }
+    // A head timeout (408), a body over the limit (413), a header section over it (431).
+    let status = refused_status(server.addr, &[b"GET / HTTP/1.1\r\nHost: t\r\n"]);
+    assert_eq!(status, 408);
+    count(status);
+    let big = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n";
+    count(refused_status(server.addr, &[big]));
+    let fields = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+        "v".repeat(300)
+    );
+    count(refused_status(server.addr, &[fields.as_bytes()]));
+    // And answers that went out whole.
+    for _ in 0..3 {
+        assert_eq!(exchange(server.addr, GET).0.status, 200);
+        count(200);
+    }
+    assert_eq!(sent, [0, 3, 0, 9, 0]);
+    // Workers report every second: wait until both views count every response, then check
+    // they count nothing more.
+    let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+    wait_until("/metrics to count every response by class", || {
+        let scrape = parse_metrics(&scrape(metrics, "/metrics").1);
+        classes.iter().zip(sent).all(|(class, n)| {
+            sample(&scrape, "ringmaster_responses_total", &[("class", class)]) == n as f64
+        })
+    });
+    let listen = server.addr.to_string();
+    let json =
+        String::from_utf8_lossy(&ringmaster(&["status", "--json", "--listen", &listen]).stdout)
+            .to_string();
+    let totals = json
+        .split("\"totals\":{")
+        .nth(1)
+        .and_then(|t| t.split('}').next())
+        .expect("totals in the JSON");
+    for (class, n) in classes.iter().zip(sent) {
+        let key = format!("\"responses_{class}\":{n},");
+        assert!(
+            totals.contains(&key) || totals.ends_with(&key[..key.len() - 1]),
+            "{key} in {totals}"
+        );
+    }
+}
