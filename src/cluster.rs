@@ -8,8 +8,7 @@
 //! side: when the pipe is full, sending fails with [`SendError::Full`].
 
 use crate::ipc::{self, Message};
-use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::BorrowedFd;
 
 /// A worker as the master sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,21 +33,12 @@ pub enum Exit {
 pub(crate) use crate::ipc::write_frame;
 pub use crate::ipc::SendError;
 
-/// The write end of this worker's pipe to the master; -1 in the master.
-static TO_MASTER: AtomicI32 = AtomicI32::new(-1);
-
-/// Records this worker's pipe to the master (right after fork).
-pub(crate) fn set_to_master(fd: RawFd) {
-    TO_MASTER.store(fd, Ordering::Relaxed);
-}
-
 /// Sends `bytes` to the master, from a worker (Node's `process.send`). The master's
 /// [`Server::on_message`](crate::Server::on_message) hook receives them.
 pub fn send_to_master(bytes: &[u8]) -> Result<(), SendError> {
-    let fd = TO_MASTER.load(Ordering::Relaxed);
-    if fd < 0 {
+    let Some(fd) = ipc::to_master() else {
         return Err(SendError::NotAWorker);
-    }
+    };
     if bytes.len() > ipc::USER_BYTES_MAX {
         return Err(SendError::TooLarge);
     }

@@ -6,7 +6,8 @@
 //! pipe sends it whole or not at all (POSIX: writes up to `PIPE_BUF` are atomic).
 
 use std::fmt;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The largest frame, header included: `PIPE_BUF` on Linux.
 pub const FRAME_BYTES_MAX: usize = 4096;
@@ -261,6 +262,20 @@ pub(crate) fn write_frame(fd: BorrowedFd<'_>, msg: &Message) -> Result<(), SendE
         Err(nix::errno::Errno::EAGAIN) => Err(SendError::Full),
         Err(_) => Err(SendError::Gone),
     }
+}
+
+/// The write end of this worker's pipe to the master; -1 in the master.
+static TO_MASTER: AtomicI32 = AtomicI32::new(-1);
+
+/// Records this worker's pipe to the master (right after fork).
+pub(crate) fn set_to_master(fd: RawFd) {
+    TO_MASTER.store(fd, Ordering::Relaxed);
+}
+
+/// This worker's pipe to the master, `None` in the master.
+pub(crate) fn to_master() -> Option<RawFd> {
+    let fd = TO_MASTER.load(Ordering::Relaxed);
+    (fd >= 0).then_some(fd)
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub(crate) fn line(args: fmt::Arguments<'_>) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let (y, mo, d) = crate::http::date::civil_from_days((now.as_secs() / 86_400) as i64);
+    let (y, mo, d) = crate::civil::civil_from_days((now.as_secs() / 86_400) as i64);
     let secs = now.as_secs() % 86_400;
     let ts = format_args!(
         "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",

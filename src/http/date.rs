@@ -89,7 +89,7 @@ fn format_line(secs: u64, out: &mut [u8; LINE_BYTES]) {
     ];
     let days = secs / 86_400;
     let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days as i64);
+    let (year, month, day) = crate::civil::civil_from_days(days as i64);
     let two = |n: u64| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
     out[..6].copy_from_slice(b"Date: ");
     out[6..9].copy_from_slice(DAYS[(days % 7) as usize]);
@@ -108,20 +108,6 @@ fn format_line(secs: u64, out: &mut [u8; LINE_BYTES]) {
     out[28] = b':';
     out[29..31].copy_from_slice(&two(rem % 60));
     out[31..37].copy_from_slice(b" GMT\r\n");
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31): Howard Hinnant's algorithm.
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ pub(crate) fn build_ring(config: &Config, accept_queue: u32) -> Result<Ring<Even
 
 /// Runs a worker until it has drained; returns its exit code.
 pub(crate) fn run<H: Handler>(config: &Config, handler: &H, setup: Setup) -> i32 {
-    crate::cluster::set_to_master(std::os::fd::AsRawFd::as_raw_fd(&setup.to_master));
+    ipc::set_to_master(std::os::fd::AsRawFd::as_raw_fd(&setup.to_master));
     let info = crate::cluster::WorkerInfo {
         slot: setup.slot,
         pid: std::process::id(),

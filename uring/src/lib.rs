@@ -5,7 +5,7 @@
 //!
 //! | file | concept |
 //! | --- | --- |
-//! | `ring.rs` | [`Ring`]: set-up with fallbacks, the one push site, `submit_and_wait`, reaping |
+//! | `ring.rs` | [`Ring`]: set-up with fallbacks ([`SetupMode`]), the one push site, `submit_and_wait`, reaping |
 //! | `inflight.rs` | the in-flight table: the slab whose key is each entry's `user_data` |
 //! | `op.rs` | [`Op`]: the typed entries and the memory each one lends the kernel |
 //! | `completion.rs` | [`Completion`]: one reaped CQE, with the memory handed back |
@@ -54,5 +54,5 @@ pub use bufring::{BufRing, BUF_RING_ENTRIES_MAX};
 pub use completion::{Completion, Owned};
 pub use inflight::OpId;
 pub use op::{Desc, Op};
-pub use probe::{Features, SetupMode};
-pub use ring::{Ring, RingConfig, RingStats, CQ_ENTRIES_MAX, SQ_ENTRIES_MAX};
+pub use probe::Features;
+pub use ring::{Ring, RingConfig, RingStats, SetupMode, CQ_ENTRIES_MAX, SQ_ENTRIES_MAX};

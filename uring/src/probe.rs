@@ -1,42 +1,9 @@
 //! What this kernel's io_uring supports, probed once at start-up.
 
 use crate::bufring::BufRing;
-use crate::ring::{Ring, RingConfig};
+use crate::ring::{Ring, RingConfig, SetupMode};
 use io_uring::{opcode, register::Probe};
 use std::io;
-
-/// How a ring runs its completion work, strongest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SetupMode {
-    /// `SINGLE_ISSUER | DEFER_TASKRUN` (Linux 6.1): completion work runs only inside our own
-    /// `io_uring_enter`, in batches, never interrupting the loop.
-    DeferTaskrun,
-    /// `COOP_TASKRUN | TASKRUN_FLAG` (Linux 5.19): no interrupting IPIs; work runs at the next
-    /// kernel entry.
-    CoopTaskrun,
-    /// No set-up flags.
-    Plain,
-}
-
-impl SetupMode {
-    /// The next weaker mode, `None` after [`Plain`](SetupMode::Plain).
-    pub fn weaker(self) -> Option<SetupMode> {
-        match self {
-            SetupMode::DeferTaskrun => Some(SetupMode::CoopTaskrun),
-            SetupMode::CoopTaskrun => Some(SetupMode::Plain),
-            SetupMode::Plain => None,
-        }
-    }
-
-    /// A short name for logs: `defer_taskrun`, `coop_taskrun` or `plain`.
-    pub fn name(self) -> &'static str {
-        match self {
-            SetupMode::DeferTaskrun => "defer_taskrun",
-            SetupMode::CoopTaskrun => "coop_taskrun",
-            SetupMode::Plain => "plain",
-        }
-    }
-}
 
 /// The io_uring features a server needs, as this kernel offers them.
 #[derive(Clone, Debug)]

@@ -4,7 +4,6 @@ use crate::bufring::BufRing;
 use crate::completion::Completion;
 use crate::inflight::{InFlight, Lent, OpId, Slot};
 use crate::op::Op;
-use crate::probe::SetupMode;
 use io_uring::{cqueue, IoUring};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -19,6 +18,39 @@ const ENTER_GETEVENTS: u32 = 1 << 0;
 const ENTER_EXT_ARG: u32 = 1 << 3;
 const ENTER_REGISTERED_RING: u32 = 1 << 4;
 const REGISTER_RING_FDS: u32 = 20;
+
+/// How a ring runs its completion work, strongest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupMode {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN` (Linux 6.1): completion work runs only inside our own
+    /// `io_uring_enter`, in batches, never interrupting the loop.
+    DeferTaskrun,
+    /// `COOP_TASKRUN | TASKRUN_FLAG` (Linux 5.19): no interrupting IPIs; work runs at the next
+    /// kernel entry.
+    CoopTaskrun,
+    /// No set-up flags.
+    Plain,
+}
+
+impl SetupMode {
+    /// The next weaker mode, `None` after [`Plain`](SetupMode::Plain).
+    pub fn weaker(self) -> Option<SetupMode> {
+        match self {
+            SetupMode::DeferTaskrun => Some(SetupMode::CoopTaskrun),
+            SetupMode::CoopTaskrun => Some(SetupMode::Plain),
+            SetupMode::Plain => None,
+        }
+    }
+
+    /// A short name for logs: `defer_taskrun`, `coop_taskrun` or `plain`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SetupMode::DeferTaskrun => "defer_taskrun",
+            SetupMode::CoopTaskrun => "coop_taskrun",
+            SetupMode::Plain => "plain",
+        }
+    }
+}
 
 /// How to build a [`Ring`].
 #[derive(Clone, Debug)]
