@@ -341,12 +341,14 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
+/// Seconds, from 0 to [`Config::DRAIN_TIMEOUT_MAX`], the longest any timeout may be.
 fn parse_secs(s: &str) -> Result<Duration, String> {
+    let max = Config::DRAIN_TIMEOUT_MAX.as_secs();
     match s.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && (0.0..=3600.0).contains(&secs) => {
+        Ok(secs) if secs.is_finite() && (0.0..=max as f64).contains(&secs) => {
             Ok(Duration::from_secs_f64(secs))
         }
-        _ => Err("expected seconds from 0 to 3600".to_string()),
+        _ => Err(format!("expected seconds from 0 to {max}")),
     }
 }
 

@@ -84,8 +84,16 @@ pub struct Limits {
 impl Limits {
     /// The most connections one worker's ring is sized for: its completion queue (at most
     /// 65,536 entries) must hold four completions per connection plus the receive buffers and
-    /// the accept burst.
+    /// the accept burst, at their defaults (a compile-time assertion checks it).
     pub const CONNECTIONS_MAX: u32 = 14_000;
+    /// The smallest request line and header section limits: room for a minimal request
+    /// (and less than [`METHOD_BYTES_MAX`](crate::http::request::METHOD_BYTES_MAX) could
+    /// not tell an over-long method from an over-long line).
+    pub const HEAD_PART_BYTES_MIN: u32 = 64;
+    /// The largest request line and header section limits: 1 MiB.
+    pub const HEAD_PART_BYTES_MAX: u32 = 1 << 20;
+    /// The largest request body limit: 1 GiB (a body is held whole in memory).
+    pub const REQUEST_BODY_BYTES_MAX: u32 = 1 << 30;
 
     pub(crate) fn head(&self) -> HeadLimits {
         HeadLimits {
@@ -161,6 +169,15 @@ pub struct UringOptions {
     pub recv_buffer_bytes: u32,
 }
 
+impl UringOptions {
+    /// Provided receive buffers per worker by default.
+    pub const RECV_BUFFERS_DEFAULT: u16 = 1024;
+    /// The smallest receive buffer.
+    pub const RECV_BUFFER_BYTES_MIN: u32 = 512;
+    /// The largest receive buffer.
+    pub const RECV_BUFFER_BYTES_MAX: u32 = 65_536;
+}
+
 impl Default for UringOptions {
     fn default() -> UringOptions {
         UringOptions {
@@ -169,7 +186,7 @@ impl Default for UringOptions {
             multishot_recv: true,
             registered_ring_fd: true,
             direct_descriptors: true,
-            recv_buffers: 1024,
+            recv_buffers: UringOptions::RECV_BUFFERS_DEFAULT,
             recv_buffer_bytes: 4096,
         }
     }
@@ -250,7 +267,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3000)),
             workers: Workers::Auto,
-            backlog: 4096,
+            backlog: Config::BACKLOG_DEFAULT,
             drain_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             uring: UringOptions::default(),
@@ -276,8 +293,17 @@ impl Default for Config {
 impl Config {
     /// The most workers one master runs.
     pub const WORKERS_MAX: u32 = 1024;
-    /// The longest drain timeout: one hour.
+    /// The longest drain timeout, and of every other timeout and window: one hour.
     pub const DRAIN_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+    /// The most failures to start that a slot's window may count before it errors.
+    pub const RESPAWN_FAILURES_MAX: u32 = 1000;
+    /// The shortest stuck-worker timeout: twice the workers' one-second stats report, so
+    /// that one late report is not taken for a stuck loop.
+    pub const WORKER_TIMEOUT_MIN: Duration = Duration::from_secs(2);
+    /// The largest listen backlog (the kernel's `somaxconn` caps it further).
+    pub const BACKLOG_MAX: u32 = 65_535;
+    /// The listen backlog by default.
+    pub const BACKLOG_DEFAULT: u32 = 4096;
 
     /// The control socket for a server on `port`: the configured path, else
     /// `ringmaster-PORT.sock` in a directory private to this user:
@@ -306,10 +332,13 @@ impl Config {
                 Config::WORKERS_MAX
             )));
         }
-        if self.respawn_failures_max == 0 || self.respawn_failures_max > 1000 {
+        if self.respawn_failures_max == 0
+            || self.respawn_failures_max > Config::RESPAWN_FAILURES_MAX
+        {
             return Err(Error::config(format!(
-                "respawn-failures-max = {} is out of range; use 1..=1000",
-                self.respawn_failures_max
+                "respawn-failures-max = {} is out of range; use 1..={}",
+                self.respawn_failures_max,
+                Config::RESPAWN_FAILURES_MAX
             )));
         }
         if self.max_requests == Some(0) || self.max_memory_mib == Some(0) {
@@ -324,10 +353,12 @@ impl Config {
                 Config::DRAIN_TIMEOUT_MAX
             )));
         }
-        if !self.worker_timeout.is_zero() && self.worker_timeout < Duration::from_secs(2) {
+        if !self.worker_timeout.is_zero() && self.worker_timeout < Config::WORKER_TIMEOUT_MIN {
             return Err(Error::config(format!(
-                "worker-timeout {:?} is shorter than twice the 1 s stats report; use at least 2 s, or 0 to disable",
-                self.worker_timeout
+                "worker-timeout {:?} is shorter than twice the 1 s stats report; use at least \
+                 {:?}, or 0 to disable",
+                self.worker_timeout,
+                Config::WORKER_TIMEOUT_MIN
             )));
         }
         for (name, value) in [
@@ -353,10 +384,11 @@ impl Config {
                 )));
             }
         }
-        if self.backlog == 0 || self.backlog > 65_535 {
+        if self.backlog == 0 || self.backlog > Config::BACKLOG_MAX {
             return Err(Error::config(format!(
-                "backlog = {} is out of range; use 1..=65535",
-                self.backlog
+                "backlog = {} is out of range; use 1..={}",
+                self.backlog,
+                Config::BACKLOG_MAX
             )));
         }
         if self.drain_timeout > Config::DRAIN_TIMEOUT_MAX {
@@ -374,24 +406,25 @@ impl Config {
                 Limits::CONNECTIONS_MAX
             )));
         }
+        let (head_min, head_max) = (Limits::HEAD_PART_BYTES_MIN, Limits::HEAD_PART_BYTES_MAX);
         for (name, value, min, max) in [
             (
                 "request-line-bytes-max",
                 l.request_line_bytes_max,
-                64,
-                1 << 20,
+                head_min,
+                head_max,
             ),
             (
                 "request-fields-bytes-max",
                 l.request_fields_bytes_max,
-                64,
-                1 << 20,
+                head_min,
+                head_max,
             ),
             (
                 "request-body-bytes-max",
                 l.request_body_bytes_max,
                 0,
-                1 << 30,
+                Limits::REQUEST_BODY_BYTES_MAX,
             ),
         ] {
             if value < min || value > max {
@@ -411,10 +444,14 @@ impl Config {
             )));
         }
         self.ring_sizes(self.backlog)?;
-        if !(512..=65_536).contains(&u.recv_buffer_bytes) {
+        let buffer_bytes =
+            UringOptions::RECV_BUFFER_BYTES_MIN..=UringOptions::RECV_BUFFER_BYTES_MAX;
+        if !buffer_bytes.contains(&u.recv_buffer_bytes) {
             return Err(Error::config(format!(
-                "recv-buffer-bytes = {} is out of range; use 512..=65536",
-                u.recv_buffer_bytes
+                "recv-buffer-bytes = {} is out of range; use {}..={}",
+                u.recv_buffer_bytes,
+                buffer_bytes.start(),
+                buffer_bytes.end()
             )));
         }
         Ok(())
@@ -432,14 +469,45 @@ fn control_dir(runtime: Option<PathBuf>, uid: u32) -> PathBuf {
     }
 }
 
-/// Completions one connection can have pending at once: its receive's last, a send, a
-/// close and a cancel.
+/// Ring operations one connection can have in flight at once, which its share of the
+/// in-flight table must hold (a full table would end the worker): its receive and its
+/// send, a cancel of each, a reset's socket option, the close, and a send-queue sample.
+const OPS_PER_CONNECTION_MAX: u32 = 7;
+/// Completions one connection adds to a loop turn, counted for the completion queue: its
+/// receive's last, a send, a close and a cancel. A teardown can add three more; on the rare
+/// turn when many connections tear down at once and the queue overflows, the kernel keeps
+/// the rest until they are reaped (`IORING_FEAT_NODROP`, which start-up requires).
 const COMPLETIONS_PER_CONNECTION: u32 = 4;
 /// Single-shot accepts kept armed at once when the table is nearly full.
 pub(crate) const ACCEPT_SINGLE_DEPTH: u32 = 4;
-/// Operations a worker keeps outside its connections: accepts, the IPC read, the signal
-/// read, the timer, and slack.
-const WORKER_OPS: u32 = ACCEPT_SINGLE_DEPTH + 8;
+/// Accept operations on one listening socket at once: a multishot accept, or up to
+/// [`ACCEPT_SINGLE_DEPTH`] single ones, and a cancel of each.
+const ACCEPT_OPS_PER_LISTENER: u32 = 2 * ACCEPT_SINGLE_DEPTH;
+/// The side channels' operations: the IPC read, the signal read, the tick, an access log
+/// write.
+const SIDE_OPS: u32 = 4;
+
+// The relation `Limits::CONNECTIONS_MAX` documents: at its bound, with the default receive
+// buffers and backlog, the completion queue fits the kernel's largest.
+const _: () = assert!(
+    Limits::CONNECTIONS_MAX * COMPLETIONS_PER_CONNECTION
+        + UringOptions::RECV_BUFFERS_DEFAULT as u32
+        + Config::BACKLOG_DEFAULT
+        + ACCEPT_OPS_PER_LISTENER
+        + SIDE_OPS
+        <= ringmaster_uring::CQ_ENTRIES_MAX
+);
+// An over-long method is told from an over-long request line at every line limit.
+const _: () =
+    assert!((crate::http::request::METHOD_BYTES_MAX as u32) < Limits::HEAD_PART_BYTES_MIN);
+// And the in-flight table, which holds more per connection, fits a `u32` at every bound.
+const _: () = assert!(
+    (Limits::CONNECTIONS_MAX as u64 * OPS_PER_CONNECTION_MAX as u64
+        + ACCEPT_OPS_PER_LISTENER as u64 * Config::WORKERS_MAX as u64
+        + Config::BACKLOG_MAX as u64
+        + SIDE_OPS as u64)
+        < u32::MAX as u64
+);
 /// Submission queue entries per worker. A turn that pushes more submits early.
 const SQ_ENTRIES: u32 = 2048;
 
@@ -452,13 +520,23 @@ pub(crate) struct RingSizes {
 }
 
 impl Config {
-    /// Sizes the ring so its completion queue cannot overflow: every connection's pending
-    /// completions, one per receive buffer (each multishot completion consumes one), and an
-    /// accept burst of at most `accept_queue` connections (the kernel's accept queue length).
+    /// Sizes the ring. The in-flight table holds every operation that can be in flight at
+    /// once: each connection's, the accepts on every socket the worker may adopt, the closes
+    /// of an accept burst beyond the bound (at most `accept_queue`, the kernel's accept
+    /// queue length), and the side channels'. The completion queue holds a turn's worth:
+    /// every connection's usual completions, one per receive buffer (each multishot
+    /// completion consumes one), an accept burst, and the worker's own operations.
     pub(crate) fn ring_sizes(&self, accept_queue: u32) -> Result<RingSizes, Error> {
         let c = self.limits.connections_max;
-        let inflight_max = c * COMPLETIONS_PER_CONNECTION + WORKER_OPS;
-        let cq = inflight_max + u32::from(self.uring.recv_buffers) + accept_queue;
+        let inflight_max = c * OPS_PER_CONNECTION_MAX
+            + ACCEPT_OPS_PER_LISTENER * Config::WORKERS_MAX
+            + accept_queue
+            + SIDE_OPS;
+        let cq = c * COMPLETIONS_PER_CONNECTION
+            + u32::from(self.uring.recv_buffers)
+            + accept_queue
+            + ACCEPT_OPS_PER_LISTENER
+            + SIDE_OPS;
         let cq_entries = cq.next_power_of_two();
         if cq_entries > ringmaster_uring::CQ_ENTRIES_MAX {
             return Err(Error::config(format!(

@@ -86,6 +86,9 @@ impl Features {
         if !self.multishot_recv {
             missing.push("multishot recv");
         }
+        if !self.nodrop {
+            missing.push("IORING_FEAT_NODROP");
+        }
         missing
     }
 }
