@@ -29,9 +29,31 @@ pub(crate) fn set_format(format: LogFormat) {
 
 /// Writes one line.
 pub(crate) fn line(args: fmt::Arguments<'_>) {
+    // The message first, cut at the line bound: a full buffer is the only way these writes
+    // fail, so their results are not looked at.
+    let mut msg = [0u8; LINE_BYTES_MAX];
+    let mut m = std::io::Cursor::new(&mut msg[..]);
+    let _ = m.write_fmt(args);
+    let msg_len = m.position() as usize;
     let mut buf = [0u8; LINE_BYTES_MAX];
     // Room is kept for the closing `"}` of a JSON line and the newline.
     let mut cursor = std::io::Cursor::new(&mut buf[..LINE_BYTES_MAX - 3]);
+    let json = JSON.load(Ordering::Relaxed);
+    let _ = write_prefix(&mut cursor, json, ROLE.load(Ordering::Relaxed));
+    write_escaped(&mut cursor, &msg[..msg_len], json);
+    let mut len = cursor.position() as usize;
+    if json {
+        buf[len..len + 2].copy_from_slice(b"\"}");
+        len += 2;
+    }
+    buf[len] = b'\n';
+    len += 1;
+    // Nothing useful can be done when stderr is gone.
+    let _ = std::io::stderr().lock().write_all(&buf[..len]);
+}
+
+/// The line's start: timestamp and role, as text or as the first JSON fields.
+fn write_prefix(out: &mut impl Write, json: bool, role: u32) -> std::io::Result<()> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -44,69 +66,33 @@ pub(crate) fn line(args: fmt::Arguments<'_>) {
         secs % 60,
         now.subsec_millis()
     );
-    let role = ROLE.load(Ordering::Relaxed);
-    // A line too long for the buffer is cut: that is the only way these writes fail.
-    let json = JSON.load(Ordering::Relaxed);
-    if json {
-        let mut msg = [0u8; LINE_BYTES_MAX];
-        let mut m = std::io::Cursor::new(&mut msg[..]);
-        let _ = m.write_fmt(args);
-        let len = m.position() as usize;
-        let _ = match role {
-            MASTER => write!(
-                cursor,
-                "{{\"ts\":\"{ts}\",\"role\":\"master\",\"slot\":null,\"msg\":\""
-            ),
-            slot => write!(
-                cursor,
-                "{{\"ts\":\"{ts}\",\"role\":\"worker\",\"slot\":{slot},\"msg\":\""
-            ),
-        };
-        for &b in &msg[..len] {
-            let _ = match b {
-                b'"' => cursor.write_all(b"\\\""),
-                b'\\' => cursor.write_all(b"\\\\"),
-                b'\n' => cursor.write_all(b"\\n"),
-                0..=0x1f => write!(cursor, "\\u{b:04x}"),
-                _ => cursor.write_all(&[b]),
-            };
-        }
-    } else {
-        let _ = match role {
-            MASTER => write!(cursor, "{ts} ringmaster[master] "),
-            slot => write!(cursor, "{ts} ringmaster[worker {slot}] "),
-        };
-        let start = cursor.position() as usize;
-        let _ = cursor.write_fmt(args);
-        // One event, one line: a line break inside a message (a panic's, say) is written
-        // as `\n`, as in a JSON line.
-        let end = cursor.position() as usize;
-        let mut escaped = [0u8; LINE_BYTES_MAX];
-        let mut out = 0;
-        for &b in &cursor.get_ref()[start..end] {
-            let bytes: &[u8] = match b {
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                _ => std::slice::from_ref(&b),
-            };
-            if out + bytes.len() > escaped.len() {
-                break;
-            }
-            escaped[out..out + bytes.len()].copy_from_slice(bytes);
-            out += bytes.len();
-        }
-        cursor.set_position(start as u64);
-        let _ = cursor.write_all(&escaped[..out]);
+    match (json, role) {
+        (true, MASTER) => write!(
+            out,
+            "{{\"ts\":\"{ts}\",\"role\":\"master\",\"slot\":null,\"msg\":\""
+        ),
+        (true, slot) => write!(
+            out,
+            "{{\"ts\":\"{ts}\",\"role\":\"worker\",\"slot\":{slot},\"msg\":\""
+        ),
+        (false, MASTER) => write!(out, "{ts} ringmaster[master] "),
+        (false, slot) => write!(out, "{ts} ringmaster[worker {slot}] "),
     }
-    let mut len = cursor.position() as usize;
-    if json {
-        buf[len..len + 2].copy_from_slice(b"\"}");
-        len += 2;
+}
+
+/// The message, escaped so that one event stays one line: line breaks (a panic's, say) as
+/// `\n` and `\r`, and for JSON quotes, backslashes and other control bytes too.
+fn write_escaped(out: &mut impl Write, msg: &[u8], json: bool) {
+    for &b in msg {
+        let _ = match (json, b) {
+            (_, b'\n') => out.write_all(b"\\n"),
+            (_, b'\r') => out.write_all(b"\\r"),
+            (true, b'"') => out.write_all(b"\\\""),
+            (true, b'\\') => out.write_all(b"\\\\"),
+            (true, 0..=0x1f) => write!(out, "\\u{b:04x}"),
+            _ => out.write_all(&[b]),
+        };
     }
-    buf[len] = b'\n';
-    len += 1;
-    // Nothing useful can be done when stderr is gone.
-    let _ = std::io::stderr().lock().write_all(&buf[..len]);
 }
 
 /// Logs one line: `log!("worker {slot} started")`.
@@ -188,6 +174,20 @@ pub(crate) use log_limited;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_event_stays_one_line_in_either_format() {
+        let escaped = |msg: &[u8], json: bool| {
+            let mut out = Vec::new();
+            write_escaped(&mut out, msg, json);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(escaped(b"a\nb\rc \"q\" \\", false), "a\\nb\\rc \"q\" \\");
+        assert_eq!(
+            escaped(b"a\nb \"q\" \\ \x01", true),
+            "a\\nb \\\"q\\\" \\\\ \\u0001"
+        );
+    }
 
     #[test]
     fn a_limiter_lets_one_line_a_second_through_and_counts_the_rest() {

@@ -250,66 +250,96 @@ fn process<H: Handler>(
         if out.len() >= ctx.output_bytes_max {
             return (used, Next::Pause);
         }
-        let rest = &data[used..];
-        if rest.is_empty() {
-            return (used, Next::NeedHead);
+        match process_one(data, used, out, interim, ctx) {
+            One::Answered(end) => used = end,
+            One::Stop(end, next) => return (end, next),
         }
-        let mut headers = [const { MaybeUninit::uninit() }; crate::http::request::HEADERS_MAX];
-        let head = match parse_head(rest, &mut headers, &ctx.limits) {
-            Ok(Parsed::Complete(head)) => head,
-            Ok(Parsed::Partial) => return (used, Next::NeedHead),
-            Err(e) => return (data.len(), refuse_into(out, e.status(), &e, ctx)),
-        };
-        let after_head = &rest[head.head_len..];
-        let body = match head.framing {
-            Framing::None => &[][..],
-            // The head parser refused lengths over the body limit, which is a u32.
-            Framing::Length(n) => match after_head.get(..n as usize) {
-                Some(body) => body,
-                None => {
-                    expect_continue(&head, out, interim, ctx);
-                    return (used, Next::NeedBody);
-                }
-            },
-            Framing::Chunked => {
-                let mut decoder = ChunkedDecoder::new(
-                    ctx.limits.request_body_bytes_max,
-                    ctx.limits.request_fields_bytes_max,
-                );
-                let mut body = ctx.pool.take();
-                match decoder.decode(after_head, &mut body) {
-                    Err(e) => {
-                        ctx.pool.put(body);
-                        return (data.len(), refuse_into(out, e.status(), &e, ctx));
-                    }
-                    Ok(n) if decoder.is_done() => {
-                        let last = used + head.head_len + n == data.len();
-                        let next = answer(&head, &body, out, last, ctx);
-                        ctx.pool.put(body);
-                        used += head.head_len + n;
-                        *interim = Interim::None;
-                        match next {
-                            Some(next) => return (used, next),
-                            None => continue,
-                        }
-                    }
-                    Ok(_) => {
-                        expect_continue(&head, out, interim, ctx);
-                        let head_len = head.head_len;
-                        let chunked = ChunkedBody {
-                            head_len,
-                            decoder,
-                            body,
-                        };
-                        return (used, Next::NeedChunks(chunked));
-                    }
-                }
+    }
+}
+
+/// What came of the request at `data[used..]`.
+enum One {
+    /// It was answered; the next one starts at this offset.
+    Answered(usize),
+    /// Processing stops: the bytes used in all, and why.
+    Stop(usize, Next),
+}
+
+/// Parses the request at `data[used..]` and answers it when it is whole.
+fn process_one<H: Handler>(
+    data: &[u8],
+    used: usize,
+    out: &mut Output,
+    interim: &mut Interim,
+    ctx: &mut Ctx<'_, H>,
+) -> One {
+    let rest = &data[used..];
+    if rest.is_empty() {
+        return One::Stop(used, Next::NeedHead);
+    }
+    let mut headers = [const { MaybeUninit::uninit() }; crate::http::request::HEADERS_MAX];
+    let head = match parse_head(rest, &mut headers, &ctx.limits) {
+        Ok(Parsed::Complete(head)) => head,
+        Ok(Parsed::Partial) => return One::Stop(used, Next::NeedHead),
+        Err(e) => return One::Stop(data.len(), refuse_into(out, e.status(), &e, ctx)),
+    };
+    let after_head = &rest[head.head_len..];
+    let body_len = match head.framing {
+        Framing::None => 0,
+        // The head parser refused lengths over the body limit, which is a u32.
+        Framing::Length(n) if after_head.len() as u64 >= n => n as usize,
+        Framing::Length(_) => {
+            expect_continue(&head, out, interim, ctx);
+            return One::Stop(used, Next::NeedBody);
+        }
+        Framing::Chunked => return chunked_request(&head, data, used, out, interim, ctx),
+    };
+    let end = used + head.head_len + body_len;
+    *interim = Interim::None;
+    match answer(&head, &after_head[..body_len], out, end == data.len(), ctx) {
+        Some(next) => One::Stop(end, next),
+        None => One::Answered(end),
+    }
+}
+
+/// Decodes the chunked body of `head` (at `data[used..]`) as far as it has arrived: a whole
+/// body is answered, a partial one kept in a decoder for the bytes to come.
+fn chunked_request<H: Handler>(
+    head: &Head<'_>,
+    data: &[u8],
+    used: usize,
+    out: &mut Output,
+    interim: &mut Interim,
+    ctx: &mut Ctx<'_, H>,
+) -> One {
+    let mut decoder = ChunkedDecoder::new(
+        ctx.limits.request_body_bytes_max,
+        ctx.limits.request_fields_bytes_max,
+    );
+    let mut body = ctx.pool.take();
+    match decoder.decode(&data[used + head.head_len..], &mut body) {
+        Err(e) => {
+            ctx.pool.put(body);
+            One::Stop(data.len(), refuse_into(out, e.status(), &e, ctx))
+        }
+        Ok(n) if decoder.is_done() => {
+            let end = used + head.head_len + n;
+            let next = answer(head, &body, out, end == data.len(), ctx);
+            ctx.pool.put(body);
+            *interim = Interim::None;
+            match next {
+                Some(next) => One::Stop(end, next),
+                None => One::Answered(end),
             }
-        };
-        used += head.head_len + body.len();
-        *interim = Interim::None;
-        if let Some(next) = answer(&head, body, out, used == data.len(), ctx) {
-            return (used, next);
+        }
+        Ok(_) => {
+            expect_continue(head, out, interim, ctx);
+            let chunked = ChunkedBody {
+                head_len: head.head_len,
+                decoder,
+                body,
+            };
+            One::Stop(used, Next::NeedChunks(chunked))
         }
     }
 }
