@@ -10,6 +10,7 @@ mod listeners;
 mod replace;
 mod report;
 mod respawn;
+mod startup;
 
 use listeners::{accept_queue, Listeners};
 use replace::{jitter, Reload};
@@ -19,7 +20,7 @@ use respawn::{GaveUp, Verdict, RESPAWN_DELAY_MAX};
 use crate::cluster::{self, Cluster, Exit, Hooks, WorkerInfo};
 use crate::config::{Config, ListenMode, Workers};
 use crate::control::{self, ControlServer};
-use crate::error::{self, Error, ErrorKind};
+use crate::error::{Error, ErrorKind};
 use crate::ipc::{self, Message};
 use crate::log::{log, log_limited};
 use crate::metrics::{MetricsServer, Route, WorkerMetrics};
@@ -29,8 +30,8 @@ use crate::Handler;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SignalFd;
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, getpid, ForkResult, Pid};
@@ -51,43 +52,14 @@ pub(crate) fn run<H: Handler>(
     handler: &H,
     hooks: &mut Hooks,
 ) -> Result<(), Error> {
-    config.validate()?;
-    crate::log::set_format(config.log_format);
-    let features = check_uring()?;
-    // Direct descriptors need a settable socket option through the ring (to reset a
-    // connection) and give no peer address (for the access log).
-    let config = &Config {
-        uring: crate::config::UringOptions {
-            direct_descriptors: config.uring.direct_descriptors
-                && features.direct_accept
-                && features.socket_cmd
-                && config.access_log.is_none(),
-            ..config.uring
-        },
-        ..config.clone()
-    };
-    raise_descriptor_limit(config.limits.connections_max);
-    let access_log = open_access_log(config)?;
-    // A worker's ring at its real sizes, made and dropped before any fork.
-    worker::build_ring(config, accept_queue(config.backlog)).map_err(|e| {
-        Error::new(
-            ErrorKind::UringUnavailable,
-            format!(
-                "a worker's io_uring cannot be set up ({e}); raise the locked-memory limit \
-                 (`ulimit -l`, systemd LimitMEMLOCK=) or lower --connections-max or \
-                 --recv-buffers"
-            ),
-        )
-    })?;
-    let cpus = allowed_cpus()?;
+    let (config, access_log) = startup::prepare(config)?;
+    let config = &config;
+    let cpus = startup::allowed_cpus()?;
     let count = match config.workers {
         Workers::Auto => cpus.len(),
         Workers::Count(n) => n as usize,
     };
-    // SAFETY: SIG_IGN for SIGPIPE: a write to a closed pipe or socket fails with EPIPE
-    // instead of killing the process. Workers inherit the disposition.
-    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) }
-        .map_err(|e| Error::system("ignoring SIGPIPE", e))?;
+    startup::ignore_sigpipe()?;
     // Inherited sockets first: they sit at descriptors 3 and up, which anything opened
     // before would be given.
     let inherited = systemd::listen_fds()?;
@@ -106,7 +78,7 @@ pub(crate) fn run<H: Handler>(
     let local = listeners.local_addr()?;
     let control = ControlServer::bind(&config.control_path(local.port()), control_origin)?;
     let metrics = config.metrics.map(MetricsServer::bind).transpose()?;
-    let signals = master_signals()?;
+    let signals = startup::master_signals()?;
     let mode = match (&listeners, config.listen_mode) {
         (Listeners::Shared(_), _) if config.listen_mode == ListenMode::ReusePort => {
             "one socket from systemd, shared"
@@ -157,114 +129,6 @@ pub(crate) fn run<H: Handler>(
         master.slots[slot].state = SlotState::Running(child);
     }
     master.supervise()
-}
-
-/// Opens the access log (created if missing, appended to) before any fork, so that a path
-/// that cannot be written is one configuration error naming it.
-fn open_access_log(config: &Config) -> Result<Option<OwnedFd>, Error> {
-    let Some(path) = &config.access_log else {
-        return Ok(None);
-    };
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map(|f| Some(OwnedFd::from(f)))
-        .map_err(|e| {
-            Error::config(format!(
-                "cannot open the access log {}: {e}; give --access-log a writable file",
-                path.display()
-            ))
-        })
-}
-
-/// Probes io_uring before any fork, so that a missing or blocked io_uring is one clear
-/// error from the master instead of every worker failing.
-fn check_uring() -> Result<ringmaster_uring::Features, Error> {
-    let features = ringmaster_uring::Features::probe().map_err(|e| error::uring_unavailable(&e))?;
-    let missing = features.missing();
-    if !missing.is_empty() {
-        return Err(Error::new(
-            ErrorKind::UringUnavailable,
-            format!(
-                "this kernel's io_uring lacks {}; ringmaster needs Linux 6.1 or newer",
-                missing.join(", ")
-            ),
-        ));
-    }
-    Ok(features)
-}
-
-/// Descriptors a worker needs besides its connections: its ring, pipes, signalfd, the
-/// listening sockets it may adopt, the access log, standard streams.
-const DESCRIPTORS_OWN: u64 = 64;
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard one, as nginx's `worker_rlimit_nofile` and
-/// Go's runtime do: the soft default (often 1,024) is a relic that would cap each worker far
-/// below `connections_max`. Workers inherit it. A hard limit still too low is said once, with
-/// the remedy; workers then hold fewer connections (see
-/// [`Limits::connections_max`](crate::config::Limits::connections_max)) rather than fail.
-fn raise_descriptor_limit(connections_max: u32) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((mut soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        soft = hard;
-    }
-    let needed = u64::from(connections_max) + DESCRIPTORS_OWN;
-    if soft < needed {
-        log!(
-            "warning: the descriptor limit ({soft}) is below what --connections-max \
-             {connections_max} needs ({needed}); raise it (`ulimit -n {needed}`, systemd \
-             LimitNOFILE=) or lower --connections-max"
-        );
-    }
-}
-
-/// The CPUs in this process's affinity mask, in order.
-fn allowed_cpus() -> Result<Vec<core_affinity::CoreId>, Error> {
-    match core_affinity::get_core_ids() {
-        Some(cpus) if !cpus.is_empty() => Ok(cpus),
-        _ => Err(Error::system("sched_getaffinity", "no CPU is allowed")),
-    }
-}
-
-/// Signals that have no meaning yet but whose default action would kill the process
-/// (`SIGUSR1`, `SIGUSR2`, `SIGALRM`) or stop it (`SIGTTIN`, `SIGTTOU`), and `SIGWINCH`: an
-/// operator may send them (logrotate's `postrotate`, a terminal resize, a stray `kill`),
-/// and none may take the server down or freeze it. The master logs and ignores them.
-const SIGNALS_IGNORED: [Signal; 6] = [
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGALRM,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
-    Signal::SIGWINCH,
-];
-
-/// Blocks the signals the master handles and returns a signalfd reading them. Workers
-/// inherit the mask, so a signal sent to the whole process group reaches them as a drain
-/// request on their own signalfd rather than killing them, and the ignored ones stay
-/// blocked (pending, harmless) in them.
-fn master_signals() -> Result<SignalFd, Error> {
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-    ]
-    .into_iter()
-    .chain(SIGNALS_IGNORED)
-    {
-        mask.add(s);
-    }
-    mask.thread_block()
-        .map_err(|e| Error::system("blocking signals", e))?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| Error::system("signalfd", e))
 }
 
 /// The master's life.
