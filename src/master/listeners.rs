@@ -1,7 +1,14 @@
 //! The listening sockets: one shared, or one `SO_REUSEPORT` socket per slot, bound by the
-//! master (or passed by systemd) and kept open by it for the life of the server.
+//! master (or passed by systemd) and kept open by it for the life of the server. Owns those
+//! sockets.
 
-use super::*;
+use crate::config::{Config, ListenMode};
+use crate::error::{Error, ErrorKind};
+use crate::log::log;
+use nix::errno::Errno;
+use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// The listening sockets, all opened and kept by the master.
 pub(super) enum Listeners {

@@ -1,7 +1,14 @@
 //! What the master tells: `ringmaster status` (text and JSON), `/metrics`, `/healthz` and
 //! `/readyz`.
 
-use super::*;
+use super::child::Child;
+use super::slot::Slot;
+use super::supervisor::Life;
+use super::Master;
+use crate::ipc;
+use crate::metrics::{Route, WorkerMetrics};
+use crate::Handler;
+use nix::unistd::Pid;
 
 /// What `status` shows of one worker (zeros for a slot without one).
 pub(super) struct StatusRow {
@@ -78,7 +85,7 @@ impl<H: Handler> Master<'_, H> {
              {} MiB RSS in workers",
             self.pid,
             self.started.elapsed().as_secs(),
-            self.slots.len(),
+            self.sup.slots.len(),
             totals.requests,
             totals.connections,
             rss / 1024
@@ -91,10 +98,12 @@ impl<H: Handler> Master<'_, H> {
     /// replaced. `connections` is a gauge: the live workers' only.
     pub(super) fn totals(&self) -> ipc::Stats {
         let past = self
+            .sup
             .slots
             .iter()
             .fold(ipc::Stats::default(), |sum, s| sum.plus(&s.past));
         let live = self
+            .sup
             .children()
             .fold(ipc::Stats::default(), |sum, c| sum.plus(&c.stats));
         let mut totals = past.plus(&live);
@@ -146,15 +155,16 @@ impl<H: Handler> Master<'_, H> {
     /// One row per worker: each slot's, its successor's while one starts, and the retiring
     /// ones that still drain.
     pub(super) fn status_rows(&self) -> Vec<(&Slot, StatusRow)> {
-        let mut rows = Vec::with_capacity(self.slots.len() + self.retiring.len());
-        for s in &self.slots {
+        let sup = &self.sup;
+        let mut rows = Vec::with_capacity(sup.slots.len() + sup.retiring.len());
+        for s in &sup.slots {
             rows.push((s, StatusRow::of(s.child(), s.state_name())));
-            if let Some((c, _)) = &s.incoming {
+            if let Some((c, _)) = s.successor() {
                 rows.push((s, StatusRow::of(Some(c), "starting")));
             }
         }
-        for c in &self.retiring {
-            if let Some(s) = self.slots.get(c.slot as usize) {
+        for c in &sup.retiring {
+            if let Some(s) = sup.slots.get(c.slot as usize) {
                 rows.push((s, StatusRow::of(Some(c), "draining")));
             }
         }
@@ -188,13 +198,14 @@ impl<H: Handler> Master<'_, H> {
     /// Whether a load balancer should send traffic: every slot has a ready worker and no
     /// shutdown started.
     pub(super) fn readiness(&self) -> Result<(), String> {
-        if self.state != State::Running {
+        if self.sup.life != Life::Running {
             return Err("shutting down".into());
         }
         let waiting: Vec<String> = self
+            .sup
             .slots
             .iter()
-            .filter(|s| !s.child().is_some_and(|c| c.ready))
+            .filter(|s| s.ready_child().is_none())
             .map(|s| format!("slot {} {}", s.index, s.state_name()))
             .collect();
         match waiting.is_empty() {
@@ -205,6 +216,7 @@ impl<H: Handler> Master<'_, H> {
 
     pub(super) fn metrics_text(&self) -> String {
         let workers: Vec<WorkerMetrics> = self
+            .sup
             .slots
             .iter()
             .map(|s| {
@@ -218,14 +230,14 @@ impl<H: Handler> Master<'_, H> {
                     stats,
                     restarts: s.restarts,
                     rss_bytes: s.child().map_or(0, |c| rss_kib(c.pid) * 1024),
-                    ready: s.child().is_some_and(|c| c.ready),
+                    ready: s.ready_child().is_some(),
                 }
             })
             .collect();
         crate::metrics::render(
             &workers,
             self.started.elapsed().as_secs(),
-            self.state != State::Running,
+            self.sup.life != Life::Running,
         )
     }
 }

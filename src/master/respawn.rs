@@ -1,6 +1,6 @@
 //! The crash-loop guard, as a pure decision over a slot's history: whether a worker that
-//! exited unasked is respawned (and after how long) or its slot given up. No processes here,
-//! so every rule is unit-tested.
+//! exited unasked is respawned (and after how long), its slot given up, or (during shutdown)
+//! stopped. Owns a slot's exit [`History`]. No processes here, so every rule is unit-tested.
 //!
 //! Only failures to start count toward giving up: a worker that got ready and served was a
 //! working build, and whatever killed it (a panic with `--exit-on-panic`, the OOM killer, an
@@ -50,13 +50,30 @@ pub(super) struct Ended {
     pub(super) uptime: Duration,
 }
 
-/// The verdict on a slot whose worker exited unasked.
+/// What becomes of a slot whose worker exited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Verdict {
+pub(super) enum Fate {
     /// Fork a new worker after this long.
     Respawn(Duration),
     /// Give up on the slot.
     Errored(GaveUp),
+    /// The master is shutting down: the slot stays empty.
+    Stop,
+}
+
+/// The fate of a slot whose worker exited: during shutdown it stops (and the exit is not
+/// recorded: a worker told to drain did not fail); otherwise [`History::decide`] judges.
+pub(super) fn fate(
+    history: &mut History,
+    shutting_down: bool,
+    ended: Ended,
+    now: Instant,
+    policy: &Policy,
+) -> Fate {
+    match shutting_down {
+        true => Fate::Stop,
+        false => history.decide(ended, now, policy),
+    }
 }
 
 /// Why a slot was given up.
@@ -69,10 +86,10 @@ pub(super) enum GaveUp {
 }
 
 impl History {
-    /// Records the exit and decides.
-    pub(super) fn decide(&mut self, ended: Ended, now: Instant, policy: &Policy) -> Verdict {
+    /// Records the exit and decides (never [`Fate::Stop`]).
+    pub(super) fn decide(&mut self, ended: Ended, now: Instant, policy: &Policy) -> Fate {
         if !ended.ready && ended.exit == Exit::Code(EXIT_CONFIG) {
-            return Verdict::Errored(GaveUp::Config);
+            return Fate::Errored(GaveUp::Config);
         }
         if ended.uptime >= policy.min_uptime {
             self.backoff = Duration::ZERO;
@@ -85,13 +102,13 @@ impl History {
                 .retain(|&t| now.saturating_duration_since(t) <= policy.window);
             self.failures.push(now);
             if self.failures.len() >= policy.failures_max {
-                return Verdict::Errored(GaveUp::Failures(self.failures.len()));
+                return Fate::Errored(GaveUp::Failures(self.failures.len()));
             }
             RESPAWN_DELAY_MAX
         };
         let delay = self.backoff.min(cap);
         self.backoff = (delay * 2).clamp(RESPAWN_DELAY_FIRST, cap);
-        Verdict::Respawn(delay)
+        Fate::Respawn(delay)
     }
 }
 
@@ -121,14 +138,14 @@ mod tests {
     fn failures_to_start_back_off_then_error_the_slot() {
         let (mut h, t0) = (History::default(), Instant::now());
         let crash = ended(Exit::Code(3), false, 5);
-        assert_eq!(h.decide(crash, t0, &POLICY), Verdict::Respawn(ms(0)));
+        assert_eq!(h.decide(crash, t0, &POLICY), Fate::Respawn(ms(0)));
         assert_eq!(
             h.decide(crash, t0 + ms(10), &POLICY),
-            Verdict::Respawn(ms(100))
+            Fate::Respawn(ms(100))
         );
         assert_eq!(
             h.decide(crash, t0 + ms(200), &POLICY),
-            Verdict::Errored(GaveUp::Failures(3))
+            Fate::Errored(GaveUp::Failures(3))
         );
     }
 
@@ -139,10 +156,7 @@ mod tests {
         h.decide(crash, t0, &POLICY);
         h.decide(crash, t0 + ms(1), &POLICY);
         let later = t0 + POLICY.window + ms(2);
-        assert!(matches!(
-            h.decide(crash, later, &POLICY),
-            Verdict::Respawn(_)
-        ));
+        assert!(matches!(h.decide(crash, later, &POLICY), Fate::Respawn(_)));
         assert_eq!(h.failures.len(), 1);
     }
 
@@ -152,7 +166,7 @@ mod tests {
         let config = ended(Exit::Code(EXIT_CONFIG), false, 1);
         assert_eq!(
             h.decide(config, Instant::now(), &POLICY),
-            Verdict::Errored(GaveUp::Config)
+            Fate::Errored(GaveUp::Config)
         );
     }
 
@@ -160,22 +174,22 @@ mod tests {
     fn a_worker_that_served_is_always_respawned_with_a_short_backoff() {
         let (mut h, t0) = (History::default(), Instant::now());
         let panicked = ended(Exit::Code(101), true, 250);
-        let delays: Vec<Verdict> = (0..100)
+        let delays: Vec<Fate> = (0..100)
             .map(|i| h.decide(panicked, t0 + ms(250 * i), &POLICY))
             .collect();
-        assert!(delays.iter().all(|v| matches!(v, Verdict::Respawn(_))));
+        assert!(delays.iter().all(|v| matches!(v, Fate::Respawn(_))));
         assert_eq!(
             delays[..4],
-            [0, 100, 200, 400].map(|d| Verdict::Respawn(ms(d)))
+            [0, 100, 200, 400].map(|d| Fate::Respawn(ms(d)))
         );
-        assert_eq!(delays[99], Verdict::Respawn(RESPAWN_DELAY_SERVING_MAX));
+        assert_eq!(delays[99], Fate::Respawn(RESPAWN_DELAY_SERVING_MAX));
         assert!(
             h.failures.is_empty(),
             "deaths after serving are not failures"
         );
         // Even EX_CONFIG from a worker that was ready is a death while serving.
         let config = ended(Exit::Code(EXIT_CONFIG), true, 250);
-        assert!(matches!(h.decide(config, t0, &POLICY), Verdict::Respawn(_)));
+        assert!(matches!(h.decide(config, t0, &POLICY), Fate::Respawn(_)));
     }
 
     #[test]
@@ -185,6 +199,6 @@ mod tests {
         h.decide(quick, t0, &POLICY);
         h.decide(quick, t0, &POLICY);
         let healthy = ended(Exit::Signal(9), true, 31_000);
-        assert_eq!(h.decide(healthy, t0, &POLICY), Verdict::Respawn(ms(0)));
+        assert_eq!(h.decide(healthy, t0, &POLICY), Fate::Respawn(ms(0)));
     }
 }

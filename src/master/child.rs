@@ -1,0 +1,171 @@
+//! One worker process as the master sees it: owns its [`Phase`] (starting, ready, retiring,
+//! aborting), its heartbeat and its last stats. Plain values only: the pipes to the process
+//! are the shell's ([`super::pipes`]), so the supervisor's decisions are tested without
+//! processes.
+
+use super::timers::Due;
+use crate::cluster::WorkerInfo;
+use crate::ipc;
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+/// A stuck worker that survives its `SIGABRT` (or a `SIGKILL`) this long gets `SIGKILL`.
+pub(super) const KILL_AFTER_ABORT: Duration = Duration::from_secs(1);
+
+/// Where a worker is in its life. Each phase has at most one timer (see [`Child::timer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Forked, not ready yet: killed if it is not ready by `deadline`.
+    Starting { deadline: Instant },
+    /// It told the master it accepts; its stats are its heartbeat.
+    Ready,
+    /// Replaced and told to drain; killed at `kill_at` if it has not exited by then.
+    Retiring { kill_at: Instant },
+    /// Sent `SIGABRT` (it missed its heartbeat) or `SIGKILL` (a retire deadline, a failed
+    /// successor) at `since`: `SIGKILL` follows every [`KILL_AFTER_ABORT`] until it is reaped.
+    Aborting { since: Instant },
+}
+
+/// A worker process: who it is, its phase, and what it last reported.
+#[derive(Clone, Debug)]
+pub(super) struct Child {
+    pub(super) pid: Pid,
+    pub(super) slot: u32,
+    pub(super) cpu: usize,
+    /// When it was forked, or when it was last killed for missing its ready deadline: the
+    /// uptime its exit is judged by (see [`super::respawn`]), so that a worker killed for
+    /// not starting counts as a failure to start however long it hung.
+    pub(super) started: Instant,
+    pub(super) phase: Phase,
+    /// When the worker last sent anything (its stats come every second): the heartbeat.
+    pub(super) heard: Instant,
+    pub(super) stats: ipc::Stats,
+    /// Recycle it after this many requests (`--max-requests` plus its jitter).
+    pub(super) recycle_after: Option<u64>,
+}
+
+impl Child {
+    /// A worker just forked at `now`, due ready within `ready_timeout`.
+    pub(super) fn forked(
+        pid: Pid,
+        slot: u32,
+        cpu: usize,
+        now: Instant,
+        ready_timeout: Duration,
+        recycle_after: Option<u64>,
+    ) -> Child {
+        Child {
+            pid,
+            slot,
+            cpu,
+            started: now,
+            phase: Phase::Starting {
+                deadline: now + ready_timeout,
+            },
+            heard: now,
+            stats: ipc::Stats::default(),
+            recycle_after,
+        }
+    }
+
+    pub(super) fn info(&self) -> WorkerInfo {
+        WorkerInfo {
+            slot: self.slot,
+            pid: self.pid.as_raw() as u32,
+            cpu: self.cpu,
+        }
+    }
+
+    /// Whether it told the master it was ready. For a slot's worker this is every phase but
+    /// `Starting` (an aborting one was ready, or it would not have missed a heartbeat).
+    pub(super) fn was_ready(&self) -> bool {
+        !matches!(self.phase, Phase::Starting { .. })
+    }
+
+    /// The worker's own timer and what is due then: the heartbeat of a ready or retiring
+    /// worker (none when `worker_timeout` is zero), a retiring one's drain deadline
+    /// (whichever comes first), an aborting one's `SIGKILL`. A starting worker's ready
+    /// deadline means different things for a slot's worker and for a successor, so the slot
+    /// reports it ([`super::timers`]).
+    pub(super) fn timer(&self, worker_timeout: Duration) -> Option<(Instant, Due)> {
+        let heartbeat = (!worker_timeout.is_zero())
+            .then(|| (self.heard + worker_timeout, Due::Stuck(self.pid)));
+        match self.phase {
+            Phase::Starting { .. } => None,
+            Phase::Ready => heartbeat,
+            Phase::Retiring { kill_at } => {
+                let drain = (kill_at, Due::DrainOverdue(self.pid));
+                Some(heartbeat.map_or(drain, |h| if h.0 < kill_at { h } else { drain }))
+            }
+            Phase::Aborting { since } => Some((since + KILL_AFTER_ABORT, Due::Kill(self.pid))),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(crate) fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A worker of `slot` forked at `t0` with a 1 s ready timeout.
+    pub(crate) fn child(pid: i32, slot: u32, t0: Instant) -> Child {
+        Child::forked(Pid::from_raw(pid), slot, slot as usize, t0, ms(1000), None)
+    }
+
+    #[test]
+    fn each_phase_has_one_timer() {
+        let t0 = Instant::now();
+        let timeout = ms(30_000);
+        let mut c = child(7, 0, t0);
+        let pid = c.pid;
+        assert_eq!(
+            c.timer(timeout),
+            None,
+            "a starting worker's timer is its slot's"
+        );
+        c.phase = Phase::Ready;
+        c.heard = t0 + ms(5);
+        assert_eq!(c.timer(timeout), Some((t0 + ms(30_005), Due::Stuck(pid))));
+        assert_eq!(
+            c.timer(Duration::ZERO),
+            None,
+            "no heartbeat at --worker-timeout 0"
+        );
+        c.phase = Phase::Retiring {
+            kill_at: t0 + ms(10_000),
+        };
+        assert_eq!(
+            c.timer(timeout),
+            Some((t0 + ms(10_000), Due::DrainOverdue(pid)))
+        );
+        c.heard = t0 - ms(25_000);
+        assert_eq!(
+            c.timer(timeout),
+            Some((t0 + ms(5_000), Due::Stuck(pid))),
+            "a draining worker that stops reporting is stuck before its drain deadline"
+        );
+        c.phase = Phase::Aborting { since: t0 };
+        assert_eq!(
+            c.timer(timeout),
+            Some((t0 + KILL_AFTER_ABORT, Due::Kill(pid)))
+        );
+    }
+
+    #[test]
+    fn was_ready_is_every_phase_after_starting() {
+        let t0 = Instant::now();
+        let mut c = child(7, 0, t0);
+        assert!(!c.was_ready());
+        for phase in [
+            Phase::Ready,
+            Phase::Retiring { kill_at: t0 },
+            Phase::Aborting { since: t0 },
+        ] {
+            c.phase = phase;
+            assert!(c.was_ready(), "{phase:?}");
+        }
+    }
+}

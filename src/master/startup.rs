@@ -1,0 +1,165 @@
+//! The checks and set-up before any fork, so that what would make every worker fail is one
+//! clear error from the master: the configuration, io_uring and a worker's ring at its real
+//! sizes, the access log, the descriptor limit, the allowed CPUs, the signal mask. Owns no
+//! state: each returns what the master keeps.
+
+use super::listeners::accept_queue;
+use crate::config::Config;
+use crate::error::{self, Error, ErrorKind};
+use crate::log::log;
+use crate::worker;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::OwnedFd;
+
+/// Checks the configuration and what workers need before any fork, and returns the
+/// configuration workers run with (direct descriptors only where the kernel and the options
+/// allow) and the access log.
+pub(super) fn prepare(config: &Config) -> Result<(Config, Option<OwnedFd>), Error> {
+    config.validate()?;
+    crate::log::set_format(config.log_format);
+    let features = check_uring()?;
+    // Direct descriptors need a settable socket option through the ring (to reset a
+    // connection) and give no peer address (for the access log).
+    let config = Config {
+        uring: crate::config::UringOptions {
+            direct_descriptors: config.uring.direct_descriptors
+                && features.direct_accept
+                && features.socket_cmd
+                && config.access_log.is_none(),
+            ..config.uring
+        },
+        ..config.clone()
+    };
+    raise_descriptor_limit(config.limits.connections_max);
+    let access_log = open_access_log(&config)?;
+    // A worker's ring at its real sizes, made and dropped before any fork.
+    worker::build_ring(&config, accept_queue(config.backlog)).map_err(|e| {
+        Error::new(
+            ErrorKind::UringUnavailable,
+            format!(
+                "a worker's io_uring cannot be set up ({e}); raise the locked-memory limit \
+                 (`ulimit -l`, systemd LimitMEMLOCK=) or lower --connections-max or \
+                 --recv-buffers"
+            ),
+        )
+    })?;
+    Ok((config, access_log))
+}
+
+/// Ignores `SIGPIPE`: a write to a closed pipe or socket fails with `EPIPE` instead of
+/// killing the process. Workers inherit the disposition.
+pub(super) fn ignore_sigpipe() -> Result<(), Error> {
+    // SAFETY: SIG_IGN installs no handler code, so nothing runs in signal context.
+    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) }
+        .map(drop)
+        .map_err(|e| Error::system("ignoring SIGPIPE", e))
+}
+
+/// Opens the access log (created if missing, appended to) before any fork, so that a path
+/// that cannot be written is one configuration error naming it.
+fn open_access_log(config: &Config) -> Result<Option<OwnedFd>, Error> {
+    let Some(path) = &config.access_log else {
+        return Ok(None);
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(|f| Some(OwnedFd::from(f)))
+        .map_err(|e| {
+            Error::config(format!(
+                "cannot open the access log {}: {e}; give --access-log a writable file",
+                path.display()
+            ))
+        })
+}
+
+/// Probes io_uring before any fork, so that a missing or blocked io_uring is one clear
+/// error from the master instead of every worker failing.
+fn check_uring() -> Result<ringmaster_uring::Features, Error> {
+    let features = ringmaster_uring::Features::probe().map_err(|e| error::uring_unavailable(&e))?;
+    let missing = features.missing();
+    if !missing.is_empty() {
+        return Err(Error::new(
+            ErrorKind::UringUnavailable,
+            format!(
+                "this kernel's io_uring lacks {}; ringmaster needs Linux 6.1 or newer",
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(features)
+}
+
+/// Descriptors a worker needs besides its connections: its ring, pipes, signalfd, the
+/// listening sockets it may adopt, the access log, standard streams.
+const DESCRIPTORS_OWN: u64 = 64;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one, as nginx's `worker_rlimit_nofile` and
+/// Go's runtime do: the soft default (often 1,024) is a relic that would cap each worker far
+/// below `connections_max`. Workers inherit it. A hard limit still too low is said once, with
+/// the remedy; workers then hold fewer connections (see
+/// [`Limits::connections_max`](crate::config::Limits::connections_max)) rather than fail.
+fn raise_descriptor_limit(connections_max: u32) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((mut soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        soft = hard;
+    }
+    let needed = u64::from(connections_max) + DESCRIPTORS_OWN;
+    if soft < needed {
+        log!(
+            "warning: the descriptor limit ({soft}) is below what --connections-max \
+             {connections_max} needs ({needed}); raise it (`ulimit -n {needed}`, systemd \
+             LimitNOFILE=) or lower --connections-max"
+        );
+    }
+}
+
+/// The CPUs in this process's affinity mask, in order.
+pub(super) fn allowed_cpus() -> Result<Vec<core_affinity::CoreId>, Error> {
+    match core_affinity::get_core_ids() {
+        Some(cpus) if !cpus.is_empty() => Ok(cpus),
+        _ => Err(Error::system("sched_getaffinity", "no CPU is allowed")),
+    }
+}
+
+/// Signals that have no meaning yet but whose default action would kill the process
+/// (`SIGUSR1`, `SIGUSR2`, `SIGALRM`) or stop it (`SIGTTIN`, `SIGTTOU`), and `SIGWINCH`: an
+/// operator may send them (logrotate's `postrotate`, a terminal resize, a stray `kill`),
+/// and none may take the server down or freeze it. The master logs and ignores them.
+const SIGNALS_IGNORED: [Signal; 6] = [
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGWINCH,
+];
+
+/// Blocks the signals the master handles and returns a signalfd reading them. Workers
+/// inherit the mask, so a signal sent to the whole process group reaches them as a drain
+/// request on their own signalfd rather than killing them, and the ignored ones stay
+/// blocked (pending, harmless) in them.
+pub(super) fn master_signals() -> Result<SignalFd, Error> {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ]
+    .into_iter()
+    .chain(SIGNALS_IGNORED)
+    {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| Error::system("blocking signals", e))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| Error::system("signalfd", e))
+}
