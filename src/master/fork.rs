@@ -88,10 +88,10 @@ impl<H: Handler> Master<'_, H> {
     /// The child's side: closes the master's descriptors, runs the worker, exits.
     fn become_worker(&self, slot: usize, ends: Ends) -> ! {
         for fd in self.foreign_descriptors(&ends) {
-            // SAFETY: these descriptors belong to the master; the child closes its copies
-            // and never uses them (their owners' destructors never run here, as the child
-            // leaves through `exit`).
-            unsafe { libc::close(fd) };
+            // The child's copies of the master's descriptors, which it never uses (their
+            // owners' destructors never run here, as the child leaves through `exit`). A
+            // close that fails leaves nothing to do: the result is ignored.
+            let _ = nix::unistd::close(fd);
         }
         let (cpu, index) = (self.sup.slots[slot].cpu, self.sup.slots[slot].index);
         // The worker's own descriptor for the log: the master's stays the master's.
