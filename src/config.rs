@@ -325,6 +325,14 @@ impl Config {
 
     /// Checks every value against its range; the error names the value and the range.
     pub fn validate(&self) -> Result<(), Error> {
+        self.validate_supervision()?;
+        self.validate_listening()?;
+        self.validate_limits()?;
+        self.validate_uring()
+    }
+
+    /// The supervisor's settings: reloads, respawns, recycling, timeouts.
+    fn validate_supervision(&self) -> Result<(), Error> {
         if self.reload_parallel == 0 || self.reload_parallel > Config::WORKERS_MAX {
             return Err(Error::config(format!(
                 "reload-parallel = {} is out of range; use 1..={}",
@@ -376,6 +384,11 @@ impl Config {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// The workers, the listening socket, and how long they may take to drain.
+    fn validate_listening(&self) -> Result<(), Error> {
         if let Workers::Count(n) = self.workers {
             if n == 0 || n > Config::WORKERS_MAX {
                 return Err(Error::config(format!(
@@ -398,6 +411,11 @@ impl Config {
                 Config::DRAIN_TIMEOUT_MAX
             )));
         }
+        Ok(())
+    }
+
+    /// The per-worker limits.
+    fn validate_limits(&self) -> Result<(), Error> {
         let l = &self.limits;
         if l.connections_max == 0 || l.connections_max > Limits::CONNECTIONS_MAX {
             return Err(Error::config(format!(
@@ -433,6 +451,11 @@ impl Config {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// The io_uring options, and the ring they size.
+    fn validate_uring(&self) -> Result<(), Error> {
         let u = &self.uring;
         if !u.recv_buffers.is_power_of_two()
             || u.recv_buffers > ringmaster_uring::BUF_RING_ENTRIES_MAX
