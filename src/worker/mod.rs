@@ -42,6 +42,9 @@ const REAP_BATCH: usize = 256;
 const POOL_RETAIN_MAX: usize = 1024;
 /// Buffers allocated at start, so that a light load never allocates.
 const POOL_PREFILL: usize = 64;
+const _: () = assert!(POOL_PREFILL <= POOL_RETAIN_MAX);
+/// The IPC read buffer's size: two frames, so that a frame split across reads fits.
+const IPC_BUF_BYTES: usize = 2 * ipc::FRAME_BYTES_MAX;
 
 /// What a completion is about: the tag each operation carries through the ring's in-flight
 /// table.
@@ -309,9 +312,3 @@ fn descriptor_limit() -> u32 {
     })
 }
 
-// The ring's in-flight table must hold every operation a full worker can have pending:
-// checked where the sizes are computed (`Config::ring_sizes`).
-const _: () = assert!(REAP_BATCH > 0 && POOL_PREFILL <= POOL_RETAIN_MAX);
-
-/// The IPC read buffer's size: two frames, so that a frame split across reads fits.
-const IPC_BUF_BYTES: usize = 2 * ipc::FRAME_BYTES_MAX;
