@@ -311,4 +311,3 @@ fn descriptor_limit() -> u32 {
         u32::try_from(soft).unwrap_or(u32::MAX)
     })
 }
-
