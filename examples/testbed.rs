@@ -14,14 +14,19 @@
 //! The master's `on_message` hook answers `echo:TEXT` to the sender, and for
 //! `broadcast:TEXT` sends TEXT to every worker. Hooks log `testbed: EVENT ...` lines.
 //!
+//! `TESTBED_ASYNC=1` serves the same paths through an async handler (each answered at its
+//! first poll), plus the async ones: `/wait?ms=N` answers Hello World after a ring timer of
+//! N ms; `/panic-async` panics after an await.
+//!
 //! `TESTBED_START=config` makes `Handler::start` fail (a configuration error: no respawn
 //! loop); `TESTBED_START=exit` or `exit:SLOT` makes the worker (of that slot) exit with
 //! code 3 at start (a crash: respawned with backoff until the slot is errored).
 //! `TESTBED_START_FILE=PATH` reads the same choice from a file at each start (absent: a
 //! normal start), plus `hang`: never become ready.
 
-use ringmaster::{send_to_master, Handler, Request, Response, Server, WorkerInfo};
+use ringmaster::{send_to_master, Handler, OwnedRequest, Request, Response, Server, WorkerInfo};
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 #[derive(Default)]
@@ -29,7 +34,40 @@ struct Testbed {
     inbox: RefCell<Vec<u8>>,
 }
 
-fn query<'a>(req: &Request<'a>, key: &str) -> Option<&'a str> {
+/// What the paths read of a request, borrowed or owned.
+trait Req {
+    fn path(&self) -> &str;
+    fn target(&self) -> &str;
+    fn host(&self) -> Option<&str>;
+    fn query(&self) -> Option<&str>;
+    fn body(&self) -> &[u8];
+}
+
+macro_rules! impl_req {
+    ($t:ty) => {
+        impl Req for $t {
+            fn path(&self) -> &str {
+                <$t>::path(self)
+            }
+            fn target(&self) -> &str {
+                <$t>::target(self)
+            }
+            fn host(&self) -> Option<&str> {
+                <$t>::host(self)
+            }
+            fn query(&self) -> Option<&str> {
+                <$t>::query(self)
+            }
+            fn body(&self) -> &[u8] {
+                <$t>::body(self)
+            }
+        }
+    };
+}
+impl_req!(Request<'_>);
+impl_req!(OwnedRequest);
+
+fn query<'a>(req: &'a impl Req, key: &str) -> Option<&'a str> {
     req.query()?
         .split('&')
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
@@ -37,6 +75,38 @@ fn query<'a>(req: &Request<'a>, key: &str) -> Option<&'a str> {
 
 impl Handler for Testbed {
     fn handle(&self, req: &Request<'_>, res: &mut Response) {
+        self.answer(req, res)
+    }
+
+    fn start(&self, worker: &WorkerInfo) -> Result<(), String> {
+        start(worker)
+    }
+
+    fn on_message(&self, bytes: &[u8]) {
+        *self.inbox.borrow_mut() = bytes.to_vec();
+    }
+}
+
+/// The async paths, and the others as the sync handler answers them.
+async fn answer_async(testbed: Rc<Testbed>, req: OwnedRequest) -> Response {
+    let mut res = Response::new();
+    match req.path() {
+        "/wait" => {
+            let ms = query(&req, "ms").and_then(|v| v.parse().ok()).unwrap_or(1);
+            ringmaster::rt::sleep(Duration::from_millis(ms)).await;
+            res.header("Content-Type", "text/plain").body("Hello World");
+        }
+        "/panic-async" => {
+            ringmaster::rt::sleep(Duration::from_millis(1)).await;
+            panic!("testbed: /panic-async requested");
+        }
+        _ => testbed.answer(&req, &mut res),
+    }
+    res
+}
+
+impl Testbed {
+    fn answer(&self, req: &impl Req, res: &mut Response) {
         match req.path() {
             "/" => {
                 res.header("Content-Type", "text/plain").body("Hello World");
@@ -91,8 +161,10 @@ impl Handler for Testbed {
             }
         }
     }
+}
 
-    fn start(&self, worker: &WorkerInfo) -> Result<(), String> {
+fn start(worker: &WorkerInfo) -> Result<(), String> {
+    {
         let from_file = std::env::var("TESTBED_START_FILE")
             .ok()
             .and_then(|path| std::fs::read_to_string(path).ok());
@@ -109,13 +181,14 @@ impl Handler for Testbed {
             _ => Ok(()),
         }
     }
-
-    fn on_message(&self, bytes: &[u8]) {
-        *self.inbox.borrow_mut() = bytes.to_vec();
-    }
 }
 
 fn main() {
+    if std::env::var_os("TESTBED_ASYNC").is_some() {
+        let testbed = Rc::new(Testbed::default());
+        let server = Server::new_async(move |req: OwnedRequest| answer_async(testbed.clone(), req));
+        std::process::exit(ringmaster::cli::run(server));
+    }
     let server = Server::new(Testbed::default())
         .on_fork(|_, w| eprintln!("testbed: fork slot={} pid={}", w.slot, w.pid))
         .on_online(|cluster, w| {

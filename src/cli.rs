@@ -16,7 +16,7 @@
 //! master over its control socket. Every usage error is one line on stderr and exit code 2.
 
 use crate::control::{PathOrigin, RequestError};
-use crate::{Config, ErrorKind, Handler, ListenMode, LogFormat, Server, Workers};
+use crate::{Config, ErrorKind, ListenMode, LogFormat, Serve, Server, Workers};
 use clap::{Args, Parser, Subcommand};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -143,6 +143,13 @@ struct ServeArgs {
     /// owes, over 5 s windows (slower: reset); 0 disables. [default: 1024]
     #[arg(long, value_name = "BYTES")]
     send_rate_min: Option<u32>,
+    /// Async handler futures in flight per worker; at the bound, connections wait for a
+    /// slot and are not read. [default: 10000]
+    #[arg(long, value_name = "N")]
+    handlers_max: Option<u32>,
+    /// Seconds an async handler may take to answer (late: 503 and a close). [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    handler_timeout: Option<Duration>,
     /// Slots a reload replaces at once. [default: 1]
     #[arg(long, value_name = "N")]
     reload_parallel: Option<u32>,
@@ -254,6 +261,8 @@ impl ServeArgs {
         set(&mut c.limits.idle_timeout, &self.idle_timeout);
         set(&mut c.limits.send_timeout, &self.send_timeout);
         set(&mut c.limits.send_rate_min, &self.send_rate_min);
+        set(&mut c.limits.handlers_max, &self.handlers_max);
+        set(&mut c.limits.handler_timeout, &self.handler_timeout);
         set(&mut c.reload_parallel, &self.reload_parallel);
         set(&mut c.ready_timeout, &self.ready_timeout);
         set(&mut c.respawn_failures_max, &self.respawn_failures_max);
@@ -354,7 +363,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// Parses the process's arguments and runs what they ask: serves with `server` (the flags
 /// given override its configuration) or talks to a running master. Returns the exit code.
-pub fn run<H: Handler>(server: Server<H>) -> i32 {
+pub fn run<H: Serve>(server: Server<H>) -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -382,7 +391,7 @@ pub fn run<H: Handler>(server: Server<H>) -> i32 {
     }
 }
 
-fn serve<H: Handler>(server: Server<H>, args: &ServeArgs) -> i32 {
+fn serve<H: Serve>(server: Server<H>, args: &ServeArgs) -> i32 {
     let config = args.apply(server.config_ref().clone());
     match server.config(config).run() {
         Ok(()) => 0,

@@ -79,6 +79,15 @@ pub struct Limits {
     /// reset instead of pinning them. The bytes counted are those the client acknowledged,
     /// not those the kernel buffered. 0 disables the check. Default 1024.
     pub send_rate_min: u32,
+    /// Async handler futures in flight per worker (an [`AsyncHandler`](crate::AsyncHandler)'s
+    /// requests waiting at once). At the bound, a connection whose next request is whole
+    /// waits for a slot and is not read meanwhile (backpressure); nothing queues without
+    /// limit. Default 10,000; at most [`Limits::HANDLERS_MAX`].
+    pub handlers_max: u32,
+    /// An async handler's future that has not answered this long after its request arrived
+    /// (or a request that waited this long for a slot) is dropped, cancelling what it waited
+    /// on, and its client answered `503` with a close. Default 30 s.
+    pub handler_timeout: Duration,
 }
 
 impl Limits {
@@ -94,6 +103,8 @@ impl Limits {
     pub const HEAD_PART_BYTES_MAX: u32 = 1 << 20;
     /// The largest request body limit: 1 GiB (a body is held whole in memory).
     pub const REQUEST_BODY_BYTES_MAX: u32 = 1 << 30;
+    /// The largest `handlers_max`: the futures' table is allocated whole at start.
+    pub const HANDLERS_MAX: u32 = 100_000;
 
     pub(crate) fn head(&self) -> HeadLimits {
         HeadLimits {
@@ -110,6 +121,7 @@ impl Limits {
             send: self.send_timeout,
             body_rate_min: u64::from(self.request_body_rate_min),
             send_rate_min: u64::from(self.send_rate_min),
+            handler: self.handler_timeout,
         }
     }
 }
@@ -125,6 +137,8 @@ pub(crate) struct Timeouts {
     /// Minimum rate at which a client takes the response bytes it owes, bytes per second;
     /// 0 for none.
     pub(crate) send_rate_min: u64,
+    /// How long an async handler's future may take (and a request wait for a slot).
+    pub(crate) handler: Duration,
 }
 
 impl Default for Limits {
@@ -140,6 +154,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
             send_rate_min: 1024,
+            handlers_max: 10_000,
+            handler_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -373,6 +389,7 @@ impl Config {
             ("request-head-timeout", self.limits.request_head_timeout),
             ("idle-timeout", self.limits.idle_timeout),
             ("send-timeout", self.limits.send_timeout),
+            ("handler-timeout", self.limits.handler_timeout),
             ("ready-timeout", self.ready_timeout),
             ("respawn-window", self.respawn_window),
             ("min-uptime", self.min_uptime),
@@ -422,6 +439,13 @@ impl Config {
                 "connections-max = {} is out of range; use 1..={} per worker",
                 l.connections_max,
                 Limits::CONNECTIONS_MAX
+            )));
+        }
+        if l.handlers_max == 0 || l.handlers_max > Limits::HANDLERS_MAX {
+            return Err(Error::config(format!(
+                "handlers-max = {} is out of range; use 1..={} per worker",
+                l.handlers_max,
+                Limits::HANDLERS_MAX
             )));
         }
         let (head_min, head_max) = (Limits::HEAD_PART_BYTES_MIN, Limits::HEAD_PART_BYTES_MAX);
@@ -507,8 +531,13 @@ pub(crate) const ACCEPT_SINGLE_DEPTH: u32 = 4;
 /// [`ACCEPT_SINGLE_DEPTH`] single ones, and a cancel of each.
 const ACCEPT_OPS_PER_LISTENER: u32 = 2 * ACCEPT_SINGLE_DEPTH;
 /// The side channels' operations: the IPC read, the signal read, the tick, an access log
-/// write.
-const SIDE_OPS: u32 = 4;
+/// write, the read of the wake eventfd (async handlers woken from other threads).
+const SIDE_OPS: u32 = 5;
+/// The ring operations of async handlers' futures: [`rt::OPS_MAX`](crate::rt::OPS_MAX), and
+/// a cancel of each. Their completions are not counted for the completion queue: they come
+/// as the futures' waits end, spread over turns, and a turn that overflows the queue loses
+/// nothing (`IORING_FEAT_NODROP`).
+const RT_OPS: u32 = 2 * crate::rt::OPS_MAX as u32;
 
 // The relation `Limits::CONNECTIONS_MAX` documents: at its bound, with the default receive
 // buffers and backlog, the completion queue fits the kernel's largest.
@@ -528,7 +557,8 @@ const _: () = assert!(
     (Limits::CONNECTIONS_MAX as u64 * OPS_PER_CONNECTION_MAX as u64
         + ACCEPT_OPS_PER_LISTENER as u64 * Config::WORKERS_MAX as u64
         + Config::BACKLOG_MAX as u64
-        + SIDE_OPS as u64)
+        + SIDE_OPS as u64
+        + RT_OPS as u64)
         < u32::MAX as u64
 );
 /// Submission queue entries per worker. A turn that pushes more submits early.
@@ -554,7 +584,8 @@ impl Config {
         let inflight_max = c * OPS_PER_CONNECTION_MAX
             + ACCEPT_OPS_PER_LISTENER * Config::WORKERS_MAX
             + accept_queue
-            + SIDE_OPS;
+            + SIDE_OPS
+            + RT_OPS;
         let cq = c * COMPLETIONS_PER_CONNECTION
             + u32::from(self.uring.recv_buffers)
             + accept_queue

@@ -1,7 +1,11 @@
-//! The handler: what every worker runs for each request.
+//! The handler: what every worker runs for each request, sync ([`Handler`]) or async
+//! ([`AsyncHandler`]), and [`Serve`], which the server is generic over.
 
 use crate::cluster::WorkerInfo;
-use crate::http::{Request, Response};
+use crate::http::{OwnedRequest, Request, Response};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// What every worker runs for each request: the counterpart of the callback given to Node's
 /// `http.createServer`.
@@ -51,5 +55,131 @@ pub struct HelloWorld;
 impl Handler for HelloWorld {
     fn handle(&self, _req: &Request<'_>, res: &mut Response) {
         res.header("Content-Type", "text/plain").body("Hello World");
+    }
+}
+
+/// A handler that waits: it returns a future that answers the request, run on the worker's
+/// own thread by its executor, and everything it waits on (timers, sockets, files) goes
+/// through the worker's own io_uring (see [`rt`](crate::rt)). The counterpart of Node's
+/// `http.createServer(async (req, res) => …)`. Serve it with [`Server::new_async`](crate::Server::new_async).
+///
+/// Many requests wait at once per worker (at most
+/// [`Limits::handlers_max`](crate::Limits::handlers_max)); on one connection, pipelined
+/// requests are still answered in order. A client that disconnects drops its request's
+/// future (what it waited on is cancelled); a future past
+/// [`Limits::handler_timeout`](crate::Limits::handler_timeout) is dropped and its client
+/// answered `503`. A panic, before or after an await, is treated as a [`Handler`]'s.
+///
+/// Closures `Fn(OwnedRequest) -> impl Future<Output = Response>` are async handlers.
+pub trait AsyncHandler: 'static {
+    /// The future of one request.
+    type Future: Future<Output = Response> + 'static;
+
+    /// Starts answering one request.
+    fn call(&self, req: OwnedRequest) -> Self::Future;
+
+    /// As [`Handler::start`].
+    fn start(&self, worker: &WorkerInfo) -> Result<(), String> {
+        let _ = worker;
+        Ok(())
+    }
+
+    /// As [`Handler::on_message`].
+    fn on_message(&self, bytes: &[u8]) {
+        let _ = bytes;
+    }
+}
+
+impl<F, Fut> AsyncHandler for F
+where
+    F: Fn(OwnedRequest) -> Fut + 'static,
+    Fut: Future<Output = Response> + 'static,
+{
+    type Future = Fut;
+
+    fn call(&self, req: OwnedRequest) -> Fut {
+        self(req)
+    }
+}
+
+/// An [`AsyncHandler`] as a server serves it (see [`Server::new_async`](crate::Server::new_async)).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Async<A>(pub A);
+
+/// What a [`Server`](crate::Server) runs: a [`Handler`], or an [`AsyncHandler`] wrapped in
+/// [`Async`]. Implemented for both; there is nothing else to implement it for.
+pub trait Serve: sealed::Sealed + 'static {
+    #[doc(hidden)]
+    type Future: Future<Output = Response> + 'static;
+    #[doc(hidden)]
+    const ASYNC: bool;
+    #[doc(hidden)]
+    fn handle_now(&self, req: &Request<'_>, res: &mut Response);
+    #[doc(hidden)]
+    fn call_async(&self, req: OwnedRequest) -> Self::Future;
+    #[doc(hidden)]
+    fn start_worker(&self, worker: &WorkerInfo) -> Result<(), String>;
+    #[doc(hidden)]
+    fn message(&self, bytes: &[u8]);
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<T: super::Handler> Sealed for T {}
+    impl<A: super::AsyncHandler> Sealed for super::Async<A> {}
+}
+
+/// The future type of a sync handler: never made.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum NoFuture {}
+
+impl Future for NoFuture {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Response> {
+        match *self {}
+    }
+}
+
+impl<T: Handler> Serve for T {
+    type Future = NoFuture;
+    const ASYNC: bool = false;
+
+    fn handle_now(&self, req: &Request<'_>, res: &mut Response) {
+        self.handle(req, res)
+    }
+
+    fn call_async(&self, _: OwnedRequest) -> NoFuture {
+        unreachable!("a sync handler is called in place")
+    }
+
+    fn start_worker(&self, worker: &WorkerInfo) -> Result<(), String> {
+        self.start(worker)
+    }
+
+    fn message(&self, bytes: &[u8]) {
+        self.on_message(bytes)
+    }
+}
+
+impl<A: AsyncHandler> Serve for Async<A> {
+    type Future = A::Future;
+    const ASYNC: bool = true;
+
+    fn handle_now(&self, _: &Request<'_>, _: &mut Response) {
+        unreachable!("an async handler is called with an owned request")
+    }
+
+    fn call_async(&self, req: OwnedRequest) -> A::Future {
+        self.0.call(req)
+    }
+
+    fn start_worker(&self, worker: &WorkerInfo) -> Result<(), String> {
+        self.0.start(worker)
+    }
+
+    fn message(&self, bytes: &[u8]) {
+        self.0.on_message(bytes)
     }
 }

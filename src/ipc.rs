@@ -96,10 +96,53 @@ stats! {
     accept_overflow,
     /// Access log lines dropped because the buffer was full (the disk fell behind).
     access_log_dropped,
+    /// Async handlers' futures dropped because their client went away.
+    handlers_cancelled,
+    /// Async handlers' futures dropped at the handler timeout (answered `503`).
+    handlers_timed_out,
+    /// Async handlers' futures waiting now (a gauge).
+    handlers_in_flight,
+    /// Tasks spawned with `rt::spawn` running now (a gauge).
+    tasks_spawned,
+    /// Ring operations of futures in the runtime's table now, those being cancelled
+    /// included (a gauge).
+    rt_ops_in_flight,
+    /// Ring operations in flight now, all of them (a gauge).
+    ring_in_flight,
+    /// The worker's open descriptors now (a gauge).
+    descriptors,
+    /// Free buffers in the worker's pool now (a gauge).
+    buffers_free,
 }
 
-const STATS_FIELDS: usize = 19;
+const STATS_FIELDS: usize = 27;
+
+/// The fields of [`Stats`] that are gauges (a value now), not totals: summing a worker's
+/// past values would mean nothing.
+pub const STATS_GAUGES: [&str; 7] = [
+    "connections",
+    "handlers_in_flight",
+    "tasks_spawned",
+    "rt_ops_in_flight",
+    "ring_in_flight",
+    "descriptors",
+    "buffers_free",
+];
 const STATS_BYTES: usize = STATS_FIELDS * 8;
+
+impl Stats {
+    /// These totals with every gauge (see [`STATS_GAUGES`]) taken from `now` instead.
+    pub fn gauges_from(&self, now: &Stats) -> Stats {
+        let mut words = self.to_words();
+        let live = now.to_words();
+        for (i, (name, _)) in self.named().iter().enumerate() {
+            if STATS_GAUGES.contains(name) {
+                words[i] = live[i];
+            }
+        }
+        Stats::from_words(words)
+    }
+}
 
 /// One message, in either direction.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -71,6 +71,7 @@ mod log;
 mod master;
 mod metrics;
 mod pool;
+pub mod rt;
 mod systemd;
 mod worker;
 
@@ -80,21 +81,28 @@ pub use config::{Config, Limits, ListenMode, LogFormat, UringOptions, Workers};
 #[doc(hidden)]
 pub use connection::drive;
 pub use error::{Error, ErrorKind};
-pub use handler::{Handler, HelloWorld};
-pub use http::{HeaderError, Request, Response, StatusError, Version};
+pub use handler::{Async, AsyncHandler, Handler, HelloWorld, Serve};
+pub use http::{HeaderError, OwnedRequest, Request, Response, StatusError, Version};
 
 /// A server: the listening address, the workers and their limits, and the handler.
 ///
 /// Built with chained setters, started with [`run`](Server::run).
-pub struct Server<H: Handler> {
+pub struct Server<H: Serve> {
     config: Config,
     handler: H,
     hooks: cluster::Hooks,
 }
 
-impl<H: Handler> Server<H> {
-    /// A server for `handler` with [`Config::default`] (listening on `0.0.0.0:3000`, one
-    /// worker per allowed CPU).
+impl<A: AsyncHandler> Server<Async<A>> {
+    /// A server for an async handler: `Server::new(Async(handler))`.
+    pub fn new_async(handler: A) -> Server<Async<A>> {
+        Server::new(Async(handler))
+    }
+}
+
+impl<H: Serve> Server<H> {
+    /// A server for `handler` (a [`Handler`], or an [`AsyncHandler`] in [`Async`]) with
+    /// [`Config::default`] (listening on `0.0.0.0:3000`, one worker per allowed CPU).
     pub fn new(handler: H) -> Server<H> {
         Server {
             config: Config::default(),

@@ -40,7 +40,7 @@ use crate::ipc::Message;
 use crate::log::{log, log_limited};
 use crate::metrics::MetricsServer;
 use crate::systemd;
-use crate::Handler;
+use crate::Serve;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -50,11 +50,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Runs the master until shutdown. See [`Server::run`](crate::Server::run).
-pub(crate) fn run<H: Handler>(
-    config: &Config,
-    handler: &H,
-    hooks: &mut Hooks,
-) -> Result<(), Error> {
+pub(crate) fn run<H: Serve>(config: &Config, handler: &H, hooks: &mut Hooks) -> Result<(), Error> {
     let (config, access_log) = startup::prepare(config)?;
     let config = &config;
     let cpus = startup::allowed_cpus()?;
@@ -174,7 +170,7 @@ struct Ready {
     pipes: Vec<Pid>,
 }
 
-impl<'a, H: Handler> Master<'a, H> {
+impl<'a, H: Serve> Master<'a, H> {
     fn new(
         config: &'a Config,
         handler: &'a H,

@@ -183,6 +183,36 @@ const EXPORTED: &[(&str, &str, &str, &str)] = &[
         "counter",
     ),
     (
+        "handlers_cancelled",
+        "ringmaster_handlers_cancelled_total",
+        "Async handlers' futures dropped because their client went away.",
+        "counter",
+    ),
+    (
+        "handlers_timed_out",
+        "ringmaster_handlers_timed_out_total",
+        "Async handlers' futures dropped at the handler timeout (answered 503).",
+        "counter",
+    ),
+    (
+        "handlers_in_flight",
+        "ringmaster_handlers_in_flight",
+        "Async handlers' futures waiting now.",
+        "gauge",
+    ),
+    (
+        "tasks_spawned",
+        "ringmaster_tasks_spawned",
+        "Spawned tasks running now.",
+        "gauge",
+    ),
+    (
+        "rt_ops_in_flight",
+        "ringmaster_rt_ops_in_flight",
+        "Ring operations of async handlers' futures now.",
+        "gauge",
+    ),
+    (
         "access_log_dropped",
         "ringmaster_access_log_dropped_total",
         "Access log lines dropped because the disk fell behind.",

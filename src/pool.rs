@@ -42,8 +42,7 @@ impl BufPool {
     }
 
     /// Buffers waiting in the pool.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub(crate) fn free(&self) -> usize {
         self.free.len()
     }
 }
@@ -55,16 +54,16 @@ mod tests {
     #[test]
     fn keeps_at_most_its_bound_and_drops_overgrown_buffers() {
         let mut pool = BufPool::new(2, 1);
-        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.free(), 1);
         let a = pool.take();
         assert_eq!(a.capacity(), BUF_BYTES);
         pool.put(a);
         pool.put(Vec::with_capacity(10));
         pool.put(Vec::with_capacity(10));
-        assert_eq!(pool.len(), 2, "bounded");
+        assert_eq!(pool.free(), 2, "bounded");
         pool.take();
         pool.put(Vec::with_capacity(RETAIN_BYTES_MAX + 1));
         pool.put(Vec::new());
-        assert_eq!(pool.len(), 1, "over-grown and empty buffers are dropped");
+        assert_eq!(pool.free(), 1, "over-grown and empty buffers are dropped");
     }
 }

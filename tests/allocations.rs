@@ -45,3 +45,40 @@ fn answering_requests_allocates_nothing_once_warm() {
     assert_eq!(count, 0, "allocations on the hot path");
     assert_eq!(conn.requests(), 1100 * (1 + 16 + 1 + 16));
 }
+
+/// An async Hello World that answers at its first poll.
+struct AsyncHello;
+
+impl ringmaster::AsyncHandler for AsyncHello {
+    type Future = std::future::Ready<ringmaster::Response>;
+
+    fn call(&self, req: ringmaster::OwnedRequest) -> Self::Future {
+        let mut res = ringmaster::Response::new();
+        res.header("Content-Type", "text/plain").write(req.path());
+        std::future::ready(res)
+    }
+}
+
+#[test]
+fn an_async_handler_gets_its_owned_request_and_response_without_allocating_once_warm() {
+    static HANDLER: ringmaster::Async<AsyncHello> = ringmaster::Async(AsyncHello);
+    let mut conn = Driver::new(&HANDLER);
+    let one = b"GET /async HTTP/1.1\r\nHost: bench\r\nX-A: 1\r\n\r\n".to_vec();
+    let eight = one.repeat(8);
+    let post = b"POST /p HTTP/1.1\r\nHost: bench\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+    let mut work = || {
+        assert!(conn.feed(&one) > 0);
+        assert!(conn.feed(&eight) > 0);
+        assert!(conn.feed(&post) > 0);
+    };
+    for _ in 0..100 {
+        work();
+    }
+    let count = allocations(|| {
+        for _ in 0..1000 {
+            work();
+        }
+    });
+    assert_eq!(count, 0, "allocations per async request");
+    assert_eq!(conn.requests(), 1100 * (1 + 8 + 1));
+}

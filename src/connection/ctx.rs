@@ -5,6 +5,8 @@ use crate::config::Timeouts;
 use crate::http::date::DateCache;
 use crate::http::{HeadLimits, Response};
 use crate::pool::BufPool;
+use crate::rt::Tasks;
+use crate::Serve;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -21,6 +23,10 @@ pub(crate) struct Counters {
     pub(crate) responses: [u64; 5],
     /// Requests answered 500 because the handler panicked or misused its `Response`.
     pub(crate) handler_failures: u64,
+    /// Async handlers' futures dropped because their client went away.
+    pub(crate) handlers_cancelled: u64,
+    /// Async handlers' futures dropped at the handler timeout (answered 503).
+    pub(crate) handlers_timed_out: u64,
 }
 
 impl Counters {
@@ -99,8 +105,12 @@ impl AccessLog {
 
 /// What processing needs besides the connection: owned by the worker, shared by all its
 /// connections.
-pub(crate) struct Ctx<'h, H> {
+pub(crate) struct Ctx<'h, H: Serve> {
     pub(crate) handler: &'h H,
+    /// The async handler's futures in flight (none for a sync handler).
+    pub(crate) tasks: Tasks<H::Future>,
+    /// The slot of the connection being processed (the owner of a task it starts).
+    pub(crate) conn: u32,
     /// The response every request is answered into (reset before each).
     pub(crate) res: Response,
     pub(crate) date: DateCache,

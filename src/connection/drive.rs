@@ -7,7 +7,7 @@ use crate::config::Limits;
 use crate::http::date::DateCache;
 use crate::http::{Request, Response};
 use crate::pool::BufPool;
-use crate::Handler;
+use crate::{Handler, Serve};
 use ringmaster_uring::{Desc, OpId};
 use std::time::Instant;
 
@@ -27,14 +27,19 @@ impl Handler for Echo {
     }
 }
 
+/// Async handler futures a standalone context has room for.
+const STANDALONE_TASKS: usize = 16;
+
 /// A context with the default limits, a fixed `Date` (the epoch) and no access log: a
 /// connection's surroundings without a worker.
-pub(crate) fn standalone<H: Handler>(handler: &H) -> Ctx<'_, H> {
+pub(crate) fn standalone<H: Serve>(handler: &H) -> Ctx<'_, H> {
     let limits = Limits::default();
     let mut date = DateCache::new();
     date.update(0);
     Ctx {
         handler,
+        tasks: crate::rt::Tasks::new(if H::ASYNC { STANDALONE_TASKS } else { 0 }),
+        conn: 0,
         res: Response::new(),
         date,
         limits: limits.head(),
@@ -71,7 +76,7 @@ impl Ringless {
 
     /// Carries out every act the connection asks for, completing each at once; returns
     /// the bytes sent (each send through `sent`) and whether the slot was freed.
-    pub(crate) fn run<H: Handler>(
+    pub(crate) fn run<H: Serve>(
         &mut self,
         conn: &mut Conn,
         ctx: &mut Ctx<'_, H>,
@@ -114,12 +119,7 @@ impl Ringless {
     }
 
     /// Bytes arrive on the armed receive, which ends with them when it is single-shot.
-    pub(crate) fn deliver<H: Handler>(
-        &mut self,
-        conn: &mut Conn,
-        data: &[u8],
-        ctx: &mut Ctx<'_, H>,
-    ) {
+    pub(crate) fn deliver<H: Serve>(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<'_, H>) {
         conn.on_data(data, ctx);
         if let Some((_, false)) = self.recv {
             self.recv = None;
@@ -129,7 +129,7 @@ impl Ringless {
 
     /// The armed receive ends with `end` (end of stream, a reset).
     #[cfg(test)]
-    pub(crate) fn end<H: Handler>(&mut self, conn: &mut Conn, end: RecvEnd, ctx: &mut Ctx<'_, H>) {
+    pub(crate) fn end<H: Serve>(&mut self, conn: &mut Conn, end: RecvEnd, ctx: &mut Ctx<'_, H>) {
         if self.recv.take().is_some() {
             conn.on_recv_end(end, ctx);
         }
@@ -138,17 +138,17 @@ impl Ringless {
 
 /// One connection kept across calls, as a worker keeps it: for measuring the steady
 /// state (a counting allocator sees the hot path allocate nothing once warm).
-pub struct Driver<H: Handler + 'static> {
+pub struct Driver<H: Serve + 'static> {
     ctx: Ctx<'static, H>,
     conn: Conn,
     ring: Ringless,
 }
 
-impl<H: Handler + 'static> Driver<H> {
+impl<H: Serve + 'static> Driver<H> {
     /// A connection for `handler` with the default limits.
     pub fn new(handler: &'static H) -> Driver<H> {
         let ctx = standalone(handler);
-        let conn = Conn::new(Desc::Plain(-1), None, ctx.now);
+        let conn = Conn::new(0, Desc::Plain(-1), None, ctx.now);
         Driver {
             ctx,
             conn,
@@ -187,7 +187,7 @@ pub struct Outcome {
 /// `Date`), sending its output as soon as it has any.
 pub fn feed(chunks: &[&[u8]]) -> Outcome {
     let mut ctx = standalone(&Echo);
-    let mut conn = Conn::new(Desc::Plain(-1), None, ctx.now);
+    let mut conn = Conn::new(0, Desc::Plain(-1), None, ctx.now);
     let mut ring = Ringless::default();
     let mut sent = Vec::new();
     ring.run(&mut conn, &mut ctx, |b| sent.extend_from_slice(b));

@@ -28,9 +28,9 @@ pub(crate) use send_rate::SendWatch;
 
 use crate::config::Timeouts;
 use crate::pool::BufPool;
-use crate::Handler;
+use crate::Serve;
 use output::Output;
-use process::ChunkedBody;
+use process::{ChunkedBody, Pending};
 use ringmaster_uring::{Desc, OpId};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -150,6 +150,10 @@ enum Wait {
     Body { window: Instant, bytes: u64 },
     /// Nothing from the client: whole requests wait for the output to drain.
     Output,
+    /// The async handler's future for the request taken at `since` (handler timeout).
+    Handler { since: Instant },
+    /// A whole request waits, since `since`, for a handler slot (handler timeout).
+    Room { since: Instant },
 }
 
 /// What happens to a connection whose timer ran out.
@@ -161,6 +165,8 @@ pub(crate) enum Expiry {
     Close,
     /// The client does not read: drop the output and reset.
     Abort,
+    /// The handler did not answer in time (or no slot freed in time): `503`, then close.
+    HandlerTimeout,
 }
 
 /// How a receive operation ended (its last completion).
@@ -204,6 +210,8 @@ pub(crate) enum Act {
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
+    /// Its slot in the worker's table: the owner of a task it starts.
+    slot: u32,
     fd: Desc,
     /// The client's address, looked up only when an access log is kept.
     peer: Option<IpAddr>,
@@ -226,12 +234,15 @@ pub(crate) struct Conn {
     taken: u64,
     /// The minimum send rate's watch.
     send_watch: SendWatch,
+    /// The request whose async handler's future waits, if any.
+    awaiting: Option<Pending>,
 }
 
 impl Conn {
     /// A connection accepted at `now`.
-    pub(crate) fn new(fd: Desc, peer: Option<IpAddr>, now: Instant) -> Conn {
+    pub(crate) fn new(slot: u32, fd: Desc, peer: Option<IpAddr>, now: Instant) -> Conn {
         Conn {
+            slot,
             fd,
             peer,
             phase: Phase::Open,
@@ -246,6 +257,7 @@ impl Conn {
             sent: 0,
             taken: 0,
             send_watch: SendWatch::Off,
+            awaiting: None,
         }
     }
 
@@ -263,7 +275,16 @@ impl Conn {
 
     /// The receive operation ended (its last completion), after any data it carried was
     /// handed to [`Conn::on_data`].
-    pub(crate) fn on_recv_end<H: Handler>(&mut self, end: RecvEnd, ctx: &mut Ctx<'_, H>) {
+    pub(crate) fn on_recv_end<H: Serve>(&mut self, end: RecvEnd, ctx: &mut Ctx<'_, H>) {
+        if matches!(end, RecvEnd::Eof | RecvEnd::Failed) && self.awaiting.is_some() {
+            // The client went away while its request's future waited (a half-close is
+            // taken as going away, as nginx takes it for a proxied request): the future is
+            // dropped, cancelling what it waited on, and nothing more is answered.
+            ctx.counters.handlers_cancelled += 1;
+            self.end_task(ctx);
+            self.discard(&mut ctx.pool);
+            self.phase = Phase::Finishing(AfterOutput::Close);
+        }
         self.recv = match end {
             RecvEnd::Eof => Recv::Ended,
             RecvEnd::Stopped | RecvEnd::NoBuffers | RecvEnd::Cancelled => Recv::Idle,
@@ -276,14 +297,15 @@ impl Conn {
                 Recv::Ended
             }
         };
-        if self.recv == Recv::Ended && self.phase == Phase::Open && self.wait != Wait::Output {
-            // Requests held back by the output bound are answered once it drains (resume).
+        if self.recv == Recv::Ended && self.phase == Phase::Open && !self.holds_requests() {
+            // Requests held back by the output bound or for a handler slot are answered
+            // once it drains or one frees.
             self.settle_end_of_input(ctx);
         }
     }
 
     /// A send completed with `result`, handing back its buffer.
-    pub(crate) fn on_sent<H: Handler>(
+    pub(crate) fn on_sent<H: Serve>(
         &mut self,
         result: std::io::Result<u32>,
         buf: Vec<u8>,
@@ -342,7 +364,7 @@ impl Conn {
     /// 408, idle and linger ends close, a send that makes no progress resets) and schedules
     /// a send-queue sample when one is due. Returns whether anything changed, so that the
     /// worker acts on the connection.
-    pub(crate) fn on_tick<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) -> bool {
+    pub(crate) fn on_tick<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) -> bool {
         let now = ctx.now;
         let expired = match self.expired(now, &ctx.timeouts) {
             Some(Expiry::RequestTimeout) => {
@@ -355,6 +377,17 @@ impl Conn {
             }
             Some(Expiry::Abort) => {
                 self.abort(ctx);
+                true
+            }
+            Some(Expiry::HandlerTimeout) => {
+                ctx.counters.timeouts += 1;
+                ctx.counters.handlers_timed_out += 1;
+                self.end_task(ctx);
+                self.input.clear();
+                if let Some(chunked) = self.chunked.take() {
+                    ctx.pool.put(chunked.body);
+                }
+                self.refuse(503, &"the handler did not answer in time", ctx);
                 true
             }
             None => {
@@ -370,7 +403,12 @@ impl Conn {
     /// The next thing the ring must do for this connection, if any. Each act moves the
     /// connection to the state it leads to; call until `None`. An act the worker must
     /// report (a send, a receive) is reported before the next call.
-    pub(crate) fn next_act<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) -> Option<Act> {
+    pub(crate) fn next_act<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) -> Option<Act> {
+        if self.phase != Phase::Open && self.awaiting.is_some() {
+            // Whatever ended the connection ends its request's future too.
+            ctx.counters.handlers_cancelled += 1;
+            self.end_task(ctx);
+        }
         if let Phase::Closing(step) = self.phase {
             return self.teardown_act(step, &mut ctx.pool);
         }
@@ -501,8 +539,16 @@ impl Conn {
         }
     }
 
+    /// Drops the future of the request that waits, if any: what it waited on is cancelled.
+    fn end_task<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) {
+        if let Some(pending) = self.awaiting.take() {
+            ctx.tasks.end(pending.task);
+            ctx.pool.put(pending.line);
+        }
+    }
+
     /// Resets a client that does not read, dropping the output.
-    fn abort<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
+    fn abort<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) {
         // Reset rather than close: a graceful close would leave the unsent bytes
         // (megabytes, for a client that stopped reading) queued in the kernel behind a FIN
         // the client never reads.
@@ -526,6 +572,12 @@ impl Conn {
     /// turn's end, which then has the send timer.
     fn expired(&self, now: Instant, t: &Timeouts) -> Option<Expiry> {
         let over = |since: Instant, limit: Duration| now.duration_since(since) >= limit;
+        if let (Phase::Open, Wait::Handler { since } | Wait::Room { since }) =
+            (self.phase, self.wait)
+        {
+            // Whatever the sends do: the handler's deadline is its own.
+            return over(since, t.handler).then_some(Expiry::HandlerTimeout);
+        }
         match (&self.phase, &self.send) {
             (Phase::Closing(_), _) => None,
             (Phase::Lingering { until, .. }, _) => (now >= *until).then_some(Expiry::Close),
@@ -559,7 +611,7 @@ impl Conn {
     }
 
     /// Answers `408 Request Timeout` and closes after a linger.
-    fn time_out<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
+    fn time_out<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) {
         ctx.counters.timeouts += 1;
         if let Some(chunked) = self.chunked.take() {
             ctx.pool.put(chunked.body);
@@ -573,7 +625,14 @@ impl Conn {
     /// lingering (input is read and dropped).
     fn wants_read(&self, output_bytes_max: usize) -> bool {
         match self.phase {
-            Phase::Open => self.output.len() < output_bytes_max,
+            // Waiting for a handler slot, nothing is read (backpressure); waiting for an
+            // answer, reading goes on until requests arrive behind it, so that a client
+            // that goes away is seen (and its future dropped).
+            Phase::Open => match self.wait {
+                Wait::Room { .. } => false,
+                Wait::Handler { .. } => self.input.is_empty(),
+                _ => self.output.len() < output_bytes_max,
+            },
             Phase::Lingering { .. } => true,
             Phase::Finishing(_) | Phase::Closing(_) => false,
         }
@@ -585,6 +644,7 @@ impl Conn {
             && self.output.is_empty()
             && self.input.is_empty()
             && self.chunked.is_none()
+            && self.awaiting.is_none()
     }
 
     /// Returns empty buffers to the pool: an idle connection holds none.

@@ -6,9 +6,12 @@ use super::output::{Output, BODY_COPY_BYTES_MAX};
 use super::{AfterOutput, Conn, Ctx, Drain, Interim, Phase, Recv, RecvMode, Wait};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::{encode, encode_error, encode_head, ConnectionHeader};
-use crate::http::{parse_head, Framing, Head, Parsed, Request, Version};
+use crate::http::{
+    parse_head, Framing, Head, OwnedRequest, Parsed, Request, Response, TargetForm, Version,
+};
 use crate::log::log_limited;
-use crate::Handler;
+use crate::rt::{Panicked, Started};
+use crate::Serve;
 use std::mem::MaybeUninit;
 
 /// The interim response to `Expect: 100-continue`.
@@ -28,6 +31,54 @@ pub(super) enum Next {
     /// The connection closes after its output is sent; the rest is dropped. `linger` says
     /// whether the client may still be sending (an error, or requests after a close).
     Close { linger: bool },
+    /// The async handler's future for the request just taken waits; the rest waits for
+    /// its answer.
+    Await(Pending),
+    /// The next request is whole, but the async handlers are at their bound
+    /// (`handlers_max`): it waits, unread past, for a slot.
+    Busy,
+}
+
+/// A request whose async handler's future waits: its task, and what answering it needs of
+/// its head.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) task: u32,
+    keep_alive: bool,
+    version: Version,
+    head_only: bool,
+    /// The request line, for the access log (empty when none is kept).
+    pub(super) line: Vec<u8>,
+}
+
+/// What encoding a response needs of its request's head.
+struct Meta<'a> {
+    keep_alive: bool,
+    version: Version,
+    head_only: bool,
+    line: &'a [u8],
+}
+
+impl<'a> Meta<'a> {
+    fn of(head: &'a Head<'_>) -> Meta<'a> {
+        Meta {
+            keep_alive: head.keep_alive,
+            version: head.version,
+            head_only: head.head_only,
+            line: head.request_line(),
+        }
+    }
+}
+
+impl Pending {
+    fn meta(&self) -> Meta<'_> {
+        Meta {
+            keep_alive: self.keep_alive,
+            version: self.version,
+            head_only: self.head_only,
+            line: &self.line,
+        }
+    }
 }
 
 /// A chunked body in progress. The head stays at the front of the connection's input.
@@ -41,11 +92,17 @@ pub(super) struct ChunkedBody {
 impl Conn {
     /// Handles bytes received. In the common case (nothing buffered) requests are parsed
     /// straight from `data`, the kernel's provided buffer; only a partial request is copied.
-    pub(crate) fn on_data<H: Handler>(&mut self, data: &[u8], ctx: &mut Ctx<'_, H>) {
+    pub(crate) fn on_data<H: Serve>(&mut self, data: &[u8], ctx: &mut Ctx<'_, H>) {
         ctx.counters.bytes_in += data.len() as u64;
-        ctx.peer = self.peer;
+        self.enter(ctx);
         if self.phase != Phase::Open {
             return; // Bytes after the last request, or while lingering: read and dropped.
+        }
+        if self.holds_requests() && self.chunked.is_none() {
+            // Requests wait for a handler's answer or a slot: later bytes are kept, within
+            // the bound below, and processed once it comes.
+            self.hold(data, ctx);
+            return;
         }
         if let Wait::Body { bytes, .. } = &mut self.wait {
             *bytes += data.len() as u64;
@@ -70,24 +127,99 @@ impl Conn {
                 self.input.extend_from_slice(keep);
             }
             self.after(next, ctx);
-        } else if self.input.len() + data.len()
-            > ctx.limits.input_bytes_max() + ctx.input_slack_bytes
-        {
-            // Only pipelined requests held back by a client that does not read get here:
-            // one request over the limits is refused at its head.
-            ctx.counters.errors += 1;
-            self.input.clear();
-            self.phase = Phase::Finishing(AfterOutput::Linger);
-            self.release_buffers(&mut ctx.pool);
-        } else {
-            self.input.extend_from_slice(data);
+        } else if self.hold(data, ctx) {
             self.process_input(ctx);
         }
     }
 
+    /// Adds `data` to the input without processing it. Past the bound (only pipelined
+    /// requests held back get here: one request over the limits is refused at its head)
+    /// the connection finishes. Returns whether the data was kept.
+    fn hold<H: Serve>(&mut self, data: &[u8], ctx: &mut Ctx<'_, H>) -> bool {
+        if self.input.len() + data.len() > ctx.limits.input_bytes_max() + ctx.input_slack_bytes {
+            ctx.counters.errors += 1;
+            self.input.clear();
+            self.phase = Phase::Finishing(AfterOutput::Linger);
+            self.release_buffers(&mut ctx.pool);
+            return false;
+        }
+        if self.input.capacity() == 0 {
+            self.input = ctx.pool.take();
+        }
+        self.input.extend_from_slice(data);
+        true
+    }
+
+    /// Tells `ctx` which connection is processed: the access log's peer, a task's owner.
+    fn enter<H: Serve>(&self, ctx: &mut Ctx<'_, H>) {
+        ctx.peer = self.peer;
+        ctx.conn = self.slot;
+    }
+
+    /// Whether whole requests wait in the input for something other than bytes: the
+    /// output to drain, a handler's answer, a handler slot.
+    pub(super) fn holds_requests(&self) -> bool {
+        matches!(
+            self.wait,
+            Wait::Output | Wait::Handler { .. } | Wait::Room { .. }
+        )
+    }
+
+    /// The async handler's future answered (or panicked): the response goes out in order,
+    /// and the requests that waited behind it are processed.
+    pub(crate) fn on_answer<H: Serve>(
+        &mut self,
+        answer: Result<Response, Panicked>,
+        ctx: &mut Ctx<'_, H>,
+    ) {
+        let Some(pending) = self.awaiting.take() else {
+            return; // Its connection was torn down meanwhile.
+        };
+        self.enter(ctx);
+        let last = self.input.is_empty();
+        let next = match answer {
+            Ok(res) => respond(&pending.meta(), res, &mut self.output, last, ctx),
+            Err(_) => Some(handler_failed(&pending.meta(), &mut self.output, ctx)),
+        };
+        ctx.pool.put(pending.line);
+        self.wait = Wait::Head { since: ctx.now };
+        match next {
+            Some(next) => self.after(next, ctx),
+            None if !self.input.is_empty() => self.process_input(ctx),
+            None => self.after(Next::NeedHead, ctx),
+        }
+    }
+
+    /// A handler slot freed: a connection that waited for one goes on.
+    pub(crate) fn on_room<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) {
+        if self.phase != Phase::Open || !matches!(self.wait, Wait::Room { .. }) {
+            return;
+        }
+        if let Some(chunked) = self.chunked.take_if(|c| c.decoder.is_done()) {
+            // A chunked body that completed while no slot was free.
+            self.enter(ctx);
+            self.wait = Wait::Head { since: ctx.now };
+            let last = self.input.len() == chunked.head_len;
+            if self.answer_chunked(chunked, last, ctx) {
+                match self.input.is_empty() {
+                    true => self.after(Next::NeedHead, ctx),
+                    false => self.process_input(ctx),
+                }
+            }
+            return;
+        }
+        self.wait = Wait::Head { since: ctx.now };
+        self.process_input(ctx);
+    }
+
+    /// Whether the connection waits for a handler slot.
+    pub(crate) fn waits_for_room(&self) -> bool {
+        self.phase == Phase::Open && matches!(self.wait, Wait::Room { .. })
+    }
+
     /// Feeds a chunked body in progress. Returns the bytes of `data` it used when the body
     /// is done and its request answered (or refused), `None` when it wants more.
-    fn feed_chunks<H: Handler>(&mut self, data: &[u8], ctx: &mut Ctx<'_, H>) -> Option<usize> {
+    fn feed_chunks<H: Serve>(&mut self, data: &[u8], ctx: &mut Ctx<'_, H>) -> Option<usize> {
         let chunked = self.chunked.as_mut().expect("called with a chunked body");
         let used = match chunked.decoder.decode(data, &mut chunked.body) {
             Ok(used) => used,
@@ -102,7 +234,32 @@ impl Conn {
             return None;
         }
         let chunked = self.chunked.take().expect("present");
+        if H::ASYNC && !ctx.tasks.has_room() {
+            // Kept, decoded, until a slot frees; bytes after it wait in the input.
+            let rest = &data[used..];
+            self.chunked = Some(chunked);
+            self.after(Next::Busy, ctx);
+            if !rest.is_empty() {
+                self.hold(rest, ctx);
+            }
+            return None;
+        }
         let last = used == data.len() && self.input.len() == chunked.head_len;
+        if self.answer_chunked(chunked, last, ctx) {
+            Some(used)
+        } else {
+            None
+        }
+    }
+
+    /// Answers the request whose head is at the front of the input with its decoded
+    /// chunked body. Returns whether processing goes on after it.
+    fn answer_chunked<H: Serve>(
+        &mut self,
+        chunked: ChunkedBody,
+        last: bool,
+        ctx: &mut Ctx<'_, H>,
+    ) -> bool {
         let (used_head, next) = answer_buffered(
             &self.input[..chunked.head_len],
             &chunked.body,
@@ -114,16 +271,19 @@ impl Conn {
         self.input.drain(..chunked.head_len);
         self.interim = Interim::None;
         ctx.pool.put(chunked.body);
-        if let Some(next) = next {
-            self.after(next, ctx);
-            return None;
+        match next {
+            Some(next) => {
+                self.after(next, ctx);
+                false
+            }
+            None => true,
         }
-        Some(used)
     }
 
     /// Answers requests waiting in the input buffer, after the output drained.
-    pub(super) fn resume<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
-        if self.phase != Phase::Open || self.chunked.is_some() {
+    pub(super) fn resume<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) {
+        let waits_elsewhere = matches!(self.wait, Wait::Handler { .. } | Wait::Room { .. });
+        if self.phase != Phase::Open || self.chunked.is_some() || waits_elsewhere {
             return;
         }
         if !self.input.is_empty() {
@@ -141,7 +301,7 @@ impl Conn {
     /// read, as after nginx's "client prematurely closed connection") and the connection
     /// finishes after it. Without this a cut request would wait for bytes that never come,
     /// with no timer left to end it.
-    pub(super) fn settle_end_of_input<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
+    pub(super) fn settle_end_of_input<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) {
         if self.input.is_empty() && self.chunked.is_none() {
             self.phase = Phase::Finishing(AfterOutput::Close);
             return;
@@ -157,7 +317,8 @@ impl Conn {
         );
     }
 
-    fn process_input<H: Handler>(&mut self, ctx: &mut Ctx<'_, H>) {
+    fn process_input<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) {
+        self.enter(ctx);
         let (used, next) = process(&self.input, &mut self.output, &mut self.interim, ctx);
         match &next {
             Next::NeedChunks(c) => {
@@ -173,7 +334,7 @@ impl Conn {
     }
 
     /// Applies why processing stopped: the phase, the timer, and buffers.
-    fn after<H: Handler>(&mut self, next: Next, ctx: &mut Ctx<'_, H>) {
+    fn after<H: Serve>(&mut self, next: Next, ctx: &mut Ctx<'_, H>) {
         let now = ctx.now;
         match next {
             Next::Close { linger } => {
@@ -203,6 +364,11 @@ impl Conn {
                     bytes: 0,
                 };
             }
+            Next::Await(pending) => {
+                self.awaiting = Some(pending);
+                self.wait = Wait::Handler { since: now };
+            }
+            Next::Busy => self.wait = Wait::Room { since: now },
             Next::NeedHead if self.input.is_empty() => {
                 if ctx.drain != Drain::Serving {
                     // Nothing more was received: the response just queued was the last.
@@ -218,7 +384,7 @@ impl Conn {
                 };
             }
         }
-        if self.recv == Recv::Ended && self.phase == Phase::Open && self.wait != Wait::Output {
+        if self.recv == Recv::Ended && self.phase == Phase::Open && !self.holds_requests() {
             // Whatever was still awaited will not come.
             self.settle_end_of_input(ctx);
         }
@@ -226,7 +392,7 @@ impl Conn {
     }
 
     /// Answers `status` for `detail` and closes after a linger.
-    pub(super) fn refuse<H: Handler>(
+    pub(super) fn refuse<H: Serve>(
         &mut self,
         status: u16,
         detail: &dyn std::fmt::Display,
@@ -239,7 +405,7 @@ impl Conn {
 
 /// Answers every whole request at the start of `data`, appending the responses to `out`,
 /// in order. Returns the bytes used and why it stopped.
-fn process<H: Handler>(
+fn process<H: Serve>(
     data: &[u8],
     out: &mut Output,
     interim: &mut Interim,
@@ -266,7 +432,7 @@ enum One {
 }
 
 /// Parses the request at `data[used..]` and answers it when it is whole.
-fn process_one<H: Handler>(
+fn process_one<H: Serve>(
     data: &[u8],
     used: usize,
     out: &mut Output,
@@ -294,9 +460,19 @@ fn process_one<H: Handler>(
         }
         Framing::Chunked => return chunked_request(&head, data, used, out, interim, ctx),
     };
+    if H::ASYNC && !ctx.tasks.has_room() && head.target_form != TargetForm::Asterisk {
+        return One::Stop(used, Next::Busy);
+    }
     let end = used + head.head_len + body_len;
     *interim = Interim::None;
-    match answer(&head, &after_head[..body_len], out, end == data.len(), ctx) {
+    match answer(
+        rest,
+        &head,
+        &after_head[..body_len],
+        out,
+        end == data.len(),
+        ctx,
+    ) {
         Some(next) => One::Stop(end, next),
         None => One::Answered(end),
     }
@@ -304,7 +480,7 @@ fn process_one<H: Handler>(
 
 /// Decodes the chunked body of `head` (at `data[used..]`) as far as it has arrived: a whole
 /// body is answered, a partial one kept in a decoder for the bytes to come.
-fn chunked_request<H: Handler>(
+fn chunked_request<H: Serve>(
     head: &Head<'_>,
     data: &[u8],
     used: usize,
@@ -322,9 +498,14 @@ fn chunked_request<H: Handler>(
             ctx.pool.put(body);
             One::Stop(data.len(), refuse_into(out, e.status(), &e, ctx))
         }
+        Ok(_) if decoder.is_done() && H::ASYNC && !ctx.tasks.has_room() => {
+            // Decoded again once a slot frees.
+            ctx.pool.put(body);
+            One::Stop(used, Next::Busy)
+        }
         Ok(n) if decoder.is_done() => {
             let end = used + head.head_len + n;
-            let next = answer(head, &body, out, end == data.len(), ctx);
+            let next = answer(&data[used..], head, &body, out, end == data.len(), ctx);
             ctx.pool.put(body);
             *interim = Interim::None;
             match next {
@@ -347,7 +528,7 @@ fn chunked_request<H: Handler>(
 /// Refuses a request: appends the error answer (with `Connection: close`) and counts it, as an
 /// error and as a response of its status class. Every refusal goes through here, so each is
 /// counted once whichever path produced it.
-fn refuse_into<H>(
+fn refuse_into<H: Serve>(
     out: &mut Output,
     status: u16,
     detail: &dyn std::fmt::Display,
@@ -360,7 +541,7 @@ fn refuse_into<H>(
 }
 
 /// Sends `100 Continue` once for a request whose client waits for it before its body.
-fn expect_continue<H>(
+fn expect_continue<H: Serve>(
     head: &Head<'_>,
     out: &mut Output,
     interim: &mut Interim,
@@ -375,7 +556,7 @@ fn expect_continue<H>(
 
 /// Re-parses the head in `head_bytes` (kept in the input while its chunked body arrived)
 /// and answers it with `body`. Returns the head's length and what follows, if not more.
-fn answer_buffered<H: Handler>(
+fn answer_buffered<H: Serve>(
     head_bytes: &[u8],
     body: &[u8],
     out: &mut Output,
@@ -384,7 +565,10 @@ fn answer_buffered<H: Handler>(
 ) -> (usize, Option<Next>) {
     let mut headers = [const { MaybeUninit::uninit() }; crate::http::request::HEADERS_MAX];
     match parse_head(head_bytes, &mut headers, &ctx.limits) {
-        Ok(Parsed::Complete(head)) => (head.head_len, answer(&head, body, out, last, ctx)),
+        Ok(Parsed::Complete(head)) => (
+            head.head_len,
+            answer(head_bytes, &head, body, out, last, ctx),
+        ),
         other => unreachable!("a head parsed once parses again: {other:?}"),
     }
 }
@@ -397,7 +581,8 @@ fn answer_buffered<H: Handler>(
 /// answered `500` and the connection closed (after a linger, so that the client reads the
 /// answer); the worker goes on serving. The panic hook has logged the panic; a misuse is
 /// logged here. With `exit_on_panic` a panic ends the worker instead.
-fn answer<H: Handler>(
+fn answer<H: Serve>(
+    raw: &[u8],
     head: &Head<'_>,
     body: &[u8],
     out: &mut Output,
@@ -406,78 +591,152 @@ fn answer<H: Handler>(
 ) -> Option<Next> {
     ctx.res.reset();
     ctx.counters.requests += 1;
-    if head.target_form == crate::http::TargetForm::Asterisk {
+    if head.target_form == TargetForm::Asterisk {
         // `OPTIONS *` asks about the server, not a resource: the server answers it (the
         // parser let the asterisk form through for OPTIONS only).
         ctx.res.header("Allow", crate::http::OPTIONS_ALLOW);
-        return encode_answer(head, out, last, ctx);
+        return encode_own(&Meta::of(head), out, last, ctx);
+    }
+    if H::ASYNC {
+        return answer_async(raw, head, body, out, last, ctx);
     }
     let (handler, res) = (ctx.handler, &mut ctx.res);
     // Unwinding stops here. After a panic nothing the handler touched is used but `res`,
     // which is reset before the next request; the handler's own state is its own affair.
     let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handler.handle(&Request::new(head, body), res)
+        handler.handle_now(&Request::new(head, body), res)
     }));
+    let meta = Meta::of(head);
     match called {
         Err(panic) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
-        Err(_) => return Some(handler_failed(head, out, ctx)),
+        Err(_) => return Some(handler_failed(&meta, out, ctx)),
         Ok(()) => {}
     }
     if let Some(misuse) = ctx.res.misuse() {
         log_limited!("the handler's response is invalid ({misuse}); answered 500 instead");
-        return Some(handler_failed(head, out, ctx));
+        return Some(handler_failed(&meta, out, ctx));
     }
-    encode_answer(head, out, last, ctx)
+    encode_own(&meta, out, last, ctx)
 }
 
-/// Encodes the response in `ctx.res` to `head`, with the connection rules applied.
-fn encode_answer<H>(
+/// Starts the async handler's future for a whole request (a slot was checked free) and
+/// polls it once: a future that answers at once is encoded now, one that waits is
+/// [`Next::Await`]. The request is copied into an [`OwnedRequest`] (pooled buffers).
+fn answer_async<H: Serve>(
+    raw: &[u8],
     head: &Head<'_>,
+    body: &[u8],
+    out: &mut Output,
+    last: bool,
+    ctx: &mut Ctx<'_, H>,
+) -> Option<Next> {
+    let req = OwnedRequest::new(raw, head, body);
+    let handler = ctx.handler;
+    // A handler type may do work (and panic) before it returns its future.
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call_async(req)));
+    let started = match made {
+        Ok(fut) => ctx.tasks.start(fut, ctx.conn),
+        Err(panic) => Err(Panicked(panic)),
+    };
+    match started {
+        Ok(Started::Ready(res)) => respond(&Meta::of(head), res, out, last, ctx),
+        Ok(Started::Pending(task)) => {
+            let mut line = Vec::new();
+            if ctx.access.is_some() {
+                line = ctx.pool.take();
+                line.extend_from_slice(head.request_line());
+            }
+            Some(Next::Await(Pending {
+                task,
+                keep_alive: head.keep_alive,
+                version: head.version,
+                head_only: head.head_only,
+                line,
+            }))
+        }
+        Err(Panicked(panic)) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
+        Err(_) => Some(handler_failed(&Meta::of(head), out, ctx)),
+    }
+}
+
+/// Encodes the response an async handler's future gave, or `500` for a misused one.
+fn respond<H: Serve>(
+    meta: &Meta<'_>,
+    mut res: Response,
+    out: &mut Output,
+    last: bool,
+    ctx: &mut Ctx<'_, H>,
+) -> Option<Next> {
+    if let Some(misuse) = res.misuse() {
+        log_limited!("the handler's response is invalid ({misuse}); answered 500 instead");
+        return Some(handler_failed(meta, out, ctx));
+    }
+    encode_answer(meta, &mut res, out, last, ctx)
+    // `res` is dropped here: its buffers go to the next `Response::new()`.
+}
+
+/// Encodes the response in `ctx.res` (a sync handler's, or the server's own).
+fn encode_own<H: Serve>(
+    meta: &Meta<'_>,
+    out: &mut Output,
+    last: bool,
+    ctx: &mut Ctx<'_, H>,
+) -> Option<Next> {
+    let mut res = std::mem::replace(&mut ctx.res, Response::empty());
+    let next = encode_answer(meta, &mut res, out, last, ctx);
+    ctx.res = res;
+    next
+}
+
+/// Encodes `res` to the request of `meta`, with the connection rules applied.
+fn encode_answer<H: Serve>(
+    meta: &Meta<'_>,
+    res: &mut Response,
     out: &mut Output,
     last: bool,
     ctx: &mut Ctx<'_, H>,
 ) -> Option<Next> {
     let keep_alive =
-        head.keep_alive && !ctx.res.wants_close() && !(ctx.drain != Drain::Serving && last);
-    let connection = match (keep_alive, head.version) {
+        meta.keep_alive && !res.wants_close() && !(ctx.drain != Drain::Serving && last);
+    let connection = match (keep_alive, meta.version) {
         (false, _) => ConnectionHeader::Close,
         (true, Version::Http10) => ConnectionHeader::KeepAlive,
         (true, Version::Http11) => ConnectionHeader::Omit,
     };
-    let status = ctx.res.status_code();
-    let bytes = if head.head_only {
+    let status = res.status_code();
+    let bytes = if meta.head_only {
         0
     } else {
-        ctx.res.body_bytes().len()
+        res.body_bytes().len()
     };
     let tail = out.tail(&mut ctx.pool);
     if bytes > BODY_COPY_BYTES_MAX {
         // Sent from where the handler wrote it: held once, and freed once sent.
-        if encode_head(tail, &ctx.res, ctx.date.line(), connection) {
-            let body = ctx.res.take_body(ctx.pool.take());
+        if encode_head(tail, res, ctx.date.line(), connection) {
+            let body = res.take_body(ctx.pool.take());
             out.push_body(body, &mut ctx.pool);
         }
     } else {
-        encode(tail, &ctx.res, ctx.date.line(), head.head_only, connection);
+        encode(tail, res, ctx.date.line(), meta.head_only, connection);
     }
-    log_access(head, status, bytes, ctx);
+    log_access(meta, status, bytes, ctx);
     (!keep_alive).then_some(Next::Close { linger: false })
 }
 
 /// Answers `500` for a request whose handler failed, and closes.
-fn handler_failed<H>(head: &Head<'_>, out: &mut Output, ctx: &mut Ctx<'_, H>) -> Next {
+fn handler_failed<H: Serve>(meta: &Meta<'_>, out: &mut Output, ctx: &mut Ctx<'_, H>) -> Next {
     ctx.counters.handler_failures += 1;
     let detail = "the handler failed; see the server's log";
     let bytes = encode_error(out.tail(&mut ctx.pool), 500, &detail, ctx.date.line());
-    log_access(head, 500, if head.head_only { 0 } else { bytes }, ctx);
+    log_access(meta, 500, if meta.head_only { 0 } else { bytes }, ctx);
     Next::Close { linger: true }
 }
 
-/// Counts a response to `head` of `status` and `bytes` of body, and writes its access log
-/// line when a log is kept.
-fn log_access<H>(head: &Head<'_>, status: u16, bytes: usize, ctx: &mut Ctx<'_, H>) {
+/// Counts a response to the request of `meta` of `status` and `bytes` of body, and writes
+/// its access log line when a log is kept.
+fn log_access<H: Serve>(meta: &Meta<'_>, status: u16, bytes: usize, ctx: &mut Ctx<'_, H>) {
     ctx.counters.response(status);
     if let Some(log) = &mut ctx.access {
-        log.record(ctx.peer, ctx.date.clf(), head.request_line(), status, bytes);
+        log.record(ctx.peer, ctx.date.clf(), meta.line, status, bytes);
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{Act, Conn, Expiry, Phase, Sending};
 use crate::config::Timeouts;
-use crate::Handler;
+use crate::Serve;
 use ringmaster_uring::OpId;
 use std::time::{Duration, Instant};
 
@@ -105,7 +105,7 @@ impl Conn {
     /// A sample came back: `unacked` bytes were still in the kernel's send queue (`None`:
     /// the sample failed, and the watch starts over). A client that still owes bytes and
     /// took less than the minimum rate since the last sample is reset.
-    pub(crate) fn on_send_sample<H: Handler>(
+    pub(crate) fn on_send_sample<H: Serve>(
         &mut self,
         unacked: Option<u64>,
         ctx: &mut super::Ctx<'_, H>,

@@ -4,6 +4,7 @@ use super::drive::{standalone, Ringless};
 use super::send_rate::{kept_up, SEND_WATCH_BYTES_MIN};
 use super::*;
 use crate::http::{Request, Response};
+use crate::Handler;
 
 struct Echo;
 impl Handler for Echo {
@@ -29,7 +30,7 @@ impl Harness {
 
     /// A fresh connection, accepted now, with its first acts carried out.
     fn conn(&mut self) -> Conn {
-        let mut conn = Conn::new(Desc::Plain(-1), None, self.ctx.now);
+        let mut conn = Conn::new(0, Desc::Plain(-1), None, self.ctx.now);
         self.ring.run(&mut conn, &mut self.ctx, |_| {});
         conn
     }
@@ -383,6 +384,7 @@ fn timers_follow_what_the_connection_waits_for() {
         send: Duration::from_secs(30),
         body_rate_min: 100,
         send_rate_min: 0,
+        handler: Duration::from_secs(30),
     };
     let start = Instant::now();
     let at = |s: u64| start + Duration::from_secs(s);
@@ -540,7 +542,7 @@ fn end_of_input_after_whole_requests_answers_them_and_finishes() {
 fn end_of_input_while_output_is_backed_up_answers_the_rest_first() {
     let mut h = Harness::new();
     h.ctx.output_bytes_max = 64;
-    let mut conn = Conn::new(Desc::Plain(-1), None, h.ctx.now);
+    let mut conn = Conn::new(0, Desc::Plain(-1), None, h.ctx.now);
     let request = b"GET /abcdefghijklmnopqrstuvwxyz HTTP/1.1\r\nHost: h\r\n\r\n";
     conn.on_data(&request.repeat(4), &mut h.ctx);
     assert_eq!(conn.wait, Wait::Output, "paused at the output bound");
@@ -600,7 +602,7 @@ fn every_state_but_closing_has_a_deadline() {
 #[test]
 fn a_large_body_is_sent_from_the_handlers_buffer_not_kept_by_the_worker() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), None, h.ctx.now);
+    let mut conn = Conn::new(0, Desc::Plain(-1), None, h.ctx.now);
     let body = vec![b'z'; 3 * output::BODY_COPY_BYTES_MAX];
     let mut request = format!(
         "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
@@ -634,7 +636,7 @@ fn a_large_body_is_sent_from_the_handlers_buffer_not_kept_by_the_worker() {
 #[test]
 fn a_short_send_resumes_where_it_stopped() {
     let mut h = Harness::new();
-    let mut conn = Conn::new(Desc::Plain(-1), None, h.ctx.now);
+    let mut conn = Conn::new(0, Desc::Plain(-1), None, h.ctx.now);
     conn.on_data(GET, &mut h.ctx);
     let Some(Act::Send { buf, offset: 0 }) = conn.next_act(&mut h.ctx) else {
         panic!("a send")
@@ -681,7 +683,7 @@ fn a_client_owing_bytes_is_sampled_each_window_and_judged_at_the_edge() {
     };
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let mut conn = Conn::new(Desc::Plain(-1), None, t0);
+    let mut conn = Conn::new(0, Desc::Plain(-1), None, t0);
     // Asks for a sample when one is due, and judges the sample's result.
     let sample = |conn: &mut Conn, now: Instant, unacked: Option<u64>| {
         assert_eq!(conn.sample_act(), Some(Act::SampleSendQueue));
@@ -719,7 +721,7 @@ fn a_client_owing_bytes_is_sampled_each_window_and_judged_at_the_edge() {
         "one byte short"
     );
     // A client that took everything is no longer watched; a failed sample starts over.
-    let mut conn = Conn::new(Desc::Plain(-1), None, t0);
+    let mut conn = Conn::new(0, Desc::Plain(-1), None, t0);
     conn.sent += owed;
     assert!(conn.send_sample_due(t0, &t));
     assert_eq!(sample(&mut conn, t0, Some(0)), None);
@@ -736,7 +738,7 @@ fn a_client_owing_bytes_is_sampled_each_window_and_judged_at_the_edge() {
         send_rate_min: 0,
         ..t
     };
-    let mut conn = Conn::new(Desc::Plain(-1), None, t0);
+    let mut conn = Conn::new(0, Desc::Plain(-1), None, t0);
     conn.sent += 10 * owed;
     assert!(!conn.send_sample_due(t0, &off));
 }

@@ -3,9 +3,11 @@
 
 pub mod chunked;
 pub mod date;
+mod owned;
 pub mod request;
 pub mod response;
 
+pub use owned::OwnedRequest;
 pub use request::{
     parse_head, Framing, Head, HeadError, HeadLimits, Parsed, Request, TargetForm, Version,
     OPTIONS_ALLOW,

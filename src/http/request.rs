@@ -648,6 +648,19 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
     })
 }
 
+/// The path of an origin-form `target`: up to any `?`, `/` when empty.
+pub(crate) fn path_of(target: &str) -> &str {
+    match target.split_once('?').map_or(target, |(path, _)| path) {
+        "" => "/",
+        path => path,
+    }
+}
+
+/// The query of an origin-form `target`: what follows the first `?`, if any.
+pub(crate) fn query_of(target: &str) -> Option<&str> {
+    target.split_once('?').map(|(_, q)| q)
+}
+
 /// A request as a handler sees it: the head and the whole body, borrowed from the
 /// connection's buffers for the duration of the call.
 #[derive(Debug)]
@@ -678,16 +691,12 @@ impl<'a> Request<'a> {
     /// The path: the request-target up to any `?`; `/` for an absolute-form target with an
     /// empty path.
     pub fn path(&self) -> &'a str {
-        let target = self.head.target;
-        match target.split_once('?').map_or(target, |(path, _)| path) {
-            "" => "/",
-            path => path,
-        }
+        path_of(self.head.target)
     }
 
     /// The query: what follows the first `?` of the request-target, if any.
     pub fn query(&self) -> Option<&'a str> {
-        self.head.target.split_once('?').map(|(_, q)| q)
+        query_of(self.head.target)
     }
 
     /// The HTTP version.

@@ -91,9 +91,39 @@ impl Default for Response {
     }
 }
 
+/// Buffers a dropped [`Response`] leaves for the next one made on its thread: at most this
+/// many pairs...
+const SPARE_MAX: usize = 256;
+/// ...each of at most this many bytes (a larger one is freed).
+const SPARE_BYTES_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// The spare (headers, body) buffers of this thread's dropped responses, so that an
+    /// async handler's `Response::new()` allocates nothing once its worker is warm.
+    static SPARE: std::cell::RefCell<Vec<(Vec<u8>, Vec<u8>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Response {
-    /// A `200 OK` with no fields and an empty body.
+    /// A `200 OK` with no fields and an empty body. Its buffers come from those of
+    /// responses dropped earlier on this thread, when there are any.
     pub fn new() -> Response {
+        let spare = SPARE
+            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .ok()
+            .flatten();
+        let (headers, body) = spare.unwrap_or_default();
+        Response {
+            status: 200,
+            headers,
+            body,
+            close: false,
+            misuse: None,
+        }
+    }
+
+    /// A response with no buffers, not taken from the spare ones (a placeholder).
+    pub(crate) const fn empty() -> Response {
         Response {
             status: 200,
             headers: Vec::new(),
@@ -223,6 +253,27 @@ impl Response {
     pub(crate) fn take_body(&mut self, replacement: Vec<u8>) -> Vec<u8> {
         debug_assert!(replacement.is_empty());
         std::mem::replace(&mut self.body, replacement)
+    }
+}
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        let (headers, body) = (&mut self.headers, &mut self.body);
+        let sizes = [headers.capacity(), body.capacity()];
+        if sizes == [0, 0] || sizes.iter().any(|&n| n > SPARE_BYTES_MAX) {
+            return;
+        }
+        let mut pair = (std::mem::take(headers), std::mem::take(body));
+        pair.0.clear();
+        pair.1.clear();
+        // On a thread being torn down, or re-entered, the buffers are simply freed.
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut() {
+                if spare.len() < SPARE_MAX {
+                    spare.push(pair);
+                }
+            }
+        });
     }
 }
 

@@ -10,7 +10,7 @@ use super::{signal, HookEvent, Master};
 use crate::cluster::Exit;
 use crate::ipc::Message;
 use crate::log::log;
-use crate::Handler;
+use crate::Serve;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -26,7 +26,7 @@ fn describe(exit: Exit) -> String {
     }
 }
 
-impl<H: Handler> Master<'_, H> {
+impl<H: Serve> Master<'_, H> {
     /// Collects every exited worker.
     pub(super) fn reap(&mut self) {
         loop {

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::log::log;
 use crate::worker;
-use crate::Handler;
+use crate::Serve;
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::unistd::{fork, ForkResult, Pid};
@@ -43,7 +43,7 @@ impl Ends {
     }
 }
 
-impl<H: Handler> Master<'_, H> {
+impl<H: Serve> Master<'_, H> {
     /// Forks a worker for `slot`; the supervisor gets the returned record.
     pub(super) fn fork_worker(&mut self, slot: usize) -> Result<Child, Error> {
         let ends = Ends::new()?;
@@ -132,7 +132,7 @@ impl<H: Handler> Master<'_, H> {
 
 /// The worker side of a fork: dies with the master, pins itself, runs, and returns an exit
 /// code. A panic in the worker ends here as exit code 101, never back in the master's code.
-fn child_main<H: Handler>(
+fn child_main<H: Serve>(
     config: &Config,
     handler: &H,
     cpu: core_affinity::CoreId,

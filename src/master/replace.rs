@@ -10,12 +10,12 @@ use super::slot::Purpose;
 use super::{signal, Master};
 use crate::log::log;
 use crate::systemd;
-use crate::Handler;
+use crate::Serve;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::time::Instant;
 
-impl<H: Handler> Master<'_, H> {
+impl<H: Serve> Master<'_, H> {
     /// Starts a reload, or queues one if a reload is running (from SIGHUP when `waiter` is
     /// `None`, else from a control client, answered when it is over).
     pub(super) fn request_reload(&mut self, waiter: Option<u64>) {

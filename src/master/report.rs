@@ -7,7 +7,7 @@ use super::supervisor::Life;
 use super::Master;
 use crate::ipc;
 use crate::metrics::{Route, WorkerMetrics};
-use crate::Handler;
+use crate::Serve;
 use nix::unistd::Pid;
 
 /// What `status` shows of one worker (zeros for a slot without one).
@@ -53,7 +53,7 @@ pub(super) fn rss_kib(pid: Pid) -> u64 {
         .unwrap_or(0)
 }
 
-impl<H: Handler> Master<'_, H> {
+impl<H: Serve> Master<'_, H> {
     /// One row per slot and the totals, as `ringmaster status` prints them.
     pub(super) fn status_text(&self) -> String {
         use std::fmt::Write;
@@ -95,7 +95,7 @@ impl<H: Handler> Master<'_, H> {
 
     /// Every counter since the master started: each slot's exited workers plus every live
     /// worker (starting, serving or draining), so that totals never go down when workers are
-    /// replaced. `connections` is a gauge: the live workers' only.
+    /// replaced. Gauges (`connections`, ...: [`ipc::STATS_GAUGES`]) are the live workers' only.
     pub(super) fn totals(&self) -> ipc::Stats {
         let past = self
             .sup
@@ -106,9 +106,7 @@ impl<H: Handler> Master<'_, H> {
             .sup
             .children()
             .fold(ipc::Stats::default(), |sum, c| sum.plus(&c.stats));
-        let mut totals = past.plus(&live);
-        totals.connections = live.connections;
-        totals
+        past.plus(&live).gauges_from(&live)
     }
 
     /// The same as JSON: every counter of every worker.

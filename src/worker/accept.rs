@@ -7,7 +7,7 @@ use super::{Event, Worker};
 use crate::config::ACCEPT_SINGLE_DEPTH;
 use crate::connection::{Conn, Drain};
 use crate::log::{log, log_limited};
-use crate::Handler;
+use crate::Serve;
 use ringmaster_uring::{Completion, Desc, Op, OpId, Ring};
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -129,7 +129,7 @@ impl Accepting {
     }
 }
 
-impl<H: Handler> Worker<'_, H> {
+impl<H: Serve> Worker<'_, H> {
     pub(super) fn on_accept(
         &mut self,
         listener: u32,
@@ -286,7 +286,9 @@ impl<H: Handler> Worker<'_, H> {
             }
             _ => None,
         };
-        let slot = self.conns.insert(Conn::new(fd, peer, self.ctx.now)) as u32;
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key() as u32;
+        entry.insert(Conn::new(slot, fd, peer, self.ctx.now));
         self.touch(slot);
     }
 

@@ -3,11 +3,11 @@
 
 use super::{Event, Worker, RECV_GROUP};
 use crate::connection::{Act, RecvEnd};
-use crate::Handler;
+use crate::Serve;
 use ringmaster_uring::{Completion, Desc, Op, Owned};
 use std::os::fd::{BorrowedFd, RawFd};
 
-impl<H: Handler> Worker<'_, H> {
+impl<H: Serve> Worker<'_, H> {
     /// Queues `slot` to be acted on at the end of the turn (once).
     pub(super) fn touch(&mut self, slot: u32) {
         let mark = &mut self.touched_mark[slot as usize];
@@ -104,6 +104,9 @@ impl<H: Handler> Worker<'_, H> {
         loop {
             let conn = &mut self.conns[slot as usize];
             let Some(act) = conn.next_act(&mut self.ctx) else {
+                if conn.waits_for_room() {
+                    self.wait_for_room(slot);
+                }
                 return Ok(());
             };
             let fd = conn.fd();

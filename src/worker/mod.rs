@@ -11,10 +11,12 @@
 //! | `accept.rs` | the accepts on the worker's own socket and adopted ones, the sweep |
 //! | `conns.rs` | the connection table: completions turned into connection events, connection acts into ring operations, the touched list |
 //! | `side.rs` | the side channels: the master's pipe, signals, the tick, stats, the access log |
+//! | `tasks.rs` | the async runtime's part: woken futures polled, answers handed to connections, handler slots granted, futures' ring operations |
 
 mod accept;
 mod conns;
 mod side;
+mod tasks;
 
 use crate::config::{Config, UringOptions};
 use crate::connection::{AccessLog, Conn, Counters, Ctx, Drain};
@@ -23,7 +25,8 @@ use crate::http::Response;
 use crate::ipc::{self, Message};
 use crate::log::log;
 use crate::pool::BufPool;
-use crate::Handler;
+use crate::rt::Tasks;
+use crate::Serve;
 use accept::Accepting;
 use ringmaster_uring::{BufRing, Completion, Ring, RingConfig, SetupMode};
 use slab::Slab;
@@ -66,6 +69,10 @@ pub(crate) enum Event {
     Access,
     /// A sample of a connection's unacknowledged output (the minimum send rate).
     OutQueue(u32),
+    /// A ring operation of an async handler's future, by its slot in the runtime's table.
+    Rt(u32),
+    /// The read of the eventfd that wakes from other threads write.
+    Wake,
 }
 
 /// What the master hands a worker at fork.
@@ -116,7 +123,7 @@ pub(crate) fn build_ring(config: &Config, accept_queue: u32) -> Result<Ring<Even
 }
 
 /// Runs a worker until it has drained; returns its exit code.
-pub(crate) fn run<H: Handler>(config: &Config, handler: &H, setup: Setup) -> i32 {
+pub(crate) fn run<H: Serve>(config: &Config, handler: &H, setup: Setup) -> i32 {
     ipc::set_to_master(std::os::fd::AsRawFd::as_raw_fd(&setup.to_master));
     let info = crate::cluster::WorkerInfo {
         slot: setup.slot,
@@ -130,7 +137,7 @@ pub(crate) fn run<H: Handler>(config: &Config, handler: &H, setup: Setup) -> i32
             return EXIT_CONFIG;
         }
     };
-    if let Err(e) = handler.start(&info) {
+    if let Err(e) = handler.start_worker(&info) {
         log!("cannot start: the handler's start failed: {e}");
         return EXIT_CONFIG;
     }
@@ -143,7 +150,7 @@ pub(crate) fn run<H: Handler>(config: &Config, handler: &H, setup: Setup) -> i32
     }
 }
 
-struct Worker<'h, H> {
+struct Worker<'h, H: Serve> {
     ring: Ring<Event>,
     conns: Slab<Conn>,
     connections_max: usize,
@@ -163,9 +170,10 @@ struct Worker<'h, H> {
     enobufs: u64,
     batch: Vec<Completion<Event>>,
     side: side::Side,
+    rt: tasks::Runtime,
 }
 
-impl<'h, H: Handler> Worker<'h, H> {
+impl<'h, H: Serve> Worker<'h, H> {
     fn new(config: &Config, handler: &'h H, setup: Setup) -> Result<Worker<'h, H>, String> {
         let mut ring = build_ring(config, setup.accept_queue)?;
         let (direct, connections_max) = direct_table(config, &mut ring);
@@ -183,6 +191,11 @@ impl<'h, H: Handler> Worker<'h, H> {
             drain_timeout: config.drain_timeout,
             ctx: Ctx {
                 handler,
+                tasks: Tasks::new(match H::ASYNC {
+                    true => config.limits.handlers_max as usize,
+                    false => 0,
+                }),
+                conn: 0,
                 res: Response::new(),
                 date: DateCache::new(),
                 limits: config.limits.head(),
@@ -201,11 +214,13 @@ impl<'h, H: Handler> Worker<'h, H> {
             enobufs: 0,
             batch: Vec::with_capacity(REAP_BATCH),
             side: side::Side::new(setup)?,
+            rt: tasks::Runtime::install(config.limits.handlers_max as usize, connections_max)?,
         })
     }
 
     fn serve(&mut self) -> std::io::Result<()> {
         self.arm_side_channels()?;
+        self.arm_wake()?;
         self.arm_accepts()?;
         // Hand the accept to the kernel before telling the master this worker is ready.
         self.ring.submit_and_wait(0)?;
@@ -218,7 +233,10 @@ impl<'h, H: Handler> Worker<'h, H> {
             self.connections_max
         );
         loop {
+            self.run_tasks();
+            self.grant_room();
             self.act_on_touched()?;
+            self.push_rt_ops()?;
             self.arm_accepts()?;
             self.flush_access_log(false)?;
             // Exit only once no accept is left in the kernel: a dead worker's accept could
@@ -232,7 +250,8 @@ impl<'h, H: Handler> Worker<'h, H> {
                 log!("drained; exiting");
                 return Ok(());
             }
-            self.ring.submit_and_wait(1)?;
+            // Futures ready to run make this turn's enter not wait.
+            self.ring.submit_and_wait(u32::from(!self.tasks_ready()))?;
             self.ctx.now = Instant::now();
             self.ctx.date.refresh();
             let mut batch = std::mem::take(&mut self.batch);
@@ -260,6 +279,8 @@ impl<'h, H: Handler> Worker<'h, H> {
             Event::Signal => self.on_signal(c)?,
             Event::Tick => self.on_tick(c)?,
             Event::Access => self.on_access_written(c),
+            Event::Rt(slot) => self.on_rt(slot, c),
+            Event::Wake => self.on_wake(c)?,
         }
         Ok(())
     }

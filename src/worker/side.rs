@@ -6,7 +6,7 @@ use super::{Event, Setup, Worker, IPC_BUF_BYTES};
 use crate::connection::{Drain, ACCESS_LOG_BYTES_MAX};
 use crate::ipc::{self, Message};
 use crate::log::log;
-use crate::Handler;
+use crate::Serve;
 use io_uring::types::Timespec;
 use ringmaster_uring::{Completion, Op, Owned};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -67,7 +67,7 @@ impl Side {
     }
 }
 
-impl<H: Handler> Worker<'_, H> {
+impl<H: Serve> Worker<'_, H> {
     pub(super) fn arm_side_channels(&mut self) -> std::io::Result<()> {
         self.arm_ipc()?;
         self.arm_signals()?;
@@ -134,7 +134,7 @@ impl<H: Handler> Worker<'_, H> {
             Message::User(bytes) => {
                 let handler = self.ctx.handler;
                 let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handler.on_message(&bytes)
+                    handler.message(&bytes)
                 }));
                 // The panic hook logged it; the worker serves on unless told otherwise.
                 if let Err(panic) = called {
@@ -237,6 +237,14 @@ impl<H: Handler> Worker<'_, H> {
             handler_failures: c.handler_failures,
             accept_overflow: self.accepting.overflow,
             access_log_dropped: self.ctx.access.as_ref().map_or(0, |log| log.dropped),
+            handlers_cancelled: c.handlers_cancelled,
+            handlers_timed_out: c.handlers_timed_out,
+            handlers_in_flight: self.ctx.tasks.len() as u64,
+            tasks_spawned: crate::rt::with(|rt| rt.spawned.len()) as u64,
+            rt_ops_in_flight: crate::rt::with(|rt| rt.ops.len()) as u64,
+            ring_in_flight: self.ring.in_flight() as u64,
+            descriptors: open_descriptors(),
+            buffers_free: self.ctx.pool.free() as u64,
         };
         self.send_to_master(&Message::Stats(stats));
     }
@@ -308,6 +316,12 @@ impl<H: Handler> Worker<'_, H> {
         buf.clear();
         self.side.access_spare = Some(buf);
     }
+}
+
+/// The process's open descriptors, counted in `/proc/self/fd` (0 when it cannot be read);
+/// the directory's own descriptor is not counted.
+fn open_descriptors() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count().saturating_sub(1) as u64)
 }
 
 /// Blocks `SIGTERM`, `SIGINT` and `SIGQUIT` (the master blocked them before fork, with the

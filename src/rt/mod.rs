@@ -1,0 +1,194 @@
+//! The worker's runtime, for async handlers: futures run on the worker's one thread and
+//! everything they wait on goes through the worker's own io_uring, which stays the worker's
+//! one wait point (one `io_uring_enter` a loop turn, no epoll, no other thread).
+//!
+//! Use these from handler code (an [`AsyncHandler`](crate::AsyncHandler)'s future, or a task
+//! it [`spawn`]s), on a worker. Called anywhere else they panic, saying so. Futures of other
+//! runtimes that need their runtime's reactor or timer (tokio's `sleep`, a tokio socket) do
+//! not run here.
+//!
+//! - time: [`sleep`], [`timeout`];
+//! - tasks: [`spawn`] a task that outlives its request (bounded per worker).
+
+mod exec;
+mod ops;
+mod time;
+
+use exec::poll_spawned;
+pub(crate) use exec::{any_ready, install as install_executor, next_ready, take_foreign};
+pub(crate) use exec::{schedule, Panicked, Spawned, Started, TaskKey, Tasks};
+pub(crate) use ops::{OpTable, Outcome, Ticket};
+pub use time::{sleep, timeout, Elapsed, Sleep, Timeout};
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::task::Waker;
+
+/// The state every future of a worker shares: the ring operations they wait on, the spawned
+/// tasks, and who waits for room in either.
+pub(crate) struct Runtime {
+    pub(crate) ops: OpTable,
+    pub(crate) spawned: Spawned,
+    /// Futures waiting for a free operation slot, woken (all) when one frees. At most one
+    /// entry per task, since a task waits on one thing at a time.
+    room_waiters: Vec<Waker>,
+    /// Timespecs of finished timeouts, for the next ones (at most [`SPARE_TIMESPECS_MAX`]):
+    /// boxed, because the ring lends the kernel the box's address.
+    #[allow(clippy::vec_box)]
+    spare_timespecs: Vec<Box<io_uring::types::Timespec>>,
+}
+
+/// Timespecs kept for reuse, so that a warm worker's sleeps allocate nothing.
+const SPARE_TIMESPECS_MAX: usize = 1024;
+
+thread_local! {
+    /// The runtime of the worker whose thread this is; `None` on any other thread.
+    static RT: RefCell<Option<Runtime>> = const { RefCell::new(None) };
+}
+
+/// Sets up this thread as a worker's runtime: room for `ops` ring operations of futures,
+/// `requests` request tasks (`--handlers-max`) and `spawned` spawned tasks. Returns the
+/// eventfd that wakes from other threads write, for the worker's ring to read.
+pub(crate) fn install(ops: usize, requests: usize, spawned: usize) -> std::io::Result<OwnedFd> {
+    let eventfd = install_executor(requests, spawned)?;
+    RT.with(|rt| {
+        *rt.borrow_mut() = Some(Runtime {
+            ops: OpTable::new(ops),
+            spawned: Spawned::new(spawned),
+            room_waiters: Vec::with_capacity(requests + spawned),
+            spare_timespecs: Vec::with_capacity(SPARE_TIMESPECS_MAX),
+        })
+    });
+    Ok(eventfd)
+}
+
+/// Runs `f` on this worker's runtime.
+///
+/// # Panics
+/// Outside a worker: `ringmaster::rt` is for handler code, which runs on a worker.
+pub(crate) fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> R {
+    RT.with(|rt| {
+        let mut rt = rt.borrow_mut();
+        let rt = rt
+            .as_mut()
+            .expect("ringmaster::rt used outside a worker: call it from handler code");
+        f(rt)
+    })
+}
+
+/// Like [`with`], but does nothing outside a worker (or re-entered): for destructors, which
+/// must not panic.
+pub(crate) fn try_with(f: impl FnOnce(&mut Runtime)) {
+    RT.with(|rt| {
+        if let Ok(mut rt) = rt.try_borrow_mut() {
+            if let Some(rt) = rt.as_mut() {
+                f(rt);
+            }
+        }
+    });
+}
+
+impl Runtime {
+    /// Queues `op` for the ring; when no slot is free, records `waker` to be woken when one
+    /// frees and returns `None`.
+    /// The completion wakes `waker`.
+    pub(crate) fn queue_or_wait(
+        &mut self,
+        op: ringmaster_uring::Op,
+        waker: &Waker,
+    ) -> Option<Ticket> {
+        match self.ops.queue(op) {
+            Some(ticket) => {
+                // Not finished: this records the waker for the completion.
+                let _ = self.ops.poll(ticket, waker);
+                Some(ticket)
+            }
+            None => {
+                if !self.room_waiters.iter().any(|w| w.will_wake(waker)) {
+                    self.room_waiters.push(waker.clone());
+                }
+                None
+            }
+        }
+    }
+
+    /// A timeout of `after`, in a reused timespec when one is spare.
+    pub(crate) fn timeout_op(&mut self, after: std::time::Duration) -> ringmaster_uring::Op {
+        let spec = io_uring::types::Timespec::new()
+            .sec(after.as_secs())
+            .nsec(after.subsec_nanos());
+        match self.spare_timespecs.pop() {
+            Some(mut spare) => {
+                *spare = spec;
+                ringmaster_uring::Op::Timeout { spec: spare }
+            }
+            None => ringmaster_uring::Op::Timeout {
+                spec: Box::new(spec),
+            },
+        }
+    }
+
+    /// Keeps what a finished operation handed back when it can be reused.
+    pub(crate) fn recycle(&mut self, owned: ringmaster_uring::Owned) {
+        if let ringmaster_uring::Owned::Timespec(spec) = owned {
+            if self.spare_timespecs.len() < SPARE_TIMESPECS_MAX {
+                self.spare_timespecs.push(spec);
+            }
+        }
+    }
+
+    /// Wakes every future that waited for room (a slot freed).
+    pub(crate) fn wake_room_waiters(&mut self) {
+        for waker in self.room_waiters.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// Polls spawned task `i` when it is there (a stale wake finds nothing), freeing its slot
+/// when it is done. The task is out of the table while it runs, so that it may itself use
+/// the runtime.
+pub(crate) fn run_spawned(i: u32) {
+    let Some(mut task) = with(|rt| rt.spawned.take(i)) else {
+        return;
+    };
+    if poll_spawned(&mut task, i) {
+        drop(task);
+        with(|rt| rt.spawned.free(i));
+    } else {
+        with(|rt| rt.spawned.put_back(i, task));
+    }
+}
+
+/// Why [`spawn`] refused a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpawnError;
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the worker's spawned tasks are at their bound; try again later")
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// Runs `task` on this worker until it finishes, whatever becomes of the request that
+/// spawned it (Node: work left running after the response). At most
+/// [`SPAWNED_MAX`] such tasks run per worker; past it the task is refused, not queued. A
+/// panic in a task ends that task only (it is logged).
+///
+/// # Panics
+/// Outside a worker.
+pub fn spawn(task: impl Future<Output = ()> + 'static) -> Result<(), SpawnError> {
+    let i = with(|rt| rt.spawned.add(Box::pin(task))).map_err(|_| SpawnError)?;
+    schedule(TaskKey::Spawned(i));
+    Ok(())
+}
+
+/// The most tasks [`spawn`] keeps running at once per worker.
+pub const SPAWNED_MAX: usize = 1024;
+
+/// The most ring operations a worker's futures may have at once (a sleep, a read...): past it
+/// a future waits for one to end.
+pub const OPS_MAX: usize = 4096;

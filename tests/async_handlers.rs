@@ -1,0 +1,323 @@
+//! Async handlers on the real testbed over real sockets: futures that wait on the worker's
+//! own ring (many at once per worker), their bounds, their cancellation, their panics, and
+//! that they answer exactly as a sync handler does.
+
+mod common;
+
+use common::{
+    connect, control, exchange, lenient_cases, read_response, strictness_cases, testbed,
+    wait_until, Server, GET,
+};
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// The testbed serving through its async handler, with `args`.
+fn async_testbed(args: &[&str]) -> Server {
+    let workers = workers_in(args);
+    Server::start_command(testbed(args).env("TESTBED_ASYNC", "1"), workers)
+}
+
+/// The testbed serving through its sync handler, with `args`.
+fn sync_testbed(args: &[&str]) -> Server {
+    Server::start_command(&mut testbed(args), workers_in(args))
+}
+
+fn workers_in(args: &[&str]) -> usize {
+    args.iter()
+        .position(|a| *a == "--workers")
+        .map_or(1, |i| args[i + 1].parse().unwrap())
+}
+
+/// A counter of the first worker, from `status json` (reported once a second).
+fn worker_stat(server: &Server, name: &str) -> u64 {
+    let json = control(server, "status json");
+    let row = json.split("\"workers\":[").nth(1).expect("a workers array");
+    let key = format!("\"{name}\":");
+    let at = row
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {json}"));
+    row[at + key.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {json}"))
+}
+
+/// Raises this process's descriptor limit to its hard limit (the tests hold thousands of
+/// client sockets); returns the limit now.
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY (test): getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+}
+
+/// Sends `GET path` on a new connection; the response is read later.
+fn send(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let mut stream = connect(addr);
+    stream.write_all(&get(path)).unwrap();
+    stream
+}
+
+#[test]
+fn two_hundred_sleeping_requests_wait_together_and_others_are_answered_meanwhile() {
+    let server = async_testbed(&["--workers", "1"]);
+    let start = Instant::now();
+    let waiting: Vec<TcpStream> = (0..200)
+        .map(|_| send(server.addr, "/wait?ms=1000"))
+        .collect();
+    // While all 200 wait on their timers, another path is answered at once.
+    let (res, _) = exchange(server.addr, GET);
+    assert_eq!(
+        (res.status, res.body.as_slice()),
+        (200, &b"Hello World"[..])
+    );
+    let mut answered_first = 0;
+    for stream in waiting {
+        let mut reader = BufReader::new(stream);
+        let res = read_response(&mut reader, false);
+        assert_eq!(
+            (res.status, res.body.as_slice()),
+            (200, &b"Hello World"[..])
+        );
+        answered_first += 1;
+    }
+    let took = start.elapsed();
+    assert_eq!(answered_first, 200);
+    // Served one after another they would take 200 s; together, one timer's length.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    assert!(took >= Duration::from_millis(1000), "took {took:?}");
+}
+
+#[test]
+fn pipelined_requests_to_an_async_handler_are_answered_in_order() {
+    let server = async_testbed(&["--workers", "1"]);
+    let mut stream = connect(server.addr);
+    let mut batch = Vec::new();
+    for path in ["/wait?ms=200", "/echo", "/wait?ms=10", "/target?x"] {
+        batch.extend_from_slice(&get(path));
+    }
+    batch.extend_from_slice(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    stream.write_all(&batch).unwrap();
+    let mut reader = BufReader::new(stream);
+    let bodies: Vec<Vec<u8>> = (0..5)
+        .map(|_| read_response(&mut reader, false).body)
+        .collect();
+    let expected: [&[u8]; 5] = [
+        b"Hello World",
+        b"",
+        b"Hello World",
+        b"/target?x t",
+        b"hello",
+    ];
+    assert_eq!(bodies, expected.map(<[u8]>::to_vec));
+}
+
+#[test]
+fn a_panic_after_an_await_answers_500_is_counted_and_the_worker_serves_on() {
+    let server = async_testbed(&["--workers", "1"]);
+    let pid_before = exchange(server.addr, &get("/pid")).0.body;
+    let (res, _) = exchange(server.addr, &get("/panic-async"));
+    assert_eq!(res.status, 500);
+    assert_eq!(res.header("Connection"), Some("close"));
+    server.wait_log("panicked at");
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("testbed: /panic-async requested") && l.contains("testbed.rs:")),
+        "the panic is logged with its message and location"
+    );
+    // The worker is the same process, and still serves others (a connection opened
+    // before the panic included).
+    assert_eq!(exchange(server.addr, &get("/pid")).0.body, pid_before);
+    wait_until("the panic counted", || {
+        worker_stat(&server, "handler_failures") == 1 && worker_stat(&server, "responses_5xx") == 1
+    });
+}
+
+#[test]
+fn clients_that_disconnect_mid_wait_leave_nothing_behind() {
+    const TOTAL: usize = 10_000;
+    const BATCH: usize = 1000;
+    assert!(
+        raise_nofile() > 2 * BATCH as u64 + 100,
+        "descriptor limit too low"
+    );
+    let server = async_testbed(&["--workers", "1"]);
+    // Idle counts, once the first report is in.
+    wait_until("a stats report", || {
+        worker_stat(&server, "ring_in_flight") > 0
+    });
+    let idle = |name| worker_stat(&server, name);
+    let (ring_idle, fds_idle, buffers_idle) = (
+        idle("ring_in_flight"),
+        idle("descriptors"),
+        idle("buffers_free"),
+    );
+    for batch in 0..TOTAL / BATCH {
+        let streams: Vec<TcpStream> = (0..BATCH)
+            .map(|_| send(server.addr, "/wait?ms=60000"))
+            .collect();
+        wait_until("the batch's futures all waiting", || {
+            worker_stat(&server, "handlers_in_flight") == BATCH as u64
+        });
+        drop(streams);
+        wait_until("the batch's futures all dropped", || {
+            worker_stat(&server, "handlers_cancelled") == ((batch + 1) * BATCH) as u64
+                && worker_stat(&server, "handlers_in_flight") == 0
+        });
+    }
+    wait_until("everything back to idle", || {
+        worker_stat(&server, "connections") == 0
+            && worker_stat(&server, "rt_ops_in_flight") == 0
+            && worker_stat(&server, "ring_in_flight") == ring_idle
+            && worker_stat(&server, "descriptors") == fds_idle
+            && worker_stat(&server, "buffers_free") >= buffers_idle
+    });
+    assert_eq!(worker_stat(&server, "handlers_cancelled"), TOTAL as u64);
+    // And it serves as before.
+    assert_eq!(exchange(server.addr, &get("/wait?ms=1")).0.status, 200);
+}
+
+#[test]
+fn at_handlers_max_a_request_waits_for_a_slot_and_is_answered_after() {
+    let server = async_testbed(&["--workers", "1", "--handlers-max", "2"]);
+    // At the bound: two futures wait together.
+    let start = Instant::now();
+    let two: Vec<TcpStream> = (0..2).map(|_| send(server.addr, "/wait?ms=700")).collect();
+    for stream in two {
+        assert_eq!(
+            read_response(&mut BufReader::new(stream), false).status,
+            200
+        );
+    }
+    let together = start.elapsed();
+    assert!(together < Duration::from_millis(1400), "{together:?}");
+    // Over it: the third request waits for a slot (its connection unread meanwhile), and
+    // is answered once one frees, after the first two.
+    let start = Instant::now();
+    let two: Vec<TcpStream> = (0..2).map(|_| send(server.addr, "/wait?ms=700")).collect();
+    wait_until("both slots taken", || {
+        worker_stat(&server, "handlers_in_flight") == 2
+    });
+    let third = send(server.addr, "/wait?ms=10");
+    let mut third = BufReader::new(third);
+    let res = read_response(&mut third, false);
+    let third_at = start.elapsed();
+    assert_eq!(res.status, 200);
+    assert!(third_at >= Duration::from_millis(700), "{third_at:?}");
+    for stream in two {
+        assert_eq!(
+            read_response(&mut BufReader::new(stream), false).status,
+            200
+        );
+    }
+}
+
+#[test]
+fn handlers_max_out_of_range_is_refused_at_start() {
+    for bad in ["0", "100001"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+            .args(["--handlers-max", bad, "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--handlers-max {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("handlers-max = ") && err.contains("1..=100000"),
+            "{err}"
+        );
+    }
+    for bad in ["0", "3601"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+            .args(["--handler-timeout", bad, "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--handler-timeout {bad}");
+    }
+    // The largest bound starts.
+    let server = async_testbed(&["--workers", "1", "--handlers-max", "100000"]);
+    assert_eq!(exchange(server.addr, &get("/wait?ms=1")).0.status, 200);
+}
+
+#[test]
+fn past_the_handler_timeout_the_future_is_dropped_and_the_client_gets_503() {
+    let server = async_testbed(&["--workers", "1", "--handler-timeout", "0.5"]);
+    // Below the deadline: answered.
+    assert_eq!(exchange(server.addr, &get("/wait?ms=100")).0.status, 200);
+    // Past it: 503 and a close, well before the handler would have answered.
+    let start = Instant::now();
+    let (res, mut reader) = exchange(server.addr, &get("/wait?ms=5000"));
+    assert_eq!(res.status, 503);
+    assert_eq!(res.header("Connection"), Some("close"));
+    assert!(start.elapsed() < Duration::from_millis(3000));
+    assert!(common::closed_by_server(&mut reader));
+    wait_until("the timeout counted", || {
+        worker_stat(&server, "handlers_timed_out") == 1
+            && worker_stat(&server, "handlers_in_flight") == 0
+            && worker_stat(&server, "rt_ops_in_flight") == 0
+    });
+}
+
+/// The response to `raw` on a new connection as text, without its `Date` field (the only
+/// one that differs by time).
+fn response_text(addr: std::net::SocketAddr, raw: &[u8]) -> String {
+    let mut stream = connect(addr);
+    stream.write_all(raw).unwrap();
+    let res = read_response(&mut BufReader::new(stream), raw.starts_with(b"HEAD"));
+    let headers: Vec<String> = res
+        .headers
+        .iter()
+        .filter(|(n, _)| n != "Date")
+        .map(|(n, v)| format!("{n}: {v}"))
+        .collect();
+    format!(
+        "{} {headers:?} {}",
+        res.status,
+        String::from_utf8_lossy(&res.body)
+    )
+}
+
+#[test]
+fn sync_and_async_handlers_answer_the_strictness_cases_alike() {
+    let sync = sync_testbed(&["--workers", "1"]);
+    let asynchronous = async_testbed(&["--workers", "1"]);
+    let mut cases: Vec<(String, Vec<u8>)> = strictness_cases()
+        .into_iter()
+        .map(|(name, raw, _)| (name.to_string(), raw))
+        .collect();
+    cases.extend(lenient_cases().into_iter().map(|(n, r)| (n.to_string(), r)));
+    cases.extend([
+        ("echo".to_string(), b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
+        (
+            "chunked echo".to_string(),
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n".to_vec(),
+        ),
+        ("HEAD".to_string(), b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n".to_vec()),
+        ("HTTP/1.0".to_string(), b"GET / HTTP/1.0\r\n\r\n".to_vec()),
+        ("OPTIONS *".to_string(), b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n".to_vec()),
+        ("absolute".to_string(), b"GET http://a.example/target?q HTTP/1.1\r\nHost: b\r\n\r\n".to_vec()),
+        ("misuse".to_string(), get("/misuse?what=header")),
+        ("panic".to_string(), get("/panic")),
+        ("close".to_string(), b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n".to_vec()),
+    ]);
+    for (name, raw) in cases {
+        let a = response_text(sync.addr, &raw);
+        let b = response_text(asynchronous.addr, &raw);
+        assert_eq!(a, b, "case {name}");
+    }
+}
