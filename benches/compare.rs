@@ -4,10 +4,17 @@
 //! the tables to `target/benchmarks/latest.md`.
 //!
 //! ```text
-//! cargo bench --bench compare -- [--peers nginx,hyper,minihttp,monoio,node] [--rounds 3]
-//!     [--duration 10] [--workloads keepalive,pipelined,close,idle] [--ablation] [--smoke]
-//!     [--baseline PATH]
+//! cargo bench --bench compare -- [--peers floor,nginx,hyper,minihttp,monoio,node,testbed,async]
+//!     [--rounds 3] [--duration 10] [--workloads keepalive,pipelined,close,wait,idle]
+//!     [--ablation] [--smoke] [--baseline PATH]
 //! ```
+//!
+//! Peers beyond `../shared/peers`: `floor` (the kernel floor, `floor/floor.c`, built with
+//! `cc`; keep-alive and pipelined loads only), `testbed` (ringmaster's testbed example with
+//! its sync handler) and `async` (the same with its async handler, `TESTBED_ASYNC=1`), both
+//! built in release on first use. The `wait` load (`GET /wait?ms=1` over 1,000 connections:
+//! a handler that waits 1 ms on its runtime's timer) runs on the servers that have that
+//! path: `async`, `node`, `hyper`; its ratios are against `async`.
 //!
 //! `--baseline PATH` adds another ringmaster binary (an older build, say) as a peer named
 //! `baseline`, so that a change to the hot path is measured before and after in one run.
@@ -27,6 +34,8 @@ use std::time::{Duration, Instant};
 const CONNECTIONS: u32 = 64;
 /// Requests per write in the pipelined load.
 const PIPELINE_DEPTH: u32 = 16;
+/// Connections of the `wait` load.
+const WAIT_CONNECTIONS: u32 = 1000;
 /// Connections held open for the idle-memory measurement.
 const IDLE_CONNECTIONS: usize = 10_000;
 /// wrk's script for the pipelined load (the peers' `pipeline.lua`): DEPTH requests per
@@ -48,6 +57,8 @@ enum Workload {
     KeepAlive,
     Pipelined,
     Close,
+    /// `GET /wait?ms=1` over [`WAIT_CONNECTIONS`]: a handler that waits on a timer.
+    Wait,
     Idle,
 }
 
@@ -57,6 +68,7 @@ impl Workload {
             Workload::KeepAlive => "keep-alive, 64 conns",
             Workload::Pipelined => "pipelined x16, 64 conns",
             Workload::Close => "Connection: close, 64 conns",
+            Workload::Wait => "handler waits 1 ms, 1000 conns",
             Workload::Idle => "idle keep-alive memory",
         }
     }
@@ -66,6 +78,7 @@ impl Workload {
             "keepalive" => Some(Workload::KeepAlive),
             "pipelined" => Some(Workload::Pipelined),
             "close" => Some(Workload::Close),
+            "wait" => Some(Workload::Wait),
             "idle" => Some(Workload::Idle),
             _ => None,
         }
@@ -81,6 +94,21 @@ struct Server {
     env: Vec<(String, String)>,
     /// Whether it honours `Connection: close` (monoio's raw loop does not).
     closes: bool,
+    /// Whether it has `GET /wait?ms=N`.
+    waits: bool,
+}
+
+impl Server {
+    /// Whether it can run `workload`.
+    fn runs(&self, workload: Workload) -> bool {
+        match workload {
+            Workload::Close => self.closes,
+            Workload::Wait => self.waits,
+            // Only the ringmaster binary has the Hello World loads besides; the testbed
+            // variants are run on them too.
+            _ => true,
+        }
+    }
 }
 
 impl Server {
@@ -218,11 +246,14 @@ struct Bench {
 
 impl Bench {
     fn wrk(&self, addr: SocketAddr, workload: Workload) -> Result<(u64, f64, u64), String> {
-        let url = format!("http://{addr}/");
+        let (url, connections) = match workload {
+            Workload::Wait => (format!("http://{addr}/wait?ms=1"), WAIT_CONNECTIONS),
+            _ => (format!("http://{addr}/"), CONNECTIONS),
+        };
         let mut command = Command::new(&self.wrk);
         command.args([
             "-t1",
-            &format!("-c{CONNECTIONS}"),
+            &format!("-c{connections}"),
             &format!("-d{}s", self.duration),
             "--timeout",
             "5s",
@@ -448,6 +479,7 @@ fn parse_args() -> Result<Args, String> {
             Workload::KeepAlive,
             Workload::Pipelined,
             Workload::Close,
+            Workload::Wait,
             Workload::Idle,
         ],
         ablation: false,
@@ -513,6 +545,7 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         closes,
+        waits: matches!(name, "node" | "hyper" | "async"),
     };
     match name {
         "nginx" => {
@@ -540,8 +573,56 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
             // connection open too: neither can run the one-request-per-connection load.
             Ok(server(bin, &["{port}"], &[], name == "hyper"))
         }
+        "floor" => {
+            let bin = build_floor(dir)?;
+            // Not a server: it answers every request alike and never closes.
+            Ok(server(bin, &["{port}"], &[], false))
+        }
+        "testbed" | "async" => {
+            let bin = build_testbed()?;
+            let mut s = ringmaster(name, &[]);
+            s.program = bin;
+            s.waits = name == "async";
+            if name == "async" {
+                s.env = vec![("TESTBED_ASYNC".into(), "1".into())];
+            }
+            Ok(s)
+        }
         other => Err(format!("unknown peer {other}")),
     }
+}
+
+/// The kernel floor's binary, built with `cc` into `target/peers` on first use.
+fn build_floor(peers_dir: &Path) -> Result<PathBuf, String> {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers/floor");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(bin.parent().expect("a folder")).map_err(|e| e.to_string())?;
+    let status = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(peers_dir.join("floor/floor.c"))
+        .status()
+        .map_err(|e| format!("cc (apt-get install gcc): {e}"))?;
+    match status.success() {
+        true => Ok(bin),
+        false => Err("building the floor failed".into()),
+    }
+}
+
+/// The testbed example, built in release (this bench's own build leaves examples out).
+fn build_testbed() -> Result<PathBuf, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "--example", "testbed"])
+        .current_dir(&root)
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err("building the testbed example failed".into());
+    }
+    Ok(root.join("target/release/examples/testbed"))
 }
 
 fn ringmaster(name: &str, extra: &[&str]) -> Server {
@@ -553,6 +634,7 @@ fn ringmaster(name: &str, extra: &[&str]) -> Server {
         args,
         env: Vec::new(),
         closes: true,
+        waits: false,
     }
 }
 
@@ -589,6 +671,8 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // The wait load's clients (wrk inherits the limit) and the idle-memory measurement.
+    raise_nofile(IDLE_CONNECTIONS as u64 + 4096);
     let Some(wrk) = which("wrk") else {
         eprintln!("compare: error: wrk is not installed; install it (apt-get install wrk)");
         std::process::exit(2);
@@ -654,7 +738,7 @@ fn main() {
                 }
             };
             for &w in &load {
-                if w == Workload::Close && !server.closes {
+                if !server.runs(w) {
                     continue;
                 }
                 let before = (server.name == "ringmaster")
@@ -772,7 +856,10 @@ fn table(results: &Results, servers: &[Server], rounds: u32) -> String {
             );
             let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
         }
-        let ours = results.get(&(w, "ringmaster".to_string()));
+        // Ours: the ringmaster binary, or its async testbed for the loads only it runs.
+        let ours = results
+            .get(&(w, "ringmaster".to_string()))
+            .or_else(|| results.get(&(w, "async".to_string())));
         let ours_rps = ours.map(|s| median(s.iter().map(|x| x.rps).collect()));
         let ours_cpu = ours.map(|s| median(s.iter().map(|x| x.cpu_us).collect()));
         for server in servers {

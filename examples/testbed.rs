@@ -16,7 +16,11 @@
 //!
 //! `TESTBED_ASYNC=1` serves the same paths through an async handler (each answered at its
 //! first poll), plus the async ones: `/wait?ms=N` answers Hello World after a ring timer of
-//! N ms; `/panic-async` panics after an await.
+//! N ms; `/panic-async` panics after an await; `/upstream?port=P` connects to
+//! 127.0.0.1:P over the ring, writes one line and answers with the first line it reads back
+//! (`502` when it cannot); `/blocking?ms=N` sleeps N ms on the blocking pool; `/spawn?m=TEXT`
+//! spawns a task that sends TEXT to the master (waiting while its pipe is full) after the
+//! response.
 //!
 //! `TESTBED_START=config` makes `Handler::start` fail (a configuration error: no respawn
 //! loop); `TESTBED_START=exit` or `exit:SLOT` makes the worker (of that slot) exit with
@@ -100,9 +104,65 @@ async fn answer_async(testbed: Rc<Testbed>, req: OwnedRequest) -> Response {
             ringmaster::rt::sleep(Duration::from_millis(1)).await;
             panic!("testbed: /panic-async requested");
         }
+        "/upstream" => {
+            let port = query(&req, "port")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            match upstream_line(port).await {
+                Ok(line) => res.body(line),
+                Err(e) => res.status(502).body(format!("upstream: {e}\n")),
+            };
+        }
+        "/blocking" => {
+            let ms = query(&req, "ms").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let slept = ringmaster::rt::blocking(move || {
+                std::thread::sleep(Duration::from_millis(ms));
+                format!("slept {ms} ms on {:?}", std::thread::current().name())
+            })
+            .await;
+            res.body(slept);
+        }
+        "/spawn" => {
+            let text = query(&req, "m").unwrap_or("").to_string();
+            let spawned = ringmaster::rt::spawn(async move {
+                ringmaster::rt::sleep(Duration::from_millis(10)).await;
+                if let Err(e) = ringmaster::rt::send_to_master(text.as_bytes()).await {
+                    eprintln!("testbed: spawned send failed: {e}");
+                }
+            });
+            match spawned {
+                Ok(()) => res.body("spawned"),
+                Err(e) => res.status(503).body(e.to_string()),
+            };
+        }
         _ => testbed.answer(&req, &mut res),
     }
     res
+}
+
+/// Connects to 127.0.0.1:`port`, writes a line, and reads the first line back (at most
+/// 4 KiB), each step within a second's deadline past the upstream's own wait.
+async fn upstream_line(port: u16) -> std::io::Result<Vec<u8>> {
+    use ringmaster::rt::TcpStream;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut upstream = TcpStream::connect_timeout(addr, Duration::from_secs(2)).await?;
+    upstream.set_read_timeout(Some(Duration::from_secs(10)));
+    upstream.set_write_timeout(Some(Duration::from_secs(2)));
+    upstream.write_all(b"hello upstream\n").await?;
+    let mut line = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !line.contains(&b'\n') && line.len() < 4096 {
+        match upstream.read(&mut buf).await? {
+            0 => break,
+            n => line.extend_from_slice(&buf[..n]),
+        }
+    }
+    let end = line
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(line.len(), |i| i + 1);
+    line.truncate(end);
+    Ok(line)
 }
 
 impl Testbed {
@@ -187,9 +247,14 @@ fn main() {
     if std::env::var_os("TESTBED_ASYNC").is_some() {
         let testbed = Rc::new(Testbed::default());
         let server = Server::new_async(move |req: OwnedRequest| answer_async(testbed.clone(), req));
-        std::process::exit(ringmaster::cli::run(server));
+        std::process::exit(ringmaster::cli::run(hooks(server)));
     }
-    let server = Server::new(Testbed::default())
+    std::process::exit(ringmaster::cli::run(hooks(Server::new(Testbed::default()))));
+}
+
+/// Every cluster hook, logging, and answering messages.
+fn hooks<H: ringmaster::Serve>(server: Server<H>) -> Server<H> {
+    server
         .on_fork(|_, w| eprintln!("testbed: fork slot={} pid={}", w.slot, w.pid))
         .on_online(|cluster, w| {
             eprintln!(
@@ -212,6 +277,5 @@ fn main() {
                     eprintln!("testbed: reply failed: {e}");
                 }
             }
-        });
-    std::process::exit(ringmaster::cli::run(server));
+        })
 }

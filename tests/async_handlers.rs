@@ -321,3 +321,128 @@ fn sync_and_async_handlers_answer_the_strictness_cases_alike() {
         assert_eq!(a, b, "case {name}");
     }
 }
+
+/// A line server on 127.0.0.1: each connection's first line is answered, after `delay`,
+/// with `echo: LINE`. Counts the connections it accepted. Stops when dropped.
+struct Upstream {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Upstream {
+    fn start(delay: Duration) -> Upstream {
+        use std::io::BufRead;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, halt) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !halt.load(Ordering::Relaxed) {
+                let (stream, _) = match listener.accept() {
+                    Ok(s) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                std::thread::spawn(move || {
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_ok() {
+                        std::thread::sleep(delay);
+                        let _ = (&stream).write_all(format!("echo: {line}").as_bytes());
+                    }
+                });
+            }
+        });
+        Upstream {
+            port,
+            accepted,
+            stop,
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_hundred_requests_that_call_a_slow_upstream_wait_together() {
+    let upstream = Upstream::start(Duration::from_secs(1));
+    let server = async_testbed(&["--workers", "1"]);
+    let path = format!("/upstream?port={}", upstream.port);
+    let start = Instant::now();
+    let streams: Vec<TcpStream> = (0..100).map(|_| send(server.addr, &path)).collect();
+    for stream in streams {
+        let res = read_response(&mut BufReader::new(stream), false);
+        assert_eq!(
+            (res.status, String::from_utf8_lossy(&res.body).as_ref()),
+            (200, "echo: hello upstream\n")
+        );
+    }
+    let took = start.elapsed();
+    // One after another: 100 s. Together: about one upstream delay.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    assert_eq!(
+        upstream.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        100,
+        "one upstream connection per request"
+    );
+    // An upstream that is not there: 502, and the worker serves on.
+    drop(upstream);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (res, _) = exchange(server.addr, &get(&format!("/upstream?port={port}")));
+    assert_eq!(res.status, 502);
+    assert!(
+        String::from_utf8_lossy(&res.body).contains("refused"),
+        "{res:?}"
+    );
+    assert_eq!(exchange(server.addr, GET).0.status, 200);
+}
+
+#[test]
+fn blocking_work_runs_on_the_pool_while_the_worker_serves() {
+    let server = async_testbed(&["--workers", "1"]);
+    let start = Instant::now();
+    // The pool's four threads sleep together; the worker itself never blocks.
+    let streams: Vec<TcpStream> = (0..4)
+        .map(|_| send(server.addr, "/blocking?ms=800"))
+        .collect();
+    let (res, _) = exchange(server.addr, GET);
+    assert_eq!(res.status, 200);
+    assert!(
+        start.elapsed() < Duration::from_millis(700),
+        "answered meanwhile"
+    );
+    for stream in streams {
+        let res = read_response(&mut BufReader::new(stream), false);
+        assert_eq!(
+            String::from_utf8_lossy(&res.body),
+            "slept 800 ms on Some(\"ringmaster-blocking\")"
+        );
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(1500), "together: {took:?}");
+}
+
+#[test]
+fn a_spawned_task_outlives_its_request_and_reaches_the_master() {
+    let server = async_testbed(&["--workers", "1"]);
+    let (res, _) = exchange(server.addr, &get("/spawn?m=from-a-task"));
+    assert_eq!((res.status, res.body.as_slice()), (200, &b"spawned"[..]));
+    server.wait_log("testbed: message slot=0 text=from-a-task");
+}

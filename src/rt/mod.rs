@@ -8,17 +8,33 @@
 //! not run here.
 //!
 //! - time: [`sleep`], [`timeout`];
-//! - tasks: [`spawn`] a task that outlives its request (bounded per worker).
+//! - net: [`TcpStream`] (connect, read, write, shutdown, with deadlines);
+//! - tasks: [`spawn`] a task that outlives its request (bounded per worker);
+//! - [`blocking`]: a closure that would block, on a small per-worker thread pool;
+//! - IPC: [`send_to_master`], waiting while the master's pipe is full.
+//!
+//! Every wait ends: a future whose client goes away is dropped, and what it waited on is
+//! cancelled (its memory stays the ring's until the kernel lets go); a handler's future
+//! past the handler timeout is dropped too. Every table here is bounded: [`OPS_MAX`] ring
+//! operations, [`TIMERS_MAX`] timers, [`SPAWNED_MAX`] spawned tasks,
+//! [`BLOCKING_THREADS_MAX`] threads and [`BLOCKING_QUEUE_MAX`] queued closures; at a bound
+//! a future waits for room, it is never queued without limit.
 
+mod blocking;
 mod exec;
+mod net;
+mod op;
 mod ops;
 mod time;
 
+pub use blocking::{blocking, Blocking, BLOCKING_QUEUE_MAX, BLOCKING_THREADS_MAX};
 use exec::poll_spawned;
 pub(crate) use exec::{any_ready, install as install_executor, next_ready, take_foreign};
 pub(crate) use exec::{schedule, Panicked, Spawned, Started, TaskKey, Tasks};
+pub use net::{TcpStream, IO_BYTES_MAX};
 pub(crate) use ops::{OpTable, Outcome, Ticket};
-pub use time::{sleep, timeout, Elapsed, Sleep, Timeout};
+pub(crate) use time::Timers;
+pub use time::{sleep, timeout, Elapsed, Sleep, Timeout, TIMERS_MAX};
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -29,18 +45,12 @@ use std::task::Waker;
 /// tasks, and who waits for room in either.
 pub(crate) struct Runtime {
     pub(crate) ops: OpTable,
+    pub(crate) timers: Timers,
     pub(crate) spawned: Spawned,
     /// Futures waiting for a free operation slot, woken (all) when one frees. At most one
     /// entry per task, since a task waits on one thing at a time.
     room_waiters: Vec<Waker>,
-    /// Timespecs of finished timeouts, for the next ones (at most [`SPARE_TIMESPECS_MAX`]):
-    /// boxed, because the ring lends the kernel the box's address.
-    #[allow(clippy::vec_box)]
-    spare_timespecs: Vec<Box<io_uring::types::Timespec>>,
 }
-
-/// Timespecs kept for reuse, so that a warm worker's sleeps allocate nothing.
-const SPARE_TIMESPECS_MAX: usize = 1024;
 
 thread_local! {
     /// The runtime of the worker whose thread this is; `None` on any other thread.
@@ -55,9 +65,9 @@ pub(crate) fn install(ops: usize, requests: usize, spawned: usize) -> std::io::R
     RT.with(|rt| {
         *rt.borrow_mut() = Some(Runtime {
             ops: OpTable::new(ops),
+            timers: Timers::new(TIMERS_MAX),
             spawned: Spawned::new(spawned),
             room_waiters: Vec::with_capacity(requests + spawned),
-            spare_timespecs: Vec::with_capacity(SPARE_TIMESPECS_MAX),
         })
     });
     Ok(eventfd)
@@ -90,51 +100,10 @@ pub(crate) fn try_with(f: impl FnOnce(&mut Runtime)) {
 }
 
 impl Runtime {
-    /// Queues `op` for the ring; when no slot is free, records `waker` to be woken when one
-    /// frees and returns `None`.
-    /// The completion wakes `waker`.
-    pub(crate) fn queue_or_wait(
-        &mut self,
-        op: ringmaster_uring::Op,
-        waker: &Waker,
-    ) -> Option<Ticket> {
-        match self.ops.queue(op) {
-            Some(ticket) => {
-                // Not finished: this records the waker for the completion.
-                let _ = self.ops.poll(ticket, waker);
-                Some(ticket)
-            }
-            None => {
-                if !self.room_waiters.iter().any(|w| w.will_wake(waker)) {
-                    self.room_waiters.push(waker.clone());
-                }
-                None
-            }
-        }
-    }
-
-    /// A timeout of `after`, in a reused timespec when one is spare.
-    pub(crate) fn timeout_op(&mut self, after: std::time::Duration) -> ringmaster_uring::Op {
-        let spec = io_uring::types::Timespec::new()
-            .sec(after.as_secs())
-            .nsec(after.subsec_nanos());
-        match self.spare_timespecs.pop() {
-            Some(mut spare) => {
-                *spare = spec;
-                ringmaster_uring::Op::Timeout { spec: spare }
-            }
-            None => ringmaster_uring::Op::Timeout {
-                spec: Box::new(spec),
-            },
-        }
-    }
-
-    /// Keeps what a finished operation handed back when it can be reused.
-    pub(crate) fn recycle(&mut self, owned: ringmaster_uring::Owned) {
-        if let ringmaster_uring::Owned::Timespec(spec) = owned {
-            if self.spare_timespecs.len() < SPARE_TIMESPECS_MAX {
-                self.spare_timespecs.push(spec);
-            }
+    /// Records `waker` to be woken when an operation slot or a timer frees.
+    pub(crate) fn wait_for_room(&mut self, waker: &Waker) {
+        if !self.room_waiters.iter().any(|w| w.will_wake(waker)) {
+            self.room_waiters.push(waker.clone());
         }
     }
 
@@ -158,6 +127,30 @@ pub(crate) fn run_spawned(i: u32) {
         with(|rt| rt.spawned.free(i));
     } else {
         with(|rt| rt.spawned.put_back(i, task));
+    }
+}
+
+/// Sends `bytes` to the master, from a worker (Node's `process.send`), as
+/// [`crate::send_to_master`] does, but waiting (a ring write) while the master's pipe is
+/// full instead of failing with [`SendError::Full`](crate::SendError::Full).
+pub async fn send_to_master(bytes: &[u8]) -> Result<(), crate::SendError> {
+    use crate::ipc::{self, Message};
+    use crate::SendError;
+    let Some(fd) = ipc::to_master() else {
+        return Err(SendError::NotAWorker);
+    };
+    let mut frame = Vec::with_capacity(ipc::FRAME_BYTES_MAX);
+    ipc::encode(&Message::User(bytes.to_vec()), &mut frame).map_err(|_| SendError::TooLarge)?;
+    let len = frame.len();
+    let op = ringmaster_uring::Op::Write {
+        fd,
+        buf: frame,
+        offset: u64::MAX,
+    };
+    // A frame fits PIPE_BUF: the pipe takes it whole or waits for room.
+    match op::RingOp::new(op).await.result {
+        n if n >= 0 && n as usize == len => Ok(()),
+        _ => Err(SendError::Gone),
     }
 }
 

@@ -71,11 +71,11 @@ impl OpTable {
         }
     }
 
-    /// Queues `op` for the end of the turn; `None` when the table is full (the caller
-    /// waits for a slot to free, or fails).
-    pub(crate) fn queue(&mut self, op: Op) -> Option<Ticket> {
+    /// Queues `op` for the end of the turn; `Err(op)` when the table is full (the caller
+    /// waits for a slot to free).
+    pub(crate) fn queue(&mut self, op: Op) -> Result<Ticket, Op> {
         if self.entries.len() >= self.capacity {
-            return None;
+            return Err(op);
         }
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
@@ -84,7 +84,7 @@ impl OpTable {
             state: State::Queued(Some(op), None),
         }) as u32;
         self.queued.push_back(slot);
-        Some(Ticket { slot, generation })
+        Ok(Ticket { slot, generation })
     }
 
     /// Operations in use (queued, in the ring, finished and not yet taken, or detached).
@@ -252,7 +252,7 @@ mod tests {
     fn a_full_table_refuses_and_a_dropped_future_never_reaches_the_kernel() {
         let mut table = OpTable::new(1);
         let ticket = table.queue(nop()).unwrap();
-        assert!(table.queue(nop()).is_none(), "bounded");
+        assert!(table.queue(nop()).is_err(), "bounded");
         table.detach(ticket);
         assert!(table.pop_queued().is_none(), "never pushed");
         assert_eq!(table.len(), 0);

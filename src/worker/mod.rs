@@ -250,10 +250,10 @@ impl<'h, H: Serve> Worker<'h, H> {
                 log!("drained; exiting");
                 return Ok(());
             }
-            // Futures ready to run make this turn's enter not wait.
-            self.ring.submit_and_wait(u32::from(!self.tasks_ready()))?;
+            self.submit_and_wait()?;
             self.ctx.now = Instant::now();
             self.ctx.date.refresh();
+            self.fire_timers();
             let mut batch = std::mem::take(&mut self.batch);
             while self.ring.reap(&mut batch) > 0 {
                 for completion in batch.drain(..) {

@@ -13,6 +13,7 @@ use crate::rt::{self, Outcome, TaskKey};
 use crate::Serve;
 use ringmaster_uring::{Completion, Op, Owned};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Instant;
 
 /// Futures polled per loop turn at most, so that a storm of wakes cannot starve the ring:
 /// the rest run next turn, which then does not wait.
@@ -149,6 +150,30 @@ impl<H: Serve> Worker<'_, H> {
         rt::any_ready() || (self.ctx.tasks.has_room() && !self.rt.room_queue.is_empty())
     }
 
+    /// The turn's one `io_uring_enter`: it does not wait when futures are ready to run, and
+    /// waits no longer than the earliest timer.
+    pub(super) fn submit_and_wait(&mut self) -> std::io::Result<()> {
+        if self.tasks_ready() {
+            self.ring.submit_and_wait(0)?;
+            return Ok(());
+        }
+        match rt::with(|rt| rt.timers.next_due(Instant::now())) {
+            None => self.ring.submit_and_wait(1)?,
+            Some(due) if due.is_zero() => self.ring.submit_and_wait(0)?,
+            Some(due) => self.ring.submit_and_wait_timeout(1, due)?,
+        };
+        Ok(())
+    }
+
+    /// Wakes the futures whose timers are due at this turn's time.
+    pub(super) fn fire_timers(&mut self) {
+        let now = self.ctx.now;
+        rt::with(|rt| {
+            rt.timers.set_now(now);
+            rt.timers.fire();
+        });
+    }
+
     /// Pushes the ring operations the futures queued this turn, and the cancels of those
     /// whose futures were dropped.
     pub(super) fn push_rt_ops(&mut self) -> std::io::Result<()> {
@@ -161,7 +186,7 @@ impl<H: Serve> Worker<'_, H> {
             while let Some(target) = rt.ops.pop_cancel() {
                 ring.push(Op::Cancel { target }, Event::Ignored)?;
             }
-            if rt.ops.has_room() {
+            if rt.ops.has_room() && rt.timers.len() < rt::TIMERS_MAX {
                 rt.wake_room_waiters();
             }
             Ok(())

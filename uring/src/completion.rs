@@ -14,6 +14,8 @@ pub enum Owned {
     Buf(Vec<u8>),
     /// The timespec of a timeout.
     Timespec(Box<Timespec>),
+    /// What a statx filled in (valid when the result is 0).
+    Statx(Box<crate::op::StatxArgs>),
 }
 
 /// One completion queue entry, decoded, with the caller's tag `T` of its operation.
@@ -84,6 +86,16 @@ impl Lent {
                 Owned::Buf(buf)
             }
             Lent::Timespec(spec) => Owned::Timespec(spec),
+            // Read by the kernel only; freed now that it is done with them.
+            Lent::Addr(addr) => {
+                drop(addr);
+                Owned::Nothing
+            }
+            Lent::Open(open) => {
+                drop(open);
+                Owned::Nothing
+            }
+            Lent::Statx(stat) => Owned::Statx(stat),
         }
     }
 }

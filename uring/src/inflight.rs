@@ -42,6 +42,12 @@ pub(crate) enum Lent {
     Sink(Vec<u8>),
     /// A timespec the kernel reads when the timeout is armed.
     Timespec(Box<Timespec>),
+    /// A socket address the kernel reads (connect).
+    Addr(Box<crate::op::SockAddr>),
+    /// A path and `open_how` the kernel reads (openat2).
+    Open(Box<crate::op::OpenArgs>),
+    /// A path the kernel reads and a buffer it fills (statx).
+    Statx(Box<crate::op::StatxArgs>),
 }
 
 /// One in-flight operation: the caller's tag for it, and the memory it lent the kernel.

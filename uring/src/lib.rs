@@ -53,6 +53,6 @@ mod ring;
 pub use bufring::{BufRing, BUF_RING_ENTRIES_MAX};
 pub use completion::{Completion, Owned};
 pub use inflight::OpId;
-pub use op::{Desc, Op};
+pub use op::{Desc, Op, OpenArgs, SockAddr, StatxArgs};
 pub use probe::Features;
 pub use ring::{Ring, RingConfig, RingStats, SetupMode, CQ_ENTRIES_MAX, SQ_ENTRIES_MAX};

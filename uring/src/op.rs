@@ -149,6 +149,130 @@ pub enum Op {
         /// How long; owned by the ring until the completion, then handed back for reuse.
         spec: Box<Timespec>,
     },
+    /// Connect a socket to an address; the completion's result is 0 or a negated `errno`.
+    Connect {
+        /// The socket (a descriptor of the process).
+        fd: RawFd,
+        /// The address, owned by the ring until the completion.
+        addr: Box<SockAddr>,
+    },
+    /// Read into the spare capacity of `buf` at `offset` of a file (as [`Op::Read`], which
+    /// reads at the file position).
+    ReadAt {
+        /// A file.
+        fd: RawFd,
+        /// The buffer, owned by the ring until the completion.
+        buf: Vec<u8>,
+        /// Where in the file.
+        offset: u64,
+    },
+    /// `openat2(dirfd, path, how)`: the completion's result is the new descriptor.
+    OpenAt2 {
+        /// The directory `path` is relative to (`libc::AT_FDCWD` for the working one).
+        dirfd: RawFd,
+        /// The path and how to open it, owned by the ring until the completion.
+        open: Box<OpenArgs>,
+    },
+    /// `statx(dirfd, path, flags, mask)`: the completion hands the result back in
+    /// [`Owned::Statx`](crate::Owned::Statx).
+    Statx {
+        /// The directory `path` is relative to, or the file itself with `AT_EMPTY_PATH`.
+        dirfd: RawFd,
+        /// The path, flags and mask, and the buffer the kernel fills, owned by the ring
+        /// until the completion.
+        stat: Box<StatxArgs>,
+    },
+}
+
+/// A socket address as the kernel reads it.
+#[derive(Clone, Copy)]
+pub struct SockAddr {
+    /// The address, of any family.
+    pub storage: libc::sockaddr_storage,
+    /// Its length.
+    pub len: libc::socklen_t,
+}
+
+impl std::fmt::Debug for SockAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SockAddr(family {}, {} bytes)",
+            self.storage.ss_family, self.len
+        )
+    }
+}
+
+impl SockAddr {
+    /// The kernel's form of `addr`.
+    pub fn from_std(addr: std::net::SocketAddr) -> SockAddr {
+        // SAFETY: `sockaddr_storage` is plain data for which all zeroes is valid.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match addr {
+            std::net::SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: `sockaddr_storage` is larger than and aligned for `sockaddr_in`.
+                unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            std::net::SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: `sockaddr_storage` is larger than and aligned for `sockaddr_in6`.
+                unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        SockAddr {
+            storage,
+            len: len as libc::socklen_t,
+        }
+    }
+}
+
+/// What [`Op::OpenAt2`] lends the kernel: the path and the `open_how`.
+#[derive(Debug)]
+pub struct OpenArgs {
+    /// The path.
+    pub path: std::ffi::CString,
+    /// `O_*` flags, the mode for a new file, `RESOLVE_*` flags.
+    pub how: io_uring::types::OpenHow,
+}
+
+/// What [`Op::Statx`] lends the kernel: the path, flags and mask, and the result buffer.
+pub struct StatxArgs {
+    /// The path (empty with `AT_EMPTY_PATH`).
+    pub path: std::ffi::CString,
+    /// `AT_*` flags.
+    pub flags: i32,
+    /// `STATX_*` fields asked for.
+    pub mask: u32,
+    /// Filled by the kernel.
+    pub buf: libc::statx,
+}
+
+impl std::fmt::Debug for StatxArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatxArgs")
+            .field("path", &self.path)
+            .field("flags", &self.flags)
+            .field("mask", &self.mask)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Op {
@@ -267,6 +391,43 @@ impl Op {
             Op::Timeout { spec } => {
                 let entry = opcode::Timeout::new(&*spec as *const Timespec).build();
                 (entry, Lent::Timespec(spec))
+            }
+            Op::Connect { fd, addr } => {
+                let entry = opcode::Connect::new(
+                    Fd(fd),
+                    (&raw const addr.storage).cast::<libc::sockaddr>(),
+                    addr.len,
+                )
+                .build();
+                // Moving the box moves its pointer, not the address it points to.
+                (entry, Lent::Addr(addr))
+            }
+            Op::ReadAt {
+                fd,
+                mut buf,
+                offset,
+            } => {
+                let spare = buf.spare_capacity_mut();
+                assert!(!spare.is_empty(), "read into a full buffer");
+                let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+                let entry = opcode::Read::new(Fd(fd), spare.as_mut_ptr().cast(), len)
+                    .offset(offset)
+                    .build();
+                (entry, Lent::Sink(buf))
+            }
+            Op::OpenAt2 { dirfd, open } => {
+                let entry =
+                    opcode::OpenAt2::new(Fd(dirfd), open.path.as_ptr(), &raw const open.how)
+                        .build();
+                (entry, Lent::Open(open))
+            }
+            Op::Statx { dirfd, mut stat } => {
+                let buf = (&raw mut stat.buf).cast::<io_uring::types::statx>();
+                let entry = opcode::Statx::new(Fd(dirfd), stat.path.as_ptr(), buf)
+                    .flags(stat.flags)
+                    .mask(stat.mask)
+                    .build();
+                (entry, Lent::Statx(stat))
             }
         }
     }

@@ -697,3 +697,90 @@ fn socket_out_queue_counts_what_the_peer_has_not_taken() {
     ring.push(Op::SocketOutQueue { fd: plain }, 4).unwrap();
     assert_eq!(wait_for(&mut ring, 1)[0].result, 0);
 }
+
+#[test]
+fn connect_open_beneath_statx_and_read_at() {
+    if features().is_none() {
+        return;
+    }
+    let mut ring = ring();
+    // Connect to a listener.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // SAFETY (test): socket(2) with constant arguments; the descriptor is owned below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(raw >= 0);
+    // SAFETY (test): `raw` is a new descriptor of this process, owned by nothing else.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let op = Op::Connect {
+        fd: socket.as_raw_fd(),
+        addr: Box::new(ringmaster_uring::SockAddr::from_std(addr)),
+    };
+    ring.push(op, 1).unwrap();
+    let done = wait_for(&mut ring, 1);
+    assert_eq!(done[0].result, 0, "connected");
+    let (mut peer, _) = listener.accept().unwrap();
+    // SAFETY (test): `socket` is a connected socket; the buffer outlives the call.
+    let sent = unsafe { libc::send(socket.as_raw_fd(), b"hi".as_ptr().cast(), 2, 0) };
+    assert_eq!(sent, 2);
+    let mut got = [0u8; 2];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hi");
+
+    // A directory with a file, opened beneath it; a path out of it is refused.
+    let dir = std::env::temp_dir().join(format!("uring-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f"), b"0123456789").unwrap();
+    let root = std::fs::File::open(&dir).unwrap();
+    let open = |path: &str| Op::OpenAt2 {
+        dirfd: root.as_raw_fd(),
+        open: Box::new(ringmaster_uring::OpenArgs {
+            path: std::ffi::CString::new(path).unwrap(),
+            how: io_uring::types::OpenHow::new()
+                .flags((libc::O_RDONLY | libc::O_CLOEXEC) as u64)
+                .resolve(libc::RESOLVE_BENEATH),
+        }),
+    };
+    ring.push(open("f"), 2).unwrap();
+    ring.push(open("../f"), 3).unwrap();
+    let mut done = wait_for(&mut ring, 2);
+    done.sort_by_key(|c| c.tag);
+    assert!(done[0].result >= 0, "opened: {}", done[0].result);
+    assert_eq!(done[1].result, -libc::EXDEV, "a path out of the root");
+    // SAFETY (test): the kernel gave this descriptor to this process.
+    let file =
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(done[0].result) };
+
+    // Its size, and four bytes at offset 3.
+    let stat = Op::Statx {
+        dirfd: file.as_raw_fd(),
+        // SAFETY (test): all zeroes is a valid `statx`.
+        stat: Box::new(ringmaster_uring::StatxArgs {
+            path: std::ffi::CString::new("").unwrap(),
+            flags: libc::AT_EMPTY_PATH,
+            mask: libc::STATX_SIZE,
+            buf: unsafe { std::mem::zeroed() },
+        }),
+    };
+    ring.push(stat, 4).unwrap();
+    ring.push(
+        Op::ReadAt {
+            fd: file.as_raw_fd(),
+            buf: Vec::with_capacity(4),
+            offset: 3,
+        },
+        5,
+    )
+    .unwrap();
+    let mut done = wait_for(&mut ring, 2);
+    done.sort_by_key(|c| c.tag);
+    let Owned::Statx(stat) = std::mem::take(&mut done[0].owned) else {
+        panic!("a statx hands its buffer back")
+    };
+    assert_eq!((done[0].result, stat.buf.stx_size), (0, 10));
+    let Owned::Buf(read) = std::mem::take(&mut done[1].owned) else {
+        panic!("a read hands its buffer back")
+    };
+    assert_eq!(read, b"3456");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
