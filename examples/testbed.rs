@@ -20,7 +20,8 @@
 //! 127.0.0.1:P over the ring, writes one line and answers with the first line it reads back
 //! (`502` when it cannot); `/blocking?ms=N` sleeps N ms on the blocking pool; `/spawn?m=TEXT`
 //! spawns a task that sends TEXT to the master (waiting while its pipe is full) after the
-//! response.
+//! response; `/stream?mb=N` streams a body of N MiB (`Content-Length`; `&chunked=1`
+//! without; `&fail=1` fails after the first 64 KiB); `/upload` reads its body as it arrives and answers its byte count.
 //!
 //! `TESTBED_START=config` makes `Handler::start` fail (a configuration error: no respawn
 //! loop); `TESTBED_START=exit` or `exit:SLOT` makes the worker (of that slot) exit with
@@ -92,7 +93,7 @@ impl Handler for Testbed {
 }
 
 /// The async paths, and the others as the sync handler answers them.
-async fn answer_async(testbed: Rc<Testbed>, req: OwnedRequest) -> Response {
+async fn answer_async(testbed: Rc<Testbed>, mut req: OwnedRequest) -> Response {
     let mut res = Response::new();
     match req.path() {
         "/wait" => {
@@ -121,6 +122,45 @@ async fn answer_async(testbed: Rc<Testbed>, req: OwnedRequest) -> Response {
             })
             .await;
             res.body(slept);
+        }
+        "/stream" => {
+            let mb: u64 = query(&req, "mb").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let len = mb << 20;
+            let declared = query(&req, "chunked").is_none().then_some(len);
+            let fail = query(&req, "fail").is_some();
+            res.header("Content-Type", "application/octet-stream")
+                .stream(declared, move |mut body| async move {
+                    let chunk = vec![b'x'; 64 * 1024];
+                    let mut left = len;
+                    while left > 0 {
+                        let n = left.min(chunk.len() as u64) as usize;
+                        body.write(&chunk[..n]).await?;
+                        left -= n as u64;
+                        if fail {
+                            return Err(std::io::Error::other("testbed: fail=1 requested"));
+                        }
+                    }
+                    Ok(())
+                });
+        }
+        "/upload" => {
+            let Some(mut body) = req.body_reader() else {
+                res.body(req.body().len().to_string());
+                return res;
+            };
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0u64;
+            loop {
+                match body.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => total += n as u64,
+                    Err(e) => {
+                        res.status(400).body(format!("upload: {e}\n"));
+                        return res;
+                    }
+                }
+            }
+            res.body(total.to_string());
         }
         "/spawn" => {
             let text = query(&req, "m").unwrap_or("").to_string();
@@ -246,7 +286,10 @@ fn start(worker: &WorkerInfo) -> Result<(), String> {
 fn main() {
     if std::env::var_os("TESTBED_ASYNC").is_some() {
         let testbed = Rc::new(Testbed::default());
-        let server = Server::new_async(move |req: OwnedRequest| answer_async(testbed.clone(), req));
+        let server = Server::new_async(ringmaster::StreamBodies {
+            when: |req: &Request<'_>| req.path() == "/upload",
+            handler: move |req: OwnedRequest| answer_async(testbed.clone(), req),
+        });
         std::process::exit(ringmaster::cli::run(hooks(server)));
     }
     std::process::exit(ringmaster::cli::run(hooks(Server::new(Testbed::default()))));

@@ -88,6 +88,44 @@ pub trait AsyncHandler: 'static {
     fn on_message(&self, bytes: &[u8]) {
         let _ = bytes;
     }
+
+    /// Whether the body of `req` (its head; its body is empty here) is handed over as it
+    /// arrives, through [`OwnedRequest::body_reader`], rather than read whole first (the
+    /// default, bounded by `request_body_bytes_max`). The handler then starts as soon as
+    /// the head is in, the connection reads only while the reader keeps up, and an upload of
+    /// any size (still at most `request_body_bytes_max`) is never held whole. A handler that
+    /// answers before reading the whole body gets its connection closed after the answer.
+    fn streams_body(&self, req: &Request<'_>) -> bool {
+        let _ = req;
+        false
+    }
+}
+
+/// An async handler closure whose requests chosen by `when` get their body as it arrives
+/// (see [`AsyncHandler::streams_body`]).
+#[derive(Clone, Copy, Debug)]
+pub struct StreamBodies<P, F> {
+    /// Which requests' bodies stream, decided from the head.
+    pub when: P,
+    /// The handler.
+    pub handler: F,
+}
+
+impl<P, F, Fut> AsyncHandler for StreamBodies<P, F>
+where
+    P: Fn(&Request<'_>) -> bool + 'static,
+    F: Fn(OwnedRequest) -> Fut + 'static,
+    Fut: Future<Output = Response> + 'static,
+{
+    type Future = Fut;
+
+    fn call(&self, req: OwnedRequest) -> Fut {
+        (self.handler)(req)
+    }
+
+    fn streams_body(&self, req: &Request<'_>) -> bool {
+        (self.when)(req)
+    }
 }
 
 impl<F, Fut> AsyncHandler for F
@@ -121,6 +159,8 @@ pub trait Serve: sealed::Sealed + 'static {
     fn start_worker(&self, worker: &WorkerInfo) -> Result<(), String>;
     #[doc(hidden)]
     fn message(&self, bytes: &[u8]);
+    #[doc(hidden)]
+    fn streams_body(&self, req: &Request<'_>) -> bool;
 }
 
 mod sealed {
@@ -161,6 +201,10 @@ impl<T: Handler> Serve for T {
     fn message(&self, bytes: &[u8]) {
         self.on_message(bytes)
     }
+
+    fn streams_body(&self, _: &Request<'_>) -> bool {
+        false
+    }
 }
 
 impl<A: AsyncHandler> Serve for Async<A> {
@@ -181,5 +225,9 @@ impl<A: AsyncHandler> Serve for Async<A> {
 
     fn message(&self, bytes: &[u8]) {
         self.0.on_message(bytes)
+    }
+
+    fn streams_body(&self, req: &Request<'_>) -> bool {
+        self.0.streams_body(req)
     }
 }

@@ -81,8 +81,10 @@ pub use config::{Config, Limits, ListenMode, LogFormat, UringOptions, Workers};
 #[doc(hidden)]
 pub use connection::drive;
 pub use error::{Error, ErrorKind};
-pub use handler::{Async, AsyncHandler, Handler, HelloWorld, Serve};
-pub use http::{HeaderError, OwnedRequest, Request, Response, StatusError, Version};
+pub use handler::{Async, AsyncHandler, Handler, HelloWorld, Serve, StreamBodies};
+pub use http::{
+    BodyReader, BodyWriter, HeaderError, OwnedRequest, Request, Response, StatusError, Version,
+};
 
 /// A server: the listening address, the workers and their limits, and the handler.
 ///

@@ -446,3 +446,194 @@ fn a_spawned_task_outlives_its_request_and_reaches_the_master() {
     assert_eq!((res.status, res.body.as_slice()), (200, &b"spawned"[..]));
     server.wait_log("testbed: message slot=0 text=from-a-task");
 }
+
+/// A process's resident set and its peak, in KiB (`VmRSS`, `VmHWM`).
+fn rss_and_peak_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+const GIB: u64 = 1 << 30;
+/// What a streamed gigabyte may add to a worker's memory.
+const STREAM_RSS_MAX_KIB: u64 = 64 * 1024;
+
+#[test]
+fn a_streamed_gigabyte_to_a_slow_then_fast_reader_stays_in_bounded_memory() {
+    let server = async_testbed(&["--workers", "1"]);
+    let pid: u32 = String::from_utf8(exchange(server.addr, &get("/pid")).0.body)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (idle, _) = rss_and_peak_kib(pid);
+    let mut stream = connect(server.addr);
+    stream.write_all(&get("/stream?mb=1024")).unwrap();
+    let mut reader = BufReader::new(stream);
+    // The head, then the body: 1 MiB/s for 10 s, then as fast as it comes.
+    let mut line = String::new();
+    let mut length = 0u64;
+    loop {
+        line.clear();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        if let Some(v) = line.strip_prefix("Content-Length: ") {
+            length = v.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    assert_eq!(length, GIB);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        // 64 KiB every 62.5 ms: 1 MiB/s.
+        let due = start + Duration::from_micros(62_500 * (got / (64 * 1024) + 1));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        got += std::io::Read::read(&mut reader, &mut buf).unwrap() as u64;
+    }
+    let (slow_rss, _) = rss_and_peak_kib(pid);
+    while got < GIB {
+        match std::io::Read::read(&mut reader, &mut buf).unwrap() {
+            0 => break,
+            n => got += n as u64,
+        }
+    }
+    assert_eq!(got, GIB, "the whole body");
+    let (_, peak) = rss_and_peak_kib(pid);
+    eprintln!("streamed 1 GiB: idle RSS {idle} KiB, peak {peak} KiB, while slow {slow_rss} KiB");
+    assert!(
+        peak <= idle + STREAM_RSS_MAX_KIB,
+        "peak RSS {peak} KiB, idle {idle} KiB (while slow: {slow_rss} KiB)"
+    );
+    // The connection stays usable after the stream.
+    reader.get_mut().write_all(GET).unwrap();
+    assert_eq!(read_response(&mut reader, false).body, b"Hello World");
+}
+
+#[test]
+fn an_uploaded_gigabyte_is_read_as_it_arrives_in_bounded_memory() {
+    let server = async_testbed(&["--workers", "1", "--request-body-bytes-max", "1073741824"]);
+    let pid: u32 = String::from_utf8(exchange(server.addr, &get("/pid")).0.body)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (idle, _) = rss_and_peak_kib(pid);
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {GIB}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let chunk = vec![b'u'; 1 << 20];
+    for _ in 0..1024 {
+        stream.write_all(&chunk).unwrap();
+    }
+    let mut reader = BufReader::new(stream);
+    let res = read_response(&mut reader, false);
+    assert_eq!((res.status, res.body), (200, GIB.to_string().into_bytes()));
+    let (_, peak) = rss_and_peak_kib(pid);
+    eprintln!("uploaded 1 GiB: idle RSS {idle} KiB, peak {peak} KiB");
+    assert!(
+        peak <= idle + STREAM_RSS_MAX_KIB,
+        "peak RSS {peak} KiB, idle {idle} KiB"
+    );
+    // A chunked upload too, on the same connection.
+    reader
+        .get_mut()
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    for _ in 0..64 {
+        reader.get_mut().write_all(b"100000\r\n").unwrap();
+        reader.get_mut().write_all(&chunk).unwrap();
+        reader.get_mut().write_all(b"\r\n").unwrap();
+    }
+    reader.get_mut().write_all(b"0\r\n\r\n").unwrap();
+    let res = read_response(&mut reader, false);
+    assert_eq!(
+        (res.status, res.body),
+        (200, (64u64 << 20).to_string().into_bytes())
+    );
+}
+
+#[test]
+fn streamed_bodies_are_framed_for_each_client_and_cut_short_when_their_producer_fails() {
+    let server = async_testbed(&["--workers", "1"]);
+    // HEAD: the head alone, with the declared length.
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(b"HEAD /stream?mb=2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let res = read_response(&mut reader, true);
+    assert_eq!(res.header("Content-Length"), Some("2097152"));
+    // The connection goes on with the next request: no body was sent.
+    reader.get_mut().write_all(GET).unwrap();
+    assert_eq!(read_response(&mut reader, false).body, b"Hello World");
+    // Chunked for HTTP/1.1 without a length; read whole, it is the body.
+    let mut stream = connect(server.addr);
+    stream.write_all(&get("/stream?mb=1&chunked=1")).unwrap();
+    let mut reader = BufReader::new(stream);
+    let head = read_response(&mut reader, true);
+    assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
+    let mut total = 0;
+    loop {
+        let mut size = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut size).unwrap();
+        let n = usize::from_str_radix(size.trim_end(), 16).unwrap();
+        let mut chunk = vec![0u8; n + 2];
+        std::io::Read::read_exact(&mut reader, &mut chunk).unwrap();
+        assert_eq!(&chunk[n..], b"\r\n");
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, 1 << 20);
+    // HTTP/1.0 without a length: the end of the connection ends the body.
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(b"GET /stream?mb=1&chunked=1 HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut all).unwrap();
+    let text = String::from_utf8_lossy(&all[..200]).to_string();
+    assert!(
+        text.contains("Connection: close") && !text.contains("Transfer-Encoding"),
+        "{text}"
+    );
+    let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(all.len() - body_at, 1 << 20);
+    // A producer that fails: the body is cut short and the connection closed.
+    let mut stream = connect(server.addr);
+    stream.write_all(&get("/stream?mb=1&fail=1")).unwrap();
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut all).unwrap();
+    let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        all.len() - body_at,
+        64 * 1024,
+        "what was written before the failure"
+    );
+    server.wait_log("a streamed response's producer failed (testbed: fail=1 requested)");
+}
+
+#[test]
+fn a_client_gone_mid_stream_drops_the_producer() {
+    let server = async_testbed(&["--workers", "1"]);
+    let mut stream = connect(server.addr);
+    stream.write_all(&get("/stream?mb=1024")).unwrap();
+    let mut buf = [0u8; 65536];
+    std::io::Read::read_exact(&mut stream, &mut buf).unwrap();
+    drop(stream);
+    wait_until("the producer dropped", || {
+        worker_stat(&server, "handlers_cancelled") == 1 && worker_stat(&server, "connections") == 0
+    });
+    assert_eq!(exchange(server.addr, GET).0.status, 200);
+}

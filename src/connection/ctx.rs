@@ -6,6 +6,11 @@ use crate::http::date::DateCache;
 use crate::http::{HeadLimits, Response};
 use crate::pool::BufPool;
 use crate::rt::Tasks;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The future of a streamed body's producer.
+pub(crate) type ProducerFuture = Pin<Box<dyn Future<Output = std::io::Result<()>>>>;
 use crate::Serve;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -109,6 +114,8 @@ pub(crate) struct Ctx<'h, H: Serve> {
     pub(crate) handler: &'h H,
     /// The async handler's futures in flight (none for a sync handler).
     pub(crate) tasks: Tasks<H::Future>,
+    /// The producers of streamed response bodies in flight.
+    pub(crate) producers: Tasks<ProducerFuture>,
     /// The slot of the connection being processed (the owner of a task it starts).
     pub(crate) conn: u32,
     /// The response every request is answered into (reset before each).

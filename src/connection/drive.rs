@@ -7,6 +7,7 @@ use crate::config::Limits;
 use crate::http::date::DateCache;
 use crate::http::{Request, Response};
 use crate::pool::BufPool;
+use crate::rt::{TaskKey, Tasks};
 use crate::{Handler, Serve};
 use ringmaster_uring::{Desc, OpId};
 use std::time::Instant;
@@ -38,7 +39,11 @@ pub(crate) fn standalone<H: Serve>(handler: &H) -> Ctx<'_, H> {
     date.update(0);
     Ctx {
         handler,
-        tasks: crate::rt::Tasks::new(if H::ASYNC { STANDALONE_TASKS } else { 0 }),
+        tasks: Tasks::new(
+            if H::ASYNC { STANDALONE_TASKS } else { 0 },
+            TaskKey::Request,
+        ),
+        producers: Tasks::new(STANDALONE_TASKS, TaskKey::Producer),
         conn: 0,
         res: Response::new(),
         date,

@@ -22,6 +22,7 @@ pub mod drive;
 mod output;
 mod process;
 mod send_rate;
+mod stream;
 
 pub(crate) use ctx::{AccessLog, Counters, Ctx, Drain, ACCESS_LOG_BYTES_MAX};
 pub(crate) use send_rate::SendWatch;
@@ -34,6 +35,7 @@ use process::{ChunkedBody, Pending};
 use ringmaster_uring::{Desc, OpId};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+use stream::{StreamOut, Upload};
 
 /// A body's arrival rate is measured over windows this long.
 pub(crate) const BODY_RATE_WINDOW: Duration = Duration::from_secs(5);
@@ -154,6 +156,9 @@ enum Wait {
     Handler { since: Instant },
     /// A whole request waits, since `since`, for a handler slot (handler timeout).
     Room { since: Instant },
+    /// A streamed response body, whose producer last gave bytes at `since` (handler
+    /// timeout, while the output is empty: a stalled producer, not a slow client).
+    Stream { since: Instant },
 }
 
 /// What happens to a connection whose timer ran out.
@@ -236,6 +241,10 @@ pub(crate) struct Conn {
     send_watch: SendWatch,
     /// The request whose async handler's future waits, if any.
     awaiting: Option<Pending>,
+    /// The response body being streamed, if any.
+    streaming: Option<StreamOut>,
+    /// The request body being handed to the handler as it arrives, if any.
+    upload: Option<Upload>,
 }
 
 impl Conn {
@@ -258,6 +267,8 @@ impl Conn {
             taken: 0,
             send_watch: SendWatch::Off,
             awaiting: None,
+            streaming: None,
+            upload: None,
         }
     }
 
@@ -276,12 +287,15 @@ impl Conn {
     /// The receive operation ended (its last completion), after any data it carried was
     /// handed to [`Conn::on_data`].
     pub(crate) fn on_recv_end<H: Serve>(&mut self, end: RecvEnd, ctx: &mut Ctx<'_, H>) {
-        if matches!(end, RecvEnd::Eof | RecvEnd::Failed) && self.awaiting.is_some() {
-            // The client went away while its request's future waited (a half-close is
-            // taken as going away, as nginx takes it for a proxied request): the future is
-            // dropped, cancelling what it waited on, and nothing more is answered.
+        let waits = self.awaiting.is_some() || self.streaming.is_some();
+        if matches!(end, RecvEnd::Eof | RecvEnd::Failed) && waits {
+            // The client went away while its request's future waited, or while its body
+            // streamed (a half-close is taken as going away, as nginx takes it for a
+            // proxied request): the futures are dropped, cancelling what they waited on,
+            // and nothing more is answered.
             ctx.counters.handlers_cancelled += 1;
             self.end_task(ctx);
+            self.end_stream(ctx);
             self.discard(&mut ctx.pool);
             self.phase = Phase::Finishing(AfterOutput::Close);
         }
@@ -404,10 +418,13 @@ impl Conn {
     /// connection to the state it leads to; call until `None`. An act the worker must
     /// report (a send, a receive) is reported before the next call.
     pub(crate) fn next_act<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) -> Option<Act> {
-        if self.phase != Phase::Open && self.awaiting.is_some() {
-            // Whatever ended the connection ends its request's future too.
+        if self.phase != Phase::Open && (self.awaiting.is_some() || self.streaming.is_some()) {
+            // Whatever ended the connection ends its request's futures too.
             ctx.counters.handlers_cancelled += 1;
             self.end_task(ctx);
+        }
+        if self.phase != Phase::Open {
+            self.end_stream(ctx);
         }
         if let Phase::Closing(step) = self.phase {
             return self.teardown_act(step, &mut ctx.pool);
@@ -589,6 +606,9 @@ impl Conn {
                 Wait::First { since } if over(since, t.request_head) => Some(Expiry::Close),
                 Wait::Idle { since } if over(since, t.idle) => Some(Expiry::Close),
                 Wait::Head { since } if over(since, t.request_head) => Some(Expiry::RequestTimeout),
+                Wait::Stream { since } if self.output.is_empty() && over(since, t.handler) => {
+                    Some(Expiry::Abort)
+                }
                 Wait::Body { window, bytes } if over(window, BODY_RATE_WINDOW) => {
                     let due = t.body_rate_min * BODY_RATE_WINDOW.as_secs();
                     (bytes < due).then_some(Expiry::RequestTimeout)
@@ -630,7 +650,8 @@ impl Conn {
             // that goes away is seen (and its future dropped).
             Phase::Open => match self.wait {
                 Wait::Room { .. } => false,
-                Wait::Handler { .. } => self.input.is_empty(),
+                Wait::Handler { .. } => self.input.is_empty() || self.upload_has_room(),
+                Wait::Stream { .. } => self.input.is_empty(),
                 _ => self.output.len() < output_bytes_max,
             },
             Phase::Lingering { .. } => true,
@@ -645,6 +666,8 @@ impl Conn {
             && self.input.is_empty()
             && self.chunked.is_none()
             && self.awaiting.is_none()
+            && self.streaming.is_none()
+            && self.upload.is_none()
     }
 
     /// Returns empty buffers to the pool: an idle connection holds none.

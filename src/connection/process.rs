@@ -3,9 +3,12 @@
 //! output, refusals answered, and the end of input settled.
 
 use super::output::{Output, BODY_COPY_BYTES_MAX};
+use super::stream::{start_stream, StreamOut, Upload, UPLOAD_PIPE_BYTES_MAX};
 use super::{AfterOutput, Conn, Ctx, Drain, Interim, Phase, Recv, RecvMode, Wait};
+use crate::http::body::Pipe;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::{encode, encode_error, encode_head, ConnectionHeader};
+use crate::http::BodyReader;
 use crate::http::{
     parse_head, Framing, Head, OwnedRequest, Parsed, Request, Response, TargetForm, Version,
 };
@@ -37,6 +40,8 @@ pub(super) enum Next {
     /// The next request is whole, but the async handlers are at their bound
     /// (`handlers_max`): it waits, unread past, for a slot.
     Busy,
+    /// The response's body streams; the rest waits for its end.
+    Stream(StreamOut),
 }
 
 /// A request whose async handler's future waits: its task, and what answering it needs of
@@ -49,14 +54,16 @@ pub(super) struct Pending {
     head_only: bool,
     /// The request line, for the access log (empty when none is kept).
     pub(super) line: Vec<u8>,
+    /// The body streaming to the handler, when it asked for it so.
+    upload: Option<Upload>,
 }
 
 /// What encoding a response needs of its request's head.
-struct Meta<'a> {
-    keep_alive: bool,
-    version: Version,
-    head_only: bool,
-    line: &'a [u8],
+pub(super) struct Meta<'a> {
+    pub(super) keep_alive: bool,
+    pub(super) version: Version,
+    pub(super) head_only: bool,
+    pub(super) line: &'a [u8],
 }
 
 impl<'a> Meta<'a> {
@@ -100,8 +107,11 @@ impl Conn {
         }
         if self.holds_requests() && self.chunked.is_none() {
             // Requests wait for a handler's answer or a slot: later bytes are kept, within
-            // the bound below, and processed once it comes.
-            self.hold(data, ctx);
+            // the bound below, and processed once it comes. A body streaming to the handler
+            // takes what is its own.
+            if self.hold(data, ctx) {
+                self.feed_upload(ctx);
+            }
             return;
         }
         if let Wait::Body { bytes, .. } = &mut self.wait {
@@ -161,7 +171,7 @@ impl Conn {
     pub(super) fn holds_requests(&self) -> bool {
         matches!(
             self.wait,
-            Wait::Output | Wait::Handler { .. } | Wait::Room { .. }
+            Wait::Output | Wait::Handler { .. } | Wait::Room { .. } | Wait::Stream { .. }
         )
     }
 
@@ -172,10 +182,17 @@ impl Conn {
         answer: Result<Response, Panicked>,
         ctx: &mut Ctx<'_, H>,
     ) {
-        let Some(pending) = self.awaiting.take() else {
+        let Some(mut pending) = self.awaiting.take() else {
             return; // Its connection was torn down meanwhile.
         };
         self.enter(ctx);
+        if let Some(upload) = self.upload.take() {
+            // Answered before its body was read whole: the rest is not read, and the
+            // connection closes after the answer.
+            drop(upload);
+            pending.keep_alive = false;
+            self.input.clear();
+        }
         let last = self.input.is_empty();
         let next = match answer {
             Ok(res) => respond(&pending.meta(), res, &mut self.output, last, ctx),
@@ -282,6 +299,9 @@ impl Conn {
 
     /// Answers requests waiting in the input buffer, after the output drained.
     pub(super) fn resume<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) {
+        if self.streaming.is_some() {
+            return self.pull_stream(ctx);
+        }
         let waits_elsewhere = matches!(self.wait, Wait::Handler { .. } | Wait::Room { .. });
         if self.phase != Phase::Open || self.chunked.is_some() || waits_elsewhere {
             return;
@@ -364,9 +384,16 @@ impl Conn {
                     bytes: 0,
                 };
             }
-            Next::Await(pending) => {
+            Next::Await(mut pending) => {
+                self.upload = pending.upload.take();
                 self.awaiting = Some(pending);
                 self.wait = Wait::Handler { since: now };
+                self.feed_upload(ctx);
+            }
+            Next::Stream(stream) => {
+                self.streaming = Some(stream);
+                self.wait = Wait::Stream { since: now };
+                self.pull_stream(ctx);
             }
             Next::Busy => self.wait = Wait::Room { since: now },
             Next::NeedHead if self.input.is_empty() => {
@@ -450,6 +477,16 @@ fn process_one<H: Serve>(
         Err(e) => return One::Stop(data.len(), refuse_into(out, e.status(), &e, ctx)),
     };
     let after_head = &rest[head.head_len..];
+    let has_body = head.framing != Framing::None && head.framing != Framing::Length(0);
+    if H::ASYNC && has_body && ctx.handler.streams_body(&Request::new(&head, &[])) {
+        if !ctx.tasks.has_room() {
+            return One::Stop(used, Next::Busy);
+        }
+        expect_continue(&head, out, interim, ctx);
+        *interim = Interim::None;
+        let next = answer_streaming(rest, &head, out, ctx);
+        return One::Stop(used + head.head_len, next);
+    }
     let body_len = match head.framing {
         Framing::None => 0,
         // The head parser refused lengths over the body limit, which is a u32.
@@ -640,23 +677,76 @@ fn answer_async<H: Serve>(
     };
     match started {
         Ok(Started::Ready(res)) => respond(&Meta::of(head), res, out, last, ctx),
-        Ok(Started::Pending(task)) => {
-            let mut line = Vec::new();
-            if ctx.access.is_some() {
-                line = ctx.pool.take();
-                line.extend_from_slice(head.request_line());
-            }
-            Some(Next::Await(Pending {
-                task,
-                keep_alive: head.keep_alive,
-                version: head.version,
-                head_only: head.head_only,
-                line,
-            }))
-        }
+        Ok(Started::Pending(task)) => Some(Next::Await(Pending {
+            task,
+            keep_alive: head.keep_alive,
+            version: head.version,
+            head_only: head.head_only,
+            line: access_line(head, ctx),
+            upload: None,
+        })),
         Err(Panicked(panic)) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
         Err(_) => Some(handler_failed(&Meta::of(head), out, ctx)),
     }
+}
+
+/// Starts the async handler's future for a request whose body it reads as it arrives: the
+/// body is handed over through a pipe the connection fills ([`Upload`]). A future that
+/// answers at once, before reading the body, gets its connection closed after the answer.
+fn answer_streaming<H: Serve>(
+    raw: &[u8],
+    head: &Head<'_>,
+    out: &mut Output,
+    ctx: &mut Ctx<'_, H>,
+) -> Next {
+    ctx.res.reset();
+    ctx.counters.requests += 1;
+    let length = match head.framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
+    };
+    let pipe = Pipe::new(UPLOAD_PIPE_BYTES_MAX, length);
+    let decoder = ChunkedDecoder::new(
+        ctx.limits.request_body_bytes_max,
+        ctx.limits.request_fields_bytes_max,
+    );
+    let upload = Upload::new(pipe.clone(), length, decoder);
+    let mut req = OwnedRequest::new(raw, head, &[]);
+    req.set_body_reader(BodyReader::new(pipe));
+    let handler = ctx.handler;
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call_async(req)));
+    let started = match made {
+        Ok(fut) => ctx.tasks.start(fut, ctx.conn),
+        Err(panic) => Err(Panicked(panic)),
+    };
+    let mut meta = Meta::of(head);
+    meta.keep_alive = false;
+    match started {
+        Ok(Started::Ready(res)) => {
+            drop(upload);
+            respond(&meta, res, out, false, ctx).unwrap_or(Next::Close { linger: true })
+        }
+        Ok(Started::Pending(task)) => Next::Await(Pending {
+            task,
+            keep_alive: head.keep_alive,
+            version: head.version,
+            head_only: head.head_only,
+            line: access_line(head, ctx),
+            upload: Some(upload),
+        }),
+        Err(Panicked(panic)) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
+        Err(_) => handler_failed(&meta, out, ctx),
+    }
+}
+
+/// A copy of the request line for the access log, when one is kept (empty otherwise).
+fn access_line<H: Serve>(head: &Head<'_>, ctx: &mut Ctx<'_, H>) -> Vec<u8> {
+    let mut line = Vec::new();
+    if ctx.access.is_some() {
+        line = ctx.pool.take();
+        line.extend_from_slice(head.request_line());
+    }
+    line
 }
 
 /// Encodes the response an async handler's future gave, or `500` for a misused one.
@@ -703,6 +793,18 @@ fn encode_answer<H: Serve>(
         (true, Version::Http10) => ConnectionHeader::KeepAlive,
         (true, Version::Http11) => ConnectionHeader::Omit,
     };
+    if let Some(producer) = res.take_stream() {
+        if !ctx.producers.has_room() {
+            log_limited!("streamed responses at their bound (handlers-max); answered 503");
+            return Some(refuse_into(
+                out,
+                503,
+                &"the server is at its bound of streamed responses",
+                ctx,
+            ));
+        }
+        return start_stream(meta, res, producer, out, keep_alive, ctx);
+    }
     let status = res.status_code();
     let bytes = if meta.head_only {
         0
@@ -734,7 +836,12 @@ fn handler_failed<H: Serve>(meta: &Meta<'_>, out: &mut Output, ctx: &mut Ctx<'_,
 
 /// Counts a response to the request of `meta` of `status` and `bytes` of body, and writes
 /// its access log line when a log is kept.
-fn log_access<H: Serve>(meta: &Meta<'_>, status: u16, bytes: usize, ctx: &mut Ctx<'_, H>) {
+pub(super) fn log_access<H: Serve>(
+    meta: &Meta<'_>,
+    status: u16,
+    bytes: usize,
+    ctx: &mut Ctx<'_, H>,
+) {
     ctx.counters.response(status);
     if let Some(log) = &mut ctx.access {
         log.record(ctx.peer, ctx.date.clf(), meta.line, status, bytes);

@@ -42,6 +42,8 @@ pub struct OwnedRequest {
     version: Version,
     /// Each field's name and value.
     fields: Vec<(Span, Span)>,
+    /// The body as it arrives, when the handler asked for it so.
+    reader: Option<super::BodyReader>,
 }
 
 /// Where `part` lies within `base`, when it does.
@@ -79,7 +81,21 @@ impl OwnedRequest {
             version: head.version,
             fields,
             buf,
+            reader: None,
         }
+    }
+
+    /// Hands the body over as it arrives through `reader` (the body then is not in the
+    /// request's buffer).
+    pub(crate) fn set_body_reader(&mut self, reader: super::BodyReader) {
+        self.reader = Some(reader);
+    }
+
+    /// The body as it arrives, for a request whose handler asked for it so
+    /// ([`AsyncHandler::streams_body`](crate::AsyncHandler::streams_body)); taken once.
+    /// `None` otherwise: the body was read whole, and is [`body`](Self::body).
+    pub fn body_reader(&mut self) -> Option<super::BodyReader> {
+        self.reader.take()
     }
 
     fn text(&self, span: Span) -> &str {
@@ -142,7 +158,8 @@ impl OwnedRequest {
             .map(|(n, v)| (self.text(*n), self.bytes(*v)))
     }
 
-    /// The body (empty when the request has none).
+    /// The body (empty when the request has none, or when it is handed over as it arrives:
+    /// see [`body_reader`](Self::body_reader)).
     pub fn body(&self) -> &[u8] {
         &self.buf[self.head_len..]
     }

@@ -1,6 +1,10 @@
 //! Responses: what a handler fills in ([`Response`]) and the encoder that frames it.
 
+use super::body::BodyWriter;
 use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 
 /// Header fields the server writes itself; a handler may not set them.
 const RESERVED: [&str; 4] = ["content-length", "transfer-encoding", "connection", "date"];
@@ -83,6 +87,26 @@ pub struct Response {
     close: bool,
     /// The first invalid input a setter was given, if any: the response becomes a 500.
     misuse: Option<Misuse>,
+    /// A body produced over time instead of `body`.
+    stream: Option<Producer>,
+}
+
+/// What makes a streamed body: its declared length, and the producer to start.
+pub(crate) struct Producer {
+    pub(crate) length: Option<u64>,
+    pub(crate) start: StartProducer,
+}
+
+/// Starts a producer with the body's writing end.
+pub(crate) type StartProducer =
+    Box<dyn FnOnce(BodyWriter) -> Pin<Box<dyn Future<Output = io::Result<()>>>>>;
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("length", &self.length)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Response {
@@ -119,6 +143,7 @@ impl Response {
             body,
             close: false,
             misuse: None,
+            stream: None,
         }
     }
 
@@ -130,6 +155,7 @@ impl Response {
             body: Vec::new(),
             close: false,
             misuse: None,
+            stream: None,
         }
     }
 
@@ -140,6 +166,7 @@ impl Response {
         self.body.clear();
         self.close = false;
         self.misuse = None;
+        self.stream = None;
     }
 
     /// Sets the status code.
@@ -219,6 +246,37 @@ impl Response {
     pub fn write(&mut self, bytes: impl AsRef<[u8]>) -> &mut Response {
         self.body.extend_from_slice(bytes.as_ref());
         self
+    }
+
+    /// Makes the body a stream, replacing any set with [`body`](Self::body) or
+    /// [`write`](Self::write): once the head is sent, `produce` runs on the worker with the
+    /// body's [`BodyWriter`], and what it writes goes to the client as it is written. Each
+    /// write waits while the connection's unsent output is at the output bound, so a body
+    /// of any size is never held whole. With `length` the response carries a
+    /// `Content-Length` and the producer must write exactly that many bytes; without, the
+    /// body is chunked (closed by the end of the connection for an HTTP/1.0 client).
+    ///
+    /// A producer that fails (returns an error, panics, or writes short of `length`) cannot
+    /// be answered any more: the connection is closed, and the client sees the body cut
+    /// short. A client that goes away makes the next write fail with `BrokenPipe`. A `HEAD`
+    /// request gets the head only; its producer is never started. Producers in flight count
+    /// against `handlers_max`; past it the request is answered `503`.
+    pub fn stream<F, Fut>(&mut self, length: Option<u64>, produce: F) -> &mut Response
+    where
+        F: FnOnce(BodyWriter) -> Fut + 'static,
+        Fut: Future<Output = io::Result<()>> + 'static,
+    {
+        self.body.clear();
+        self.stream = Some(Producer {
+            length,
+            start: Box::new(move |writer| Box::pin(produce(writer))),
+        });
+        self
+    }
+
+    /// The streamed body's producer, taken out to be started.
+    pub(crate) fn take_stream(&mut self) -> Option<Producer> {
+        self.stream.take()
     }
 
     /// Closes the connection after this response (`Connection: close`).
@@ -321,6 +379,44 @@ pub fn encode_head(
     let bodiless = matches!(res.status, 204 | 304);
     if !bodiless {
         write_content_length(out, res.body.len());
+    }
+    write_connection(out, connection);
+    out.extend_from_slice(b"\r\n");
+    !bodiless
+}
+
+/// How a streamed body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StreamFraming {
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Neither: the end of the connection ends the body (HTTP/1.0).
+    Close,
+}
+
+/// Appends the head of a response whose body is streamed with `framing`; returns whether
+/// the status lets a body follow.
+pub(crate) fn encode_stream_head(
+    out: &mut Vec<u8>,
+    res: &Response,
+    date_line: &[u8],
+    framing: StreamFraming,
+    connection: ConnectionHeader,
+) -> bool {
+    write_head_start(out, res.status, date_line);
+    out.extend_from_slice(&res.headers);
+    let bodiless = matches!(res.status, 204 | 304);
+    match framing {
+        _ if bodiless => {}
+        StreamFraming::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            write_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        StreamFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        StreamFraming::Close => {}
     }
     write_connection(out, connection);
     out.extend_from_slice(b"\r\n");

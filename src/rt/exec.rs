@@ -6,7 +6,6 @@
 //! and waking a task that is gone (its slot freed or reused) polls nothing or polls a
 //! future spuriously, which futures allow.
 
-use crate::http::Response;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -24,23 +23,33 @@ pub(crate) enum TaskKey {
     Request(u32),
     /// A spawned task.
     Spawned(u32),
+    /// The producer of a streamed response body.
+    Producer(u32),
+    /// A connection (not a future): a streamed body it moves has bytes or room for it.
+    Conn(u32),
 }
 
-/// The top bit of a packed key says a spawned task.
-const SPAWNED_BIT: usize = 1 << (usize::BITS - 1);
+/// The top two bits of a packed key say its table.
+const KIND_SHIFT: u32 = usize::BITS - 2;
 
 impl TaskKey {
     fn pack(self) -> usize {
-        match self {
-            TaskKey::Request(i) => i as usize,
-            TaskKey::Spawned(i) => i as usize | SPAWNED_BIT,
-        }
+        let (kind, i) = match self {
+            TaskKey::Request(i) => (0, i),
+            TaskKey::Spawned(i) => (1, i),
+            TaskKey::Producer(i) => (2, i),
+            TaskKey::Conn(i) => (3, i),
+        };
+        (kind << KIND_SHIFT) | i as usize
     }
 
     fn unpack(packed: usize) -> TaskKey {
-        match packed & SPAWNED_BIT {
-            0 => TaskKey::Request(packed as u32),
-            _ => TaskKey::Spawned((packed & !SPAWNED_BIT) as u32),
+        let i = (packed & ((1 << KIND_SHIFT) - 1)) as u32;
+        match packed >> KIND_SHIFT {
+            0 => TaskKey::Request(i),
+            1 => TaskKey::Spawned(i),
+            2 => TaskKey::Producer(i),
+            _ => TaskKey::Conn(i),
         }
     }
 }
@@ -50,21 +59,28 @@ impl TaskKey {
 /// allowed, a lost wake is not.
 const FOREIGN_WAKES_MAX: usize = 4096;
 
-/// Tasks woken and not yet polled, each once.
+/// Tasks woken and not yet polled, each once: the queue never holds more entries than
+/// there are keys.
 #[derive(Debug, Default)]
 pub(crate) struct Ready {
     queue: VecDeque<TaskKey>,
-    request_queued: Vec<bool>,
-    spawned_queued: Vec<bool>,
+    /// Whether each key is queued, by table: request, spawned, producer, connection.
+    queued: [Vec<bool>; 4],
 }
 
 impl Ready {
-    fn push(&mut self, key: TaskKey) {
-        let flag = match key {
-            TaskKey::Request(i) => self.request_queued.get_mut(i as usize),
-            TaskKey::Spawned(i) => self.spawned_queued.get_mut(i as usize),
+    fn flag(&mut self, key: TaskKey) -> Option<&mut bool> {
+        let (table, i) = match key {
+            TaskKey::Request(i) => (0, i),
+            TaskKey::Spawned(i) => (1, i),
+            TaskKey::Producer(i) => (2, i),
+            TaskKey::Conn(i) => (3, i),
         };
-        if let Some(flag) = flag {
+        self.queued[table].get_mut(i as usize)
+    }
+
+    fn push(&mut self, key: TaskKey) {
+        if let Some(flag) = self.flag(key) {
             if !*flag {
                 *flag = true;
                 self.queue.push_back(key);
@@ -74,9 +90,8 @@ impl Ready {
 
     fn pop(&mut self) -> Option<TaskKey> {
         let key = self.queue.pop_front()?;
-        match key {
-            TaskKey::Request(i) => self.request_queued[i as usize] = false,
-            TaskKey::Spawned(i) => self.spawned_queued[i as usize] = false,
+        if let Some(flag) = self.flag(key) {
+            *flag = false;
         }
         Some(key)
     }
@@ -102,14 +117,27 @@ struct Foreign {
 /// The eventfd a wake from another thread writes, so that the worker's ring wakes up.
 static FOREIGN_EVENTFD: AtomicI32 = AtomicI32::new(-1);
 
-/// Sets up this thread as a worker's with room for `requests` request tasks and `spawned`
-/// spawned ones; returns the eventfd that wakes from other threads write (read by the ring).
-pub(crate) fn install(requests: usize, spawned: usize) -> std::io::Result<OwnedFd> {
+/// How many keys of each kind a worker has.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Capacity {
+    pub(crate) requests: usize,
+    pub(crate) spawned: usize,
+    pub(crate) producers: usize,
+    pub(crate) conns: usize,
+}
+
+/// Sets up this thread as a worker's with room for `cap` tasks of each kind; returns the
+/// eventfd that wakes from other threads write (read by the ring).
+pub(crate) fn install(cap: Capacity) -> std::io::Result<OwnedFd> {
     READY.with(|ready| {
         *ready.borrow_mut() = Some(Ready {
-            queue: VecDeque::with_capacity(requests + spawned),
-            request_queued: vec![false; requests],
-            spawned_queued: vec![false; spawned],
+            queue: VecDeque::with_capacity(cap.requests + cap.spawned + cap.producers),
+            queued: [
+                vec![false; cap.requests],
+                vec![false; cap.spawned],
+                vec![false; cap.producers],
+                vec![false; cap.conns],
+            ],
         })
     });
     let fd = nix::sys::eventfd::EventFd::from_flags(
@@ -226,8 +254,8 @@ fn poll_caught<T>(
     catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))).map_err(Panicked)
 }
 
-/// The request futures of a worker: a fixed table made at start, each future pinned in its
-/// slot and dropped there.
+/// The request futures of a worker (or its body producers): a fixed table made at start,
+/// each future pinned in its slot and dropped there.
 pub(crate) struct Tasks<F> {
     /// INVARIANT: the boxed slice is never reallocated or moved from, so a future stored
     /// in a slot stays at one address until it is dropped in place.
@@ -235,15 +263,18 @@ pub(crate) struct Tasks<F> {
     /// The connection (its table slot) each task answers.
     owners: Box<[u32]>,
     free: Vec<u32>,
+    /// The key of each slot's task, for its waker.
+    kind: fn(u32) -> TaskKey,
 }
 
-impl<F: Future<Output = Response>> Tasks<F> {
-    /// Room for `capacity` request futures at once (`--handlers-max`).
-    pub(crate) fn new(capacity: usize) -> Tasks<F> {
+impl<F: Future> Tasks<F> {
+    /// Room for `capacity` futures at once (`--handlers-max`), woken as `kind` keys.
+    pub(crate) fn new(capacity: usize, kind: fn(u32) -> TaskKey) -> Tasks<F> {
         Tasks {
             slots: (0..capacity).map(|_| None).collect(),
             owners: vec![0; capacity].into_boxed_slice(),
             free: (0..capacity as u32).rev().collect(),
+            kind,
         }
     }
 
@@ -267,19 +298,19 @@ impl<F: Future<Output = Response>> Tasks<F> {
     ///
     /// # Panics
     /// When there is no room: check [`Tasks::has_room`] first.
-    pub(crate) fn start(&mut self, fut: F, owner: u32) -> Result<Started, Panicked> {
+    pub(crate) fn start(&mut self, fut: F, owner: u32) -> Result<Started<F::Output>, Panicked> {
         let task = self.free.pop().expect("a slot checked free");
         self.slots[task as usize] = Some(fut);
         self.owners[task as usize] = owner;
         match self.poll(task)? {
-            Some(response) => Ok(Started::Ready(response)),
+            Some(out) => Ok(Started::Ready(out)),
             None => Ok(Started::Pending(task)),
         }
     }
 
     /// Polls task `task`: its response when it finished (its slot freed), `None` while it
     /// waits or when the slot is empty (a stale wake); an error when it panicked (dropped).
-    pub(crate) fn poll(&mut self, task: u32) -> Result<Option<Response>, Panicked> {
+    pub(crate) fn poll(&mut self, task: u32) -> Result<Option<F::Output>, Panicked> {
         let slot = &mut self.slots[task as usize];
         if slot.is_none() {
             return Ok(None);
@@ -288,7 +319,7 @@ impl<F: Future<Output = Response>> Tasks<F> {
         // is dropped in place (`Pin::set`), never moved out.
         let mut pinned = unsafe { Pin::new_unchecked(slot) };
         let fut = pinned.as_mut().as_pin_mut().expect("checked above");
-        match poll_caught(fut, TaskKey::Request(task)) {
+        match poll_caught(fut, (self.kind)(task)) {
             Ok(Poll::Pending) => Ok(None),
             Ok(Poll::Ready(response)) => {
                 self.end(task);
@@ -328,9 +359,9 @@ impl<F: Future<Output = Response>> Tasks<F> {
     }
 }
 
-/// What starting a request task gave.
-pub(crate) enum Started {
-    Ready(Response),
+/// What starting a task gave: its output at once, or its slot while it waits.
+pub(crate) enum Started<T> {
+    Ready(T),
     Pending(u32),
 }
 
@@ -397,9 +428,11 @@ mod tests {
     fn keys_pack_and_unpack() {
         for key in [
             TaskKey::Request(0),
-            TaskKey::Request(u32::MAX >> 1),
+            TaskKey::Request(u32::MAX >> 2),
             TaskKey::Spawned(0),
             TaskKey::Spawned(77),
+            TaskKey::Producer(5),
+            TaskKey::Conn(u32::MAX >> 2),
         ] {
             assert_eq!(TaskKey::unpack(key.pack()), key);
         }

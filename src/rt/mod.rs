@@ -30,7 +30,7 @@ mod time;
 pub use blocking::{blocking, Blocking, BLOCKING_QUEUE_MAX, BLOCKING_THREADS_MAX};
 use exec::poll_spawned;
 pub(crate) use exec::{any_ready, install as install_executor, next_ready, take_foreign};
-pub(crate) use exec::{schedule, Panicked, Spawned, Started, TaskKey, Tasks};
+pub(crate) use exec::{schedule, waker, Capacity, Panicked, Spawned, Started, TaskKey, Tasks};
 pub use net::{TcpStream, IO_BYTES_MAX};
 pub(crate) use ops::{OpTable, Outcome, Ticket};
 pub(crate) use time::Timers;
@@ -57,11 +57,12 @@ thread_local! {
     static RT: RefCell<Option<Runtime>> = const { RefCell::new(None) };
 }
 
-/// Sets up this thread as a worker's runtime: room for `ops` ring operations of futures,
-/// `requests` request tasks (`--handlers-max`) and `spawned` spawned tasks. Returns the
-/// eventfd that wakes from other threads write, for the worker's ring to read.
-pub(crate) fn install(ops: usize, requests: usize, spawned: usize) -> std::io::Result<OwnedFd> {
-    let eventfd = install_executor(requests, spawned)?;
+/// Sets up this thread as a worker's runtime: room for `ops` ring operations of futures
+/// and `cap` tasks of each kind. Returns the eventfd that wakes from other threads write,
+/// for the worker's ring to read.
+pub(crate) fn install(ops: usize, cap: Capacity) -> std::io::Result<OwnedFd> {
+    let eventfd = install_executor(cap)?;
+    let (requests, spawned) = (cap.requests + cap.producers, cap.spawned);
     RT.with(|rt| {
         *rt.borrow_mut() = Some(Runtime {
             ops: OpTable::new(ops),

@@ -25,7 +25,7 @@ use crate::http::Response;
 use crate::ipc::{self, Message};
 use crate::log::log;
 use crate::pool::BufPool;
-use crate::rt::Tasks;
+use crate::rt::{TaskKey, Tasks};
 use crate::Serve;
 use accept::Accepting;
 use ringmaster_uring::{BufRing, Completion, Ring, RingConfig, SetupMode};
@@ -191,10 +191,14 @@ impl<'h, H: Serve> Worker<'h, H> {
             drain_timeout: config.drain_timeout,
             ctx: Ctx {
                 handler,
-                tasks: Tasks::new(match H::ASYNC {
-                    true => config.limits.handlers_max as usize,
-                    false => 0,
-                }),
+                tasks: Tasks::new(
+                    match H::ASYNC {
+                        true => config.limits.handlers_max as usize,
+                        false => 0,
+                    },
+                    TaskKey::Request,
+                ),
+                producers: Tasks::new(config.limits.handlers_max as usize, TaskKey::Producer),
                 conn: 0,
                 res: Response::new(),
                 date: DateCache::new(),

@@ -37,7 +37,13 @@ impl Runtime {
     /// Installs the runtime on this (the worker's) thread: room for `requests` request
     /// futures and `connections` connections waiting for one.
     pub(super) fn install(requests: usize, connections: usize) -> Result<Runtime, String> {
-        let wake_fd = rt::install(rt::OPS_MAX, requests, rt::SPAWNED_MAX)
+        let cap = rt::Capacity {
+            requests,
+            spawned: rt::SPAWNED_MAX,
+            producers: requests,
+            conns: connections,
+        };
+        let wake_fd = rt::install(rt::OPS_MAX, cap)
             .map_err(|e| format!("the async runtime's eventfd: {e}"))?;
         Ok(Runtime {
             wake_fd,
@@ -78,6 +84,9 @@ impl<H: Serve> Worker<'_, H> {
             for task in 0..self.ctx.tasks.capacity() as u32 {
                 rt::schedule(TaskKey::Request(task));
             }
+            for task in 0..self.ctx.producers.capacity() as u32 {
+                rt::schedule(TaskKey::Producer(task));
+            }
             for task in 0..rt::SPAWNED_MAX as u32 {
                 rt::schedule(TaskKey::Spawned(task));
             }
@@ -116,6 +125,25 @@ impl<H: Serve> Worker<'_, H> {
                     }
                 }
                 TaskKey::Spawned(task) => rt::run_spawned(task),
+                TaskKey::Producer(task) => {
+                    let owner = self.ctx.producers.owner(task);
+                    let result = match self.ctx.producers.poll(task) {
+                        Ok(None) => continue,
+                        Ok(Some(result)) => Ok(result),
+                        Err(panic) if self.ctx.exit_on_panic => std::panic::resume_unwind(panic.0),
+                        Err(panic) => Err(panic),
+                    };
+                    if let Some(conn) = self.conns.get_mut(owner as usize) {
+                        conn.on_produced(result, &mut self.ctx);
+                        self.touch(owner);
+                    }
+                }
+                TaskKey::Conn(slot) => {
+                    if let Some(conn) = self.conns.get_mut(slot as usize) {
+                        conn.on_stream_ready(&mut self.ctx);
+                        self.touch(slot);
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,281 @@
+//! Bodies that stream: a bounded pipe between a future and a connection, for a response
+//! body produced over time ([`BodyWriter`], drained by the connection into its output)
+//! and a request body read as it arrives ([`BodyReader`], filled by the connection from
+//! what it receives).
+//!
+//! No I/O and no runtime here: the pipe holds bytes and wakers. The side that is a
+//! connection is woken through a waker the worker maps to that connection.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+/// The bytes between the two ends, at most `limit` of them queued (a write of more waits
+/// until they fit; a single larger write goes in whole once the pipe is empty).
+#[derive(Debug)]
+pub(crate) struct Pipe {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already taken.
+    start: usize,
+    limit: usize,
+    /// The producer said it is done: no more bytes come.
+    finished: bool,
+    /// Either end went away or failed: the other sees this error.
+    failed: Option<io::ErrorKind>,
+    /// The most bytes the body may have (a response's `Content-Length`), if known.
+    length: Option<u64>,
+    /// Bytes written so far.
+    written: u64,
+    /// Who waits for bytes, and who waits for room.
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+/// Both ends hold this.
+pub(crate) type Shared = Rc<RefCell<Pipe>>;
+
+impl Pipe {
+    /// A pipe that queues at most `limit` bytes; `length` is the body's declared size.
+    pub(crate) fn new(limit: usize, length: Option<u64>) -> Shared {
+        Rc::new(RefCell::new(Pipe {
+            buf: Vec::new(),
+            start: 0,
+            limit: limit.max(1),
+            finished: false,
+            failed: None,
+            length,
+            written: 0,
+            reader: None,
+            writer: None,
+        }))
+    }
+
+    /// Bytes queued.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Room for more.
+    pub(crate) fn room(&self) -> usize {
+        self.limit.saturating_sub(self.len())
+    }
+
+    /// Queues bytes (the connection's side of a request body); the reader is woken.
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+        self.written += bytes.len() as u64;
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// Takes every queued byte, leaving `replacement` (empty) for the next ones; the writer
+    /// is woken, there being room now.
+    pub(crate) fn take_all(&mut self, replacement: Vec<u8>) -> Vec<u8> {
+        let mut taken = std::mem::replace(&mut self.buf, replacement);
+        taken.drain(..self.start);
+        self.start = 0;
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+        taken
+    }
+
+    /// Whether either end failed.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// The declared length, if any.
+    pub(crate) fn length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// No more bytes come; the reader is woken to see the end.
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether the producer is done and every byte was taken.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.finished && self.len() == 0
+    }
+
+    /// Ends the pipe with `why`: both ends are woken and see it.
+    pub(crate) fn fail(&mut self, why: io::ErrorKind) {
+        self.failed.get_or_insert(why);
+        for w in [self.reader.take(), self.writer.take()]
+            .into_iter()
+            .flatten()
+        {
+            w.wake();
+        }
+    }
+
+    /// Records who to wake when bytes come.
+    pub(crate) fn wake_reader_with(&mut self, waker: &Waker) {
+        self.reader = Some(waker.clone());
+    }
+
+    /// Records who to wake when room frees.
+    pub(crate) fn wake_writer_with(&mut self, waker: &Waker) {
+        self.writer = Some(waker.clone());
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Frees the memory of a pipe nobody writes to any more.
+    fn shrink(&mut self) {
+        if self.len() == 0 {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+}
+
+/// The producing end of a streamed response body (see
+/// [`Response::stream`](crate::Response::stream)): each write waits while the
+/// connection's unsent output is at the output bound (`--output-bytes-max`), so a body of
+/// any size is never held whole.
+#[derive(Debug)]
+pub struct BodyWriter {
+    pipe: Shared,
+}
+
+impl BodyWriter {
+    pub(crate) fn new(pipe: Shared) -> BodyWriter {
+        BodyWriter { pipe }
+    }
+
+    /// Queues `bytes` for the client, waiting for room first. Fails with `BrokenPipe` when
+    /// the client is gone (stop producing), and with `InvalidInput` past the declared
+    /// length.
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        poll_fn(|cx| self.poll_write(cx, bytes)).await
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<()>> {
+        let mut pipe = self.pipe.borrow_mut();
+        if let Some(why) = pipe.failed {
+            return Poll::Ready(Err(io::Error::new(why, "the client is gone")));
+        }
+        if let Some(length) = pipe.length {
+            if pipe.written + bytes.len() as u64 > length {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("more than the {length} bytes the response declared"),
+                )));
+            }
+        }
+        // Whole writes only, so a write that waited is never half done when dropped.
+        if pipe.len() > 0 && bytes.len() > pipe.room() {
+            pipe.wake_writer_with(cx.waker());
+            return Poll::Pending;
+        }
+        pipe.push(bytes);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for BodyWriter {
+    fn drop(&mut self) {
+        // A writer dropped without the producer returning is the producer's business: the
+        // connection learns the end from the producer's future.
+        if let Ok(mut pipe) = self.pipe.try_borrow_mut() {
+            pipe.shrink();
+        }
+    }
+}
+
+/// The reading end of a request body handed over as it arrives (see
+/// [`OwnedRequest::body_reader`](crate::OwnedRequest::body_reader)): the connection reads
+/// from the client only while this end keeps up, so an upload of any size is never held
+/// whole.
+#[derive(Debug)]
+pub struct BodyReader {
+    pipe: Shared,
+}
+
+impl BodyReader {
+    pub(crate) fn new(pipe: Shared) -> BodyReader {
+        BodyReader { pipe }
+    }
+
+    /// Reads what has arrived, at most `buf.len()` bytes, waiting for at least one;
+    /// `Ok(0)` at the end of the body. Fails when the body was cut short or malformed.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        poll_fn(|cx| {
+            let mut pipe = self.pipe.borrow_mut();
+            if pipe.len() > 0 {
+                let n = pipe.len().min(buf.len());
+                let start = pipe.start;
+                buf[..n].copy_from_slice(&pipe.buf[start..start + n]);
+                pipe.start += n;
+                if let Some(w) = pipe.writer.take() {
+                    w.wake();
+                }
+                return Poll::Ready(Ok(n));
+            }
+            if let Some(why) = pipe.failed {
+                return Poll::Ready(Err(io::Error::new(why, "the request body was cut short")));
+            }
+            if pipe.finished {
+                return Poll::Ready(Ok(0));
+            }
+            pipe.wake_reader_with(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Reads the rest of the body into `out`, at most `max` bytes (`InvalidData` past it).
+    pub async fn read_to_end(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0;
+        loop {
+            match self.read(&mut buf).await? {
+                0 => return Ok(total),
+                n if out.len() + n > max => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the body is larger than {max} bytes"),
+                    ))
+                }
+                n => {
+                    out.extend_from_slice(&buf[..n]);
+                    total += n;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        if let Ok(mut pipe) = self.pipe.try_borrow_mut() {
+            if !pipe.finished {
+                // Nobody reads the rest: the connection stops feeding and closes after the
+                // answer.
+                pipe.fail(io::ErrorKind::BrokenPipe);
+            }
+        }
+    }
+}
