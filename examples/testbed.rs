@@ -21,7 +21,10 @@
 //! (`502` when it cannot); `/blocking?ms=N` sleeps N ms on the blocking pool; `/spawn?m=TEXT`
 //! spawns a task that sends TEXT to the master (waiting while its pipe is full) after the
 //! response; `/stream?mb=N` streams a body of N MiB (`Content-Length`; `&chunked=1`
-//! without; `&fail=1` fails after the first 64 KiB); `/upload` reads its body as it arrives and answers its byte count.
+//! without; `&fail=1` fails after the first 64 KiB); `/upload` reads its body as it
+//! arrives and answers its byte count; `/file?path=REL` serves REL from beneath the
+//! directory `TESTBED_ROOT` (`403` for a path that leads out of it, `404` for none),
+//! streamed in 64 KiB reads at offsets.
 //!
 //! `TESTBED_START=config` makes `Handler::start` fail (a configuration error: no respawn
 //! loop); `TESTBED_START=exit` or `exit:SLOT` makes the worker (of that slot) exit with
@@ -162,6 +165,10 @@ async fn answer_async(testbed: Rc<Testbed>, mut req: OwnedRequest) -> Response {
             }
             res.body(total.to_string());
         }
+        "/file" => {
+            let path = query(&req, "path").unwrap_or("").to_string();
+            serve_file(&path, &mut res).await;
+        }
         "/spawn" => {
             let text = query(&req, "m").unwrap_or("").to_string();
             let spawned = ringmaster::rt::spawn(async move {
@@ -178,6 +185,44 @@ async fn answer_async(testbed: Rc<Testbed>, mut req: OwnedRequest) -> Response {
         _ => testbed.answer(&req, &mut res),
     }
     res
+}
+
+/// Serves `path` from beneath `TESTBED_ROOT` through the ring.
+async fn serve_file(path: &str, res: &mut Response) {
+    use ringmaster::rt::fs::Dir;
+    /// `EXDEV`: what `RESOLVE_BENEATH` answers for a path out of the root.
+    const EXDEV: i32 = 18;
+    let root = std::env::var("TESTBED_ROOT").unwrap_or_else(|_| ".".into());
+    let opened = async {
+        let dir = Dir::open(&root).await?;
+        let file = dir.open_file(path).await?;
+        let meta = file.metadata().await?;
+        Ok::<_, std::io::Error>((file, meta))
+    };
+    let (file, meta) = match opened.await {
+        Ok(found) => found,
+        Err(e) if e.raw_os_error() == Some(EXDEV) => {
+            res.status(403).body("outside the root\n");
+            return;
+        }
+        Err(e) => {
+            res.status(404).body(format!("{e}\n"));
+            return;
+        }
+    };
+    res.stream(Some(meta.len), move |mut body| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0;
+        while at < meta.len {
+            let n = file.read_at(&mut buf, at).await?;
+            if n == 0 {
+                break;
+            }
+            body.write(&buf[..n]).await?;
+            at += n as u64;
+        }
+        Ok(())
+    });
 }
 
 /// Connects to 127.0.0.1:`port`, writes a line, and reads the first line back (at most

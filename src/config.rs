@@ -56,6 +56,11 @@ pub struct Limits {
     /// Default 16 KiB.
     pub request_fields_bytes_max: u32,
     /// The largest request body. Larger: `413 Content Too Large`, then close. Default 1 MiB.
+    /// A body is read whole before its handler runs, so this bounds its memory; a body an
+    /// async handler reads as it arrives ([`AsyncHandler::streams_body`]) is held a pipe's
+    /// worth at a time, and this bounds only its size.
+    ///
+    /// [`AsyncHandler::streams_body`]: crate::AsyncHandler::streams_body
     pub request_body_bytes_max: u32,
     /// Response bytes waiting to be sent at which a connection stops parsing pipelined
     /// requests and stops reading (backpressure): a client that sends without reading meets
@@ -101,7 +106,7 @@ impl Limits {
     pub const HEAD_PART_BYTES_MIN: u32 = 64;
     /// The largest request line and header section limits: 1 MiB.
     pub const HEAD_PART_BYTES_MAX: u32 = 1 << 20;
-    /// The largest request body limit: 1 GiB (a body is held whole in memory).
+    /// The largest request body limit: 1 GiB (a body not streamed is held whole in memory).
     pub const REQUEST_BODY_BYTES_MAX: u32 = 1 << 30;
     /// The largest `handlers_max`: the futures' table is allocated whole at start.
     pub const HANDLERS_MAX: u32 = 100_000;

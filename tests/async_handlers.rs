@@ -637,3 +637,32 @@ fn a_client_gone_mid_stream_drops_the_producer() {
     });
     assert_eq!(exchange(server.addr, GET).0.status, 200);
 }
+
+#[test]
+fn files_are_read_through_the_ring_and_never_from_outside_their_root() {
+    let base = std::env::temp_dir().join(format!("rm-files-{}", std::process::id()));
+    let root = base.join("root");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("sub/data.bin"), &content).unwrap();
+    std::fs::write(base.join("secret"), b"outside").unwrap();
+    std::os::unix::fs::symlink(base.join("secret"), root.join("link")).unwrap();
+    let mut command = testbed(&["--workers", "1"]);
+    command.env("TESTBED_ASYNC", "1").env("TESTBED_ROOT", &root);
+    let server = Server::start_command(&mut command, 1);
+    let (res, _) = exchange(server.addr, &get("/file?path=sub/data.bin"));
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, content, "the file, read at offsets");
+    for escape in ["../secret", "/etc/passwd", "link", "sub/../../secret"] {
+        let (res, _) = exchange(server.addr, &get(&format!("/file?path={escape}")));
+        assert_eq!(
+            res.status,
+            403,
+            "{escape}: {}",
+            String::from_utf8_lossy(&res.body)
+        );
+    }
+    let (res, _) = exchange(server.addr, &get("/file?path=missing"));
+    assert_eq!(res.status, 404);
+    std::fs::remove_dir_all(&base).unwrap();
+}

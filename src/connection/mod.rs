@@ -651,7 +651,7 @@ impl Conn {
             Phase::Open => match self.wait {
                 Wait::Room { .. } => false,
                 Wait::Handler { .. } => self.input.is_empty() || self.upload_has_room(),
-                Wait::Stream { .. } => self.input.is_empty(),
+                Wait::Stream { .. } => self.input.is_empty() || self.upload_has_room(),
                 _ => self.output.len() < output_bytes_max,
             },
             Phase::Lingering { .. } => true,

@@ -186,10 +186,12 @@ impl Conn {
             return; // Its connection was torn down meanwhile.
         };
         self.enter(ctx);
-        if let Some(upload) = self.upload.take() {
+        let streamed = matches!(&answer, Ok(res) if res.is_streamed());
+        if self.upload.is_some() && !streamed {
             // Answered before its body was read whole: the rest is not read, and the
-            // connection closes after the answer.
-            drop(upload);
+            // connection closes after the answer. (A streamed answer may still read it: the
+            // upload goes on while it streams, and the stream's end settles it.)
+            self.upload = None;
             pending.keep_alive = false;
             self.input.clear();
         }
@@ -390,7 +392,10 @@ impl Conn {
                 self.wait = Wait::Handler { since: now };
                 self.feed_upload(ctx);
             }
-            Next::Stream(stream) => {
+            Next::Stream(mut stream) => {
+                if let Some(upload) = stream.upload.take() {
+                    self.upload = Some(upload);
+                }
                 self.streaming = Some(stream);
                 self.wait = Wait::Stream { since: now };
                 self.pull_stream(ctx);
@@ -720,10 +725,21 @@ fn answer_streaming<H: Serve>(
         Err(panic) => Err(Panicked(panic)),
     };
     let mut meta = Meta::of(head);
-    meta.keep_alive = false;
     match started {
+        Ok(Started::Ready(res)) if res.is_streamed() => {
+            // A streamed answer may read the body as it streams.
+            match respond(&meta, res, out, false, ctx) {
+                Some(Next::Stream(mut stream)) => {
+                    stream.upload = Some(upload);
+                    Next::Stream(stream)
+                }
+                next => next.unwrap_or(Next::Close { linger: true }),
+            }
+        }
         Ok(Started::Ready(res)) => {
+            // Answered before reading the body: the rest is not read; close after.
             drop(upload);
+            meta.keep_alive = false;
             respond(&meta, res, out, false, ctx).unwrap_or(Next::Close { linger: true })
         }
         Ok(Started::Pending(task)) => Next::Await(Pending {
@@ -735,7 +751,10 @@ fn answer_streaming<H: Serve>(
             upload: Some(upload),
         }),
         Err(Panicked(panic)) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
-        Err(_) => handler_failed(&meta, out, ctx),
+        Err(_) => {
+            meta.keep_alive = false;
+            handler_failed(&meta, out, ctx)
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub(super) struct StreamOut {
     /// The producer's task while it runs.
     producer: Option<u32>,
     keep_alive: bool,
+    /// The request's body, when it streams to the handler and was not read whole when
+    /// the answer came: it goes on arriving while the response streams.
+    pub(super) upload: Option<Upload>,
 }
 
 /// A request body being handed to the handler as it arrives.
@@ -105,6 +108,7 @@ pub(super) fn start_stream<H: Serve>(
         framing,
         producer: None,
         keep_alive,
+        upload: None,
     };
     match started {
         Ok(Started::Pending(task)) => stream.producer = Some(task),
@@ -196,10 +200,16 @@ impl Conn {
             pipe.wake_reader_with(&crate::rt::waker(TaskKey::Conn(self.slot)));
             return;
         }
-        let (framing, keep_alive) = (stream.framing, stream.keep_alive);
+        let (framing, mut keep_alive) = (stream.framing, stream.keep_alive);
         let short = matches!(framing, StreamFraming::Length(n) if pipe.written() != n);
         drop(pipe);
         self.streaming = None;
+        let unread = self.upload.take().is_some();
+        if unread {
+            // The request's body was not read whole: what is left of it is not read.
+            keep_alive = false;
+            self.input.clear();
+        }
         if short {
             log_limited!(
                 "a streamed response's producer wrote short of its length; its connection closes"
@@ -215,6 +225,9 @@ impl Conn {
         match keep_alive {
             // The requests that waited are processed once this output is sent (resume).
             true => self.wait = Wait::Head { since: ctx.now },
+            // The client may still be sending what was not read: linger so that it reads
+            // the answer rather than a reset.
+            false if unread => self.phase = Phase::Finishing(AfterOutput::Linger),
             false => self.phase = Phase::Finishing(AfterOutput::Close),
         }
     }

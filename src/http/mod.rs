@@ -4,6 +4,8 @@
 pub mod body;
 pub mod chunked;
 pub mod date;
+#[cfg(feature = "http")]
+mod interop;
 mod owned;
 pub mod request;
 pub mod response;

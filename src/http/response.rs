@@ -279,10 +279,28 @@ impl Response {
         self.stream.take()
     }
 
+    /// Whether the body is streamed.
+    pub(crate) fn is_streamed(&self) -> bool {
+        self.stream.is_some()
+    }
+
     /// Closes the connection after this response (`Connection: close`).
     pub fn close(&mut self) -> &mut Response {
         self.close = true;
         self
+    }
+
+    /// The header fields added so far, as (name, value), in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.headers
+            .split(|&b| b == b'\n')
+            .filter_map(|line| line.strip_suffix(b"\r"))
+            .filter_map(|line| {
+                let at = line.iter().position(|&b| b == b':')?;
+                // Names are tokens (ASCII), checked when the field was added.
+                let name = std::str::from_utf8(&line[..at]).ok()?;
+                Some((name, &line[at + 2..]))
+            })
     }
 
     /// The status code set so far.

@@ -9,6 +9,8 @@
 //!
 //! - time: [`sleep`], [`timeout`];
 //! - net: [`TcpStream`] (connect, read, write, shutdown, with deadlines);
+//! - fs: [`fs::File`] (open, metadata, read at an offset), [`fs::Dir`] (a root that paths
+//!   resolve beneath), [`fs::metadata`];
 //! - tasks: [`spawn`] a task that outlives its request (bounded per worker);
 //! - [`blocking`]: a closure that would block, on a small per-worker thread pool;
 //! - IPC: [`send_to_master`], waiting while the master's pipe is full.
@@ -22,6 +24,7 @@
 
 mod blocking;
 mod exec;
+pub mod fs;
 mod net;
 mod op;
 mod ops;

@@ -1,0 +1,196 @@
+//! Files for handler code, through the worker's ring: open (`IORING_OP_OPENAT2`, inside a
+//! root with `RESOLVE_BENEATH` where asked), metadata (`IORING_OP_STATX`) and reads at an
+//! offset (`IORING_OP_READ`). Nothing here blocks the worker on the disk: the kernel runs
+//! what cannot complete at once on its own workers and the ring reports the end.
+//!
+//! Read-only: a server's files are its content. A [`Dir`] is a root a request's path can
+//! be resolved beneath: `..`, absolute paths and symbolic links that lead out of it are
+//! refused by the kernel (`EXDEV`), whatever the path says.
+
+use super::op::RingOp;
+use ringmaster_uring::{Op, OpenArgs, Owned, StatxArgs};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// The most bytes one [`File::read_at`] reads (a larger buffer is filled in part).
+pub const READ_BYTES_MAX: usize = 1 << 20;
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
+}
+
+fn result(res: i32) -> io::Result<u32> {
+    match res {
+        r if r >= 0 => Ok(r as u32),
+        r => Err(io::Error::from_raw_os_error(-r)),
+    }
+}
+
+/// `openat2(dirfd, path, flags, resolve)` on the ring.
+async fn open_at(dirfd: RawFd, path: &Path, flags: i32, resolve: u64) -> io::Result<OwnedFd> {
+    let open = Box::new(OpenArgs {
+        path: c_path(path)?,
+        how: io_uring::types::OpenHow::new()
+            .flags((flags | libc::O_CLOEXEC) as u64)
+            .resolve(resolve),
+    });
+    let fd = result(RingOp::new(Op::OpenAt2 { dirfd, open }).await.result)?;
+    // SAFETY: the kernel just gave this descriptor to this process; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `statx(dirfd, path, flags)` on the ring.
+async fn stat_at(dirfd: RawFd, path: &Path, flags: i32) -> io::Result<Metadata> {
+    let stat = Box::new(StatxArgs {
+        path: c_path(path)?,
+        flags: flags | libc::AT_STATX_SYNC_AS_STAT,
+        mask: libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_SIZE | libc::STATX_MTIME,
+        // SAFETY: `statx` is plain data for which all zeroes is valid.
+        buf: unsafe { std::mem::zeroed() },
+    });
+    let outcome = RingOp::new(Op::Statx { dirfd, stat }).await;
+    result(outcome.result)?;
+    let Owned::Statx(stat) = outcome.owned else {
+        unreachable!("a statx hands its buffer back")
+    };
+    Ok(Metadata::from(&stat.buf))
+}
+
+/// What [`metadata`], [`File::metadata`] and [`Dir::metadata`] tell of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    /// Size in bytes.
+    pub len: u64,
+    /// The file type and permission bits (`st_mode`).
+    pub mode: u32,
+    /// Last modification.
+    pub modified: SystemTime,
+}
+
+impl Metadata {
+    fn from(s: &libc::statx) -> Metadata {
+        let since = Duration::new(
+            u64::try_from(s.stx_mtime.tv_sec).unwrap_or(0),
+            s.stx_mtime.tv_nsec,
+        );
+        Metadata {
+            len: s.stx_size,
+            mode: u32::from(s.stx_mode),
+            modified: SystemTime::UNIX_EPOCH + since,
+        }
+    }
+
+    /// A regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// A directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// The metadata of the file at `path` (symbolic links followed).
+pub async fn metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
+    stat_at(libc::AT_FDCWD, path.as_ref(), 0).await
+}
+
+/// A file open for reading, through the worker's ring.
+#[derive(Debug)]
+pub struct File {
+    fd: OwnedFd,
+}
+
+impl File {
+    /// Opens `path` for reading.
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
+        let fd = open_at(libc::AT_FDCWD, path.as_ref(), libc::O_RDONLY, 0).await?;
+        Ok(File { fd })
+    }
+
+    /// Its metadata.
+    pub async fn metadata(&self) -> io::Result<Metadata> {
+        stat_at(self.fd.as_raw_fd(), Path::new(""), libc::AT_EMPTY_PATH).await
+    }
+
+    /// Reads at most `buf.len()` (and [`READ_BYTES_MAX`]) bytes at `offset`; `Ok(0)` at
+    /// the end of the file.
+    pub async fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let len = buf.len().min(READ_BYTES_MAX);
+        if len == 0 {
+            return Ok(0);
+        }
+        let op = Op::ReadAt {
+            fd: self.fd.as_raw_fd(),
+            buf: Vec::with_capacity(len),
+            offset,
+        };
+        let outcome = RingOp::new(op).await;
+        let n = result(outcome.result)? as usize;
+        let Owned::Buf(got) = outcome.owned else {
+            unreachable!("a read hands its buffer back")
+        };
+        let n = n.min(len);
+        buf[..n].copy_from_slice(&got[..n]);
+        Ok(n)
+    }
+
+    /// Reads at `offset` until `buf` is full or the file ends; returns the bytes read.
+    pub async fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.read_at(&mut buf[done..], offset + done as u64).await? {
+                0 => break,
+                n => done += n,
+            }
+        }
+        Ok(done)
+    }
+}
+
+impl AsRawFd for File {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A directory that paths are resolved beneath, as a static file server needs: no path
+/// given to [`Dir::open_file`] or [`Dir::metadata`] reaches outside it, whether by `..`,
+/// an absolute path, or a symbolic link (the kernel refuses them: `openat2` with
+/// `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`).
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+}
+
+/// How paths are resolved beneath a [`Dir`].
+const BENEATH: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+
+impl Dir {
+    /// Opens the directory at `path` as a root.
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<Dir> {
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        let fd = open_at(libc::AT_FDCWD, path.as_ref(), flags, 0).await?;
+        Ok(Dir { fd })
+    }
+
+    /// Opens `path` (relative to this root, and inside it) for reading.
+    pub async fn open_file(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        let fd = open_at(self.fd.as_raw_fd(), path.as_ref(), libc::O_RDONLY, BENEATH).await?;
+        Ok(File { fd })
+    }
+
+    /// The metadata of `path` inside this root (it is opened beneath the root first, so
+    /// that the same rule holds).
+    pub async fn metadata(&self, path: impl AsRef<Path>) -> io::Result<Metadata> {
+        let flags = libc::O_PATH;
+        let fd = open_at(self.fd.as_raw_fd(), path.as_ref(), flags, BENEATH).await?;
+        stat_at(fd.as_raw_fd(), Path::new(""), libc::AT_EMPTY_PATH).await
+    }
+}
