@@ -14,7 +14,9 @@
 //! its sync handler) and `async` (the same with its async handler, `TESTBED_ASYNC=1`), both
 //! built in release on first use. The `wait` load (`GET /wait?ms=1` over 1,000 connections:
 //! a handler that waits 1 ms on its runtime's timer) runs on the servers that have that
-//! path: `async`, `node`, `hyper`; its ratios are against `async`.
+//! path: `async`, `node`, `hyper`; its ratios are against `async`. `NAME@N` runs a peer
+//! with N workers or threads (`async@1`, `node@1`, `hyper@1`): on a machine whose cores the
+//! load generator shares, a server pinned to every core starves it.
 //!
 //! `--baseline PATH` adds another ringmaster binary (an older build, say) as a peer named
 //! `baseline`, so that a change to the hot path is measured before and after in one run.
@@ -535,6 +537,29 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, String> {
+    // `NAME@N`: the peer with N workers (or threads), for loads where the load generator
+    // must not be starved of a core.
+    if let Some((base, n)) = name.split_once('@') {
+        let n: u32 = n
+            .parse()
+            .map_err(|_| format!("{name}: the part after @ is a worker count"))?;
+        let mut server = peer(base, args, rust)?;
+        server.name = name.to_string();
+        match base {
+            "node" => server.env.retain(|(k, _)| k != "WORKERS"),
+            "testbed" | "async" => server.args.extend(["--workers".into(), n.to_string()]),
+            "hyper" => {}
+            other => return Err(format!("{other}: no worker count can be set (@{n})")),
+        }
+        match base {
+            "node" => server.env.push(("WORKERS".into(), n.to_string())),
+            "hyper" => server
+                .env
+                .push(("TOKIO_WORKER_THREADS".into(), n.to_string())),
+            _ => {}
+        }
+        return Ok(server);
+    }
     let dir = &args.peers_dir;
     let server = |program: PathBuf, a: &[&str], env: &[(&str, &str)], closes| Server {
         name: name.to_string(),
@@ -545,7 +570,7 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         closes,
-        waits: matches!(name, "node" | "hyper" | "async"),
+        waits: matches!(name, "node" | "hyper"),
     };
     match name {
         "nginx" => {

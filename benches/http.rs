@@ -67,5 +67,35 @@ fn encode_response(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, encode_response);
+/// An async Hello World that answers at its first poll, as `Server::new_async` runs it.
+struct AsyncHello;
+
+impl ringmaster::AsyncHandler for AsyncHello {
+    type Future = std::future::Ready<Response>;
+
+    fn call(&self, _req: ringmaster::OwnedRequest) -> Self::Future {
+        let mut res = Response::new();
+        res.header("Content-Type", "text/plain").body("Hello World");
+        std::future::ready(res)
+    }
+}
+
+/// A connection answering 16 pipelined requests, with a sync and an async Hello World: what
+/// the async path (owned request, task slot, response by value) costs per request.
+fn connection(c: &mut Criterion) {
+    static SYNC: ringmaster::HelloWorld = ringmaster::HelloWorld;
+    static ASYNC: ringmaster::Async<AsyncHello> = ringmaster::Async(AsyncHello);
+    let batch = WRK.repeat(16);
+    let mut group = c.benchmark_group("connection x16");
+    group.throughput(Throughput::Elements(16));
+    let mut sync = ringmaster::drive::Driver::new(&SYNC);
+    group.bench_function("sync hello", |b| b.iter(|| sync.feed(black_box(&batch))));
+    let mut asynchronous = ringmaster::drive::Driver::new(&ASYNC);
+    group.bench_function("async hello", |b| {
+        b.iter(|| asynchronous.feed(black_box(&batch)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, encode_response, connection);
 criterion_main!(benches);

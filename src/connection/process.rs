@@ -631,17 +631,19 @@ fn answer<H: Serve>(
     last: bool,
     ctx: &mut Ctx<'_, H>,
 ) -> Option<Next> {
-    ctx.res.reset();
     ctx.counters.requests += 1;
     if head.target_form == TargetForm::Asterisk {
         // `OPTIONS *` asks about the server, not a resource: the server answers it (the
         // parser let the asterisk form through for OPTIONS only).
+        ctx.res.reset();
         ctx.res.header("Allow", crate::http::OPTIONS_ALLOW);
         return encode_own(&Meta::of(head), out, last, ctx);
     }
     if H::ASYNC {
+        // The future answers in its own `Response`; the worker's is not used.
         return answer_async(raw, head, body, out, last, ctx);
     }
+    ctx.res.reset();
     let (handler, res) = (ctx.handler, &mut ctx.res);
     // Unwinding stops here. After a panic nothing the handler touched is used but `res`,
     // which is reset before the next request; the handler's own state is its own affair.
@@ -674,15 +676,18 @@ fn answer_async<H: Serve>(
 ) -> Option<Next> {
     let req = OwnedRequest::new(raw, head, body);
     let handler = ctx.handler;
-    // A handler type may do work (and panic) before it returns its future.
-    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call_async(req)));
-    let started = match made {
-        Ok(fut) => ctx.tasks.start(fut, ctx.conn),
-        Err(panic) => Err(Panicked(panic)),
-    };
+    // A handler type may do work (and panic) before it returns its future: `start_with`
+    // catches that as a panic of the future's.
+    let mut answered = None;
+    let started = ctx
+        .tasks
+        .start_into(ctx.conn, || handler.call_async(req), &mut answered);
     match started {
-        Ok(Started::Ready(res)) => respond(&Meta::of(head), res, out, last, ctx),
-        Ok(Started::Pending(task)) => Some(Next::Await(Pending {
+        Ok(None) => {
+            let res = answered.as_mut().expect("set when done");
+            respond_in_place(&Meta::of(head), res, out, last, ctx)
+        }
+        Ok(Some(task)) => Some(Next::Await(Pending {
             task,
             keep_alive: head.keep_alive,
             version: head.version,
@@ -704,7 +709,6 @@ fn answer_streaming<H: Serve>(
     out: &mut Output,
     ctx: &mut Ctx<'_, H>,
 ) -> Next {
-    ctx.res.reset();
     ctx.counters.requests += 1;
     let length = match head.framing {
         Framing::Length(n) => Some(n),
@@ -719,11 +723,7 @@ fn answer_streaming<H: Serve>(
     let mut req = OwnedRequest::new(raw, head, &[]);
     req.set_body_reader(BodyReader::new(pipe));
     let handler = ctx.handler;
-    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call_async(req)));
-    let started = match made {
-        Ok(fut) => ctx.tasks.start(fut, ctx.conn),
-        Err(panic) => Err(Panicked(panic)),
-    };
+    let started = ctx.tasks.start_with(ctx.conn, || handler.call_async(req));
     let mut meta = Meta::of(head);
     match started {
         Ok(Started::Ready(res)) if res.is_streamed() => {
@@ -776,12 +776,23 @@ fn respond<H: Serve>(
     last: bool,
     ctx: &mut Ctx<'_, H>,
 ) -> Option<Next> {
+    respond_in_place(meta, &mut res, out, last, ctx)
+    // `res` is dropped here: its buffers go to the next `Response::new()`.
+}
+
+/// [`respond`] for a response where it lies.
+fn respond_in_place<H: Serve>(
+    meta: &Meta<'_>,
+    res: &mut Response,
+    out: &mut Output,
+    last: bool,
+    ctx: &mut Ctx<'_, H>,
+) -> Option<Next> {
     if let Some(misuse) = res.misuse() {
         log_limited!("the handler's response is invalid ({misuse}); answered 500 instead");
         return Some(handler_failed(meta, out, ctx));
     }
-    encode_answer(meta, &mut res, out, last, ctx)
-    // `res` is dropped here: its buffers go to the next `Response::new()`.
+    encode_answer(meta, res, out, last, ctx)
 }
 
 /// Encodes the response in `ctx.res` (a sync handler's, or the server's own).

@@ -86,9 +86,10 @@ pub struct Response {
     body: Vec<u8>,
     close: bool,
     /// The first invalid input a setter was given, if any: the response becomes a 500.
-    misuse: Option<Misuse>,
+    /// Boxed, as is `stream`: both are rare, and a small `Response` is cheap to move.
+    misuse: Option<Box<Misuse>>,
     /// A body produced over time instead of `body`.
-    stream: Option<Producer>,
+    stream: Option<Box<Producer>>,
 }
 
 /// What makes a streamed body: its declared length, and the producer to start.
@@ -116,27 +117,29 @@ impl Default for Response {
 }
 
 /// Buffers a dropped [`Response`] leaves for the next one made on its thread: at most this
-/// many pairs...
-const SPARE_MAX: usize = 256;
+/// many...
+const SPARE_MAX: usize = 512;
 /// ...each of at most this many bytes (a larger one is freed).
 const SPARE_BYTES_MAX: usize = 64 * 1024;
 
 thread_local! {
-    /// The spare (headers, body) buffers of this thread's dropped responses, so that an
-    /// async handler's `Response::new()` allocates nothing once its worker is warm.
-    static SPARE: std::cell::RefCell<Vec<(Vec<u8>, Vec<u8>)>> =
+    /// The spare buffers of this thread's dropped responses (headers and bodies alike), so
+    /// that an async handler's `Response::new()` allocates nothing once its worker is warm.
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Response {
     /// A `200 OK` with no fields and an empty body. Its buffers come from those of
     /// responses dropped earlier on this thread, when there are any.
+    #[inline]
     pub fn new() -> Response {
-        let spare = SPARE
-            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
-            .ok()
-            .flatten();
-        let (headers, body) = spare.unwrap_or_default();
+        let (headers, body) = SPARE
+            .try_with(|spare| match spare.try_borrow_mut() {
+                Ok(mut s) => (s.pop().unwrap_or_default(), s.pop().unwrap_or_default()),
+                Err(_) => Default::default(),
+            })
+            .unwrap_or_default();
         Response {
             status: 200,
             headers,
@@ -206,12 +209,12 @@ impl Response {
 
     /// Records the first misuse; the response becomes a 500.
     fn misused(&mut self, misuse: Misuse) {
-        self.misuse.get_or_insert(misuse);
+        self.misuse.get_or_insert_with(|| Box::new(misuse));
     }
 
     /// The first invalid input a setter was given since the last reset.
     pub(crate) fn misuse(&self) -> Option<&Misuse> {
-        self.misuse.as_ref()
+        self.misuse.as_deref()
     }
 
     /// Adds a header field, refusing names that are not tokens, values with control bytes
@@ -267,16 +270,16 @@ impl Response {
         Fut: Future<Output = io::Result<()>> + 'static,
     {
         self.body.clear();
-        self.stream = Some(Producer {
+        self.stream = Some(Box::new(Producer {
             length,
             start: Box::new(move |writer| Box::pin(produce(writer))),
-        });
+        }));
         self
     }
 
     /// The streamed body's producer, taken out to be started.
     pub(crate) fn take_stream(&mut self) -> Option<Producer> {
-        self.stream.take()
+        self.stream.take().map(|p| *p)
     }
 
     /// Whether the body is streamed.
@@ -334,19 +337,19 @@ impl Response {
 
 impl Drop for Response {
     fn drop(&mut self) {
-        let (headers, body) = (&mut self.headers, &mut self.body);
-        let sizes = [headers.capacity(), body.capacity()];
-        if sizes == [0, 0] || sizes.iter().any(|&n| n > SPARE_BYTES_MAX) {
+        if self.headers.capacity() == 0 && self.body.capacity() == 0 {
             return;
         }
-        let mut pair = (std::mem::take(headers), std::mem::take(body));
-        pair.0.clear();
-        pair.1.clear();
         // On a thread being torn down, or re-entered, the buffers are simply freed.
         let _ = SPARE.try_with(|spare| {
             if let Ok(mut spare) = spare.try_borrow_mut() {
-                if spare.len() < SPARE_MAX {
-                    spare.push(pair);
+                for buf in [&mut self.body, &mut self.headers] {
+                    let keep = (1..=SPARE_BYTES_MAX).contains(&buf.capacity());
+                    if keep && spare.len() < SPARE_MAX {
+                        let mut buf = std::mem::take(buf);
+                        buf.clear();
+                        spare.push(buf);
+                    }
                 }
             }
         });

@@ -245,13 +245,35 @@ unsafe fn drop_waker(_: *const ()) {}
 pub(crate) struct Panicked(pub(crate) Box<dyn std::any::Any + Send>);
 
 /// Polls `fut` as task `key`, catching a panic.
-fn poll_caught<T>(
-    fut: Pin<&mut dyn Future<Output = T>>,
+fn poll_caught<F: Future + ?Sized>(
+    fut: Pin<&mut F>,
     key: TaskKey,
-) -> Result<Poll<T>, Panicked> {
+) -> Result<Poll<F::Output>, Panicked> {
+    let mut done = None;
+    poll_caught_into(fut, key, &mut done).map(|ready| match ready {
+        true => Poll::Ready(done.take().expect("set when ready")),
+        false => Poll::Pending,
+    })
+}
+
+/// Polls `fut` as task `key`, catching a panic; its output, when ready, is written into
+/// `out` (in place: no move through the layers above) and `true` returned.
+#[inline]
+fn poll_caught_into<F: Future + ?Sized>(
+    fut: Pin<&mut F>,
+    key: TaskKey,
+    out: &mut Option<F::Output>,
+) -> Result<bool, Panicked> {
     let waker = waker(key);
     let mut cx = Context::from_waker(&waker);
-    catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))).map_err(Panicked)
+    catch_unwind(AssertUnwindSafe(|| match fut.poll(&mut cx) {
+        Poll::Ready(v) => {
+            *out = Some(v);
+            true
+        }
+        Poll::Pending => false,
+    }))
+    .map_err(Panicked)
 }
 
 /// The request futures of a worker (or its body producers): a fixed table made at start,
@@ -299,31 +321,74 @@ impl<F: Future> Tasks<F> {
     /// # Panics
     /// When there is no room: check [`Tasks::has_room`] first.
     pub(crate) fn start(&mut self, fut: F, owner: u32) -> Result<Started<F::Output>, Panicked> {
+        self.start_with(owner, || fut)
+    }
+
+    /// Like [`Tasks::start`], with the future made by `make` right into its slot (a large
+    /// future is not moved again) and a panic in `make` caught as one in a poll.
+    pub(crate) fn start_with(
+        &mut self,
+        owner: u32,
+        make: impl FnOnce() -> F,
+    ) -> Result<Started<F::Output>, Panicked> {
+        let mut out = None;
+        match self.start_into(owner, make, &mut out)? {
+            None => Ok(Started::Ready(out.expect("set when done"))),
+            Some(task) => Ok(Started::Pending(task)),
+        }
+    }
+
+    /// Like [`Tasks::start_with`], writing the output into `out` when the task finished at
+    /// its first poll (and returning `None`); else its slot.
+    #[inline]
+    pub(crate) fn start_into(
+        &mut self,
+        owner: u32,
+        make: impl FnOnce() -> F,
+        out: &mut Option<F::Output>,
+    ) -> Result<Option<u32>, Panicked> {
         let task = self.free.pop().expect("a slot checked free");
-        self.slots[task as usize] = Some(fut);
+        let slot = &mut self.slots[task as usize];
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| *slot = Some(make()))) {
+            self.free.push(task);
+            return Err(Panicked(panic));
+        }
         self.owners[task as usize] = owner;
-        match self.poll(task)? {
-            Some(out) => Ok(Started::Ready(out)),
-            None => Ok(Started::Pending(task)),
+        match self.poll_into(task, out)? {
+            true => Ok(None),
+            false => Ok(Some(task)),
         }
     }
 
     /// Polls task `task`: its response when it finished (its slot freed), `None` while it
     /// waits or when the slot is empty (a stale wake); an error when it panicked (dropped).
     pub(crate) fn poll(&mut self, task: u32) -> Result<Option<F::Output>, Panicked> {
+        let mut out = None;
+        self.poll_into(task, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`Tasks::poll`], writing the output into `out` when the task finished (and
+    /// returning `true`).
+    #[inline]
+    pub(crate) fn poll_into(
+        &mut self,
+        task: u32,
+        out: &mut Option<F::Output>,
+    ) -> Result<bool, Panicked> {
         let slot = &mut self.slots[task as usize];
         if slot.is_none() {
-            return Ok(None);
+            return Ok(false);
         }
         // SAFETY: the slot never moves (see the INVARIANT on `slots`), and the future in it
         // is dropped in place (`Pin::set`), never moved out.
         let mut pinned = unsafe { Pin::new_unchecked(slot) };
         let fut = pinned.as_mut().as_pin_mut().expect("checked above");
-        match poll_caught(fut, (self.kind)(task)) {
-            Ok(Poll::Pending) => Ok(None),
-            Ok(Poll::Ready(response)) => {
+        match poll_caught_into(fut, (self.kind)(task), out) {
+            Ok(false) => Ok(false),
+            Ok(true) => {
                 self.end(task);
-                Ok(Some(response))
+                Ok(true)
             }
             Err(panicked) => {
                 self.end(task);

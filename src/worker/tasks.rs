@@ -185,7 +185,11 @@ impl<H: Serve> Worker<'_, H> {
             self.ring.submit_and_wait(0)?;
             return Ok(());
         }
-        match rt::with(|rt| rt.timers.next_due(Instant::now())) {
+        let due = rt::with(|rt| match rt.timers.len() {
+            0 => None,
+            _ => rt.timers.next_due(Instant::now()),
+        });
+        match due {
             None => self.ring.submit_and_wait(1)?,
             Some(due) if due.is_zero() => self.ring.submit_and_wait(0)?,
             Some(due) => self.ring.submit_and_wait_timeout(1, due)?,
