@@ -24,10 +24,36 @@
 //! Node's `http.createServer(fn).listen(port)` inside `cluster` maps onto
 //! `Server::new(fn).listen(addr).run()`: the closure runs in every worker, on its own core.
 //!
+//! A handler that waits returns a future ([`AsyncHandler`], served with
+//! [`Server::new_async`]): Node's `http.createServer(async (req, res) => …)`. Its future runs
+//! on the worker's thread and waits through the worker's own io_uring ([`rt`]: timers, TCP,
+//! files, spawned tasks, a blocking pool), so a worker keeps thousands of requests waiting
+//! at once while it serves others.
+//!
+//! ```no_run
+//! use ringmaster::{OwnedRequest, Response, Server};
+//! use std::time::Duration;
+//!
+//! fn main() -> Result<(), ringmaster::Error> {
+//!     Server::new_async(|req: OwnedRequest| async move {
+//!         ringmaster::rt::sleep(Duration::from_millis(1)).await;
+//!         let mut res = Response::new();
+//!         res.body(format!("waited for {}", req.path()));
+//!         res
+//!     })
+//!     .run()
+//! }
+//! ```
+//!
 //! # Node's `cluster`, call by call
 //!
 //! | Node.js `cluster` | ringmaster |
 //! | --- | --- |
+//! | `http.createServer((req, res) => …)` | [`Server::new`] with a [`Handler`] (`Fn(&Request, &mut Response)`) |
+//! | `http.createServer(async (req, res) => …)` | [`Server::new_async`] with an [`AsyncHandler`] (`Fn(OwnedRequest) -> impl Future<Output = Response>`) |
+//! | `setTimeout`, `net.connect`, `fs.promises` in a handler | [`rt::sleep`], [`rt::TcpStream`], [`rt::fs`] |
+//! | `res.write(chunk)` … `res.end()` | [`Response::stream`] with a [`BodyWriter`] |
+//! | `req.on('data', …)` | [`OwnedRequest::body_reader`] ([`AsyncHandler::streams_body`]) |
 //! | `cluster.isPrimary` / `cluster.isWorker` | code in [`Server`] hooks runs in the master; [`Handler`] methods run in workers |
 //! | `cluster.fork()` | the master forks one worker per slot ([`Workers`]), pinned to a CPU, and respawns them |
 //! | `cluster.on('fork', (worker) => …)` | [`Server::on_fork`] |

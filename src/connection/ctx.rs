@@ -118,8 +118,9 @@ pub(crate) struct Ctx<'h, H: Serve> {
     pub(crate) producers: Tasks<ProducerFuture>,
     /// The slot of the connection being processed (the owner of a task it starts).
     pub(crate) conn: u32,
-    /// The response every request is answered into (reset before each).
-    pub(crate) res: Response,
+    /// The response every request of a sync handler is answered into (reset before each);
+    /// `None` only while it is being encoded.
+    pub(crate) res: Option<Response>,
     pub(crate) date: DateCache,
     pub(crate) limits: HeadLimits,
     /// Response bytes waiting to be sent at which parsing pauses (backpressure).

@@ -45,7 +45,7 @@ pub(crate) fn standalone<H: Serve>(handler: &H) -> Ctx<'_, H> {
         ),
         producers: Tasks::new(STANDALONE_TASKS, TaskKey::Producer),
         conn: 0,
-        res: Response::new(),
+        res: Some(Response::new()),
         date,
         limits: limits.head(),
         output_bytes_max: limits.output_bytes_max as usize,

@@ -635,16 +635,20 @@ fn answer<H: Serve>(
     if head.target_form == TargetForm::Asterisk {
         // `OPTIONS *` asks about the server, not a resource: the server answers it (the
         // parser let the asterisk form through for OPTIONS only).
-        ctx.res.reset();
-        ctx.res.header("Allow", crate::http::OPTIONS_ALLOW);
+        let res = ctx.res.as_mut().expect("the worker's response");
+        res.reset();
+        res.header("Allow", crate::http::OPTIONS_ALLOW);
         return encode_own(&Meta::of(head), out, last, ctx);
     }
     if H::ASYNC {
         // The future answers in its own `Response`; the worker's is not used.
         return answer_async(raw, head, body, out, last, ctx);
     }
-    ctx.res.reset();
-    let (handler, res) = (ctx.handler, &mut ctx.res);
+    let (handler, res) = (
+        ctx.handler,
+        ctx.res.as_mut().expect("the worker's response"),
+    );
+    res.reset();
     // Unwinding stops here. After a panic nothing the handler touched is used but `res`,
     // which is reset before the next request; the handler's own state is its own affair.
     let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -656,7 +660,7 @@ fn answer<H: Serve>(
         Err(_) => return Some(handler_failed(&meta, out, ctx)),
         Ok(()) => {}
     }
-    if let Some(misuse) = ctx.res.misuse() {
+    if let Some(misuse) = ctx.res.as_ref().and_then(Response::misuse) {
         log_limited!("the handler's response is invalid ({misuse}); answered 500 instead");
         return Some(handler_failed(&meta, out, ctx));
     }
@@ -802,9 +806,13 @@ fn encode_own<H: Serve>(
     last: bool,
     ctx: &mut Ctx<'_, H>,
 ) -> Option<Next> {
-    let mut res = std::mem::replace(&mut ctx.res, Response::empty());
+    // Taken out for the call (a pointer's move) and put back.
+    let mut res = ctx
+        .res
+        .take()
+        .expect("the worker's response is back after each use");
     let next = encode_answer(meta, &mut res, out, last, ctx);
-    ctx.res = res;
+    ctx.res = Some(res);
     next
 }
 

@@ -624,7 +624,7 @@ fn a_large_body_is_sent_from_the_handlers_buffer_not_kept_by_the_worker() {
     };
     assert_eq!(sent.len(), "/big|".len() + body.len());
     assert!(
-        h.ctx.res.body_capacity() <= crate::pool::BUF_BYTES,
+        h.ctx.res.as_ref().unwrap().body_capacity() <= crate::pool::BUF_BYTES,
         "the worker's response keeps no large buffer"
     );
     conn.send_started(OpId::detached(2), 0, h.ctx.now);

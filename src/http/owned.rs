@@ -8,6 +8,7 @@
 
 use super::request::{path_of, query_of, Head, TargetForm, Version};
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 
 /// Where a part lies in an [`OwnedRequest`]'s buffer.
 #[derive(Clone, Copy, Debug, Default)]
@@ -24,14 +25,26 @@ const BUF_BYTES_MIN: usize = 2048;
 const POOLED_BYTES_MAX: usize = 64 * 1024;
 
 thread_local! {
-    /// The buffers of this thread's dropped requests, for the next ones.
-    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// The parts of this thread's dropped requests, for the next ones.
+    /// Boxed: a handle moves the box, never the parts.
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<Vec<Box<Parts>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A request as an async handler sees it: owned, so that the handler's future may keep it
 /// across awaits. The same accessors as [`Request`](super::Request).
+///
+/// A handle to pooled parts: moving it (into the handler's future, which is moved into the
+/// worker's task table) moves one pointer, and the parts are filled where they lie.
 #[derive(Debug)]
 pub struct OwnedRequest {
+    /// Taken out only by `drop`.
+    p: ManuallyDrop<Box<Parts>>,
+}
+
+/// What an [`OwnedRequest`] holds.
+#[derive(Debug)]
+struct Parts {
     /// The head's bytes as received (request line and fields), then the body.
     buf: Vec<u8>,
     head_len: usize,
@@ -48,6 +61,22 @@ pub struct OwnedRequest {
     reader: Option<super::BodyReader>,
 }
 
+impl Parts {
+    fn empty() -> Box<Parts> {
+        Box::new(Parts {
+            buf: Vec::new(),
+            head_len: 0,
+            method: Span::default(),
+            target: None,
+            host: None,
+            form: TargetForm::Origin,
+            version: Version::Http11,
+            fields: Span::default(),
+            reader: None,
+        })
+    }
+}
+
 /// Where `part` lies within `base`, when it does.
 fn span_in(base: &[u8], part: &[u8]) -> Option<Span> {
     let start = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
@@ -61,52 +90,54 @@ impl OwnedRequest {
     /// Copies `head` (parsed from `head_bytes`, which it borrows) and `body`.
     #[inline]
     pub(crate) fn new(head_bytes: &[u8], head: &Head<'_>, body: &[u8]) -> OwnedRequest {
-        let mut buf = POOL
+        let mut p = POOL
             .try_with(|pool| pool.try_borrow_mut().ok().and_then(|mut p| p.pop()))
             .ok()
             .flatten()
-            .unwrap_or_default();
+            .unwrap_or_else(Parts::empty);
         let head_bytes = &head_bytes[..head.head_len];
         // A new buffer starts large enough for most requests, so that it is reused as is.
-        buf.reserve((head_bytes.len() + body.len()).max(BUF_BYTES_MIN));
-        buf.extend_from_slice(head_bytes);
-        buf.extend_from_slice(body);
+        p.buf.clear();
+        p.buf
+            .reserve((head_bytes.len() + body.len()).max(BUF_BYTES_MIN));
+        p.buf.extend_from_slice(head_bytes);
+        p.buf.extend_from_slice(body);
         let span = |part: &[u8]| span_in(head_bytes, part).unwrap_or_default();
         // The fields follow the request line and its CRLF, up to the blank line's CRLF.
         let line = span(head.request_line());
         let fields_at = (line.at + line.len + 2).min(head.head_len as u32);
         let fields_end = (head.head_len as u32).saturating_sub(2).max(fields_at);
+        p.head_len = head.head_len;
+        p.method = span(head.method.as_bytes());
+        p.target = span_in(head_bytes, head.target.as_bytes());
+        p.host = head.host.map(span);
+        p.form = head.target_form;
+        p.version = head.version;
+        p.fields = Span {
+            at: fields_at,
+            len: fields_end - fields_at,
+        };
+        p.reader = None;
         OwnedRequest {
-            head_len: head.head_len,
-            method: span(head.method.as_bytes()),
-            target: span_in(head_bytes, head.target.as_bytes()),
-            host: head.host.map(span),
-            form: head.target_form,
-            version: head.version,
-            fields: Span {
-                at: fields_at,
-                len: fields_end - fields_at,
-            },
-            buf,
-            reader: None,
+            p: ManuallyDrop::new(p),
         }
     }
 
     /// Hands the body over as it arrives through `reader` (the body then is not in the
     /// request's buffer).
     pub(crate) fn set_body_reader(&mut self, reader: super::BodyReader) {
-        self.reader = Some(reader);
+        self.p.reader = Some(reader);
     }
 
     /// The body as it arrives, for a request whose handler asked for it so
     /// ([`AsyncHandler::streams_body`](crate::AsyncHandler::streams_body)); taken once.
     /// `None` otherwise: the body was read whole, and is [`body`](Self::body).
     pub fn body_reader(&mut self) -> Option<super::BodyReader> {
-        self.reader.take()
+        self.p.reader.take()
     }
 
     fn text(&self, span: Span) -> &str {
-        let bytes = &self.buf[span.at as usize..(span.at + span.len) as usize];
+        let bytes = &self.p.buf[span.at as usize..(span.at + span.len) as usize];
         debug_assert!(bytes.is_ascii());
         // SAFETY: every span `text` is given (method, target, field name, host) holds bytes
         // the parser checked to be ASCII (tokens, target characters, a valid host), and
@@ -115,17 +146,17 @@ impl OwnedRequest {
     }
 
     fn bytes(&self, span: Span) -> &[u8] {
-        &self.buf[span.at as usize..(span.at + span.len) as usize]
+        &self.p.buf[span.at as usize..(span.at + span.len) as usize]
     }
 
     /// The method, as sent.
     pub fn method(&self) -> &str {
-        self.text(self.method)
+        self.text(self.p.method)
     }
 
     /// The request-target in origin form (see [`Request::target`](super::Request::target)).
     pub fn target(&self) -> &str {
-        self.target.map_or("/", |t| self.text(t))
+        self.p.target.map_or("/", |t| self.text(t))
     }
 
     /// The path: the request-target up to any `?` (`/` for an empty path).
@@ -140,20 +171,20 @@ impl OwnedRequest {
 
     /// The HTTP version.
     pub fn version(&self) -> Version {
-        self.version
+        self.p.version
     }
 
     /// The host the request is for (see [`Request::host`](super::Request::host)).
     pub fn host(&self) -> Option<&str> {
-        self.host.map(|h| self.text(h))
+        self.p.host.map(|h| self.text(h))
     }
 
     /// The value of the first field named `name` (ASCII case ignored); `host` gives the
     /// authority of an absolute-form target, as [`Request::header`](super::Request::header)
     /// does.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        if self.form == TargetForm::Absolute && name.eq_ignore_ascii_case("host") {
-            return self.host.map(|h| self.bytes(h));
+        if self.p.form == TargetForm::Absolute && name.eq_ignore_ascii_case("host") {
+            return self.p.host.map(|h| self.bytes(h));
         }
         self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -162,7 +193,7 @@ impl OwnedRequest {
 
     /// Every header field, in the order received, as (name, value).
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        let lines = self.bytes(self.fields);
+        let lines = self.bytes(self.p.fields);
         lines.split(|&b| b == b'\n').filter_map(|line| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let colon = line.iter().position(|&b| b == b':')?;
@@ -176,23 +207,25 @@ impl OwnedRequest {
     /// The body (empty when the request has none, or when it is handed over as it arrives:
     /// see [`body_reader`](Self::body_reader)).
     pub fn body(&self) -> &[u8] {
-        &self.buf[self.head_len..]
+        &self.p.buf[self.p.head_len..]
     }
 }
 
 impl Drop for OwnedRequest {
     fn drop(&mut self) {
-        if self.buf.capacity() > POOLED_BYTES_MAX {
+        // SAFETY: `self.p` is taken once, here, and never used again: `drop` is the last
+        // use of `self`, and `ManuallyDrop` keeps the field from being dropped after it.
+        let mut p = unsafe { ManuallyDrop::take(&mut self.p) };
+        if p.buf.capacity() > POOLED_BYTES_MAX {
             return;
         }
+        p.reader = None;
         // A request dropped on another thread (sent away by a handler) pools nothing there
         // that the worker would miss; its thread keeps a bounded pool of its own.
         let _ = POOL.try_with(|pool| {
             if let Ok(mut pool) = pool.try_borrow_mut() {
                 if pool.len() < POOLED_MAX {
-                    let mut buf = std::mem::take(&mut self.buf);
-                    buf.clear();
-                    pool.push(buf);
+                    pool.push(p);
                 }
             }
         });
@@ -255,9 +288,13 @@ mod tests {
     #[test]
     fn dropped_requests_give_their_buffers_back() {
         let first = owned(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", b"");
-        let at = first.buf.as_ptr();
+        let at = first.p.buf.as_ptr();
         drop(first);
         let second = owned(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", b"");
-        assert_eq!(second.buf.as_ptr(), at, "the pooled buffer, not a new one");
+        assert_eq!(
+            second.p.buf.as_ptr(),
+            at,
+            "the pooled buffer, not a new one"
+        );
     }
 }

@@ -78,15 +78,25 @@ impl fmt::Display for Misuse {
 /// closes) instead of a response that would break the framing, and the worker logs one line
 /// naming the misuse. [`try_status`](Self::try_status) and
 /// [`try_header`](Self::try_header) return the error instead, for input from outside.
+///
+/// A handle to pooled parts: moving one moves a pointer, and a dropped response's parts
+/// (and buffers) go to the next `Response::new()` on its thread.
 #[derive(Debug)]
 pub struct Response {
+    /// Taken out only by `drop`.
+    p: std::mem::ManuallyDrop<Box<Parts>>,
+}
+
+/// What a [`Response`] holds.
+#[derive(Debug)]
+struct Parts {
     status: u16,
     /// Encoded `Name: value\r\n` lines.
     headers: Vec<u8>,
     body: Vec<u8>,
     close: bool,
     /// The first invalid input a setter was given, if any: the response becomes a 500.
-    /// Boxed, as is `stream`: both are rare, and a small `Response` is cheap to move.
+    /// Boxed, as is `stream`: both are rare.
     misuse: Option<Box<Misuse>>,
     /// A body produced over time instead of `body`.
     stream: Option<Box<Producer>>,
@@ -116,16 +126,18 @@ impl Default for Response {
     }
 }
 
-/// Buffers a dropped [`Response`] leaves for the next one made on its thread: at most this
+/// Parts a dropped [`Response`] leaves for the next one made on its thread: at most this
 /// many...
-const SPARE_MAX: usize = 512;
-/// ...each of at most this many bytes (a larger one is freed).
+const SPARE_MAX: usize = 256;
+/// ...whose buffers hold at most this many bytes each (larger ones are freed).
 const SPARE_BYTES_MAX: usize = 64 * 1024;
 
 thread_local! {
-    /// The spare buffers of this thread's dropped responses (headers and bodies alike), so
-    /// that an async handler's `Response::new()` allocates nothing once its worker is warm.
-    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> =
+    /// The parts of this thread's dropped responses, so that an async handler's
+    /// `Response::new()` allocates nothing once its worker is warm.
+    /// Boxed: a handle moves the box, never the parts.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<Parts>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -134,42 +146,34 @@ impl Response {
     /// responses dropped earlier on this thread, when there are any.
     #[inline]
     pub fn new() -> Response {
-        let (headers, body) = SPARE
-            .try_with(|spare| match spare.try_borrow_mut() {
-                Ok(mut s) => (s.pop().unwrap_or_default(), s.pop().unwrap_or_default()),
-                Err(_) => Default::default(),
+        let spare = SPARE
+            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .ok()
+            .flatten();
+        // A spare one was reset when it was dropped.
+        let p = spare.unwrap_or_else(|| {
+            Box::new(Parts {
+                status: 200,
+                headers: Vec::new(),
+                body: Vec::new(),
+                close: false,
+                misuse: None,
+                stream: None,
             })
-            .unwrap_or_default();
+        });
         Response {
-            status: 200,
-            headers,
-            body,
-            close: false,
-            misuse: None,
-            stream: None,
-        }
-    }
-
-    /// A response with no buffers, not taken from the spare ones (a placeholder).
-    pub(crate) const fn empty() -> Response {
-        Response {
-            status: 200,
-            headers: Vec::new(),
-            body: Vec::new(),
-            close: false,
-            misuse: None,
-            stream: None,
+            p: std::mem::ManuallyDrop::new(p),
         }
     }
 
     /// Makes the value ready for the next request, keeping its buffers.
     pub(crate) fn reset(&mut self) {
-        self.status = 200;
-        self.headers.clear();
-        self.body.clear();
-        self.close = false;
-        self.misuse = None;
-        self.stream = None;
+        self.p.status = 200;
+        self.p.headers.clear();
+        self.p.body.clear();
+        self.p.close = false;
+        self.p.misuse = None;
+        self.p.stream = None;
     }
 
     /// Sets the status code.
@@ -190,7 +194,7 @@ impl Response {
         if !(200..=599).contains(&code) {
             return Err(StatusError(code));
         }
-        self.status = code;
+        self.p.status = code;
         Ok(self)
     }
 
@@ -209,12 +213,12 @@ impl Response {
 
     /// Records the first misuse; the response becomes a 500.
     fn misused(&mut self, misuse: Misuse) {
-        self.misuse.get_or_insert_with(|| Box::new(misuse));
+        self.p.misuse.get_or_insert_with(|| Box::new(misuse));
     }
 
     /// The first invalid input a setter was given since the last reset.
     pub(crate) fn misuse(&self) -> Option<&Misuse> {
-        self.misuse.as_deref()
+        self.p.misuse.as_deref()
     }
 
     /// Adds a header field, refusing names that are not tokens, values with control bytes
@@ -231,23 +235,23 @@ impl Response {
         if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
             return Err(HeaderError::InvalidValue);
         }
-        self.headers.extend_from_slice(name.as_bytes());
-        self.headers.extend_from_slice(b": ");
-        self.headers.extend_from_slice(value);
-        self.headers.extend_from_slice(b"\r\n");
+        self.p.headers.extend_from_slice(name.as_bytes());
+        self.p.headers.extend_from_slice(b": ");
+        self.p.headers.extend_from_slice(value);
+        self.p.headers.extend_from_slice(b"\r\n");
         Ok(())
     }
 
     /// Replaces the body.
     pub fn body(&mut self, bytes: impl AsRef<[u8]>) -> &mut Response {
-        self.body.clear();
-        self.body.extend_from_slice(bytes.as_ref());
+        self.p.body.clear();
+        self.p.body.extend_from_slice(bytes.as_ref());
         self
     }
 
     /// Appends to the body.
     pub fn write(&mut self, bytes: impl AsRef<[u8]>) -> &mut Response {
-        self.body.extend_from_slice(bytes.as_ref());
+        self.p.body.extend_from_slice(bytes.as_ref());
         self
     }
 
@@ -269,8 +273,8 @@ impl Response {
         F: FnOnce(BodyWriter) -> Fut + 'static,
         Fut: Future<Output = io::Result<()>> + 'static,
     {
-        self.body.clear();
-        self.stream = Some(Box::new(Producer {
+        self.p.body.clear();
+        self.p.stream = Some(Box::new(Producer {
             length,
             start: Box::new(move |writer| Box::pin(produce(writer))),
         }));
@@ -279,23 +283,24 @@ impl Response {
 
     /// The streamed body's producer, taken out to be started.
     pub(crate) fn take_stream(&mut self) -> Option<Producer> {
-        self.stream.take().map(|p| *p)
+        self.p.stream.take().map(|p| *p)
     }
 
     /// Whether the body is streamed.
     pub(crate) fn is_streamed(&self) -> bool {
-        self.stream.is_some()
+        self.p.stream.is_some()
     }
 
     /// Closes the connection after this response (`Connection: close`).
     pub fn close(&mut self) -> &mut Response {
-        self.close = true;
+        self.p.close = true;
         self
     }
 
     /// The header fields added so far, as (name, value), in order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.headers
+        self.p
+            .headers
             .split(|&b| b == b'\n')
             .filter_map(|line| line.strip_suffix(b"\r"))
             .filter_map(|line| {
@@ -308,48 +313,52 @@ impl Response {
 
     /// The status code set so far.
     pub fn status_code(&self) -> u16 {
-        self.status
+        self.p.status
     }
 
     /// The body written so far.
     pub fn body_bytes(&self) -> &[u8] {
-        &self.body
+        &self.p.body
     }
 
     /// Whether the handler asked to close the connection.
     pub(crate) fn wants_close(&self) -> bool {
-        self.close
+        self.p.close
     }
 
     /// The body buffer's capacity.
     #[cfg(test)]
     pub(crate) fn body_capacity(&self) -> usize {
-        self.body.capacity()
+        self.p.body.capacity()
     }
 
     /// Takes the body out, to be sent from where the handler wrote it, and leaves
     /// `replacement` (empty) for the next response.
     pub(crate) fn take_body(&mut self, replacement: Vec<u8>) -> Vec<u8> {
         debug_assert!(replacement.is_empty());
-        std::mem::replace(&mut self.body, replacement)
+        std::mem::replace(&mut self.p.body, replacement)
     }
 }
 
 impl Drop for Response {
     fn drop(&mut self) {
-        if self.headers.capacity() == 0 && self.body.capacity() == 0 {
+        // SAFETY: `self.p` is taken once, here, and never used again: `drop` is the last
+        // use of `self`, and `ManuallyDrop` keeps the field from being dropped after it.
+        let mut p = unsafe { std::mem::ManuallyDrop::take(&mut self.p) };
+        if p.headers.capacity() > SPARE_BYTES_MAX || p.body.capacity() > SPARE_BYTES_MAX {
             return;
         }
-        // On a thread being torn down, or re-entered, the buffers are simply freed.
+        p.status = 200;
+        p.headers.clear();
+        p.body.clear();
+        p.close = false;
+        p.misuse = None;
+        p.stream = None;
+        // On a thread being torn down, or re-entered, the parts are simply freed.
         let _ = SPARE.try_with(|spare| {
             if let Ok(mut spare) = spare.try_borrow_mut() {
-                for buf in [&mut self.body, &mut self.headers] {
-                    let keep = (1..=SPARE_BYTES_MAX).contains(&buf.capacity());
-                    if keep && spare.len() < SPARE_MAX {
-                        let mut buf = std::mem::take(buf);
-                        buf.clear();
-                        spare.push(buf);
-                    }
+                if spare.len() < SPARE_MAX {
+                    spare.push(p);
                 }
             }
         });
@@ -383,7 +392,7 @@ pub fn encode(
     connection: ConnectionHeader,
 ) {
     if encode_head(out, res, date_line, connection) && !head_only {
-        out.extend_from_slice(&res.body);
+        out.extend_from_slice(&res.p.body);
     }
 }
 
@@ -395,11 +404,11 @@ pub fn encode_head(
     date_line: &[u8],
     connection: ConnectionHeader,
 ) -> bool {
-    write_head_start(out, res.status, date_line);
-    out.extend_from_slice(&res.headers);
-    let bodiless = matches!(res.status, 204 | 304);
+    write_head_start(out, res.p.status, date_line);
+    out.extend_from_slice(&res.p.headers);
+    let bodiless = matches!(res.p.status, 204 | 304);
     if !bodiless {
-        write_content_length(out, res.body.len());
+        write_content_length(out, res.p.body.len());
     }
     write_connection(out, connection);
     out.extend_from_slice(b"\r\n");
@@ -426,9 +435,9 @@ pub(crate) fn encode_stream_head(
     framing: StreamFraming,
     connection: ConnectionHeader,
 ) -> bool {
-    write_head_start(out, res.status, date_line);
-    out.extend_from_slice(&res.headers);
-    let bodiless = matches!(res.status, 204 | 304);
+    write_head_start(out, res.p.status, date_line);
+    out.extend_from_slice(&res.p.headers);
+    let bodiless = matches!(res.p.status, 204 | 304);
     match framing {
         _ if bodiless => {}
         StreamFraming::Length(n) => {

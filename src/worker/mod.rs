@@ -200,7 +200,7 @@ impl<'h, H: Serve> Worker<'h, H> {
                 ),
                 producers: Tasks::new(config.limits.handlers_max as usize, TaskKey::Producer),
                 conn: 0,
-                res: Response::new(),
+                res: Some(Response::new()),
                 date: DateCache::new(),
                 limits: config.limits.head(),
                 output_bytes_max: config.limits.output_bytes_max as usize,
