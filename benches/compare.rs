@@ -16,7 +16,10 @@
 //! a handler that waits 1 ms on its runtime's timer) runs on the servers that have that
 //! path: `async`, `node`, `hyper`; its ratios are against `async`. `NAME@N` runs a peer
 //! with N workers or threads (`async@1`, `node@1`, `hyper@1`): on a machine whose cores the
-//! load generator shares, a server pinned to every core starves it.
+//! load generator shares, a server pinned to every core starves it; with N below the CPU
+//! count the server runs on CPUs 0..N and wrk on the rest (`taskset`). `hello` and
+//! `hello-async` (the testbed with `TESTBED_HELLO=sync|async`) run the built-in Hello World's
+//! code as a sync and as an async handler: the async path's cost, and nothing else.
 //!
 //! `--baseline PATH` adds another ringmaster binary (an older build, say) as a peer named
 //! `baseline`, so that a change to the hot path is measured before and after in one run.
@@ -98,6 +101,9 @@ struct Server {
     closes: bool,
     /// Whether it has `GET /wait?ms=N`.
     waits: bool,
+    /// `NAME@N` with N below the CPU count: the server runs on CPUs `0..N` and wrk on the
+    /// others, so that neither takes the other's core (`taskset`).
+    cpus: Option<usize>,
 }
 
 impl Server {
@@ -120,7 +126,16 @@ impl Server {
             .iter()
             .map(|a| a.replace("{port}", &port.to_string()))
             .collect();
-        let mut command = Command::new(&self.program);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let split = self.cpus.filter(|&n| n < cpus);
+        let mut command = match split {
+            Some(n) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(format!("0-{}", n - 1)).arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
         command
             .args(&args)
             .stdin(Stdio::null())
@@ -148,13 +163,20 @@ impl Server {
         }
         // Give forked workers a moment to arm their accepts after the first one listens.
         std::thread::sleep(Duration::from_millis(500));
-        Ok(Running { child, addr })
+        let load_cpus = split.map(|n| format!("{n}-{}", cpus - 1));
+        Ok(Running {
+            child,
+            addr,
+            load_cpus,
+        })
     }
 }
 
 struct Running {
     child: Child,
     addr: SocketAddr,
+    /// The CPUs wrk runs on, when the server has its own (`NAME@N`).
+    load_cpus: Option<String>,
 }
 
 impl Drop for Running {
@@ -247,12 +269,20 @@ struct Bench {
 }
 
 impl Bench {
-    fn wrk(&self, addr: SocketAddr, workload: Workload) -> Result<(u64, f64, u64), String> {
+    fn wrk(&self, server: &Running, workload: Workload) -> Result<(u64, f64, u64), String> {
+        let addr = server.addr;
         let (url, connections) = match workload {
             Workload::Wait => (format!("http://{addr}/wait?ms=1"), WAIT_CONNECTIONS),
             _ => (format!("http://{addr}/"), CONNECTIONS),
         };
-        let mut command = Command::new(&self.wrk);
+        let mut command = match &server.load_cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(&self.wrk);
+                c
+            }
+            None => Command::new(&self.wrk),
+        };
         command.args([
             "-t1",
             &format!("-c{connections}"),
@@ -305,7 +335,7 @@ impl Bench {
     fn measure(&self, server: &Running, workload: Workload) -> Result<Sample, String> {
         let pid = server.child.id();
         let before = cpu_seconds(pid);
-        let (requests, seconds, errors) = self.wrk(server.addr, workload)?;
+        let (requests, seconds, errors) = self.wrk(server, workload)?;
         let cpu = cpu_seconds(pid) - before;
         Ok(Sample {
             rps: requests as f64 / seconds,
@@ -545,9 +575,12 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
             .map_err(|_| format!("{name}: the part after @ is a worker count"))?;
         let mut server = peer(base, args, rust)?;
         server.name = name.to_string();
+        server.cpus = Some(n as usize);
         match base {
             "node" => server.env.retain(|(k, _)| k != "WORKERS"),
-            "testbed" | "async" => server.args.extend(["--workers".into(), n.to_string()]),
+            "testbed" | "async" | "hello" | "hello-async" => {
+                server.args.extend(["--workers".into(), n.to_string()])
+            }
             "hyper" => {}
             other => return Err(format!("{other}: no worker count can be set (@{n})")),
         }
@@ -571,6 +604,7 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
             .collect(),
         closes,
         waits: matches!(name, "node" | "hyper"),
+        cpus: None,
     };
     match name {
         "nginx" => {
@@ -611,6 +645,14 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
             if name == "async" {
                 s.env = vec![("TESTBED_ASYNC".into(), "1".into())];
             }
+            Ok(s)
+        }
+        "hello" | "hello-async" => {
+            let bin = build_testbed()?;
+            let mut s = ringmaster(name, &[]);
+            s.program = bin;
+            let mode = if name == "hello" { "sync" } else { "async" };
+            s.env = vec![("TESTBED_HELLO".into(), mode.into())];
             Ok(s)
         }
         other => Err(format!("unknown peer {other}")),
@@ -660,6 +702,7 @@ fn ringmaster(name: &str, extra: &[&str]) -> Server {
         env: Vec::new(),
         closes: true,
         waits: false,
+        cpus: None,
     }
 }
 

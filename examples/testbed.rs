@@ -26,6 +26,9 @@
 //! directory `TESTBED_ROOT` (`403` for a path that leads out of it, `404` for none),
 //! streamed in 64 KiB reads at offsets.
 //!
+//! `TESTBED_HELLO=sync` or `async` serves only Hello World, from the built-in handler's
+//! code, sync or async: the pair the side-by-side benchmark compares.
+//!
 //! `TESTBED_START=config` makes `Handler::start` fail (a configuration error: no respawn
 //! loop); `TESTBED_START=exit` or `exit:SLOT` makes the worker (of that slot) exit with
 //! code 3 at start (a crash: respawned with backoff until the slot is errored).
@@ -352,6 +355,19 @@ fn start(worker: &WorkerInfo) -> Result<(), String> {
 }
 
 fn main() {
+    // The same Hello World as the built-in one, sync or async: what the async path costs.
+    match std::env::var("TESTBED_HELLO").as_deref() {
+        Ok("sync") => std::process::exit(ringmaster::cli::run(Server::new(ringmaster::HelloWorld))),
+        Ok("async") => {
+            let server = Server::new_async(|_req: OwnedRequest| async {
+                let mut res = Response::new();
+                res.header("Content-Type", "text/plain").body("Hello World");
+                res
+            });
+            std::process::exit(ringmaster::cli::run(server));
+        }
+        _ => {}
+    }
     if std::env::var_os("TESTBED_ASYNC").is_some() {
         let testbed = Rc::new(Testbed::default());
         let server = Server::new_async(ringmaster::StreamBodies {

@@ -97,6 +97,7 @@ fn two_hundred_sleeping_requests_wait_together_and_others_are_answered_meanwhile
     }
     let took = start.elapsed();
     assert_eq!(answered_first, 200);
+    eprintln!("200 requests sleeping 1 s each, together: {took:?}");
     // Served one after another they would take 200 s; together, one timer's length.
     assert!(took < Duration::from_millis(2500), "took {took:?}");
     assert!(took >= Duration::from_millis(1000), "took {took:?}");
@@ -189,6 +190,13 @@ fn clients_that_disconnect_mid_wait_leave_nothing_behind() {
             && worker_stat(&server, "buffers_free") >= buffers_idle
     });
     assert_eq!(worker_stat(&server, "handlers_cancelled"), TOTAL as u64);
+    eprintln!(
+        "after {TOTAL} disconnects: ring_in_flight {} (idle {ring_idle}), descriptors {} (idle {fds_idle}), buffers_free {} (idle {buffers_idle}), rt_ops_in_flight {}",
+        idle("ring_in_flight"),
+        idle("descriptors"),
+        idle("buffers_free"),
+        idle("rt_ops_in_flight"),
+    );
     // And it serves as before.
     assert_eq!(exchange(server.addr, &get("/wait?ms=1")).0.status, 200);
 }
@@ -393,6 +401,7 @@ fn a_hundred_requests_that_call_a_slow_upstream_wait_together() {
         );
     }
     let took = start.elapsed();
+    eprintln!("100 requests to an upstream answering after 1 s, together: {took:?}");
     // One after another: 100 s. Together: about one upstream delay.
     assert!(took < Duration::from_millis(2500), "took {took:?}");
     assert_eq!(
