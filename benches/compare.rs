@@ -14,7 +14,8 @@
 //! its sync handler) and `async` (the same with its async handler, `TESTBED_ASYNC=1`), both
 //! built in release on first use. The `wait` load (`GET /wait?ms=1` over 1,000 connections:
 //! a handler that waits 1 ms on its runtime's timer) runs on the servers that have that
-//! path: `async`, `node`, `hyper`; its ratios are against `async`. `NAME@N` runs a peer
+//! path: `async`, `node`, `hyper`; its ratios are against `async` (else the first
+//! `async@N`). `NAME@N` runs a peer
 //! with N workers or threads (`async@1`, `node@1`, `hyper@1`): on a machine whose cores the
 //! load generator shares, a server pinned to every core starves it; with N below the CPU
 //! count the server runs on CPUs 0..N and wrk on the rest (`taskset`). `hello` and
@@ -924,10 +925,17 @@ fn table(results: &Results, servers: &[Server], rounds: u32) -> String {
             );
             let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
         }
-        // Ours: the ringmaster binary, or its async testbed for the loads only it runs.
+        // Ours: the ringmaster binary, or its async testbed (`async`, else the first
+        // `async@N`) for the loads only it runs.
         let ours = results
             .get(&(w, "ringmaster".to_string()))
-            .or_else(|| results.get(&(w, "async".to_string())));
+            .or_else(|| results.get(&(w, "async".to_string())))
+            .or_else(|| {
+                servers
+                    .iter()
+                    .filter(|s| s.name.starts_with("async@"))
+                    .find_map(|s| results.get(&(w, s.name.clone())))
+            });
         let ours_rps = ours.map(|s| median(s.iter().map(|x| x.rps).collect()));
         let ours_cpu = ours.map(|s| median(s.iter().map(|x| x.cpu_us).collect()));
         for server in servers {
