@@ -149,10 +149,15 @@ pub struct Async<A>(pub A);
 pub trait Serve: sealed::Sealed + 'static {
     #[doc(hidden)]
     type Future: Future<Output = Response> + 'static;
+    /// Whether any request may be answered by a future (the task table is kept).
     #[doc(hidden)]
     const ASYNC: bool;
+    /// Whether every request is (no [`Serve::handle_now`] call comes first).
     #[doc(hidden)]
-    fn handle_now(&self, req: &Request<'_>, res: &mut Response);
+    const ONLY_ASYNC: bool;
+    /// Answers `req` in place, or says it is for [`Serve::call_async`].
+    #[doc(hidden)]
+    fn handle_now(&self, req: &Request<'_>, res: &mut Response) -> Handled;
     #[doc(hidden)]
     fn call_async(&self, req: OwnedRequest) -> Self::Future;
     #[doc(hidden)]
@@ -163,10 +168,21 @@ pub trait Serve: sealed::Sealed + 'static {
     fn streams_body(&self, req: &Request<'_>) -> bool;
 }
 
+/// What [`Serve::handle_now`] did with a request.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Its response is written.
+    Answered,
+    /// It goes to a future, with an owned copy of the request.
+    Deferred,
+}
+
 mod sealed {
     pub trait Sealed {}
     impl<T: super::Handler> Sealed for T {}
     impl<A: super::AsyncHandler> Sealed for super::Async<A> {}
+    impl Sealed for crate::router::Router {}
 }
 
 /// The future type of a sync handler: never made.
@@ -185,9 +201,12 @@ impl Future for NoFuture {
 impl<T: Handler> Serve for T {
     type Future = NoFuture;
     const ASYNC: bool = false;
+    const ONLY_ASYNC: bool = false;
 
-    fn handle_now(&self, req: &Request<'_>, res: &mut Response) {
-        self.handle(req, res)
+    #[inline]
+    fn handle_now(&self, req: &Request<'_>, res: &mut Response) -> Handled {
+        self.handle(req, res);
+        Handled::Answered
     }
 
     fn call_async(&self, _: OwnedRequest) -> NoFuture {
@@ -210,9 +229,10 @@ impl<T: Handler> Serve for T {
 impl<A: AsyncHandler> Serve for Async<A> {
     type Future = A::Future;
     const ASYNC: bool = true;
+    const ONLY_ASYNC: bool = true;
 
-    fn handle_now(&self, _: &Request<'_>, _: &mut Response) {
-        unreachable!("an async handler is called with an owned request")
+    fn handle_now(&self, _: &Request<'_>, _: &mut Response) -> Handled {
+        Handled::Deferred
     }
 
     fn call_async(&self, req: OwnedRequest) -> A::Future {

@@ -51,6 +51,7 @@
 //! | --- | --- |
 //! | `http.createServer((req, res) => …)` | [`Server::new`] with a [`Handler`] (`Fn(&Request, &mut Response)`) |
 //! | `http.createServer(async (req, res) => …)` | [`Server::new_async`] with an [`AsyncHandler`] (`Fn(OwnedRequest) -> impl Future<Output = Response>`) |
+//! | Express `app.get('/users/:id', …)`, `app.use('/api', …)`, `req.params.id` | [`Router::get`], [`Router::mount`], [`Request::param`] |
 //! | `setTimeout`, `net.connect`, `fs.promises` in a handler | [`rt::sleep`], [`rt::TcpStream`], [`rt::fs`] |
 //! | `res.write(chunk)` … `res.end()` | [`Response::stream`] with a [`BodyWriter`] |
 //! | `req.on('data', …)` | [`OwnedRequest::body_reader`] ([`AsyncHandler::streams_body`]) |
@@ -97,6 +98,7 @@ mod log;
 mod master;
 mod metrics;
 mod pool;
+pub mod router;
 pub mod rt;
 mod systemd;
 mod worker;
@@ -107,10 +109,13 @@ pub use config::{Config, Limits, ListenMode, LogFormat, UringOptions, Workers};
 #[doc(hidden)]
 pub use connection::drive;
 pub use error::{Error, ErrorKind};
+#[doc(hidden)]
+pub use handler::Handled;
 pub use handler::{Async, AsyncHandler, Handler, HelloWorld, Serve, StreamBodies};
 pub use http::{
     BodyReader, BodyWriter, HeaderError, OwnedRequest, Request, Response, StatusError, Version,
 };
+pub use router::Router;
 
 /// A server: the listening address, the workers and their limits, and the handler.
 ///

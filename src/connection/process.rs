@@ -5,6 +5,7 @@
 use super::output::{Output, BODY_COPY_BYTES_MAX};
 use super::stream::{start_stream, StreamOut, Upload, UPLOAD_PIPE_BYTES_MAX};
 use super::{AfterOutput, Conn, Ctx, Drain, Interim, Phase, Recv, RecvMode, Wait};
+use crate::handler::Handled;
 use crate::http::body::Pipe;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::{encode, encode_error, encode_head, ConnectionHeader};
@@ -640,7 +641,7 @@ fn answer<H: Serve>(
         res.header("Allow", crate::http::OPTIONS_ALLOW);
         return encode_own(&Meta::of(head), out, last, ctx);
     }
-    if H::ASYNC {
+    if H::ONLY_ASYNC {
         // The future answers in its own `Response`; the worker's is not used.
         return answer_async(raw, head, body, out, last, ctx);
     }
@@ -658,7 +659,9 @@ fn answer<H: Serve>(
     match called {
         Err(panic) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
         Err(_) => return Some(handler_failed(&meta, out, ctx)),
-        Ok(()) => {}
+        // A router's async route: a future answers it.
+        Ok(Handled::Deferred) if H::ASYNC => return answer_async(raw, head, body, out, last, ctx),
+        Ok(_) => {}
     }
     if let Some(misuse) = ctx.res.as_ref().and_then(Response::misuse) {
         log_limited!("the handler's response is invalid ({misuse}); answered 500 instead");

@@ -6,7 +6,7 @@ pub mod chunked;
 pub mod date;
 #[cfg(feature = "http")]
 mod interop;
-mod owned;
+pub(crate) mod owned;
 pub mod request;
 pub mod response;
 

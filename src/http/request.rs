@@ -661,17 +661,83 @@ pub(crate) fn query_of(target: &str) -> Option<&str> {
     target.split_once('?').map(|(_, q)| q)
 }
 
+/// What a [`Router`](crate::Router) found for a request: its route's parameters, and the
+/// length of the mount prefix taken off the target's front (0 for none).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Routed<'a> {
+    pub(crate) params: &'a [(&'a str, &'a str)],
+    pub(crate) base: usize,
+}
+
+/// `target` without its first `base` bytes (a mount's prefix): `/` when nothing is left.
+pub(crate) fn below(target: &str, base: usize) -> &str {
+    match target.get(base..) {
+        Some("") | None => "/",
+        Some(rest) => rest,
+    }
+}
+
 /// A request as a handler sees it: the head and the whole body, borrowed from the
 /// connection's buffers for the duration of the call.
 #[derive(Debug)]
 pub struct Request<'a> {
     head: &'a Head<'a>,
     body: &'a [u8],
+    routed: Option<&'a Routed<'a>>,
 }
 
 impl<'a> Request<'a> {
+    #[inline]
     pub(crate) fn new(head: &'a Head<'a>, body: &'a [u8]) -> Request<'a> {
-        Request { head, body }
+        Request {
+            head,
+            body,
+            routed: None,
+        }
+    }
+
+    /// The same request as a router's route sees it.
+    pub(crate) fn routed<'b>(&'b self, routed: &'b Routed<'b>) -> Request<'b>
+    where
+        'a: 'b,
+    {
+        Request {
+            head: self.head,
+            body: self.body,
+            routed: Some(routed),
+        }
+    }
+
+    /// The value of the route parameter `name` (`/users/:id` gives `id`), as sent
+    /// (percent-encoded); `None` outside a [`Router`](crate::Router)'s route or for a name
+    /// the route does not have. A catch-all (`/files/*path`) gives what it matched, without
+    /// its leading `/`.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        self.routed?
+            .params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// Every route parameter, in the route's order, as (name, value).
+    pub fn params(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.routed
+            .into_iter()
+            .flat_map(|r| r.params.iter().copied())
+    }
+
+    /// The prefix a [`Router::mount`](crate::Router::mount) took off the target (`/api` for
+    /// a handler mounted there); empty when none was.
+    pub fn base(&self) -> &'a str {
+        let base = self.routed.map_or(0, |r| r.base);
+        self.head.target.get(..base).unwrap_or("")
+    }
+
+    /// The request-target as received, before a mount took its prefix off (Express's
+    /// `req.originalUrl`); the same as [`Request::target`] outside a mount.
+    pub fn original_target(&self) -> &'a str {
+        self.head.target
     }
 
     /// The method, as sent (`GET`, `POST`, ...; methods are case-sensitive).
@@ -684,14 +750,20 @@ impl<'a> Request<'a> {
     /// authority (`/p?q`), `/` when its path is empty, or just `?q` when a query follows an
     /// empty path (the `/` it stands for is not in the received bytes; [`Request::path`]
     /// gives it). See [`Head::target`].
+    ///
+    /// Under a [`Router::mount`](crate::Router::mount), the target below the mount's prefix
+    /// (`/api/x?y` mounted at `/api` is `/x?y`; `/api` alone is `/`), as Express's `req.url`.
     pub fn target(&self) -> &'a str {
-        self.head.target
+        match self.routed {
+            Some(r) if r.base > 0 => below(self.head.target, r.base),
+            _ => self.head.target,
+        }
     }
 
     /// The path: the request-target up to any `?`; `/` for an absolute-form target with an
     /// empty path.
     pub fn path(&self) -> &'a str {
-        path_of(self.head.target)
+        path_of(self.target())
     }
 
     /// The query: what follows the first `?` of the request-target, if any.
