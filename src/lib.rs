@@ -90,6 +90,7 @@ mod config;
 mod connection;
 mod control;
 mod error;
+pub mod files;
 mod handler;
 pub mod http;
 mod inbox;
