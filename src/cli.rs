@@ -195,6 +195,11 @@ struct ServeArgs {
     /// A handler's panic ends its worker (respawned by the master) instead of answering 500.
     #[arg(long)]
     exit_on_panic: bool,
+    /// Serve the files beneath DIR for the paths below PREFIX, e.g. `--static /=./public`
+    /// (repeatable; the longest matching prefix wins, and Hello World answers the rest).
+    /// The `ringmaster` binary's own server only.
+    #[arg(long = "static", value_name = "PREFIX=DIR", value_parser = parse_mount)]
+    statics: Vec<(String, PathBuf)>,
     /// The control socket's path. [default: ringmaster-PORT.sock in a directory private to
     /// this user: $XDG_RUNTIME_DIR/ringmaster, /run/ringmaster for root, else
     /// /tmp/ringmaster-UID]
@@ -298,6 +303,16 @@ impl ServeArgs {
     }
 }
 
+/// `PREFIX=DIR`: a path prefix (starting with `/`) and a directory.
+fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((prefix, dir)) if prefix.starts_with('/') && !dir.is_empty() => {
+            Ok((prefix.to_string(), PathBuf::from(dir)))
+        }
+        _ => Err("expected PREFIX=DIR with PREFIX starting with /, e.g. /assets=./public".into()),
+    }
+}
+
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
@@ -364,21 +379,78 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 /// Parses the process's arguments and runs what they ask: serves with `server` (the flags
 /// given override its configuration) or talks to a running master. Returns the exit code.
 pub fn run<H: Serve>(server: Server<H>) -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind as K;
-            if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
-                let _ = e.print();
-                return 0;
-            }
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("ringmaster: error: {first}; see `ringmaster --help`");
+        Err(code) => return code,
+    };
+    if !cli.serve_args().statics.is_empty() {
+        eprintln!(
+            "ringmaster: error: --static is the ringmaster binary's; in a program, mount \
+             ringmaster::files::Static on a Router"
+        );
+        return EXIT_USAGE;
+    }
+    dispatch(&cli, server)
+}
+
+/// Like [`run`], with the `ringmaster` binary's own server: Hello World, and the files of
+/// each `--static PREFIX=DIR` mounted beneath their prefixes.
+pub fn run_builtin() -> i32 {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let statics = &cli.serve_args().statics;
+    if statics.is_empty() {
+        return dispatch(&cli, Server::new(crate::HelloWorld));
+    }
+    let mut router = crate::Router::new().fallback(crate::HelloWorld);
+    for (prefix, dir) in statics {
+        let mounted = crate::files::Static::new(dir)
+            .map_err(|e| format!("{e}; give a directory that exists"))
+            .and_then(|files| {
+                router
+                    .try_mount(prefix, crate::Async(files))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = mounted {
+            eprintln!(
+                "ringmaster: error: --static {prefix}={}: {e}",
+                dir.display()
+            );
             return EXIT_USAGE;
         }
-    };
+    }
+    dispatch(&cli, Server::new(router))
+}
+
+/// The command line, or the exit code after printing why it is not one (or the help).
+fn parse() -> Result<Cli, i32> {
+    Cli::try_parse().map_err(|e| {
+        use clap::error::ErrorKind as K;
+        if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
+            let _ = e.print();
+            return 0;
+        }
+        let rendered = e.render().to_string();
+        let first = rendered.lines().next().unwrap_or("invalid arguments");
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        eprintln!("ringmaster: error: {first}; see `ringmaster --help`");
+        EXIT_USAGE
+    })
+}
+
+impl Cli {
+    /// The serve flags, whether given before a `serve` subcommand or after it.
+    fn serve_args(&self) -> &ServeArgs {
+        match &self.command {
+            Some(Command::Serve(args)) => args,
+            _ => &self.serve,
+        }
+    }
+}
+
+fn dispatch<H: Serve>(cli: &Cli, server: Server<H>) -> i32 {
     match &cli.command {
         None => serve(server, &cli.serve),
         Some(Command::Serve(args)) => serve(server, args),

@@ -1,10 +1,24 @@
-//! Files served from beneath a root: turning a request's path into a relative path that
-//! cannot leave the root. The first of two defences (the second is opening it with
-//! `openat2(RESOLVE_BENEATH)` through [`rt::fs::Dir`](crate::rt::fs::Dir), which also refuses
-//! symlinks that lead out).
+//! Static files: [`Static`], a handler that serves the files beneath a root directory, and
+//! [`relative_path`], which turns a request's path into a path that cannot leave the root.
 //!
-//! Written by hand: the rules are few and strict (refuse rather than normalise), and a crate
-//! that normalises `..` would accept what must be refused.
+//! Two defences keep requests inside the root: [`relative_path`] refuses `..` (sent or
+//! encoded), an encoded `/`, NUL and bad escapes; and every file is opened with
+//! `openat2(RESOLVE_BENEATH)` through [`rt::fs::Dir`](crate::rt::fs::Dir), so that the kernel
+//! refuses an absolute path or a symbolic link that leads out.
+//!
+//! The path rules are written by hand: they are few and strict (refuse rather than
+//! normalise), and a crate that normalises `..` would accept what must be refused. MIME
+//! types come from `mime_guess`, HTTP dates from `httpdate`.
+
+use crate::rt::fs::{Dir, File, Metadata};
+use crate::{AsyncHandler, OwnedRequest, Response};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Why a request path was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +115,485 @@ fn decode(segment: &str) -> Result<String, PathError> {
     String::from_utf8(out).map_err(|_| PathError::NotUtf8)
 }
 
+/// Files at most this large are kept in memory by the per-worker cache; larger ones keep an
+/// open descriptor and are read at offsets through the ring as they are sent.
+pub const CACHED_FILE_BYTES_MAX: u64 = 64 * 1024;
+/// Entries in each worker's cache of descriptors, metadata and small files (missing files
+/// included); past it the entry checked longest ago is dropped.
+pub const CACHE_ENTRIES_MAX: usize = 1024;
+/// Bytes of small files each worker's cache holds at most.
+pub const CACHE_BYTES_MAX: usize = 32 << 20;
+/// How long a cached entry is served before its file is checked again (`statx` through the
+/// ring): a file changed on disk is served changed within this time.
+pub const CACHE_VALID: Duration = Duration::from_secs(1);
+/// The buffer a large file is read into, a piece at a time, as it is sent.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// `EACCES`: a file this process may not read (`403`). Every other error opening a path,
+/// `EXDEV` and `ELOOP` from `RESOLVE_BENEATH` for a way out of the root included, is `404`.
+const EACCES: i32 = 13;
+
+/// A handler that serves the files beneath a directory, as nginx's `root` with
+/// `open_file_cache` and `gzip_static` does: mount it with [`Router::mount`](crate::Router::mount)
+/// (or `--static PREFIX=DIR` on the command line).
+///
+/// - `GET` and `HEAD`; `OPTIONS` → `204`; other methods → `405` with `Allow`.
+/// - `Content-Type` from the extension, `ETag` (modification time and size) and
+///   `Last-Modified`; `If-None-Match` / `If-Modified-Since` → `304`.
+/// - `Range: bytes=…` with one range → `206`; several ranges → `200` with the whole file;
+///   an unsatisfiable one → `416`. `If-Range` is honoured.
+/// - A directory's `index.html` for a path ending in `/`; a directory named without the
+///   `/` is redirected (`301`) to it; no listings.
+/// - Pre-compressed variants beside the file (`NAME.br`, `NAME.gz`) are sent to clients
+///   that accept them, with `Content-Encoding`; every file answer carries
+///   `Vary: Accept-Encoding`.
+/// - No escape from the root (see the module's doc): a refused path is `400`, a path that
+///   leads out through a symbolic link `404`, a missing file `404`, an unreadable one `403`.
+/// - Files are opened, stat'ed and read through the worker's ring. Each worker keeps a cache
+///   of [`CACHE_ENTRIES_MAX`] entries (descriptors, metadata, files up to
+///   [`CACHED_FILE_BYTES_MAX`] in memory, [`CACHE_BYTES_MAX`] in all), each checked again
+///   after [`CACHE_VALID`]. A read that fails part-way closes the connection (the length
+///   was already sent).
+#[derive(Clone, Debug)]
+pub struct Static {
+    inner: Rc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    /// Opened by each worker on its first request (after the fork).
+    dir: RefCell<Option<Rc<Dir>>>,
+    cache: RefCell<Cache>,
+}
+
+impl Static {
+    /// Serves the files beneath `root`, which must be a directory (checked now, so that a
+    /// mistyped root fails at start rather than with a `404` per request).
+    pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Static> {
+        let root = root.into();
+        let meta = std::fs::metadata(&root).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("static root {}: {e}", root.display()))
+        })?;
+        if !meta.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("static root {} is not a directory", root.display()),
+            ));
+        }
+        Ok(Static {
+            inner: Rc::new(Inner {
+                root,
+                dir: RefCell::new(None),
+                cache: RefCell::new(Cache::default()),
+            }),
+        })
+    }
+
+    /// The directory served.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+}
+
+impl AsyncHandler for Static {
+    type Future = Pin<Box<dyn Future<Output = Response>>>;
+
+    fn call(&self, req: OwnedRequest) -> Self::Future {
+        Box::pin(serve(self.inner.clone(), req))
+    }
+}
+
+/// A file as the cache holds it.
+#[derive(Clone, Debug)]
+struct FileInfo {
+    meta: Metadata,
+    etag: Rc<str>,
+    modified: Rc<str>,
+    body: Body,
+}
+
+#[derive(Clone, Debug)]
+enum Body {
+    Memory(Rc<[u8]>),
+    Open(Rc<File>),
+}
+
+/// What a path beneath the root is.
+#[derive(Clone, Debug)]
+enum Found {
+    File(FileInfo),
+    Dir,
+    /// The error opening it gave (an errno).
+    Missing(i32),
+}
+
+#[derive(Debug)]
+struct Entry {
+    found: Found,
+    checked: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    entries: HashMap<String, Entry>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn fresh(&self, path: &str, now: Instant) -> Option<Found> {
+        let e = self.entries.get(path)?;
+        (now.duration_since(e.checked) < CACHE_VALID).then(|| e.found.clone())
+    }
+
+    fn put(&mut self, path: &str, found: Found, now: Instant) {
+        if let Some(old) = self.entries.remove(path) {
+            self.bytes -= memory_of(&old.found);
+        }
+        let add = memory_of(&found);
+        while !self.entries.is_empty()
+            && (self.entries.len() >= CACHE_ENTRIES_MAX || self.bytes + add > CACHE_BYTES_MAX)
+        {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.checked)
+                .map(|(k, _)| k.clone())
+                .expect("not empty");
+            let gone = self.entries.remove(&oldest).expect("just found");
+            self.bytes -= memory_of(&gone.found);
+        }
+        if add <= CACHE_BYTES_MAX {
+            self.bytes += add;
+            self.entries.insert(
+                path.to_string(),
+                Entry {
+                    found,
+                    checked: now,
+                },
+            );
+        }
+    }
+}
+
+fn memory_of(found: &Found) -> usize {
+    match found {
+        Found::File(FileInfo {
+            body: Body::Memory(b),
+            ..
+        }) => b.len(),
+        _ => 0,
+    }
+}
+
+impl Inner {
+    async fn dir(&self) -> std::io::Result<Rc<Dir>> {
+        if let Some(dir) = self.dir.borrow().as_ref() {
+            return Ok(dir.clone());
+        }
+        let dir = Rc::new(Dir::open(&self.root).await?);
+        *self.dir.borrow_mut() = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// What `path` (relative, checked) is: from the cache while fresh, else from the disk.
+    async fn find(&self, dir: &Dir, path: &str) -> Found {
+        let now = Instant::now();
+        if let Some(found) = self.cache.borrow().fresh(path, now) {
+            return found;
+        }
+        let rel = if path.is_empty() { "." } else { path };
+        let found = match dir.metadata(rel).await {
+            Err(e) => Found::Missing(e.raw_os_error().unwrap_or(libc::EIO)),
+            Ok(meta) if meta.is_dir() => Found::Dir,
+            Ok(meta) if !meta.is_file() => Found::Missing(EACCES),
+            Ok(meta) => {
+                // The same file as cached: keep its descriptor or bytes.
+                let same = self
+                    .cache
+                    .borrow()
+                    .entries
+                    .get(path)
+                    .and_then(|e| match &e.found {
+                        Found::File(f) if f.meta == meta => Some(f.clone()),
+                        _ => None,
+                    });
+                match same {
+                    Some(f) => Found::File(f),
+                    None => match load(dir, rel).await {
+                        Ok(f) => Found::File(f),
+                        Err(e) => Found::Missing(e.raw_os_error().unwrap_or(libc::EIO)),
+                    },
+                }
+            }
+        };
+        self.cache.borrow_mut().put(path, found.clone(), now);
+        found
+    }
+}
+
+/// Opens the file at `rel`, reading it whole when it is small.
+async fn load(dir: &Dir, rel: &str) -> std::io::Result<FileInfo> {
+    let file = dir.open_file(rel).await?;
+    // What was opened may differ from what was stat'ed: the open file's own metadata counts.
+    let meta = file.metadata().await?;
+    let body = if meta.len <= CACHED_FILE_BYTES_MAX {
+        let mut bytes = vec![0u8; meta.len as usize];
+        let n = file.read_exact_at(&mut bytes, 0).await?;
+        bytes.truncate(n);
+        Body::Memory(bytes.into())
+    } else {
+        Body::Open(Rc::new(file))
+    };
+    let secs = meta
+        .modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(FileInfo {
+        etag: format!("\"{secs:x}-{:x}\"", meta.len).into(),
+        modified: httpdate::fmt_http_date(meta.modified).into(),
+        meta,
+        body,
+    })
+}
+
+/// Whether the client's `Accept-Encoding` takes `coding` (listed without `q=0`).
+fn accepts(req: &OwnedRequest, coding: &str) -> bool {
+    let Some(value) = req.header("accept-encoding") else {
+        return false;
+    };
+    let value = String::from_utf8_lossy(value);
+    value.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        name.eq_ignore_ascii_case(coding) && !refused
+    })
+}
+
+/// Whether the request's validators say the client has this version (`304`).
+fn not_modified(req: &OwnedRequest, f: &FileInfo) -> bool {
+    if let Some(tags) = req.header("if-none-match") {
+        let tags = String::from_utf8_lossy(tags);
+        let ours = f.etag.trim_start_matches("W/");
+        return tags.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == ours
+        });
+    }
+    let Some(since) = req.header("if-modified-since") else {
+        return false;
+    };
+    let Ok(since) = httpdate::parse_http_date(&String::from_utf8_lossy(since)) else {
+        return false;
+    };
+    // HTTP dates have whole seconds.
+    let modified = f
+        .meta
+        .modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let since = since
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    modified <= since
+}
+
+/// What a `Range` field asks of a body of `len` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ranged {
+    Whole,
+    /// First and last byte, inclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// Parses `Range` (one `bytes` range; several, or another unit, give the whole body).
+fn range(value: &str, len: u64) -> Ranged {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ranged::Whole;
+    };
+    if spec.contains(',') {
+        return Ranged::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ranged::Whole;
+    };
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (first.trim().is_empty(), num(first), num(last)) {
+        // `-N`: the last N bytes.
+        (true, _, Some(n)) if n > 0 && len > 0 => Ranged::Part(len.saturating_sub(n), len - 1),
+        (true, _, Some(_)) => Ranged::Unsatisfiable,
+        (false, Some(a), _) if a >= len => Ranged::Unsatisfiable,
+        (false, Some(a), None) if last.trim().is_empty() => Ranged::Part(a, len - 1),
+        (false, Some(a), Some(b)) if b >= a => Ranged::Part(a, b.min(len - 1)),
+        _ => Ranged::Whole,
+    }
+}
+
+/// The answer to one request.
+async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
+    let mut res = Response::new();
+    match req.method() {
+        "GET" | "HEAD" => {}
+        "OPTIONS" => {
+            res.status(204).header("Allow", "GET, HEAD, OPTIONS");
+            return res;
+        }
+        _ => {
+            res.status(405)
+                .header("Allow", "GET, HEAD, OPTIONS")
+                .header("Content-Type", "text/plain")
+                .body("Method Not Allowed\n");
+            return res;
+        }
+    }
+    let path = req.path();
+    let rel = match relative_path(path) {
+        Ok(rel) => rel,
+        Err(e) => {
+            res.status(400)
+                .header("Content-Type", "text/plain")
+                .body(format!("Bad Request: the path has {e}\n"));
+            return res;
+        }
+    };
+    let dir = match inner.dir().await {
+        Ok(dir) => dir,
+        Err(e) => {
+            crate::log::log_limited!("static root {}: {e}", inner.root.display());
+            res.status(500).body("Internal Server Error\n");
+            return res;
+        }
+    };
+    let wants_dir = path.ends_with('/') || rel.is_empty();
+    let target = match (wants_dir, rel.is_empty()) {
+        (true, true) => "index.html".to_string(),
+        (true, false) => format!("{rel}/index.html"),
+        (false, _) => rel,
+    };
+    let file = match inner.find(&dir, &target).await {
+        Found::File(f) => f,
+        Found::Dir if !wants_dir => {
+            // `/docs` names a directory: its index is at `/docs/`.
+            let mut location = format!(
+                "{}/",
+                req.original_target().split('?').next().unwrap_or("/")
+            );
+            if let Some(q) = req.query() {
+                location.push('?');
+                location.push_str(q);
+            }
+            res.status(301)
+                .header("Location", location)
+                .header("Content-Type", "text/plain")
+                .body("Moved Permanently\n");
+            return res;
+        }
+        Found::Missing(EACCES) => {
+            res.status(403)
+                .header("Content-Type", "text/plain")
+                .body("Forbidden\n");
+            return res;
+        }
+        Found::Dir | Found::Missing(_) => {
+            res.status(404)
+                .header("Content-Type", "text/plain")
+                .body("Not Found\n");
+            return res;
+        }
+    };
+    // A pre-compressed variant the client takes, when one is beside the file.
+    let mut chosen = (file, None);
+    for (ext, coding) in [("br", "br"), ("gz", "gzip")] {
+        if accepts(&req, coding) {
+            if let Found::File(v) = inner.find(&dir, &format!("{target}.{ext}")).await {
+                chosen = (v, Some(coding));
+                break;
+            }
+        }
+    }
+    let (file, coding) = chosen;
+    let mime = mime_guess::from_path(&target)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    res.header("Content-Type", mime)
+        .header("ETag", &*file.etag)
+        .header("Last-Modified", &*file.modified)
+        .header("Vary", "Accept-Encoding");
+    if let Some(coding) = coding {
+        res.header("Content-Encoding", coding);
+    }
+    if not_modified(&req, &file) {
+        res.status(304);
+        return res;
+    }
+    res.header("Accept-Ranges", "bytes");
+    let len = file.meta.len;
+    let mut ranged = match req.header("range") {
+        Some(r) if req.method() == "GET" => range(&String::from_utf8_lossy(r), len),
+        _ => Ranged::Whole,
+    };
+    if let Some(tag) = req.header("if-range") {
+        // A range of another version is the whole of this one.
+        let tag = String::from_utf8_lossy(tag);
+        if tag.trim() != &*file.etag && tag.trim() != &*file.modified {
+            ranged = Ranged::Whole;
+        }
+    }
+    let (start, end) = match ranged {
+        Ranged::Whole => (0, len),
+        Ranged::Part(a, b) => {
+            res.status(206)
+                .header("Content-Range", format!("bytes {a}-{b}/{len}"));
+            (a, b + 1)
+        }
+        Ranged::Unsatisfiable => {
+            res.status(416)
+                .header("Content-Range", format!("bytes */{len}"))
+                .header("Content-Type", "text/plain")
+                .body("Range Not Satisfiable\n");
+            return res;
+        }
+    };
+    match file.body {
+        Body::Memory(bytes) => {
+            let (a, b) = (start as usize, (end as usize).min(bytes.len()));
+            res.body(&bytes[a.min(b)..b]);
+        }
+        Body::Open(f) => {
+            res.stream(Some(end - start), move |mut body| async move {
+                let mut buf = vec![0u8; READ_CHUNK_BYTES.min((end - start) as usize)];
+                let mut at = start;
+                while at < end {
+                    let want = ((end - at) as usize).min(buf.len());
+                    let n = f.read_at(&mut buf[..want], at).await?;
+                    if n == 0 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the file ended before its length",
+                        ));
+                    }
+                    body.write(&buf[..n]).await?;
+                    at += n as u64;
+                }
+                Ok(())
+            });
+        }
+    }
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +625,31 @@ mod tests {
             relative_path(&format!("/{}", "a".repeat(PATH_BYTES_MAX))).map(|p| p.len()),
             Ok(PATH_BYTES_MAX)
         );
+    }
+
+    #[test]
+    fn ranges_within_at_and_past_the_end() {
+        use Ranged::*;
+        let cases = [
+            ("bytes=0-9", Part(0, 9)),
+            ("bytes=5-", Part(5, 99)),
+            ("bytes=99-", Part(99, 99)),
+            ("bytes=100-", Unsatisfiable),
+            ("bytes=90-1000", Part(90, 99)),
+            ("bytes=-10", Part(90, 99)),
+            ("bytes=-1000", Part(0, 99)),
+            ("bytes=-0", Unsatisfiable),
+            ("bytes=5-4", Whole),
+            ("bytes=0-1,4-5", Whole),
+            ("items=0-1", Whole),
+            ("bytes=x-1", Whole),
+            ("bytes=", Whole),
+        ];
+        for (value, want) in cases {
+            assert_eq!(range(value, 100), want, "{value}");
+        }
+        assert_eq!(range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(range("bytes=-5", 0), Unsatisfiable);
     }
 
     #[test]

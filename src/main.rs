@@ -1,7 +1,6 @@
-//! The `ringmaster` binary: serves the seed's Hello World app, one worker per core.
+//! The `ringmaster` binary: serves the seed's Hello World app, one worker per core, and the
+//! files of each `--static PREFIX=DIR`.
 
 fn main() {
-    std::process::exit(ringmaster::cli::run(ringmaster::Server::new(
-        ringmaster::HelloWorld,
-    )));
+    std::process::exit(ringmaster::cli::run_builtin());
 }
