@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! cargo bench --bench compare -- [--peers floor,nginx,hyper,minihttp,monoio,node,testbed,async]
-//!     [--rounds 3] [--duration 10] [--workloads keepalive,pipelined,close,wait,idle]
+//!     [--rounds 3] [--duration 10]
+//!     [--workloads keepalive,pipelined,close,wait,idle,static1k,static64k,static1m,staticmix]
 //!     [--ablation] [--smoke] [--baseline PATH]
 //! ```
 //!
@@ -21,6 +22,13 @@
 //! count the server runs on CPUs 0..N and wrk on the rest (`taskset`). `hello` and
 //! `hello-async` (the testbed with `TESTBED_HELLO=sync|async`) run the built-in Hello World's
 //! code as a sync and as an async handler: the async path's cost, and nothing else.
+//!
+//! The static loads (`static1k`, `static64k`, `static1m`: one file each; `staticmix`: 20
+//! files of 3 to 300 KiB in turn, each with a `.gz`, asked with `Accept-Encoding: gzip`)
+//! run on nginx (`/static/`, sendfile, `open_file_cache`, `gzip_static`) and on ringmaster
+//! with `--static /static=DIR`; the files are written to `target/benchmarks/static`. With a
+//! static load, ringmaster's Hello World loads go through the router's fallback: run them
+//! apart.
 //!
 //! `--baseline PATH` adds another ringmaster binary (an older build, say) as a peer named
 //! `baseline`, so that a change to the hot path is measured before and after in one run.
@@ -66,6 +74,12 @@ enum Workload {
     /// `GET /wait?ms=1` over [`WAIT_CONNECTIONS`]: a handler that waits on a timer.
     Wait,
     Idle,
+    /// `GET /static/1k.bin` (and 64k, 1m): one file, keep-alive, 64 conns.
+    Static1K,
+    Static64K,
+    Static1M,
+    /// 20 files of 3–300 KiB in turn, each with a `.gz` beside it, `Accept-Encoding: gzip`.
+    StaticMix,
 }
 
 impl Workload {
@@ -76,7 +90,18 @@ impl Workload {
             Workload::Close => "Connection: close, 64 conns",
             Workload::Wait => "handler waits 1 ms, 1000 conns",
             Workload::Idle => "idle keep-alive memory",
+            Workload::Static1K => "static 1 KiB, 64 conns",
+            Workload::Static64K => "static 64 KiB, 64 conns",
+            Workload::Static1M => "static 1 MiB, 64 conns",
+            Workload::StaticMix => "static mix (.gz), 64 conns",
         }
+    }
+
+    fn is_static(self) -> bool {
+        matches!(
+            self,
+            Workload::Static1K | Workload::Static64K | Workload::Static1M | Workload::StaticMix
+        )
     }
 
     fn parse(s: &str) -> Option<Workload> {
@@ -86,6 +111,10 @@ impl Workload {
             "close" => Some(Workload::Close),
             "wait" => Some(Workload::Wait),
             "idle" => Some(Workload::Idle),
+            "static1k" => Some(Workload::Static1K),
+            "static64k" => Some(Workload::Static64K),
+            "static1m" => Some(Workload::Static1M),
+            "staticmix" => Some(Workload::StaticMix),
             _ => None,
         }
     }
@@ -102,6 +131,8 @@ struct Server {
     closes: bool,
     /// Whether it has `GET /wait?ms=N`.
     waits: bool,
+    /// Whether it serves [`STATIC_ROOT`] under `/static/`.
+    statics: bool,
     /// `NAME@N` with N below the CPU count: the server runs on CPUs `0..N` and wrk on the
     /// others, so that neither takes the other's core (`taskset`).
     cpus: Option<usize>,
@@ -113,6 +144,7 @@ impl Server {
         match workload {
             Workload::Close => self.closes,
             Workload::Wait => self.waits,
+            w if w.is_static() => self.statics,
             // Only the ringmaster binary has the Hello World loads besides; the testbed
             // variants are run on them too.
             _ => true,
@@ -274,6 +306,9 @@ impl Bench {
         let addr = server.addr;
         let (url, connections) = match workload {
             Workload::Wait => (format!("http://{addr}/wait?ms=1"), WAIT_CONNECTIONS),
+            Workload::Static1K => (format!("http://{addr}/static/1k.bin"), CONNECTIONS),
+            Workload::Static64K => (format!("http://{addr}/static/64k.bin"), CONNECTIONS),
+            Workload::Static1M => (format!("http://{addr}/static/1m.bin"), CONNECTIONS),
             _ => (format!("http://{addr}/"), CONNECTIONS),
         };
         let mut command = match &server.load_cpus {
@@ -295,6 +330,9 @@ impl Bench {
             Workload::Pipelined => {
                 command.arg("-s").arg(&self.pipeline_lua).arg(&url);
                 command.args(["--", &PIPELINE_DEPTH.to_string()]);
+            }
+            Workload::StaticMix => {
+                command.arg("-s").arg(static_root().join("mix.lua")).arg(&url);
             }
             Workload::Close => {
                 command.args(["-H", "Connection: close", &url]);
@@ -605,12 +643,14 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
             .collect(),
         closes,
         waits: matches!(name, "node" | "hyper"),
+        statics: name == "nginx",
         cpus: None,
     };
     match name {
         "nginx" => {
             which("nginx").ok_or("nginx is not installed: apt-get install nginx")?;
-            Ok(server(dir.join("run-nginx.sh"), &["{port}"], &[], true))
+            let root = static_root().to_string_lossy().to_string();
+            Ok(server(dir.join("run-nginx.sh"), &["{port}", &root], &[], true))
         }
         "node" => {
             let node = which("node").ok_or("Node.js is not installed")?;
@@ -660,6 +700,56 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
     }
 }
 
+/// The files the static loads ask for (`target/benchmarks/static`).
+fn static_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/benchmarks/static")
+}
+
+/// Text-like bytes (so that gzip has something to do), `len` of them.
+fn text(len: usize, seed: usize) -> Vec<u8> {
+    const WORDS: [&str; 8] = [
+        "ring ", "master ", "worker ", "io_uring ", "static ", "file ", "bytes ", "\n",
+    ];
+    let mut out = Vec::with_capacity(len + 16);
+    let mut i = seed;
+    while out.len() < len {
+        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        out.extend_from_slice(WORDS[(i >> 60) as usize % WORDS.len()].as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes the static loads' files: `1k.bin`, `64k.bin`, `1m.bin`, and `mix/f00.js` ..
+/// `f19.js` (3 to 300 KiB) each with a `.gz` made by `gzip -k`, and `mix.lua` asking for
+/// them in turn with `Accept-Encoding: gzip`.
+fn write_static_root() -> std::io::Result<()> {
+    let root = static_root();
+    std::fs::create_dir_all(root.join("mix"))?;
+    for (name, len) in [("1k.bin", 1 << 10), ("64k.bin", 64 << 10), ("1m.bin", 1 << 20)] {
+        std::fs::write(root.join(name), text(len, len))?;
+    }
+    let mut paths = Vec::new();
+    for i in 0..20usize {
+        // 3 KiB to 300 KiB, evenly on a log scale.
+        let len = (3.0 * 1024.0 * 100f64.powf(i as f64 / 19.0)) as usize;
+        let path = root.join(format!("mix/f{i:02}.js"));
+        std::fs::write(&path, text(len, i))?;
+        let gz = root.join(format!("mix/f{i:02}.js.gz"));
+        let _ = std::fs::remove_file(&gz);
+        let status = Command::new("gzip").arg("-k").arg("-f").arg(&path).status()?;
+        if !status.success() || !gz.is_file() {
+            return Err(std::io::Error::other("gzip -k failed (apt-get install gzip)"));
+        }
+        paths.push(format!("\"/static/mix/f{i:02}.js\""));
+    }
+    let lua = format!(
+        "local paths = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i], {{[\"Accept-Encoding\"] = \"gzip\"}})\nend\n",
+        paths.join(", ")
+    );
+    std::fs::write(root.join("mix.lua"), lua)
+}
+
 /// The kernel floor's binary, built with `cc` into `target/peers` on first use.
 fn build_floor(peers_dir: &Path) -> Result<PathBuf, String> {
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers/floor");
@@ -703,6 +793,7 @@ fn ringmaster(name: &str, extra: &[&str]) -> Server {
         env: Vec::new(),
         closes: true,
         waits: false,
+        statics: false,
         cpus: None,
     }
 }
@@ -759,7 +850,21 @@ fn main() {
         pipeline_lua,
         duration: args.duration,
     };
-    let mut servers = vec![ringmaster("ringmaster", &[])];
+    let statics = args.workloads.iter().any(|w| w.is_static());
+    if statics {
+        if let Err(e) = write_static_root() {
+            eprintln!("compare: error: writing the static files: {e}");
+            std::process::exit(2);
+        }
+    }
+    let mut ours = ringmaster("ringmaster", &[]);
+    if statics {
+        // The Hello World loads then go through the router's fallback: run them apart.
+        let mount = format!("/static={}", static_root().display());
+        ours.args.extend(["--static".to_string(), mount]);
+        ours.statics = true;
+    }
+    let mut servers = vec![ours];
     if let Some(program) = &args.baseline {
         servers.push(Server {
             program: program.clone(),
