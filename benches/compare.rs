@@ -332,7 +332,10 @@ impl Bench {
                 command.args(["--", &PIPELINE_DEPTH.to_string()]);
             }
             Workload::StaticMix => {
-                command.arg("-s").arg(static_root().join("mix.lua")).arg(&url);
+                command
+                    .arg("-s")
+                    .arg(static_root().join("mix.lua"))
+                    .arg(&url);
             }
             Workload::Close => {
                 command.args(["-H", "Connection: close", &url]);
@@ -650,7 +653,12 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
         "nginx" => {
             which("nginx").ok_or("nginx is not installed: apt-get install nginx")?;
             let root = static_root().to_string_lossy().to_string();
-            Ok(server(dir.join("run-nginx.sh"), &["{port}", &root], &[], true))
+            Ok(server(
+                dir.join("run-nginx.sh"),
+                &["{port}", &root],
+                &[],
+                true,
+            ))
         }
         "node" => {
             let node = which("node").ok_or("Node.js is not installed")?;
@@ -708,13 +716,22 @@ fn static_root() -> PathBuf {
 /// Text-like bytes (so that gzip has something to do), `len` of them.
 fn text(len: usize, seed: usize) -> Vec<u8> {
     const WORDS: [&str; 8] = [
-        "ring ", "master ", "worker ", "io_uring ", "static ", "file ", "bytes ", "\n",
+        "ring ",
+        "master ",
+        "worker ",
+        "io_uring ",
+        "static ",
+        "file ",
+        "bytes ",
+        "\n",
     ];
     let mut out = Vec::with_capacity(len + 16);
     let mut i = seed;
     while out.len() < len {
-        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        out.extend_from_slice(WORDS[(i >> 60) as usize % WORDS.len()].as_bytes());
+        i = i
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.extend_from_slice(WORDS[(i >> 60) % WORDS.len()].as_bytes());
     }
     out.truncate(len);
     out
@@ -726,7 +743,11 @@ fn text(len: usize, seed: usize) -> Vec<u8> {
 fn write_static_root() -> std::io::Result<()> {
     let root = static_root();
     std::fs::create_dir_all(root.join("mix"))?;
-    for (name, len) in [("1k.bin", 1 << 10), ("64k.bin", 64 << 10), ("1m.bin", 1 << 20)] {
+    for (name, len) in [
+        ("1k.bin", 1 << 10),
+        ("64k.bin", 64 << 10),
+        ("1m.bin", 1 << 20),
+    ] {
         std::fs::write(root.join(name), text(len, len))?;
     }
     let mut paths = Vec::new();
@@ -737,9 +758,15 @@ fn write_static_root() -> std::io::Result<()> {
         std::fs::write(&path, text(len, i))?;
         let gz = root.join(format!("mix/f{i:02}.js.gz"));
         let _ = std::fs::remove_file(&gz);
-        let status = Command::new("gzip").arg("-k").arg("-f").arg(&path).status()?;
+        let status = Command::new("gzip")
+            .arg("-k")
+            .arg("-f")
+            .arg(&path)
+            .status()?;
         if !status.success() || !gz.is_file() {
-            return Err(std::io::Error::other("gzip -k failed (apt-get install gzip)"));
+            return Err(std::io::Error::other(
+                "gzip -k failed (apt-get install gzip)",
+            ));
         }
         paths.push(format!("\"/static/mix/f{i:02}.js\""));
     }

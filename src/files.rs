@@ -441,6 +441,17 @@ fn range(value: &str, len: u64) -> Ranged {
     }
 }
 
+/// `buf` with room for at most `room` more bytes (a vector whose spare capacity is larger
+/// is split: the read is given exactly `room`).
+fn limit(buf: Vec<u8>, room: usize) -> Vec<u8> {
+    if buf.capacity() - buf.len() <= room {
+        return buf;
+    }
+    let mut exact = Vec::with_capacity(buf.len() + room);
+    exact.extend_from_slice(&buf);
+    exact
+}
+
 /// The answer to one request.
 async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
     let mut res = Response::new();
@@ -573,19 +584,28 @@ async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
         }
         Body::Open(f) => {
             res.stream(Some(end - start), move |mut body| async move {
-                let mut buf = vec![0u8; READ_CHUNK_BYTES.min((end - start) as usize)];
+                // Each piece is read by the kernel into a vector that the connection then
+                // sends as it is: no copy in user space.
+                let chunk = READ_CHUNK_BYTES.min((end - start) as usize);
+                let mut buf = Vec::with_capacity(chunk);
                 let mut at = start;
                 while at < end {
-                    let want = ((end - at) as usize).min(buf.len());
-                    let n = f.read_at(&mut buf[..want], at).await?;
+                    let want = ((end - at) as usize).min(chunk);
+                    buf.clear();
+                    buf.reserve_exact(want);
+                    // Read no more than `want`: past it is another range's, or nothing.
+                    let spare = buf.capacity().min(want);
+                    let (read, got) = f.read_at_vec(limit(buf, spare), at).await;
+                    buf = got;
+                    let n = read?;
                     if n == 0 {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             "the file ended before its length",
                         ));
                     }
-                    body.write(&buf[..n]).await?;
                     at += n as u64;
+                    buf = body.write_vec(buf).await?;
                 }
                 Ok(())
             });

@@ -75,6 +75,25 @@ impl Pipe {
         }
     }
 
+    /// Queues `bytes` by taking the vector itself when nothing is queued (no copy), else by
+    /// copying; gives back an empty vector for the caller's next bytes.
+    pub(crate) fn push_vec(&mut self, mut bytes: Vec<u8>) -> Vec<u8> {
+        if self.len() > 0 {
+            self.push(&bytes);
+            bytes.clear();
+            return bytes;
+        }
+        let n = bytes.len() as u64;
+        let mut old = std::mem::replace(&mut self.buf, bytes);
+        self.start = 0;
+        self.written += n;
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+        old.clear();
+        old
+    }
+
     /// Takes every queued byte, leaving `replacement` (empty) for the next ones; the writer
     /// is woken, there being room now.
     pub(crate) fn take_all(&mut self, replacement: Vec<u8>) -> Vec<u8> {
@@ -169,13 +188,36 @@ impl BodyWriter {
         poll_fn(|cx| self.poll_write(cx, bytes)).await
     }
 
+    /// Like [`BodyWriter::write`] for bytes in a vector of their own, which the body takes
+    /// as it is when the connection has taken everything before it (no copy: a large body
+    /// read from a file into `bytes` goes out from there). Gives back an empty vector, for
+    /// the next bytes.
+    pub async fn write_vec(&mut self, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+        if bytes.is_empty() {
+            return Ok(bytes);
+        }
+        poll_fn(|cx| self.poll_room(cx, bytes.len())).await?;
+        // Room was found; the bytes go in now, taken or copied.
+        Ok(self.pipe.borrow_mut().push_vec(bytes))
+    }
+
     fn poll_write(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<()>> {
+        let ready = self.poll_room(cx, bytes.len());
+        if let Poll::Ready(Ok(())) = ready {
+            self.pipe.borrow_mut().push(bytes);
+        }
+        ready
+    }
+
+    /// Ready when `len` more bytes may be queued (or the pipe failed, or they would pass the
+    /// declared length).
+    fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<()>> {
         let mut pipe = self.pipe.borrow_mut();
         if let Some(why) = pipe.failed {
             return Poll::Ready(Err(io::Error::new(why, "the client is gone")));
         }
         if let Some(length) = pipe.length {
-            if pipe.written + bytes.len() as u64 > length {
+            if pipe.written + len as u64 > length {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("more than the {length} bytes the response declared"),
@@ -183,11 +225,10 @@ impl BodyWriter {
             }
         }
         // Whole writes only, so a write that waited is never half done when dropped.
-        if pipe.len() > 0 && bytes.len() > pipe.room() {
+        if pipe.len() > 0 && len > pipe.room() {
             pipe.wake_writer_with(cx.waker());
             return Poll::Pending;
         }
-        pipe.push(bytes);
         Poll::Ready(Ok(()))
     }
 }

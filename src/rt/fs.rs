@@ -141,6 +141,24 @@ impl File {
         Ok(n)
     }
 
+    /// Reads into the spare capacity of `buf` at `offset` and hands `buf` back grown by
+    /// what was read (not at all at the end of the file), with the count or the error. The
+    /// kernel reads into `buf` itself: no copy, and no allocation when `buf` is reused.
+    /// `buf` must have spare capacity.
+    pub async fn read_at_vec(&self, buf: Vec<u8>, offset: u64) -> (io::Result<usize>, Vec<u8>) {
+        assert!(buf.capacity() > buf.len(), "read_at_vec into a full buffer");
+        let op = Op::ReadAt {
+            fd: self.fd.as_raw_fd(),
+            buf,
+            offset,
+        };
+        let outcome = RingOp::new(op).await;
+        let Owned::Buf(buf) = outcome.owned else {
+            unreachable!("a read hands its buffer back")
+        };
+        (result(outcome.result).map(|n| n as usize), buf)
+    }
+
     /// Reads at `offset` until `buf` is full or the file ends; returns the bytes read.
     pub async fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut done = 0;
