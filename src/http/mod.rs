@@ -9,6 +9,7 @@ mod interop;
 pub(crate) mod owned;
 pub mod request;
 pub mod response;
+pub mod upstream;
 
 pub use body::{BodyReader, BodyWriter};
 pub use owned::OwnedRequest;
