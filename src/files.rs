@@ -154,6 +154,9 @@ const EACCES: i32 = 13;
 ///   [`CACHED_FILE_BYTES_MAX`] in memory, [`CACHE_BYTES_MAX`] in all), each checked again
 ///   after [`CACHE_VALID`]. A read that fails part-way closes the connection (the length
 ///   was already sent).
+/// - Each worker opens the root once, on its first request: a root that is a symbolic link
+///   switched to another directory (`current -> releases/N`) is served anew by the workers
+///   of the next `ringmaster reload`.
 #[derive(Clone, Debug)]
 pub struct Static {
     inner: Rc<Inner>,
@@ -232,11 +235,16 @@ enum Found {
 struct Entry {
     found: Found,
     checked: Instant,
+    generation: u64,
 }
 
 #[derive(Debug, Default)]
 struct Cache {
     entries: HashMap<String, Entry>,
+    /// Keys in the order they were put, with the generation each was put at: the oldest
+    /// live one is evicted first; stale pairs (of keys put again since) are skipped.
+    order: std::collections::VecDeque<(String, u64)>,
+    generation: u64,
     bytes: usize,
 }
 
@@ -254,25 +262,49 @@ impl Cache {
         while !self.entries.is_empty()
             && (self.entries.len() >= CACHE_ENTRIES_MAX || self.bytes + add > CACHE_BYTES_MAX)
         {
-            let oldest = self
+            if !self.evict_oldest() {
+                // Every entry has its pair in `order`; should one not, start afresh.
+                self.entries.clear();
+                self.order.clear();
+                self.bytes = 0;
+            }
+        }
+        if add > CACHE_BYTES_MAX {
+            return;
+        }
+        self.generation += 1;
+        self.bytes += add;
+        self.entries.insert(
+            path.to_string(),
+            Entry {
+                found,
+                checked: now,
+                generation: self.generation,
+            },
+        );
+        self.order.push_back((path.to_string(), self.generation));
+        if self.order.len() > 2 * CACHE_ENTRIES_MAX {
+            // Mostly stale pairs: keep the live ones (amortised over as many puts).
+            let entries = &self.entries;
+            self.order
+                .retain(|(k, g)| entries.get(k).is_some_and(|e| e.generation == *g));
+        }
+    }
+
+    /// Drops the entry put longest ago; `false` when none was found.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((key, generation)) = self.order.pop_front() {
+            if self
                 .entries
-                .iter()
-                .min_by_key(|(_, e)| e.checked)
-                .map(|(k, _)| k.clone())
-                .expect("not empty");
-            let gone = self.entries.remove(&oldest).expect("just found");
-            self.bytes -= memory_of(&gone.found);
+                .get(&key)
+                .is_some_and(|e| e.generation == generation)
+            {
+                let gone = self.entries.remove(&key).expect("just found");
+                self.bytes -= memory_of(&gone.found);
+                return true;
+            }
         }
-        if add <= CACHE_BYTES_MAX {
-            self.bytes += add;
-            self.entries.insert(
-                path.to_string(),
-                Entry {
-                    found,
-                    checked: now,
-                },
-            );
-        }
+        false
     }
 }
 
@@ -345,12 +377,15 @@ async fn load(dir: &Dir, rel: &str) -> std::io::Result<FileInfo> {
     } else {
         Body::Open(Rc::new(file))
     };
-    let secs = meta
+    let since = meta
         .modified
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .unwrap_or_default();
+    // The inode and the modification time to the nanosecond: two versions written within
+    // one second, or a file replaced by another of the same size and time, differ.
+    let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
     Ok(FileInfo {
-        etag: format!("\"{secs:x}-{:x}\"", meta.len).into(),
+        etag: format!("\"{:x}-{secs:x}.{nanos:x}-{:x}\"", meta.ino, meta.len).into(),
         modified: httpdate::fmt_http_date(meta.modified).into(),
         meta,
         body,
@@ -367,9 +402,11 @@ fn accepts(req: &OwnedRequest, coding: &str) -> bool {
         let mut parts = item.split(';');
         let name = parts.next().unwrap_or("").trim();
         let refused = parts.any(|p| {
-            p.trim()
-                .strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
+            // `q` is case-insensitive (RFC 9110 section 12.4.2).
+            let p = p.trim();
+            p.get(..2)
+                .filter(|k| k.eq_ignore_ascii_case("q="))
+                .and_then(|_| p[2..].trim().parse::<f32>().ok())
                 .is_some_and(|q| q == 0.0)
         });
         name.eq_ignore_ascii_case(coding) && !refused
@@ -452,6 +489,21 @@ fn limit(buf: Vec<u8>, room: usize) -> Vec<u8> {
     exact
 }
 
+/// `301` to the same path with a `/` added (the query kept).
+fn redirect_to_slash(req: &OwnedRequest, mut res: Response) -> Response {
+    let path = req.original_target().split('?').next().unwrap_or("/");
+    let mut location = format!("{path}/");
+    if let Some(q) = req.query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    res.status(301)
+        .header("Location", location)
+        .header("Content-Type", "text/plain")
+        .body("Moved Permanently\n");
+    res
+}
+
 /// The answer to one request.
 async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
     let mut res = Response::new();
@@ -487,6 +539,12 @@ async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
             return res;
         }
     };
+    // The mount's own prefix without its slash (`/static` for `--static /static=DIR`) names
+    // the root directory, whose relative links need the slash.
+    let original_path = req.original_target().split('?').next().unwrap_or("/");
+    if rel.is_empty() && !original_path.ends_with('/') {
+        return redirect_to_slash(&req, res);
+    }
     let wants_dir = path.ends_with('/') || rel.is_empty();
     let target = match (wants_dir, rel.is_empty()) {
         (true, true) => "index.html".to_string(),
@@ -495,22 +553,8 @@ async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
     };
     let file = match inner.find(&dir, &target).await {
         Found::File(f) => f,
-        Found::Dir if !wants_dir => {
-            // `/docs` names a directory: its index is at `/docs/`.
-            let mut location = format!(
-                "{}/",
-                req.original_target().split('?').next().unwrap_or("/")
-            );
-            if let Some(q) = req.query() {
-                location.push('?');
-                location.push_str(q);
-            }
-            res.status(301)
-                .header("Location", location)
-                .header("Content-Type", "text/plain")
-                .body("Moved Permanently\n");
-            return res;
-        }
+        // `/docs` names a directory: its index is at `/docs/`.
+        Found::Dir if !wants_dir => return redirect_to_slash(&req, res),
         Found::Missing(EACCES) => {
             res.status(403)
                 .header("Content-Type", "text/plain")
@@ -535,21 +579,14 @@ async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
         }
     }
     let (file, coding) = chosen;
-    let mime = mime_guess::from_path(&target)
-        .first_raw()
-        .unwrap_or("application/octet-stream");
-    res.header("Content-Type", mime)
-        .header("ETag", &*file.etag)
+    // The validators go on every answer about this file, 304 and 416 included.
+    res.header("ETag", &*file.etag)
         .header("Last-Modified", &*file.modified)
         .header("Vary", "Accept-Encoding");
-    if let Some(coding) = coding {
-        res.header("Content-Encoding", coding);
-    }
     if not_modified(&req, &file) {
         res.status(304);
         return res;
     }
-    res.header("Accept-Ranges", "bytes");
     let len = file.meta.len;
     let mut ranged = match req.header("range") {
         Some(r) if req.method() == "GET" => range(&String::from_utf8_lossy(r), len),
@@ -562,6 +599,21 @@ async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
             ranged = Ranged::Whole;
         }
     }
+    if ranged == Ranged::Unsatisfiable {
+        res.status(416)
+            .header("Content-Range", format!("bytes */{len}"))
+            .header("Content-Type", "text/plain")
+            .body("Range Not Satisfiable\n");
+        return res;
+    }
+    let mime = mime_guess::from_path(&target)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    res.header("Content-Type", mime)
+        .header("Accept-Ranges", "bytes");
+    if let Some(coding) = coding {
+        res.header("Content-Encoding", coding);
+    }
     let (start, end) = match ranged {
         Ranged::Whole => (0, len),
         Ranged::Part(a, b) => {
@@ -569,13 +621,7 @@ async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
                 .header("Content-Range", format!("bytes {a}-{b}/{len}"));
             (a, b + 1)
         }
-        Ranged::Unsatisfiable => {
-            res.status(416)
-                .header("Content-Range", format!("bytes */{len}"))
-                .header("Content-Type", "text/plain")
-                .body("Range Not Satisfiable\n");
-            return res;
-        }
+        Ranged::Unsatisfiable => unreachable!("answered above"),
     };
     match file.body {
         Body::Memory(bytes) => {
@@ -645,6 +691,44 @@ mod tests {
             relative_path(&format!("/{}", "a".repeat(PATH_BYTES_MAX))).map(|p| p.len()),
             Ok(PATH_BYTES_MAX)
         );
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bounds_and_evicts_the_oldest() {
+        let mut cache = Cache::default();
+        let now = Instant::now();
+        let small = |n: usize| {
+            Found::File(FileInfo {
+                meta: Metadata {
+                    len: n as u64,
+                    mode: 0,
+                    modified: SystemTime::UNIX_EPOCH,
+                    ino: 0,
+                    dev: 0,
+                },
+                etag: "\"x\"".into(),
+                modified: "".into(),
+                body: Body::Memory(vec![0u8; n].into()),
+            })
+        };
+        for i in 0..CACHE_ENTRIES_MAX + 100 {
+            cache.put(&format!("f{i}"), Found::Missing(2), now);
+            // Some keys are put again and again: their old pairs go stale.
+            cache.put("hot", Found::Dir, now);
+        }
+        assert_eq!(cache.entries.len(), CACHE_ENTRIES_MAX);
+        assert!(cache.order.len() <= 2 * CACHE_ENTRIES_MAX + 1);
+        assert!(cache.entries.contains_key("hot"));
+        assert!(!cache.entries.contains_key("f0"), "the oldest went first");
+        // Bytes: files in memory count, and the total stays under its bound.
+        let big = CACHE_BYTES_MAX / 4 + 1;
+        for i in 0..6 {
+            cache.put(&format!("big{i}"), small(big), now);
+            assert!(cache.bytes <= CACHE_BYTES_MAX);
+        }
+        let held: usize = cache.entries.values().map(|e| memory_of(&e.found)).sum();
+        assert_eq!(held, cache.bytes);
+        assert!(!cache.entries.contains_key("big0") && cache.entries.contains_key("big5"));
     }
 
     #[test]

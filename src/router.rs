@@ -330,8 +330,10 @@ impl Router {
     /// `/apix`), whatever its method, goes to `handler`, which sees the target without the
     /// prefix (`/api/x?y` as `/x?y`; [`Request::base`] gives the prefix,
     /// [`Request::original_target`] the whole), as Express's `app.use(prefix, handler)`.
-    /// Routes under the prefix added to this router win over the mount. `prefix` is a static
-    /// path (no parameters); `/` mounts at the root, as a fallback for every path.
+    /// Static routes under the prefix added to this router win over the mount (a route with
+    /// a parameter right below the prefix, `/api/:x`, conflicts with it: matchit cannot tell
+    /// the two apart). `prefix` is a static path (no parameters); `/` mounts at the root, as a
+    /// fallback for every path.
     ///
     /// # Panics
     ///
@@ -366,11 +368,15 @@ impl Router {
             format!("{prefix}/{{*{MOUNT_REST}}}"),
         ];
         let index = self.endpoints.len();
+        // All three patterns or none: a copy takes them, and replaces the table only once
+        // every one went in (a conflict on the last must not leave the first behind).
+        let mut paths = self.paths.clone();
         for p in patterns.iter().collect::<std::collections::BTreeSet<_>>() {
-            self.paths
+            paths
                 .insert(p.as_str(), index)
                 .map_err(|e| err(e.to_string()))?;
         }
+        self.paths = paths;
         self.endpoints.push(Endpoint {
             pattern: exact.to_string(),
             methods: Vec::new(),
@@ -618,6 +624,12 @@ mod tests {
         assert!(r.try_mount("api", ok).is_err());
         assert!(r.try_mount("/api", ok).is_ok());
         assert!(r.try_mount("/api/", ok).is_err(), "the same mount twice");
+        // A mount that conflicts on its last pattern leaves nothing behind.
+        let mut r = Router::new().get("/x/:id", ok);
+        assert!(r.try_mount("/x", ok).is_err());
+        let mut params = [("", ""); PARAMS_MAX];
+        assert!(matches!(r.find("GET", "/x", &mut params), Found::Nothing));
+        assert!(r.try_route("GET", "/x", ok).is_ok());
     }
 
     #[test]

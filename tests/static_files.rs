@@ -92,6 +92,9 @@ fn files_are_served_with_type_validators_and_index() {
     let (res, _) = exchange(server.addr, &get("/files/docs?x=1", &[]));
     assert_eq!(res.status, 301);
     assert_eq!(res.header("Location"), Some("/files/docs/?x=1"));
+    // The mount's own prefix is the root directory: the slash is added the same way.
+    let (res, _) = exchange(server.addr, &get("/files", &[]));
+    assert_eq!((res.status, res.header("Location")), (301, Some("/files/")));
     assert_eq!(
         exchange(server.addr, &get("/files/empty/", &[])).0.status,
         404
@@ -219,6 +222,16 @@ fn validators_answer_304_and_ranges_206_or_416() {
             assert_eq!(res.body, body[slice], "{range}");
         }
     }
+    // A 416 carries no representation fields of the file's.
+    let (res, _) = exchange(server.addr, &get("/r.bin", &["Range: bytes=500-"]));
+    assert_eq!(res.status, 416);
+    let types: Vec<_> = res
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "Content-Type")
+        .collect();
+    assert_eq!(types.len(), 1, "{:?}", res.headers);
+    assert_eq!(res.header("Content-Type"), Some("text/plain"));
     // If-Range of another version: the whole file.
     let (res, _) = exchange(
         server.addr,
@@ -250,8 +263,19 @@ fn a_precompressed_variant_is_sent_to_clients_that_take_it() {
     assert_eq!(res.header("Content-Encoding"), Some("gzip"));
     assert_eq!(res.header("Content-Type"), Some("text/javascript"));
     assert_eq!(res.header("Vary"), Some("Accept-Encoding"));
-    // Refused with q=0, or not asked for: the file itself.
-    for fields in [&["Accept-Encoding: gzip;q=0"][..], &[][..]] {
+    // A range the variant cannot satisfy: 416, not gzip-encoded.
+    let (res, _) = exchange(
+        server.addr,
+        &get("/app.js", &["Accept-Encoding: gzip", "Range: bytes=1000-"]),
+    );
+    assert_eq!(res.status, 416);
+    assert_eq!(res.header("Content-Encoding"), None);
+    // Refused with q=0 (any case), or not asked for: the file itself.
+    for fields in [
+        &["Accept-Encoding: gzip;q=0"][..],
+        &["Accept-Encoding: gzip; Q=0"][..],
+        &[][..],
+    ] {
         let (res, _) = exchange(server.addr, &get("/app.js", fields));
         assert_eq!(res.body, b"console.log(1)\n", "{fields:?}");
         assert_eq!(res.header("Content-Encoding"), None);
@@ -271,6 +295,17 @@ fn a_changed_file_is_served_changed() {
     std::fs::write(&path, b"second, longer").unwrap();
     wait_until("the new content", || {
         exchange(server.addr, &get("/c.txt", &[])).0.body == b"second, longer"
+    });
+    // Same length, written within the same second: still seen as a new version.
+    let etag = exchange(server.addr, &get("/c.txt", &[]))
+        .0
+        .header("ETag")
+        .unwrap()
+        .to_string();
+    std::fs::write(&path, b"SECOND, LONGER").unwrap();
+    wait_until("the same-size new content", || {
+        let res = exchange(server.addr, &get("/c.txt", &[])).0;
+        res.body == b"SECOND, LONGER" && res.header("ETag") != Some(etag.as_str())
     });
     std::fs::remove_file(&path).unwrap();
     wait_until("the file gone", || {

@@ -124,7 +124,9 @@ pub enum ParsedResponse<'b> {
 }
 
 /// Parses the head of an upstream's response to a request whose method was `HEAD` when
-/// `to_head` (its body is then empty whatever the fields say).
+/// `to_head` (its body is then empty whatever the fields say). A `1xx` is interim: the
+/// final head follows it; after a `101` the connection is no longer HTTP (`keep_alive` is
+/// false), and a proxy that does not tunnel answers `502`.
 pub fn parse_response_head<'b>(
     buf: &'b [u8],
     fields: &'b mut [MaybeUninit<httparse::Header<'b>>; RESPONSE_FIELDS_MAX],
@@ -210,8 +212,11 @@ pub fn parse_response_head<'b>(
         (false, None, true, false) => BodyFraming::UntilClose,
         (false, None, false, _) => BodyFraming::UntilClose,
     };
-    let keep_alive =
-        framing != BodyFraming::UntilClose && !close && (version == Version::Http11 || keep);
+    // After a 101 the connection speaks another protocol: never reused for HTTP.
+    let keep_alive = framing != BodyFraming::UntilClose
+        && status != 101
+        && !close
+        && (version == Version::Http11 || keep);
     Ok(ParsedResponse::Complete(ResponseHead {
         version,
         status,
@@ -318,6 +323,11 @@ mod tests {
                 (304, None, true),
             ),
             ("HTTP/1.1 100 Continue\r\n\r\n", false, (100, None, true)),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+                false,
+                (101, None, false),
+            ),
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
                 true,

@@ -49,7 +49,11 @@ async fn stat_at(dirfd: RawFd, path: &Path, flags: i32) -> io::Result<Metadata> 
     let stat = Box::new(StatxArgs {
         path: c_path(path)?,
         flags: flags | libc::AT_STATX_SYNC_AS_STAT,
-        mask: libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_SIZE | libc::STATX_MTIME,
+        mask: libc::STATX_TYPE
+            | libc::STATX_MODE
+            | libc::STATX_SIZE
+            | libc::STATX_MTIME
+            | libc::STATX_INO,
         // SAFETY: `statx` is plain data for which all zeroes is valid.
         buf: unsafe { std::mem::zeroed() },
     });
@@ -70,6 +74,11 @@ pub struct Metadata {
     pub mode: u32,
     /// Last modification.
     pub modified: SystemTime,
+    /// The inode number and the device it is on: with `modified` and `len`, which version
+    /// of which file this is (a file replaced by a rename has another inode).
+    pub ino: u64,
+    /// The device (`makedev(major, minor)`).
+    pub dev: u64,
 }
 
 impl Metadata {
@@ -82,6 +91,8 @@ impl Metadata {
             len: s.stx_size,
             mode: u32::from(s.stx_mode),
             modified: SystemTime::UNIX_EPOCH + since,
+            ino: s.stx_ino,
+            dev: (u64::from(s.stx_dev_major) << 32) | u64::from(s.stx_dev_minor),
         }
     }
 
