@@ -200,6 +200,15 @@ struct ServeArgs {
     /// The `ringmaster` binary's own server only.
     #[arg(long = "static", value_name = "PREFIX=DIR", value_parser = parse_mount)]
     statics: Vec<(String, PathBuf)>,
+    /// Forward the requests below PREFIX to these upstreams, in turn, without the prefix,
+    /// e.g. `--proxy /api=http://127.0.0.1:8080,http://127.0.0.1:8081` (repeatable; the
+    /// longest matching prefix wins). The `ringmaster` binary's own server only.
+    #[arg(long = "proxy", value_name = "PREFIX=URL[,URL...]", value_parser = parse_proxy)]
+    proxies: Vec<(String, Vec<String>)>,
+    /// Seconds an upstream may stay silent while a response is awaited or read (past it:
+    /// 504, or a closed connection mid-body). [default: 60]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    proxy_timeout: Option<Duration>,
     /// The control socket's path. [default: ringmaster-PORT.sock in a directory private to
     /// this user: $XDG_RUNTIME_DIR/ringmaster, /run/ringmaster for root, else
     /// /tmp/ringmaster-UID]
@@ -303,6 +312,21 @@ impl ServeArgs {
     }
 }
 
+/// `PREFIX=URL[,URL...]`: a path prefix (starting with `/`) and upstream URLs.
+fn parse_proxy(s: &str) -> Result<(String, Vec<String>), String> {
+    match s.split_once('=') {
+        Some((prefix, urls)) if prefix.starts_with('/') && !urls.is_empty() => Ok((
+            prefix.to_string(),
+            urls.split(',').map(|u| u.trim().to_string()).collect(),
+        )),
+        _ => Err(
+            "expected PREFIX=URL[,URL...] with PREFIX starting with /, e.g. \
+             /api=http://127.0.0.1:8080"
+                .into(),
+        ),
+    }
+}
+
 /// `PREFIX=DIR`: a path prefix (starting with `/`) and a directory.
 fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
     match s.split_once('=') {
@@ -383,10 +407,11 @@ pub fn run<H: Serve>(server: Server<H>) -> i32 {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    if !cli.serve_args().statics.is_empty() {
+    let args = cli.serve_args();
+    if !args.statics.is_empty() || !args.proxies.is_empty() {
         eprintln!(
-            "ringmaster: error: --static is the ringmaster binary's; in a program, mount \
-             ringmaster::files::Static on a Router"
+            "ringmaster: error: --static and --proxy are the ringmaster binary's; in a \
+             program, mount ringmaster::files::Static or ringmaster::proxy::Proxy on a Router"
         );
         return EXIT_USAGE;
     }
@@ -400,11 +425,31 @@ pub fn run_builtin() -> i32 {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let statics = &cli.serve_args().statics;
-    if statics.is_empty() {
+    let args = cli.serve_args();
+    let statics = &args.statics;
+    if statics.is_empty() && args.proxies.is_empty() {
         return dispatch(&cli, Server::new(crate::HelloWorld));
     }
     let mut router = crate::Router::new().fallback(crate::HelloWorld);
+    let timeout = args.proxy_timeout.unwrap_or(crate::proxy::READ_TIMEOUT);
+    if timeout.is_zero() {
+        eprintln!("ringmaster: error: --proxy-timeout 0: an upstream needs some time; give seconds above 0");
+        return EXIT_USAGE;
+    }
+    for (prefix, urls) in &args.proxies {
+        let mounted = crate::proxy::Proxy::new(urls).and_then(|proxy| {
+            router
+                .try_mount(prefix, crate::Async(proxy.read_timeout(timeout)))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = mounted {
+            eprintln!(
+                "ringmaster: error: --proxy {prefix}={}: {e}",
+                urls.join(",")
+            );
+            return EXIT_USAGE;
+        }
+    }
     for (prefix, dir) in statics {
         let mounted = crate::files::Static::new(dir)
             .map_err(|e| format!("{e}; give a directory that exists"))

@@ -99,6 +99,7 @@ mod log;
 mod master;
 mod metrics;
 mod pool;
+pub mod proxy;
 pub mod router;
 pub mod rt;
 mod systemd;

@@ -1,0 +1,551 @@
+//! A reverse proxy: [`Proxy`], a handler that forwards requests to HTTP/1.1 upstreams over
+//! the worker's ring, modelled on nginx's `proxy_pass` with an upstream keep-alive pool.
+//!
+//! Per worker, each upstream has a pool of idle keep-alive connections (at most
+//! [`IDLE_PER_UPSTREAM_MAX`]); upstreams are taken in turn (round robin), and one that
+//! failed to connect is left out for [`DOWN_FOR`] (passive health). A request whose
+//! connection failed before any byte of the response came back is tried once more: on a
+//! new connection when a pooled one had gone stale, or on the next upstream when the
+//! connect failed. The upstream's response head is parsed as strictly as requests are
+//! ([`http::upstream`](crate::http::upstream)): one that could desynchronise the client is
+//! answered `502`. Its body is streamed to the client with backpressure (a slow client slows
+//! the reads from the upstream; nothing is held whole).
+//!
+//! Hand-written over `rt::TcpStream`: a client crate (hyper's) would bring its own runtime
+//! and buffers; here the upstream's bytes go through the worker's ring and its pipes.
+
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::upstream::{
+    is_hop_by_hop, parse_response_head, BodyFraming, ParsedResponse, RESPONSE_FIELDS_MAX,
+    RESPONSE_HEAD_BYTES_MAX,
+};
+use crate::rt::TcpStream;
+use crate::{AsyncHandler, OwnedRequest, Response};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Idle keep-alive connections kept per upstream per worker, at most.
+pub const IDLE_PER_UPSTREAM_MAX: usize = 64;
+/// How long an upstream that failed to connect is left out.
+pub const DOWN_FOR: Duration = Duration::from_secs(10);
+/// The default time to connect to an upstream (past it: the next upstream, or `504`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default time an upstream may stay silent while a response is awaited or read (past
+/// it: `504` before the head, a closed connection after).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes read from an upstream at a time.
+const READ_BYTES: usize = 64 * 1024;
+
+/// A handler that forwards every request to one of its upstreams; mount it with
+/// [`Router::mount`](crate::Router::mount) (or `--proxy PREFIX=URL[,URL…]`), so that a
+/// request for `PREFIX/x?y` goes upstream as `/x?y` (below the upstream URL's own path).
+///
+/// - HTTP/1.1 to the upstream. Hop-by-hop fields (`Connection` and those it names,
+///   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) are removed
+///   both ways; `Host` is kept; `X-Forwarded-Proto` and `X-Forwarded-Host` are set.
+/// - The request body, read whole by the server (within `--request-body-bytes-max`), goes
+///   with a `Content-Length`.
+/// - Connect failures → the next upstream, else `502`; no response within the read timeout
+///   → `504`; a response that cannot be framed safely → `502`; an upstream that closes
+///   mid-body → the client's connection is closed short of the length it was promised.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    inner: Rc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    upstreams: Vec<Upstream>,
+    next: Cell<usize>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Upstream {
+    addr: SocketAddr,
+    /// The upstream URL's path, without a trailing `/` (empty for none).
+    path: String,
+    idle: RefCell<Vec<TcpStream>>,
+    down_until: Cell<Option<Instant>>,
+}
+
+impl Proxy {
+    /// Forwards to `urls` (`http://HOST:PORT[/PATH]`, HOST an IP address or a name resolved
+    /// now, once). `https` is refused: there is no TLS here.
+    pub fn new<S: AsRef<str>>(urls: &[S]) -> Result<Proxy, String> {
+        if urls.is_empty() {
+            return Err("no upstream URL".into());
+        }
+        let upstreams = urls
+            .iter()
+            .map(|u| upstream(u.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Proxy {
+            inner: Rc::new(Inner {
+                upstreams,
+                next: Cell::new(0),
+                connect_timeout: CONNECT_TIMEOUT,
+                read_timeout: READ_TIMEOUT,
+            }),
+        })
+    }
+
+    /// How long to wait for a connect ([`CONNECT_TIMEOUT`] by default).
+    pub fn connect_timeout(self, limit: Duration) -> Proxy {
+        self.with(|i| i.connect_timeout = limit)
+    }
+
+    /// How long an upstream may stay silent ([`READ_TIMEOUT`] by default).
+    pub fn read_timeout(self, limit: Duration) -> Proxy {
+        self.with(|i| i.read_timeout = limit)
+    }
+
+    fn with(self, f: impl FnOnce(&mut Inner)) -> Proxy {
+        let mut inner = Rc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            upstreams: shared
+                .upstreams
+                .iter()
+                .map(|u| Upstream {
+                    addr: u.addr,
+                    path: u.path.clone(),
+                    idle: RefCell::new(Vec::new()),
+                    down_until: Cell::new(None),
+                })
+                .collect(),
+            next: Cell::new(0),
+            connect_timeout: shared.connect_timeout,
+            read_timeout: shared.read_timeout,
+        });
+        f(&mut inner);
+        Proxy {
+            inner: Rc::new(inner),
+        }
+    }
+}
+
+/// Parses `http://HOST:PORT[/PATH]`.
+fn upstream(url: &str) -> Result<Upstream, String> {
+    let bad = |why: &str| format!("upstream {url:?}: {why}");
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => return Err(bad("https is not supported (no TLS); use http://")),
+        _ => return Err(bad("expected http://HOST:PORT[/PATH]")),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if path.contains(['?', '#']) {
+        return Err(bad("no query or fragment in an upstream URL"));
+    }
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("cannot resolve {authority}: {e}")))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address"))?;
+    Ok(Upstream {
+        addr,
+        path: path.to_string(),
+        idle: RefCell::new(Vec::new()),
+        down_until: Cell::new(None),
+    })
+}
+
+impl AsyncHandler for Proxy {
+    type Future = Pin<Box<dyn Future<Output = Response>>>;
+
+    fn call(&self, req: OwnedRequest) -> Self::Future {
+        Box::pin(forward(self.inner.clone(), req))
+    }
+}
+
+impl Inner {
+    /// The next upstream in turn that is not left out (or, when all are, the next one).
+    fn pick(&self, now: Instant) -> usize {
+        let n = self.upstreams.len();
+        let start = self.next.get();
+        self.next.set((start + 1) % n);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.upstreams[i].down_until.get().is_none_or(|t| t <= now))
+            .unwrap_or(start % n)
+    }
+}
+
+/// The request as it goes upstream: its line below the upstream's path, its fields less the
+/// hop-by-hop ones, the forwarding fields, and its body with a length.
+fn request_bytes(req: &OwnedRequest, up: &Upstream) -> Vec<u8> {
+    let target = req.target();
+    let mut out = Vec::with_capacity(512 + req.body().len());
+    out.extend_from_slice(req.method().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(up.path.as_bytes());
+    if target.starts_with('?') || (up.path.is_empty() && !target.starts_with('/')) {
+        out.push(b'/');
+    }
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // The fields the client's Connection names are hop-by-hop too.
+    let named: Vec<&[u8]> = req
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(|&b| b == b',').map(<[u8]>::trim_ascii))
+        .collect();
+    let mut host = None;
+    for (name, value) in req.headers() {
+        let skip = is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("x-forwarded-proto")
+            || name.eq_ignore_ascii_case("x-forwarded-host")
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
+        if name.eq_ignore_ascii_case("host") {
+            host = Some(value);
+        }
+        if skip {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+    if let Some(host) = req.host().map(str::as_bytes).or(host) {
+        out.extend_from_slice(b"X-Forwarded-Host: ");
+        out.extend_from_slice(host);
+        out.extend_from_slice(b"\r\n");
+    }
+    let body = req.body();
+    if !body.is_empty() || matches!(req.method(), "POST" | "PUT" | "PATCH") {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Why one try failed.
+enum Failed {
+    /// Nothing came back on a pooled connection: it had gone stale; try a new one.
+    Stale,
+    /// The connect failed: the upstream is left out; try the next.
+    Connect(io::Error),
+    /// The answer to give.
+    Answer(u16, String),
+}
+
+/// What came back: the head's fields, parsed, and the connection with what followed it.
+struct Got {
+    status: u16,
+    fields: Vec<(String, Vec<u8>)>,
+    framing: BodyFraming,
+    keep_alive: bool,
+    stream: TcpStream,
+    /// Bytes read past the head.
+    rest: Vec<u8>,
+}
+
+async fn forward(inner: Rc<Inner>, req: OwnedRequest) -> Response {
+    let idempotent = matches!(
+        req.method(),
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+    );
+    let mut tries = 0;
+    let mut fresh_only = false;
+    let mut index = inner.pick(Instant::now());
+    loop {
+        tries += 1;
+        match exchange(&inner, index, &req, fresh_only).await {
+            Ok(got) => return respond(inner, index, got),
+            Err(Failed::Stale) if tries < 3 => fresh_only = true,
+            Err(Failed::Connect(e)) if tries < 3 && idempotent && inner.upstreams.len() > 1 => {
+                crate::log::log_limited!(
+                    "proxy: upstream {} left out for {}s: {e}",
+                    inner.upstreams[index].addr,
+                    DOWN_FOR.as_secs()
+                );
+                index = inner.pick(Instant::now());
+                fresh_only = true;
+            }
+            Err(Failed::Connect(e)) => {
+                crate::log::log_limited!("proxy: upstream {}: {e}", inner.upstreams[index].addr);
+                let status = if e.kind() == io::ErrorKind::TimedOut {
+                    504
+                } else {
+                    502
+                };
+                return error(status, &format!("the upstream could not be reached: {e}"));
+            }
+            Err(Failed::Stale) => return error(502, "the upstream closed the connection"),
+            Err(Failed::Answer(status, why)) => return error(status, &why),
+        }
+    }
+}
+
+fn error(status: u16, why: &str) -> Response {
+    let mut res = Response::new();
+    res.status(status)
+        .header("Content-Type", "text/plain")
+        .body(format!("{why}\n"));
+    res
+}
+
+/// One try: a connection (pooled unless `fresh_only`), the request written, the response
+/// head read.
+async fn exchange(
+    inner: &Inner,
+    index: usize,
+    req: &OwnedRequest,
+    fresh_only: bool,
+) -> Result<Got, Failed> {
+    let up = &inner.upstreams[index];
+    let pooled = if fresh_only {
+        None
+    } else {
+        up.idle.borrow_mut().pop()
+    };
+    let reused = pooled.is_some();
+    let mut stream = match pooled {
+        Some(s) => s,
+        None => match TcpStream::connect_timeout(up.addr, inner.connect_timeout).await {
+            Ok(s) => {
+                up.down_until.set(None);
+                s
+            }
+            Err(e) => {
+                up.down_until.set(Some(Instant::now() + DOWN_FOR));
+                return Err(Failed::Connect(e));
+            }
+        },
+    };
+    let _ = stream.set_nodelay(true);
+    stream.set_read_timeout(Some(inner.read_timeout));
+    stream.set_write_timeout(Some(inner.read_timeout));
+    let bytes = request_bytes(req, up);
+    if let Err(e) = stream.write_all(&bytes).await {
+        return Err(match reused {
+            true => Failed::Stale,
+            false => Failed::Answer(502, format!("writing to the upstream: {e}")),
+        });
+    }
+    let to_head = req.method() == "HEAD";
+    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut chunk = vec![0u8; READ_BYTES];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) if buf.is_empty() && reused => return Err(Failed::Stale),
+            Ok(0) => {
+                return Err(Failed::Answer(
+                    502,
+                    "the upstream closed before its response head".into(),
+                ))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(Failed::Answer(
+                    504,
+                    "the upstream did not answer in time".into(),
+                ))
+            }
+            Err(_) if buf.is_empty() && reused => return Err(Failed::Stale),
+            Err(e) => return Err(Failed::Answer(502, format!("reading the upstream: {e}"))),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        // Interim 1xx heads (but 101) are read past: the final one follows.
+        loop {
+            let mut fields = [const { MaybeUninit::uninit() }; RESPONSE_FIELDS_MAX];
+            let parsed = match parse_response_head(&buf, &mut fields, to_head) {
+                Ok(p) => p,
+                Err(e) => return Err(Failed::Answer(502, format!("the upstream's response: {e}"))),
+            };
+            let ParsedResponse::Complete(head) = parsed else {
+                break;
+            };
+            if head.status == 101 {
+                return Err(Failed::Answer(
+                    502,
+                    "the upstream switched protocols; this proxy does not tunnel".into(),
+                ));
+            }
+            let head_len = head.head_len;
+            if head.status < 200 {
+                buf.drain(..head_len);
+                continue;
+            }
+            let fields = head
+                .fields
+                .iter()
+                .filter(|f| {
+                    !head.is_hop_by_hop(f.name)
+                        && !f.name.eq_ignore_ascii_case("content-length")
+                        && !f.name.eq_ignore_ascii_case("date")
+                })
+                .map(|f| (f.name.to_string(), f.value.to_vec()))
+                .collect();
+            let got = Got {
+                status: head.status,
+                fields,
+                framing: head.framing,
+                keep_alive: head.keep_alive,
+                stream,
+                rest: buf[head_len..].to_vec(),
+            };
+            return Ok(got);
+        }
+        if buf.len() > RESPONSE_HEAD_BYTES_MAX {
+            return Err(Failed::Answer(
+                502,
+                "the upstream's head is too large".into(),
+            ));
+        }
+    }
+}
+
+/// The client's response: the upstream's status and fields, and its body streamed.
+fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
+    let mut res = Response::new();
+    if res.try_status(got.status).is_err() {
+        return error(502, "the upstream's status cannot be forwarded");
+    }
+    for (name, value) in &got.fields {
+        // A field this side sets itself, or cannot carry, is left out.
+        let _ = res.try_header(name, value);
+    }
+    let Got {
+        framing,
+        keep_alive,
+        mut stream,
+        rest,
+        ..
+    } = got;
+    match framing {
+        BodyFraming::None => {
+            if keep_alive && rest.is_empty() {
+                pool(&inner, index, stream);
+            }
+        }
+        BodyFraming::Length(n) if rest.len() as u64 >= n => {
+            res.body(&rest[..n as usize]);
+            if keep_alive && rest.len() as u64 == n {
+                pool(&inner, index, stream);
+            }
+        }
+        BodyFraming::Length(n) => {
+            res.stream(Some(n), move |mut body| async move {
+                body.write(&rest).await?;
+                let mut left = n - rest.len() as u64;
+                let mut buf = vec![0u8; READ_BYTES];
+                while left > 0 {
+                    let want = (left as usize).min(buf.len());
+                    let got = stream.read(&mut buf[..want]).await?;
+                    if got == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the upstream closed before the end of its body",
+                        ));
+                    }
+                    body.write(&buf[..got]).await?;
+                    left -= got as u64;
+                }
+                if keep_alive {
+                    pool(&inner, index, stream);
+                }
+                Ok(())
+            });
+        }
+        BodyFraming::Chunked => {
+            res.stream(None, move |mut body| async move {
+                let mut decoder = ChunkedDecoder::new(u64::MAX, RESPONSE_HEAD_BYTES_MAX);
+                let mut raw = rest;
+                let mut buf = vec![0u8; READ_BYTES];
+                let mut decoded = Vec::with_capacity(READ_BYTES);
+                loop {
+                    decoded.clear();
+                    let used = decoder.decode(&raw, &mut decoded).map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, format!("upstream body: {e}"))
+                    })?;
+                    raw.drain(..used);
+                    body.write(&decoded).await?;
+                    if decoder.is_done() {
+                        break;
+                    }
+                    let got = stream.read(&mut buf).await?;
+                    if got == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the upstream closed inside its chunked body",
+                        ));
+                    }
+                    raw.extend_from_slice(&buf[..got]);
+                }
+                if keep_alive && raw.is_empty() {
+                    pool(&inner, index, stream);
+                }
+                Ok(())
+            });
+        }
+        BodyFraming::UntilClose => {
+            res.stream(None, move |mut body| async move {
+                body.write(&rest).await?;
+                let mut buf = vec![0u8; READ_BYTES];
+                loop {
+                    match stream.read(&mut buf).await? {
+                        0 => return Ok(()),
+                        n => body.write(&buf[..n]).await?,
+                    }
+                }
+            });
+        }
+    }
+    res
+}
+
+/// Keeps `stream` for the next request to upstream `index`, while the pool has room.
+fn pool(inner: &Inner, index: usize, stream: TcpStream) {
+    let mut idle = inner.upstreams[index].idle.borrow_mut();
+    if idle.len() < IDLE_PER_UPSTREAM_MAX {
+        idle.push(stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_are_checked() {
+        let u = upstream("http://127.0.0.1:8080").unwrap();
+        assert_eq!((u.addr.port(), u.path.as_str()), (8080, ""));
+        let u = upstream("http://127.0.0.1:9/v1/").unwrap();
+        assert_eq!((u.addr.port(), u.path.as_str()), (9, "/v1"));
+        let u = upstream("http://[::1]:81").unwrap();
+        assert!(u.addr.is_ipv6());
+        assert_eq!(upstream("http://127.0.0.1").unwrap().addr.port(), 80);
+        for bad in [
+            "https://127.0.0.1:1",
+            "127.0.0.1:1",
+            "ftp://x:1",
+            "http://127.0.0.1:1/a?b",
+        ] {
+            assert!(upstream(bad).is_err(), "{bad}");
+        }
+        assert!(Proxy::new::<&str>(&[]).is_err());
+    }
+}
