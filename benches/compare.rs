@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench --bench compare -- [--peers floor,nginx,hyper,minihttp,monoio,node,testbed,async]
 //!     [--rounds 3] [--duration 10]
-//!     [--workloads keepalive,pipelined,close,wait,idle,static1k,static64k,static1m,staticmix]
+//!     [--workloads keepalive,pipelined,close,wait,idle,static1k,static64k,static1m,staticmix,proxy]
 //!     [--ablation] [--smoke] [--baseline PATH]
 //! ```
 //!
@@ -22,6 +22,10 @@
 //! count the server runs on CPUs 0..N and wrk on the rest (`taskset`). `hello` and
 //! `hello-async` (the testbed with `TESTBED_HELLO=sync|async`) run the built-in Hello World's
 //! code as a sync and as an async handler: the async path's cost, and nothing else.
+//!
+//! The `proxy` load asks for `/proxy/` from nginx (`proxy_pass` with a keep-alive pool) and
+//! from ringmaster (`--proxy /proxy=URL`), both in front of the same upstream: the floor,
+//! one unpinned process, outside the servers' process trees (not charged to them).
 //!
 //! The static loads (`static1k`, `static64k`, `static1m`: one file each; `staticmix`: 20
 //! files of 3 to 300 KiB in turn, each with a `.gz`, asked with `Accept-Encoding: gzip`)
@@ -80,6 +84,9 @@ enum Workload {
     Static1M,
     /// 20 files of 3–300 KiB in turn, each with a `.gz` beside it, `Accept-Encoding: gzip`.
     StaticMix,
+    /// `GET /proxy/` through a reverse proxy to a Hello World upstream (the floor, one
+    /// unpinned process), keep-alive, 64 conns.
+    Proxy,
 }
 
 impl Workload {
@@ -94,6 +101,7 @@ impl Workload {
             Workload::Static64K => "static 64 KiB, 64 conns",
             Workload::Static1M => "static 1 MiB, 64 conns",
             Workload::StaticMix => "static mix (.gz), 64 conns",
+            Workload::Proxy => "proxy to Hello World, 64 conns",
         }
     }
 
@@ -115,6 +123,7 @@ impl Workload {
             "static64k" => Some(Workload::Static64K),
             "static1m" => Some(Workload::Static1M),
             "staticmix" => Some(Workload::StaticMix),
+            "proxy" => Some(Workload::Proxy),
             _ => None,
         }
     }
@@ -131,8 +140,10 @@ struct Server {
     closes: bool,
     /// Whether it has `GET /wait?ms=N`.
     waits: bool,
-    /// Whether it serves [`STATIC_ROOT`] under `/static/`.
+    /// Whether it serves [`static_root`] under `/static/`.
     statics: bool,
+    /// Whether it proxies `/proxy/` to the upstream.
+    proxies: bool,
     /// `NAME@N` with N below the CPU count: the server runs on CPUs `0..N` and wrk on the
     /// others, so that neither takes the other's core (`taskset`).
     cpus: Option<usize>,
@@ -145,6 +156,7 @@ impl Server {
             Workload::Close => self.closes,
             Workload::Wait => self.waits,
             w if w.is_static() => self.statics,
+            Workload::Proxy => self.proxies,
             // Only the ringmaster binary has the Hello World loads besides; the testbed
             // variants are run on them too.
             _ => true,
@@ -309,6 +321,7 @@ impl Bench {
             Workload::Static1K => (format!("http://{addr}/static/1k.bin"), CONNECTIONS),
             Workload::Static64K => (format!("http://{addr}/static/64k.bin"), CONNECTIONS),
             Workload::Static1M => (format!("http://{addr}/static/1m.bin"), CONNECTIONS),
+            Workload::Proxy => (format!("http://{addr}/proxy/"), CONNECTIONS),
             _ => (format!("http://{addr}/"), CONNECTIONS),
         };
         let mut command = match &server.load_cpus {
@@ -541,6 +554,8 @@ struct Args {
     out: PathBuf,
     /// Another ringmaster binary, run as the peer `baseline`.
     baseline: Option<PathBuf>,
+    /// The port of the proxy load's upstream, once started.
+    upstream: Option<u16>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -560,6 +575,7 @@ fn parse_args() -> Result<Args, String> {
         peers_dir: root.join("../shared/peers"),
         out: root.join("target/benchmarks/latest.md"),
         baseline: None,
+        upstream: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -647,15 +663,17 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
         closes,
         waits: matches!(name, "node" | "hyper"),
         statics: name == "nginx",
+        proxies: name == "nginx",
         cpus: None,
     };
     match name {
         "nginx" => {
             which("nginx").ok_or("nginx is not installed: apt-get install nginx")?;
             let root = static_root().to_string_lossy().to_string();
+            let upstream = args.upstream.unwrap_or(9).to_string();
             Ok(server(
                 dir.join("run-nginx.sh"),
-                &["{port}", &root],
+                &["{port}", &root, &upstream],
                 &[],
                 true,
             ))
@@ -705,6 +723,16 @@ fn peer(name: &str, args: &Args, rust: &mut Option<PathBuf>) -> Result<Server, S
             Ok(s)
         }
         other => Err(format!("unknown peer {other}")),
+    }
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -821,6 +849,7 @@ fn ringmaster(name: &str, extra: &[&str]) -> Server {
         closes: true,
         waits: false,
         statics: false,
+        proxies: false,
         cpus: None,
     }
 }
@@ -891,6 +920,40 @@ fn main() {
         ours.args.extend(["--static".to_string(), mount]);
         ours.statics = true;
     }
+    // The proxy load's upstream: the floor, one unpinned process, outside every server's
+    // process tree (its CPU is not charged to the proxies).
+    let mut args = args;
+    let _upstream = match args.workloads.contains(&Workload::Proxy) {
+        false => None,
+        true => {
+            let port = free_port();
+            let floor = build_floor(&args.peers_dir).and_then(|bin| {
+                Command::new(bin)
+                    .args([port.to_string(), "1".to_string()])
+                    .env("FLOOR_NOPIN", "1")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|e| e.to_string())
+            });
+            let child = match floor {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("compare: error: the proxy load's upstream: {e}");
+                    std::process::exit(2);
+                }
+            };
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            args.upstream = Some(port);
+            let mount = format!("/proxy=http://127.0.0.1:{port}");
+            ours.args.extend(["--proxy".to_string(), mount]);
+            ours.proxies = true;
+            Some(KillOnDrop(child))
+        }
+    };
+    let args = args;
     let mut servers = vec![ours];
     if let Some(program) = &args.baseline {
         servers.push(Server {

@@ -39,8 +39,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default time an upstream may stay silent while a response is awaited or read (past
 /// it: `504` before the head, a closed connection after).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bytes read from an upstream at a time.
+/// Bytes read from an upstream at a time, for a body.
 const READ_BYTES: usize = 64 * 1024;
+/// Room made for a response head at a time.
+const HEAD_READ_BYTES: usize = 8 * 1024;
 
 /// A handler that forwards every request to one of its upstreams; mount it with
 /// [`Router::mount`](crate::Router::mount) (or `--proxy PREFIX=URL[,URL…]`), so that a
@@ -327,6 +329,8 @@ async fn exchange(
         None => match TcpStream::connect_timeout(up.addr, inner.connect_timeout).await {
             Ok(s) => {
                 up.down_until.set(None);
+                // Once per connection: a request's head goes out at once.
+                let _ = s.set_nodelay(true);
                 s
             }
             Err(e) => {
@@ -335,7 +339,6 @@ async fn exchange(
             }
         },
     };
-    let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(inner.read_timeout));
     stream.set_write_timeout(Some(inner.read_timeout));
     let bytes = request_bytes(req, up);
@@ -346,11 +349,16 @@ async fn exchange(
         });
     }
     let to_head = req.method() == "HEAD";
-    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
-    let mut chunk = vec![0u8; READ_BYTES];
+    let mut buf: Vec<u8> = Vec::with_capacity(HEAD_READ_BYTES);
     loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(0) if buf.is_empty() && reused => return Err(Failed::Stale),
+        if buf.capacity() == buf.len() {
+            buf.reserve(HEAD_READ_BYTES);
+        }
+        let had = buf.len();
+        let (read, back) = stream.read_vec(buf).await;
+        buf = back;
+        let n = match read {
+            Ok(0) if had == 0 && reused => return Err(Failed::Stale),
             Ok(0) => {
                 return Err(Failed::Answer(
                     502,
@@ -364,10 +372,10 @@ async fn exchange(
                     "the upstream did not answer in time".into(),
                 ))
             }
-            Err(_) if buf.is_empty() && reused => return Err(Failed::Stale),
+            Err(_) if had == 0 && reused => return Err(Failed::Stale),
             Err(e) => return Err(Failed::Answer(502, format!("reading the upstream: {e}"))),
         };
-        buf.extend_from_slice(&chunk[..n]);
+        debug_assert_eq!(buf.len(), had + n);
         // Interim 1xx heads (but 101) are read past: the final one follows.
         loop {
             let mut fields = [const { MaybeUninit::uninit() }; RESPONSE_FIELDS_MAX];
@@ -449,20 +457,26 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
         }
         BodyFraming::Length(n) => {
             res.stream(Some(n), move |mut body| async move {
-                body.write(&rest).await?;
                 let mut left = n - rest.len() as u64;
-                let mut buf = vec![0u8; READ_BYTES];
+                // The upstream's bytes go to the client in the vector they were read into.
+                let mut buf = body.write_vec(rest).await?;
                 while left > 0 {
-                    let want = (left as usize).min(buf.len());
-                    let got = stream.read(&mut buf[..want]).await?;
+                    let want = (left as usize).min(READ_BYTES);
+                    buf.clear();
+                    buf.reserve_exact(want);
+                    if buf.capacity() > want {
+                        buf = Vec::with_capacity(want);
+                    }
+                    let (read, back) = stream.read_vec(buf).await;
+                    let got = read?;
                     if got == 0 {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "the upstream closed before the end of its body",
                         ));
                     }
-                    body.write(&buf[..got]).await?;
                     left -= got as u64;
+                    buf = body.write_vec(back).await?;
                 }
                 if keep_alive {
                     pool(&inner, index, stream);
@@ -474,7 +488,6 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
             res.stream(None, move |mut body| async move {
                 let mut decoder = ChunkedDecoder::new(u64::MAX, RESPONSE_HEAD_BYTES_MAX);
                 let mut raw = rest;
-                let mut buf = vec![0u8; READ_BYTES];
                 let mut decoded = Vec::with_capacity(READ_BYTES);
                 loop {
                     decoded.clear();
@@ -486,14 +499,15 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
                     if decoder.is_done() {
                         break;
                     }
-                    let got = stream.read(&mut buf).await?;
-                    if got == 0 {
+                    raw.reserve(READ_BYTES);
+                    let (read, back) = stream.read_vec(raw).await;
+                    raw = back;
+                    if read? == 0 {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "the upstream closed inside its chunked body",
                         ));
                     }
-                    raw.extend_from_slice(&buf[..got]);
                 }
                 if keep_alive && raw.is_empty() {
                     pool(&inner, index, stream);
@@ -503,13 +517,15 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
         }
         BodyFraming::UntilClose => {
             res.stream(None, move |mut body| async move {
-                body.write(&rest).await?;
-                let mut buf = vec![0u8; READ_BYTES];
+                let mut buf = body.write_vec(rest).await?;
                 loop {
-                    match stream.read(&mut buf).await? {
-                        0 => return Ok(()),
-                        n => body.write(&buf[..n]).await?,
+                    buf.clear();
+                    buf.reserve(READ_BYTES);
+                    let (read, back) = stream.read_vec(buf).await;
+                    if read? == 0 {
+                        return Ok(());
                     }
+                    buf = body.write_vec(back).await?;
                 }
             });
         }

@@ -180,6 +180,27 @@ impl TcpStream {
         .await
     }
 
+    /// Reads into the spare capacity of `buf` (which must have some), handing `buf` back
+    /// grown by what was read (`Ok(0)`: the end of the stream), waiting for at least one
+    /// byte. The kernel reads into `buf` itself: no copy, no zeroing. After a timeout the
+    /// buffer stays with the ring until the kernel lets go of it, and an empty one comes
+    /// back.
+    pub async fn read_vec(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        assert!(buf.capacity() > buf.len(), "read_vec into a full buffer");
+        let fd = self.fd.as_raw_fd();
+        let mut back = None;
+        let read = within(self.read_timeout, "read", async {
+            let outcome = RingOp::new(Op::Read { fd, buf }).await;
+            let Owned::Buf(got) = outcome.owned else {
+                unreachable!("a read hands its buffer back")
+            };
+            back = Some(got);
+            result(outcome.result).map(|n| n as usize)
+        })
+        .await;
+        (read, back.unwrap_or_default())
+    }
+
     /// Writes some of `buf` (at most [`IO_BYTES_MAX`] bytes); returns how many went out.
     pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
