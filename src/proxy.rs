@@ -19,8 +19,9 @@ use crate::http::upstream::{
     is_hop_by_hop, parse_response_head, BodyFraming, ParsedResponse, RESPONSE_FIELDS_MAX,
     RESPONSE_HEAD_BYTES_MAX,
 };
+use crate::http::BodyReader;
 use crate::rt::TcpStream;
-use crate::{AsyncHandler, OwnedRequest, Response};
+use crate::{AsyncHandler, OwnedRequest, Request, Response};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
@@ -51,8 +52,11 @@ const HEAD_READ_BYTES: usize = 8 * 1024;
 /// - HTTP/1.1 to the upstream. Hop-by-hop fields (`Connection` and those it names,
 ///   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) are removed
 ///   both ways; `Host` is kept; `X-Forwarded-Proto` and `X-Forwarded-Host` are set.
-/// - The request body, read whole by the server (within `--request-body-bytes-max`), goes
-///   with a `Content-Length`.
+/// - The request body goes upstream as it arrives (still within `--request-body-bytes-max`),
+///   with the client's `Content-Length`, or chunked when the client sent it chunked; such a
+///   request takes a new upstream connection (a streamed body cannot be sent twice, so it
+///   must not meet a pooled connection the upstream has closed). `Expect: 100-continue` is
+///   answered by this server when the body is first read, and passed on.
 /// - Connect failures → the next upstream, else `502`; no response within the read timeout
 ///   → `504`; a response that cannot be framed safely → `502`; an upstream that closes
 ///   mid-body → the client's connection is closed short of the length it was promised.
@@ -174,6 +178,22 @@ impl AsyncHandler for Proxy {
     fn call(&self, req: OwnedRequest) -> Self::Future {
         Box::pin(forward(self.inner.clone(), req))
     }
+
+    /// Request bodies go upstream as they arrive (never held whole).
+    fn streams_body(&self, _req: &Request<'_>) -> bool {
+        true
+    }
+}
+
+/// How the request's body goes upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyGoes {
+    /// Read whole already (or none): with its length.
+    Whole,
+    /// As it arrives, with the client's `Content-Length`.
+    Length,
+    /// As it arrives, chunked (the client sent it chunked).
+    Chunked,
 }
 
 impl Inner {
@@ -191,7 +211,12 @@ impl Inner {
 
 /// The request as it goes upstream: its line below the upstream's path, its fields less the
 /// hop-by-hop ones, the forwarding fields, and its body with a length.
-fn request_bytes(req: &OwnedRequest, up: &Upstream) -> Vec<u8> {
+fn request_bytes(
+    req: &OwnedRequest,
+    up: &Upstream,
+    framing: BodyGoes,
+    length: Option<u64>,
+) -> Vec<u8> {
     let target = req.target();
     let mut out = Vec::with_capacity(512 + req.body().len());
     out.extend_from_slice(req.method().as_bytes());
@@ -235,12 +260,53 @@ fn request_bytes(req: &OwnedRequest, up: &Upstream) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     let body = req.body();
-    if !body.is_empty() || matches!(req.method(), "POST" | "PUT" | "PATCH") {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    match framing {
+        BodyGoes::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyGoes::Length => {
+            let n = length.unwrap_or(0);
+            out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
+        }
+        _ if !body.is_empty() || matches!(req.method(), "POST" | "PUT" | "PATCH") => {
+            out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        }
+        _ => {}
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
+}
+
+/// Passes the client's body on as it arrives, chunked when its length is not known.
+async fn send_body(
+    stream: &mut TcpStream,
+    mut reader: BodyReader,
+    chunked: bool,
+) -> Result<(), Failed> {
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut framed = Vec::with_capacity(READ_BYTES + 32);
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| Failed::Answer(400, format!("the request body: {e}")))?;
+        framed.clear();
+        if chunked {
+            framed.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        }
+        framed.extend_from_slice(&buf[..n]);
+        if chunked {
+            framed.extend_from_slice(b"\r\n");
+        }
+        if !framed.is_empty() {
+            stream
+                .write_all(&framed)
+                .await
+                .map_err(|e| Failed::Answer(502, format!("writing to the upstream: {e}")))?;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+    }
 }
 
 /// Why one try failed.
@@ -264,17 +330,21 @@ struct Got {
     rest: Vec<u8>,
 }
 
-async fn forward(inner: Rc<Inner>, req: OwnedRequest) -> Response {
+async fn forward(inner: Rc<Inner>, mut req: OwnedRequest) -> Response {
     let idempotent = matches!(
         req.method(),
         "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
     );
+    // A body is passed on as it arrives. It cannot be sent twice, so it goes on a new
+    // connection: a pooled one may have been closed by the upstream meanwhile, and then
+    // the request could not be tried again.
+    let mut body = req.body_reader();
     let mut tries = 0;
-    let mut fresh_only = false;
+    let mut fresh_only = body.is_some();
     let mut index = inner.pick(Instant::now());
     loop {
         tries += 1;
-        match exchange(&inner, index, &req, fresh_only).await {
+        match exchange(&inner, index, &req, &mut body, fresh_only).await {
             Ok(got) => return respond(inner, index, got),
             Err(Failed::Stale) if tries < 3 => fresh_only = true,
             Err(Failed::Connect(e)) if tries < 3 && idempotent && inner.upstreams.len() > 1 => {
@@ -315,6 +385,7 @@ async fn exchange(
     inner: &Inner,
     index: usize,
     req: &OwnedRequest,
+    body: &mut Option<BodyReader>,
     fresh_only: bool,
 ) -> Result<Got, Failed> {
     let up = &inner.upstreams[index];
@@ -341,12 +412,22 @@ async fn exchange(
     };
     stream.set_read_timeout(Some(inner.read_timeout));
     stream.set_write_timeout(Some(inner.read_timeout));
-    let bytes = request_bytes(req, up);
+    let length = req
+        .header("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+    let framing = match body {
+        None => BodyGoes::Whole,
+        Some(_) => length.map_or(BodyGoes::Chunked, |_| BodyGoes::Length),
+    };
+    let bytes = request_bytes(req, up, framing, length);
     if let Err(e) = stream.write_all(&bytes).await {
         return Err(match reused {
             true => Failed::Stale,
             false => Failed::Answer(502, format!("writing to the upstream: {e}")),
         });
+    }
+    if let Some(reader) = body.take() {
+        send_body(&mut stream, reader, framing == BodyGoes::Chunked).await?;
     }
     let to_head = req.method() == "HEAD";
     let mut buf: Vec<u8> = Vec::with_capacity(HEAD_READ_BYTES);

@@ -84,8 +84,24 @@ fn serve(stream: TcpStream, answer: &Answer) {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .map_or(0, |(_, v)| v.parse().unwrap());
+        let chunked = fields.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
         let mut body = vec![0; len];
         reader.read_exact(&mut body).unwrap();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size).unwrap();
+                let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                let mut chunk = vec![0; n + 2];
+                reader.read_exact(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
         let seen = Seen {
             line: line.trim_end().to_string(),
             fields,
@@ -414,4 +430,75 @@ fn a_slow_client_of_a_100_mib_download_keeps_the_worker_small() {
         peak < idle + 64 * 1024,
         "peak {peak} KiB over idle {idle} KiB + 64 MiB"
     );
+}
+
+#[test]
+fn request_bodies_go_upstream_as_they_arrive() {
+    // The upstream answers with the byte count and the framing it saw.
+    let up = Upstream::start(|seen| {
+        let framing = match (
+            seen.field("Content-Length"),
+            seen.field("Transfer-Encoding"),
+        ) {
+            (Some(n), None) => format!("length {n}"),
+            (None, Some(te)) => format!("coding {te}"),
+            other => format!("{other:?}"),
+        };
+        (ok(&format!("{} bytes, {framing}", seen.body.len())), false)
+    });
+    let server = proxy(
+        &[format!("/up={}", up.url())],
+        &["--request-body-bytes-max", "134217728"],
+    );
+    assert_eq!(exchange(server.addr, &get("/", &[])).0.status, 200);
+    let pid = server.worker_pids()[0];
+    let (idle, _) = rss_and_peak_kib(pid);
+    // 100 MiB with a length, sent in pieces: never held whole; and a chunked body.
+    const LEN: usize = 100 << 20;
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(
+            format!("POST /up/u HTTP/1.1\r\nHost: t\r\nContent-Length: {LEN}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let piece = vec![b'u'; 1 << 20];
+    for _ in 0..LEN / piece.len() {
+        stream.write_all(&piece).unwrap();
+    }
+    let res = read_response(&mut BufReader::new(stream), false);
+    assert_eq!(
+        String::from_utf8_lossy(&res.body),
+        format!("{LEN} bytes, length {LEN}")
+    );
+    let (_, peak) = rss_and_peak_kib(pid);
+    eprintln!("proxied a 100 MiB upload: idle RSS {idle} KiB, peak {peak} KiB");
+    assert!(
+        peak < idle + 64 * 1024,
+        "peak {peak} KiB over idle {idle} KiB + 64 MiB"
+    );
+    let (res, _) = exchange(
+        server.addr,
+        b"POST /up/c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&res.body),
+        "5 bytes, coding chunked"
+    );
+    // Expect: 100-continue: the client hears 100 before it sends, then the answer.
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(
+            b"PUT /up/e HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "\r\n");
+    stream.write_all(b"data").unwrap();
+    let res = read_response(&mut reader, false);
+    assert_eq!(String::from_utf8_lossy(&res.body), "4 bytes, length 4");
 }

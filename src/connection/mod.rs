@@ -647,11 +647,15 @@ impl Conn {
         match self.phase {
             // Waiting for a handler slot, nothing is read (backpressure); waiting for an
             // answer, reading goes on until requests arrive behind it, so that a client
-            // that goes away is seen (and its future dropped).
+            // that goes away is seen (and its future dropped). A body read as it arrives is
+            // read at most a pipe's worth ahead of the handler: the pipe and the input bound
+            // it together, however slowly the handler takes it.
             Phase::Open => match self.wait {
                 Wait::Room { .. } => false,
-                Wait::Handler { .. } => self.input.is_empty() || self.upload_has_room(),
-                Wait::Stream { .. } => self.input.is_empty() || self.upload_has_room(),
+                Wait::Handler { .. } | Wait::Stream { .. } => match self.upload {
+                    Some(_) => self.input.len() < stream::UPLOAD_PIPE_BYTES_MAX,
+                    None => self.input.is_empty(),
+                },
                 _ => self.output.len() < output_bytes_max,
             },
             Phase::Lingering { .. } => true,

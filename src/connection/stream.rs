@@ -308,13 +308,6 @@ impl Conn {
         }
         pipe.wake_writer_with(&crate::rt::waker(TaskKey::Conn(self.slot)));
     }
-
-    /// Whether the upload's pipe can take more (the receive stays armed).
-    pub(super) fn upload_has_room(&self) -> bool {
-        self.upload
-            .as_ref()
-            .is_some_and(|u| u.pipe.borrow().room() > 0)
-    }
 }
 
 /// Appends `n` in lowercase hexadecimal (a chunk size).
