@@ -393,7 +393,7 @@ fn visible_ascii(bytes: &[u8]) -> bool {
 
 /// Every LF must follow a CR, and every CR precede an LF (a CR last in `buf` may still get
 /// its LF).
-fn check_line_ends(buf: &[u8]) -> Result<(), HeadError> {
+pub(crate) fn check_line_ends(buf: &[u8]) -> Result<(), HeadError> {
     // Branch-free over pairs of bytes, so that the compiler vectorizes it: this runs over
     // every head, and clean heads (nearly all of them) are scanned to the end.
     let pairs = buf.iter().zip(buf.iter().skip(1));
@@ -622,7 +622,7 @@ impl<'b> Fields<'b> {
 }
 
 /// The non-empty elements of a comma-separated field value, trimmed.
-fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
@@ -637,7 +637,7 @@ fn valid_host(value: &[u8]) -> bool {
 }
 
 /// `Content-Length = 1*DIGIT`, nothing else (no sign, no list, no space inside).
-fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
+pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return Err(HeadError::BadContentLength);
     }

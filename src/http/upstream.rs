@@ -7,7 +7,7 @@
 //! httparse does the tokenising, as for requests; the framing rules (RFC 9112 section 6.3)
 //! and the list of hop-by-hop fields (RFC 9110 section 7.6.1) are here.
 
-use super::request::Version;
+use super::request::{check_line_ends, list, parse_content_length, HeadError, Version};
 use std::mem::MaybeUninit;
 
 /// Header fields an upstream response may have, at most.
@@ -140,7 +140,7 @@ pub fn parse_response_head<'b>(
             if buf.len() > RESPONSE_HEAD_BYTES_MAX {
                 return Err(UpstreamError::TooLarge);
             }
-            bare_lf(buf)?;
+            line_ends(buf)?;
             return Ok(ParsedResponse::Partial);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(UpstreamError::TooLarge),
@@ -150,7 +150,7 @@ pub fn parse_response_head<'b>(
         return Err(UpstreamError::TooLarge);
     }
     // httparse takes a bare LF as a line end; a proxy must not (the client might not).
-    bare_lf(&buf[..head_len])?;
+    line_ends(&buf[..head_len])?;
     let (Some(minor), Some(status)) = (res.version, res.code) else {
         return Err(UpstreamError::Malformed("incomplete status line"));
     };
@@ -173,7 +173,7 @@ pub fn parse_response_head<'b>(
         }
         let name = f.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n = content_length(f.value)?;
+            let n = parse_content_length(f.value).map_err(|_| UpstreamError::BadContentLength)?;
             if length.is_some_and(|l| l != n) {
                 return Err(UpstreamError::BadContentLength);
             }
@@ -228,35 +228,13 @@ pub fn parse_response_head<'b>(
     }))
 }
 
-/// Refuses a LF not preceded by CR.
-fn bare_lf(buf: &[u8]) -> Result<(), UpstreamError> {
-    let bare = buf
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'));
-    match bare {
-        true => Err(UpstreamError::Malformed("a bare LF")),
-        false => Ok(()),
-    }
-}
-
-fn content_length(value: &[u8]) -> Result<u64, UpstreamError> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return Err(UpstreamError::BadContentLength);
-    }
-    value.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(d - b'0')))
-            .ok_or(UpstreamError::BadContentLength)
+/// The head's line ends, checked as a request's are (every LF after a CR, every CR before
+/// an LF).
+fn line_ends(buf: &[u8]) -> Result<(), UpstreamError> {
+    check_line_ends(buf).map_err(|e| match e {
+        HeadError::Malformed(why) => UpstreamError::Malformed(why),
+        _ => UpstreamError::Malformed("invalid line end"),
     })
-}
-
-/// The non-empty elements of a comma-separated field value, trimmed.
-fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|e| !e.is_empty())
 }
 
 fn httparse_reason(e: httparse::Error) -> &'static str {
