@@ -59,6 +59,25 @@ pub(super) struct Pending {
     upload: Option<Upload>,
 }
 
+impl Pending {
+    /// Task `task` answering the request of `head` (its body, if `upload`, as it arrives).
+    fn of<H: Serve>(
+        task: u32,
+        head: &Head<'_>,
+        upload: Option<Upload>,
+        ctx: &mut Ctx<'_, H>,
+    ) -> Pending {
+        Pending {
+            task,
+            keep_alive: head.keep_alive,
+            version: head.version,
+            head_only: head.head_only,
+            line: access_line(head, ctx),
+            upload,
+        }
+    }
+}
+
 /// What encoding a response needs of its request's head.
 pub(super) struct Meta<'a> {
     pub(super) keep_alive: bool,
@@ -694,14 +713,7 @@ fn answer_async<H: Serve>(
             let res = answered.as_mut().expect("set when done");
             respond_in_place(&Meta::of(head), res, out, last, ctx)
         }
-        Ok(Some(task)) => Some(Next::Await(Pending {
-            task,
-            keep_alive: head.keep_alive,
-            version: head.version,
-            head_only: head.head_only,
-            line: access_line(head, ctx),
-            upload: None,
-        })),
+        Ok(Some(task)) => Some(Next::Await(Pending::of(task, head, None, ctx))),
         Err(Panicked(panic)) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
         Err(_) => Some(handler_failed(&Meta::of(head), out, ctx)),
     }
@@ -749,14 +761,7 @@ fn answer_streaming<H: Serve>(
             meta.keep_alive = false;
             respond(&meta, res, out, false, ctx).unwrap_or(Next::Close { linger: true })
         }
-        Ok(Started::Pending(task)) => Next::Await(Pending {
-            task,
-            keep_alive: head.keep_alive,
-            version: head.version,
-            head_only: head.head_only,
-            line: access_line(head, ctx),
-            upload: Some(upload),
-        }),
+        Ok(Started::Pending(task)) => Next::Await(Pending::of(task, head, Some(upload), ctx)),
         Err(Panicked(panic)) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
         Err(_) => {
             meta.keep_alive = false;
