@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    connect, control, exchange, lenient_cases, read_response, strictness_cases, testbed,
-    wait_until, Server, GET,
+    connect, control, exchange, get_with, lenient_cases, read_response, rss_and_peak_kib,
+    strictness_cases, testbed, wait_until, Server, GET,
 };
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
@@ -62,7 +62,7 @@ fn raise_nofile() -> u64 {
 }
 
 fn get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+    get_with("t", path, &[])
 }
 
 /// Sends `GET path` on a new connection; the response is read later.
@@ -454,19 +454,6 @@ fn a_spawned_task_outlives_its_request_and_reaches_the_master() {
     let (res, _) = exchange(server.addr, &get("/spawn?m=from-a-task"));
     assert_eq!((res.status, res.body.as_slice()), (200, &b"spawned"[..]));
     server.wait_log("testbed: message slot=0 text=from-a-task");
-}
-
-/// A process's resident set and its peak, in KiB (`VmRSS`, `VmHWM`).
-fn rss_and_peak_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {status}"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 const GIB: u64 = 1 << 30;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{connect, exchange, read_response, Server};
+use common::{connect, exchange, get_with, read_response, rss_and_peak_kib, Server};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -133,13 +133,7 @@ fn proxy(mounts: &[String], extra: &[&str]) -> Server {
 }
 
 fn get(target: &str, fields: &[&str]) -> Vec<u8> {
-    let mut raw = format!("GET {target} HTTP/1.1\r\nHost: front.test\r\n");
-    for f in fields {
-        raw.push_str(f);
-        raw.push_str("\r\n");
-    }
-    raw.push_str("\r\n");
-    raw.into_bytes()
+    get_with("front.test", target, fields)
 }
 
 #[test]
@@ -369,19 +363,6 @@ fn a_pooled_connection_the_upstream_closed_is_replaced_without_an_error() {
         assert_eq!((res.status, res.body.as_slice()), (200, &b"fresh"[..]));
     }
     assert_eq!(up.accepted.load(Ordering::SeqCst), 10);
-}
-
-/// A process's resident set and its peak, in KiB (`VmRSS`, `VmHWM`).
-fn rss_and_peak_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {status}"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{connect, exchange, read_response, wait_until, Server};
+use common::{connect, exchange, get_with, read_response, wait_until, Server};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -45,13 +45,7 @@ fn serve(mounts: &[String]) -> Server {
 }
 
 fn get(target: &str, fields: &[&str]) -> Vec<u8> {
-    let mut raw = format!("GET {target} HTTP/1.1\r\nHost: t\r\n");
-    for f in fields {
-        raw.push_str(f);
-        raw.push_str("\r\n");
-    }
-    raw.push_str("\r\n");
-    raw.into_bytes()
+    get_with("t", target, fields)
 }
 
 /// Writes the standard files: `a.txt`, `app.js` with a `.gz` beside it, `docs/index.html`,

@@ -511,3 +511,27 @@ pub fn lenient_cases() -> Vec<(&'static str, Vec<u8>)> {
         ),
     ]
 }
+
+/// `GET target` for `host`, with these field lines, as bytes.
+pub fn get_with(host: &str, target: &str, fields: &[&str]) -> Vec<u8> {
+    let mut raw = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n");
+    for f in fields {
+        raw.push_str(f);
+        raw.push_str("\r\n");
+    }
+    raw.push_str("\r\n");
+    raw.into_bytes()
+}
+
+/// A process's resident set and its peak, in KiB (`VmRSS`, `VmHWM`).
+pub fn rss_and_peak_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
