@@ -478,17 +478,6 @@ fn range(value: &str, len: u64) -> Ranged {
     }
 }
 
-/// `buf` with room for at most `room` more bytes (a vector whose spare capacity is larger
-/// is split: the read is given exactly `room`).
-fn limit(buf: Vec<u8>, room: usize) -> Vec<u8> {
-    if buf.capacity() - buf.len() <= room {
-        return buf;
-    }
-    let mut exact = Vec::with_capacity(buf.len() + room);
-    exact.extend_from_slice(&buf);
-    exact
-}
-
 /// `301` to the same path with a `/` added (the query kept).
 fn redirect_to_slash(req: &OwnedRequest, mut res: Response) -> Response {
     let path = req.original_target().split('?').next().unwrap_or("/");
@@ -636,12 +625,10 @@ async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
                 let mut buf = Vec::with_capacity(chunk);
                 let mut at = start;
                 while at < end {
+                    // No more than `want`: past it is another range's, or nothing.
                     let want = ((end - at) as usize).min(chunk);
                     buf.clear();
-                    buf.reserve_exact(want);
-                    // Read no more than `want`: past it is another range's, or nothing.
-                    let spare = buf.capacity().min(want);
-                    let (read, got) = f.read_at_vec(limit(buf, spare), at).await;
+                    let (read, got) = f.read_at_vec(buf, at, want).await;
                     buf = got;
                     let n = read?;
                     if n == 0 {

@@ -15,6 +15,7 @@
 //! and buffers; here the upstream's bytes go through the worker's ring and its pipes.
 
 use crate::http::chunked::ChunkedDecoder;
+use crate::http::request::list;
 use crate::http::upstream::{
     is_hop_by_hop, parse_response_head, BodyFraming, ParsedResponse, RESPONSE_FIELDS_MAX,
     RESPONSE_HEAD_BYTES_MAX,
@@ -69,8 +70,9 @@ pub struct Proxy {
 struct Inner {
     upstreams: Vec<Upstream>,
     next: Cell<usize>,
-    connect_timeout: Duration,
-    read_timeout: Duration,
+    /// Set before serving (the builder methods), read per request.
+    connect_timeout: Cell<Duration>,
+    read_timeout: Cell<Duration>,
 }
 
 #[derive(Debug)]
@@ -97,42 +99,24 @@ impl Proxy {
             inner: Rc::new(Inner {
                 upstreams,
                 next: Cell::new(0),
-                connect_timeout: CONNECT_TIMEOUT,
-                read_timeout: READ_TIMEOUT,
+                connect_timeout: Cell::new(CONNECT_TIMEOUT),
+                read_timeout: Cell::new(READ_TIMEOUT),
             }),
         })
     }
 
-    /// How long to wait for a connect ([`CONNECT_TIMEOUT`] by default).
+    /// How long to wait for a connect ([`CONNECT_TIMEOUT`] by default); for every clone of
+    /// this proxy.
     pub fn connect_timeout(self, limit: Duration) -> Proxy {
-        self.with(|i| i.connect_timeout = limit)
+        self.inner.connect_timeout.set(limit);
+        self
     }
 
-    /// How long an upstream may stay silent ([`READ_TIMEOUT`] by default).
+    /// How long an upstream may stay silent ([`READ_TIMEOUT`] by default); for every clone
+    /// of this proxy.
     pub fn read_timeout(self, limit: Duration) -> Proxy {
-        self.with(|i| i.read_timeout = limit)
-    }
-
-    fn with(self, f: impl FnOnce(&mut Inner)) -> Proxy {
-        let mut inner = Rc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            upstreams: shared
-                .upstreams
-                .iter()
-                .map(|u| Upstream {
-                    addr: u.addr,
-                    path: u.path.clone(),
-                    idle: RefCell::new(Vec::new()),
-                    down_until: Cell::new(None),
-                })
-                .collect(),
-            next: Cell::new(0),
-            connect_timeout: shared.connect_timeout,
-            read_timeout: shared.read_timeout,
-        });
-        f(&mut inner);
-        Proxy {
-            inner: Rc::new(inner),
-        }
+        self.inner.read_timeout.set(limit);
+        self
     }
 }
 
@@ -231,7 +215,7 @@ fn request_bytes(
     let named: Vec<&[u8]> = req
         .headers()
         .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.split(|&b| b == b',').map(<[u8]>::trim_ascii))
+        .flat_map(|(_, v)| list(v))
         .collect();
     let mut host = None;
     for (name, value) in req.headers() {
@@ -397,7 +381,7 @@ async fn exchange(
     let reused = pooled.is_some();
     let mut stream = match pooled {
         Some(s) => s,
-        None => match TcpStream::connect_timeout(up.addr, inner.connect_timeout).await {
+        None => match TcpStream::connect_timeout(up.addr, inner.connect_timeout.get()).await {
             Ok(s) => {
                 up.down_until.set(None);
                 // Once per connection: a request's head goes out at once.
@@ -410,8 +394,8 @@ async fn exchange(
             }
         },
     };
-    stream.set_read_timeout(Some(inner.read_timeout));
-    stream.set_write_timeout(Some(inner.read_timeout));
+    stream.set_read_timeout(Some(inner.read_timeout.get()));
+    stream.set_write_timeout(Some(inner.read_timeout.get()));
     let length = req
         .header("content-length")
         .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
@@ -430,13 +414,10 @@ async fn exchange(
         send_body(&mut stream, reader, framing == BodyGoes::Chunked).await?;
     }
     let to_head = req.method() == "HEAD";
-    let mut buf: Vec<u8> = Vec::with_capacity(HEAD_READ_BYTES);
+    let mut buf: Vec<u8> = Vec::new();
     loop {
-        if buf.capacity() == buf.len() {
-            buf.reserve(HEAD_READ_BYTES);
-        }
         let had = buf.len();
-        let (read, back) = stream.read_vec(buf).await;
+        let (read, back) = stream.read_vec(buf, HEAD_READ_BYTES).await;
         buf = back;
         let n = match read {
             Ok(0) if had == 0 && reused => return Err(Failed::Stale),
@@ -542,13 +523,10 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
                 // The upstream's bytes go to the client in the vector they were read into.
                 let mut buf = body.write_vec(rest).await?;
                 while left > 0 {
+                    // No more than the body: what follows is not this response's.
                     let want = (left as usize).min(READ_BYTES);
                     buf.clear();
-                    buf.reserve_exact(want);
-                    if buf.capacity() > want {
-                        buf = Vec::with_capacity(want);
-                    }
-                    let (read, back) = stream.read_vec(buf).await;
+                    let (read, back) = stream.read_vec(buf, want).await;
                     let got = read?;
                     if got == 0 {
                         return Err(io::Error::new(
@@ -580,8 +558,7 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
                     if decoder.is_done() {
                         break;
                     }
-                    raw.reserve(READ_BYTES);
-                    let (read, back) = stream.read_vec(raw).await;
+                    let (read, back) = stream.read_vec(raw, READ_BYTES).await;
                     raw = back;
                     if read? == 0 {
                         return Err(io::Error::new(
@@ -601,8 +578,7 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
                 let mut buf = body.write_vec(rest).await?;
                 loop {
                     buf.clear();
-                    buf.reserve(READ_BYTES);
-                    let (read, back) = stream.read_vec(buf).await;
+                    let (read, back) = stream.read_vec(buf, READ_BYTES).await;
                     if read? == 0 {
                         return Ok(());
                     }

@@ -152,12 +152,17 @@ impl File {
         Ok(n)
     }
 
-    /// Reads into the spare capacity of `buf` at `offset` and hands `buf` back grown by
-    /// what was read (not at all at the end of the file), with the count or the error. The
-    /// kernel reads into `buf` itself: no copy, and no allocation when `buf` is reused.
-    /// `buf` must have spare capacity.
-    pub async fn read_at_vec(&self, buf: Vec<u8>, offset: u64) -> (io::Result<usize>, Vec<u8>) {
-        assert!(buf.capacity() > buf.len(), "read_at_vec into a full buffer");
+    /// Reads at most `max` bytes at `offset` into `buf` after what it holds, and hands `buf`
+    /// back grown by what was read (not at all at the end of the file), with the count or
+    /// the error. The kernel reads into `buf` itself: no copy, and no allocation when `buf`
+    /// is reused with room for `max`.
+    pub async fn read_at_vec(
+        &self,
+        buf: Vec<u8>,
+        offset: u64,
+        max: usize,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        let buf = super::room_for(buf, max.min(READ_BYTES_MAX));
         let op = Op::ReadAt {
             fd: self.fd.as_raw_fd(),
             buf,

@@ -189,3 +189,34 @@ pub const SPAWNED_MAX: usize = 1024;
 /// The most ring operations a worker's futures may have at once (a sleep, a read...): past it
 /// a future waits for one to end.
 pub const OPS_MAX: usize = 4096;
+
+/// `buf` with spare capacity for exactly `max` bytes, so that a read into it takes no more
+/// (a larger spare is given up; what `buf` holds is kept).
+pub(crate) fn room_for(mut buf: Vec<u8>, max: usize) -> Vec<u8> {
+    assert!(max > 0, "a read of nothing");
+    let spare = buf.capacity() - buf.len();
+    if spare > max {
+        let mut exact = Vec::with_capacity(buf.len() + max);
+        exact.extend_from_slice(&buf);
+        return exact;
+    }
+    buf.reserve_exact(max);
+    buf
+}
+
+#[cfg(test)]
+mod room_tests {
+    use super::room_for;
+
+    #[test]
+    fn room_for_gives_exactly_the_room_asked_and_keeps_what_is_held() {
+        for (held, cap, max) in [(0, 0, 10), (3, 5, 10), (3, 100, 10), (0, 10, 10)] {
+            let mut buf = Vec::with_capacity(cap);
+            buf.extend(std::iter::repeat_n(7u8, held));
+            let buf = room_for(buf, max);
+            assert_eq!(buf.len(), held);
+            assert!(buf.iter().all(|&b| b == 7));
+            assert_eq!(buf.capacity() - buf.len(), max, "held {held}, capacity {cap}");
+        }
+    }
+}

@@ -180,13 +180,14 @@ impl TcpStream {
         .await
     }
 
-    /// Reads into the spare capacity of `buf` (which must have some), handing `buf` back
-    /// grown by what was read (`Ok(0)`: the end of the stream), waiting for at least one
-    /// byte. The kernel reads into `buf` itself: no copy, no zeroing. After a timeout the
-    /// buffer stays with the ring until the kernel lets go of it, and an empty one comes
+    /// Reads what is there, at most `max` bytes (and [`IO_BYTES_MAX`]), into `buf` after
+    /// what it holds, waiting for at least one byte, and hands `buf` back grown by what was
+    /// read (`Ok(0)`: the end of the stream). The kernel reads into `buf` itself: no copy,
+    /// no zeroing, no allocation when `buf` is reused with room for `max`. After a timeout
+    /// the buffer stays with the ring until the kernel lets go of it, and an empty one comes
     /// back.
-    pub async fn read_vec(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        assert!(buf.capacity() > buf.len(), "read_vec into a full buffer");
+    pub async fn read_vec(&mut self, buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
+        let buf = super::room_for(buf, max.min(IO_BYTES_MAX));
         let fd = self.fd.as_raw_fd();
         let mut back = None;
         let read = within(self.read_timeout, "read", async {
