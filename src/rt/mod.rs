@@ -216,7 +216,11 @@ mod room_tests {
             let buf = room_for(buf, max);
             assert_eq!(buf.len(), held);
             assert!(buf.iter().all(|&b| b == 7));
-            assert_eq!(buf.capacity() - buf.len(), max, "held {held}, capacity {cap}");
+            assert_eq!(
+                buf.capacity() - buf.len(),
+                max,
+                "held {held}, capacity {cap}"
+            );
         }
     }
 }

@@ -112,30 +112,22 @@ impl<H: Serve> Worker<'_, H> {
             };
             match key {
                 TaskKey::Request(task) => {
-                    let owner = self.ctx.tasks.owner(task);
-                    let answer = match self.ctx.tasks.poll(task) {
-                        Ok(None) => continue,
-                        Ok(Some(response)) => Ok(response),
-                        Err(panic) if self.ctx.exit_on_panic => std::panic::resume_unwind(panic.0),
-                        Err(panic) => Err(panic),
-                    };
-                    if let Some(conn) = self.conns.get_mut(owner as usize) {
-                        conn.on_answer(answer, &mut self.ctx);
-                        self.touch(owner);
+                    let exit = self.ctx.exit_on_panic;
+                    if let Some((owner, answer)) = finished(&mut self.ctx.tasks, task, exit) {
+                        if let Some(conn) = self.conns.get_mut(owner as usize) {
+                            conn.on_answer(answer, &mut self.ctx);
+                            self.touch(owner);
+                        }
                     }
                 }
                 TaskKey::Spawned(task) => rt::run_spawned(task),
                 TaskKey::Producer(task) => {
-                    let owner = self.ctx.producers.owner(task);
-                    let result = match self.ctx.producers.poll(task) {
-                        Ok(None) => continue,
-                        Ok(Some(result)) => Ok(result),
-                        Err(panic) if self.ctx.exit_on_panic => std::panic::resume_unwind(panic.0),
-                        Err(panic) => Err(panic),
-                    };
-                    if let Some(conn) = self.conns.get_mut(owner as usize) {
-                        conn.on_produced(result, &mut self.ctx);
-                        self.touch(owner);
+                    let exit = self.ctx.exit_on_panic;
+                    if let Some((owner, result)) = finished(&mut self.ctx.producers, task, exit) {
+                        if let Some(conn) = self.conns.get_mut(owner as usize) {
+                            conn.on_produced(result, &mut self.ctx);
+                            self.touch(owner);
+                        }
                     }
                 }
                 TaskKey::Conn(slot) => {
@@ -223,5 +215,21 @@ impl<H: Serve> Worker<'_, H> {
             }
             Ok(())
         })
+    }
+}
+
+/// Polls `task`: when it finished (or panicked), the connection it answers and its outcome;
+/// `None` while it waits. A panic ends the worker with `exit_on_panic`.
+fn finished<F: std::future::Future>(
+    tasks: &mut rt::Tasks<F>,
+    task: u32,
+    exit_on_panic: bool,
+) -> Option<(u32, Result<F::Output, rt::Panicked>)> {
+    let owner = tasks.owner(task);
+    match tasks.poll(task) {
+        Ok(None) => None,
+        Ok(Some(out)) => Some((owner, Ok(out))),
+        Err(panic) if exit_on_panic => std::panic::resume_unwind(panic.0),
+        Err(panic) => Some((owner, Err(panic))),
     }
 }
