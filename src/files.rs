@@ -115,9 +115,11 @@ fn decode(segment: &str) -> Result<String, PathError> {
     String::from_utf8(out).map_err(|_| PathError::NotUtf8)
 }
 
-/// Files at most this large are kept in memory by the per-worker cache; larger ones keep an
-/// open descriptor and are read at offsets through the ring as they are sent.
-pub const CACHED_FILE_BYTES_MAX: u64 = 64 * 1024;
+/// Files at most this large are kept in memory by the per-worker cache and sent from there
+/// (one send); larger ones keep an open descriptor and are sent by `splice` through the
+/// ring (see [`BodyWriter::send_file`](crate::BodyWriter::send_file)). The two ways cost
+/// the same near 16 KiB (see [`crate::rt::SPLICE_BYTES_MIN`]).
+pub const CACHED_FILE_BYTES_MAX: u64 = 16 * 1024;
 /// Entries in each worker's cache of descriptors, metadata and small files (missing files
 /// included); past it the entry checked longest ago is dropped.
 pub const CACHE_ENTRIES_MAX: usize = 1024;
@@ -126,8 +128,6 @@ pub const CACHE_BYTES_MAX: usize = 32 << 20;
 /// How long a cached entry is served before its file is checked again (`statx` through the
 /// ring): a file changed on disk is served changed within this time.
 pub const CACHE_VALID: Duration = Duration::from_secs(1);
-/// The buffer a large file is read into, a piece at a time, as it is sent.
-const READ_CHUNK_BYTES: usize = 256 * 1024;
 
 /// `EACCES`: a file this process may not read (`403`). Every other error opening a path,
 /// `EXDEV` and `ELOOP` from `RESOLVE_BENEATH` for a way out of the root included, is `404`.
@@ -152,8 +152,9 @@ const EACCES: i32 = 13;
 /// - Files are opened, stat'ed and read through the worker's ring. Each worker keeps a cache
 ///   of [`CACHE_ENTRIES_MAX`] entries (descriptors, metadata, files up to
 ///   [`CACHED_FILE_BYTES_MAX`] in memory, [`CACHE_BYTES_MAX`] in all), each checked again
-///   after [`CACHE_VALID`]. A read that fails part-way closes the connection (the length
-///   was already sent).
+///   after [`CACHE_VALID`]. Larger files go from the page cache to the socket by
+///   `splice`, with no copy through user space. A read that fails part-way closes the
+///   connection (the length was already sent).
 /// - Each worker opens the root once, on its first request: a root that is a symbolic link
 ///   switched to another directory (`current -> releases/N`) is served anew by the workers
 ///   of the next `ringmaster reload`.
@@ -619,28 +620,7 @@ async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
         }
         Body::Open(f) => {
             res.stream(Some(end - start), move |mut body| async move {
-                // Each piece is read by the kernel into a vector that the connection then
-                // sends as it is: no copy in user space.
-                let chunk = READ_CHUNK_BYTES.min((end - start) as usize);
-                let mut buf = Vec::with_capacity(chunk);
-                let mut at = start;
-                while at < end {
-                    // No more than `want`: past it is another range's, or nothing.
-                    let want = ((end - at) as usize).min(chunk);
-                    buf.clear();
-                    let (read, got) = f.read_at_vec(buf, at, want).await;
-                    buf = got;
-                    let n = read?;
-                    if n == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the file ended before its length",
-                        ));
-                    }
-                    at += n as u64;
-                    buf = body.write_vec(buf).await?;
-                }
-                Ok(())
+                body.send_file(&f, start, end - start).await
             });
         }
     }

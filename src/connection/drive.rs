@@ -113,6 +113,37 @@ impl Ringless {
                         conn.on_recv_end(RecvEnd::Cancelled, ctx);
                     }
                 }
+                Act::Splice {
+                    file,
+                    offset,
+                    pipe_write,
+                    pipe_read,
+                    fill,
+                    drain,
+                } => {
+                    let fill_id = (fill > 0).then(|| self.id());
+                    let drain_id = self.id();
+                    conn.splice_started(fill_id, drain_id, ctx.now);
+                    let mut drain = drain as usize;
+                    if fill > 0 {
+                        let moved = splice_in(file, offset, pipe_write, fill as usize);
+                        conn.on_fill(moved, ctx);
+                        if moved != fill as i32 {
+                            // The link fails the drain of a short fill.
+                            conn.on_drain(-libc::ECANCELED, ctx);
+                            continue;
+                        }
+                        drain = moved as usize;
+                    }
+                    let mut buf = vec![0u8; drain];
+                    // SAFETY: `buf` has `drain` bytes of room; `pipe_read` is the range's
+                    // pipe, open while the connection holds the range.
+                    let n = unsafe { libc::read(pipe_read, buf.as_mut_ptr().cast(), drain) };
+                    if n > 0 {
+                        sent(&buf[..n as usize]);
+                    }
+                    conn.on_drain(if n < 0 { -libc::EIO } else { n as i32 }, ctx);
+                }
                 Act::ShutWrite => conn.on_shut(),
                 Act::Reset => {}
                 Act::Close => conn.on_closed(),
@@ -204,5 +235,19 @@ pub fn feed(chunks: &[&[u8]]) -> Outcome {
         sent,
         closing: !conn.is_open(),
         requests: ctx.counters.requests,
+    }
+}
+
+/// `splice(2)` of `len` bytes of `file` at `offset` into a pipe: what the ring's fill does.
+fn splice_in(file: std::os::fd::RawFd, offset: u64, pipe: std::os::fd::RawFd, len: usize) -> i32 {
+    let mut off = offset as libc::loff_t;
+    // SAFETY: plain descriptors the connection's range keeps open; `off` outlives the call.
+    let n = unsafe {
+        libc::splice(file, &mut off, pipe, std::ptr::null_mut(), len, libc::SPLICE_F_NONBLOCK)
+    };
+    if n < 0 {
+        -std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    } else {
+        n as i32
     }
 }

@@ -30,7 +30,8 @@ pub(crate) use send_rate::SendWatch;
 use crate::config::Timeouts;
 use crate::pool::BufPool;
 use crate::Serve;
-use output::Output;
+use crate::rt::splice::FileRange;
+use output::{Output, Piece};
 use process::{ChunkedBody, Pending};
 use ringmaster_uring::{Desc, OpId};
 use std::net::IpAddr;
@@ -120,6 +121,34 @@ enum Sending {
     },
     /// Being cancelled by a teardown; its completion is still to come.
     Cancelling,
+    /// A file range going out by splice, a pipe's worth at a time.
+    Splicing(Box<Splicing>),
+}
+
+/// A file range being spliced: file → pipe (the fill) linked to pipe → socket (the drain),
+/// or a drain alone of what a short one left in the pipe. See [`crate::rt::splice`].
+#[derive(Debug, PartialEq, Eq)]
+struct Splicing {
+    range: FileRange,
+    /// The fill in flight.
+    fill: Option<OpId>,
+    /// The drain in flight.
+    drain: Option<OpId>,
+    /// When it last made progress (the send timer).
+    since: Instant,
+    /// A fill or drain failed (the file ended early, the client went away): it ends once
+    /// nothing is in flight, and the connection closes.
+    broken: bool,
+    /// Cancels were pushed for what is in flight (a teardown); pushed again each tick
+    /// while anything is still in flight, since a drain the kernel had not started when
+    /// its fill's cancel came may start after it.
+    cancelled: bool,
+}
+
+impl Splicing {
+    fn in_flight(&self) -> bool {
+        self.fill.is_some() || self.drain.is_some()
+    }
 }
 
 /// How receives are armed.
@@ -195,6 +224,18 @@ pub(crate) enum RecvEnd {
 pub(crate) enum Act {
     /// Send `buf[offset..]`; report the operation with [`Conn::send_started`].
     Send { buf: Vec<u8>, offset: usize },
+    /// Splice `fill` bytes of file `file` at `offset` into the pipe `pipe_write`, linked to a
+    /// splice of `drain` bytes from `pipe_read` into the socket; with `fill` zero, the drain
+    /// alone. Report the operations with [`Conn::splice_started`] and the completions with
+    /// [`Conn::on_fill`] and [`Conn::on_drain`].
+    Splice {
+        file: std::os::fd::RawFd,
+        offset: u64,
+        pipe_write: std::os::fd::RawFd,
+        pipe_read: std::os::fd::RawFd,
+        fill: u32,
+        drain: u32,
+    },
     /// Arm a receive; report it with [`Conn::recv_started`].
     Recv { multishot: bool },
     /// Cancel this operation of the connection's.
@@ -328,7 +369,7 @@ impl Conn {
         let offset = match self.send {
             Sending::InFlight { offset, .. } => Some(offset),
             Sending::Cancelling => None,
-            Sending::Idle | Sending::Rest { .. } => {
+            Sending::Idle | Sending::Rest { .. } | Sending::Splicing(_) => {
                 unreachable!("a send completed with none in flight: {:?}", self.send)
             }
         };
@@ -358,6 +399,93 @@ impl Conn {
         }
     }
 
+    /// The fill of the splice in flight (file → pipe) completed with `result` (bytes, or a
+    /// negated errno).
+    pub(crate) fn on_fill<H: Serve>(&mut self, result: i32, ctx: &mut Ctx<'_, H>) {
+        let Sending::Splicing(s) = &mut self.send else {
+            unreachable!("a fill completed with no splice: {:?}", self.send)
+        };
+        s.fill = None;
+        match u32::try_from(result) {
+            Ok(n) if n > 0 => {
+                s.range.pipe.held += n;
+                s.range.offset += u64::from(n);
+                s.range.left -= u64::from(n).min(s.range.left);
+            }
+            // The file ended before the promised length, or could not be read.
+            _ => {
+                if result != -libc::ECANCELED {
+                    crate::log::log_limited!(
+                        "a file being sent ended early or failed ({}); its connection closes",
+                        if result == 0 { "end of file".to_string() } else {
+                            std::io::Error::from_raw_os_error(-result).to_string()
+                        }
+                    );
+                }
+                s.broken = true;
+            }
+        }
+        self.after_splice(ctx);
+    }
+
+    /// The drain of the splice in flight (pipe → socket) completed with `result`. A drain
+    /// cancelled because its fill came up short (the link) is no failure: what the fill
+    /// moved is drained next.
+    pub(crate) fn on_drain<H: Serve>(&mut self, result: i32, ctx: &mut Ctx<'_, H>) {
+        let Sending::Splicing(s) = &mut self.send else {
+            unreachable!("a drain completed with no splice: {:?}", self.send)
+        };
+        s.drain = None;
+        match u32::try_from(result) {
+            Ok(n) if n > 0 => {
+                s.range.pipe.held -= n.min(s.range.pipe.held);
+                s.since = ctx.now;
+                self.sent += u64::from(n);
+                ctx.counters.bytes_out += u64::from(n);
+            }
+            _ if result == -libc::ECANCELED && !s.cancelled => {}
+            // The client is gone (or the drain was cancelled by a teardown).
+            _ => s.broken = true,
+        }
+        self.after_splice(ctx);
+    }
+
+    /// After a splice's operation ended: once none is in flight, the range goes on (the
+    /// next act), is done (the output goes on), or ends the connection (it broke).
+    fn after_splice<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) {
+        let Sending::Splicing(s) = &self.send else {
+            return;
+        };
+        if s.in_flight() {
+            return;
+        }
+        if s.broken || s.cancelled {
+            // Dropping the range closes a pipe with bytes left in it.
+            self.send = Sending::Idle;
+            self.discard(&mut ctx.pool);
+            if matches!(self.phase, Phase::Open | Phase::Finishing(_)) {
+                self.phase = Phase::Finishing(AfterOutput::Close);
+            }
+            return;
+        }
+        if s.range.unsent() == 0 {
+            self.send = Sending::Idle;
+            self.resume(ctx);
+        }
+    }
+
+    /// The splice of the last [`Act::Splice`] is the ring's operations `fill` (if any) and
+    /// `drain`, started at `now`.
+    pub(crate) fn splice_started(&mut self, fill: Option<OpId>, drain: OpId, now: Instant) {
+        let Sending::Splicing(s) = &mut self.send else {
+            unreachable!("a splice started with none due: {:?}", self.send)
+        };
+        debug_assert!(!s.in_flight());
+        s.fill = fill;
+        s.drain = Some(drain);
+        s.since = now;
+    }
+
     /// The shutdown of the write side completed.
     pub(crate) fn on_shut(&mut self) {
         if let Phase::Lingering { until, .. } = self.phase {
@@ -380,6 +508,13 @@ impl Conn {
     /// worker acts on the connection.
     pub(crate) fn on_tick<H: Serve>(&mut self, ctx: &mut Ctx<'_, H>) -> bool {
         let now = ctx.now;
+        if let (Phase::Closing(_), Sending::Splicing(s)) = (self.phase, &mut self.send) {
+            if s.cancelled && s.in_flight() {
+                // Cancel again what is still in flight (see `Splicing::cancelled`).
+                s.cancelled = false;
+                return true;
+            }
+        }
         let expired = match self.expired(now, &ctx.timeouts) {
             Some(Expiry::RequestTimeout) => {
                 self.time_out(ctx);
@@ -429,7 +564,7 @@ impl Conn {
         if let Phase::Closing(step) = self.phase {
             return self.teardown_act(step, &mut ctx.pool);
         }
-        if let Some(send) = self.send_act() {
+        if let Some(send) = self.send_act(ctx.now) {
             return Some(send);
         }
         if let Some(sample) = self.sample_act() {
@@ -493,14 +628,53 @@ impl Conn {
         self.recv = Recv::Armed(op);
     }
 
-    /// The output's next buffer, or the rest of a short send, when no send is in flight.
-    fn send_act(&mut self) -> Option<Act> {
+    /// The output's next buffer, the rest of a short send, or the next step of a splice,
+    /// when nothing is in flight.
+    fn send_act(&mut self, now: Instant) -> Option<Act> {
         match std::mem::replace(&mut self.send, Sending::Idle) {
             Sending::Rest { buf, offset } => Some(Act::Send { buf, offset }),
-            Sending::Idle => self
-                .output
-                .take_next()
-                .map(|buf| Act::Send { buf, offset: 0 }),
+            Sending::Idle => match self.output.take_next()? {
+                Piece::Bytes(buf) => Some(Act::Send { buf, offset: 0 }),
+                Piece::File(range) => {
+                    self.send = Sending::Splicing(Box::new(Splicing {
+                        range,
+                        fill: None,
+                        drain: None,
+                        since: now,
+                        broken: false,
+                        cancelled: false,
+                    }));
+                    self.send_act(now)
+                }
+            },
+            Sending::Splicing(s) if !s.in_flight() && !s.broken && s.range.unsent() > 0 => {
+                let pipe = &s.range.pipe;
+                let act = if pipe.held > 0 {
+                    // What a short drain (or a short fill) left in the pipe goes first.
+                    Act::Splice {
+                        file: std::os::fd::AsRawFd::as_raw_fd(&*s.range.file),
+                        offset: s.range.offset,
+                        pipe_write: pipe.write_fd(),
+                        pipe_read: pipe.read_fd(),
+                        fill: 0,
+                        drain: pipe.held,
+                    }
+                } else {
+                    let n = u32::try_from(s.range.left)
+                        .unwrap_or(u32::MAX)
+                        .min(pipe.capacity());
+                    Act::Splice {
+                        file: std::os::fd::AsRawFd::as_raw_fd(&*s.range.file),
+                        offset: s.range.offset,
+                        pipe_write: pipe.write_fd(),
+                        pipe_read: pipe.read_fd(),
+                        fill: n,
+                        drain: n,
+                    }
+                };
+                self.send = Sending::Splicing(s);
+                Some(act)
+            }
             busy => {
                 self.send = busy;
                 None
@@ -521,6 +695,19 @@ impl Conn {
                 return Some(Act::Cancel(op));
             }
             Sending::Rest { buf, .. } => pool.put(buf),
+            Sending::Splicing(mut s) if s.in_flight() => {
+                // The fill first: the link fails a drain not yet started. A drain the
+                // kernel had started is cancelled on the next tick (see `cancelled`).
+                let act = match (s.cancelled, s.fill.or(s.drain)) {
+                    (false, Some(op)) => Some(Act::Cancel(op)),
+                    _ => None,
+                };
+                s.cancelled = true;
+                self.send = Sending::Splicing(s);
+                return act;
+            }
+            // Nothing in flight: dropping the range closes a pipe with bytes left in it.
+            Sending::Splicing(_) => {}
             other => self.send = other,
         }
         self.send_watch.cancel_due();
@@ -577,7 +764,7 @@ impl Conn {
     fn is_finished(&self) -> bool {
         self.phase == Phase::Closing(Teardown::Closed)
             && matches!(self.recv, Recv::Idle | Recv::Ended)
-            && self.send == Sending::Idle
+            && matches!(self.send, Sending::Idle)
             && !self.sampling()
     }
 
@@ -599,6 +786,10 @@ impl Conn {
             (Phase::Closing(_), _) => None,
             (Phase::Lingering { until, .. }, _) => (now >= *until).then_some(Expiry::Close),
             (_, Sending::InFlight { since, .. }) => over(*since, t.send).then_some(Expiry::Abort),
+            (_, Sending::Splicing(s)) if s.in_flight() => {
+                over(s.since, t.send).then_some(Expiry::Abort)
+            }
+            (_, Sending::Splicing(_)) => None,
             (_, Sending::Rest { .. } | Sending::Cancelling) => None,
             // Nothing left to send and nothing more to read: it should have closed already.
             (Phase::Finishing(_), Sending::Idle) => self.output.is_empty().then_some(Expiry::Close),
@@ -665,7 +856,7 @@ impl Conn {
 
     /// Whether everything answered has been sent and nothing is buffered.
     fn is_idle(&self) -> bool {
-        self.send == Sending::Idle
+        matches!(self.send, Sending::Idle)
             && self.output.is_empty()
             && self.input.is_empty()
             && self.chunked.is_none()

@@ -8,7 +8,24 @@
 //! is sent rather than kept by the worker's reusable `Response`.
 
 use crate::pool::{BufPool, RETAIN_BYTES_MAX};
+use crate::rt::splice::FileRange;
 use std::collections::VecDeque;
+
+/// One piece of output: bytes to send, or a file range to splice.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    Bytes(Vec<u8>),
+    File(FileRange),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::File(f) => usize::try_from(f.unsent()).unwrap_or(usize::MAX),
+        }
+    }
+}
 
 /// The largest body copied into the output buffer; larger ones are sent from where they
 /// are. Copying a body this size costs less than what moving it costs (a fresh buffer for
@@ -23,8 +40,9 @@ pub(crate) struct Output {
     /// connection stops answering once its output reaches the output bound, so this holds
     /// at most two entries per body over [`BODY_COPY_BYTES_MAX`] that fit under that bound,
     /// plus one response beyond it.
-    sealed: VecDeque<Vec<u8>>,
-    /// Bytes in `sealed`.
+    sealed: VecDeque<Piece>,
+    /// Bytes in `sealed` (a file range's count as its length: they are output all the
+    /// same, and the output bound then holds back what follows).
     sealed_bytes: usize,
     /// Where responses are encoded. Holds no buffer when empty and unused.
     tail: Vec<u8>,
@@ -52,29 +70,40 @@ impl Output {
     pub(crate) fn push_body(&mut self, body: Vec<u8>, pool: &mut BufPool) {
         if !self.tail.is_empty() {
             let tail = std::mem::replace(&mut self.tail, pool.take());
-            self.seal(tail);
+            self.seal(Piece::Bytes(tail));
         }
-        self.seal(body);
+        self.seal(Piece::Bytes(body));
     }
 
-    fn seal(&mut self, buf: Vec<u8>) {
-        self.sealed_bytes += buf.len();
-        self.sealed.push_back(buf);
+    /// Queues a file range after everything encoded so far.
+    pub(crate) fn push_file(&mut self, range: FileRange, pool: &mut BufPool) {
+        if !self.tail.is_empty() {
+            let tail = std::mem::replace(&mut self.tail, pool.take());
+            self.seal(Piece::Bytes(tail));
+        }
+        self.seal(Piece::File(range));
     }
 
-    /// The next buffer to send, in order, if any.
-    pub(crate) fn take_next(&mut self) -> Option<Vec<u8>> {
-        if let Some(buf) = self.sealed.pop_front() {
-            self.sealed_bytes -= buf.len();
-            return Some(buf);
+    fn seal(&mut self, piece: Piece) {
+        self.sealed_bytes += piece.len();
+        self.sealed.push_back(piece);
+    }
+
+    /// The next piece to send, in order, if any.
+    pub(crate) fn take_next(&mut self) -> Option<Piece> {
+        if let Some(piece) = self.sealed.pop_front() {
+            self.sealed_bytes -= piece.len();
+            return Some(piece);
         }
-        (!self.tail.is_empty()).then(|| std::mem::take(&mut self.tail))
+        (!self.tail.is_empty()).then(|| Piece::Bytes(std::mem::take(&mut self.tail)))
     }
 
     /// Drops every unsent byte, the buffers going back to `pool`.
     pub(crate) fn clear(&mut self, pool: &mut BufPool) {
-        for buf in self.sealed.drain(..) {
-            pool.put(buf);
+        for piece in self.sealed.drain(..) {
+            if let Piece::Bytes(buf) = piece {
+                pool.put(buf);
+            }
         }
         self.sealed_bytes = 0;
         self.tail.clear();
@@ -83,7 +112,11 @@ impl Output {
     /// Bytes of buffer held, used or not.
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.tail.capacity() + self.sealed.iter().map(Vec::capacity).sum::<usize>()
+        let sealed = self.sealed.iter().map(|p| match p {
+            Piece::Bytes(b) => b.capacity(),
+            Piece::File(_) => 0,
+        });
+        self.tail.capacity() + sealed.sum::<usize>()
     }
 
     /// Gives an empty tail's buffer back to `pool`: an idle connection holds none.
@@ -108,11 +141,15 @@ mod tests {
         out.push_body(body, &mut pool);
         out.tail(&mut pool).extend_from_slice(b"head2");
         assert_eq!(out.len(), 5 + BODY_COPY_BYTES_MAX + 1 + 5);
-        assert_eq!(out.take_next().unwrap(), b"head1");
-        let body = out.take_next().unwrap();
+        let bytes = |p: Option<Piece>| match p {
+            Some(Piece::Bytes(b)) => b,
+            other => panic!("bytes expected, got {other:?}"),
+        };
+        assert_eq!(bytes(out.take_next()), b"head1");
+        let body = bytes(out.take_next());
         assert_eq!(body.as_ptr(), at, "the handler's own buffer, not a copy");
-        assert_eq!(out.take_next().unwrap(), b"head2");
-        assert_eq!(out.take_next(), None);
+        assert_eq!(bytes(out.take_next()), b"head2");
+        assert!(out.take_next().is_none());
         assert!(out.is_empty());
     }
 
@@ -124,7 +161,7 @@ mod tests {
         out.push_body(vec![b'b'; 10], &mut pool);
         out.clear(&mut pool);
         assert!(out.is_empty());
-        assert_eq!(out.take_next(), None);
+        assert!(out.take_next().is_none());
         out.release(&mut pool);
         assert_eq!(out.tail.capacity(), 0);
     }

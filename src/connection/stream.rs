@@ -176,16 +176,30 @@ impl Conn {
         };
         let pipe = stream.pipe.clone();
         let mut pipe = pipe.borrow_mut();
-        if self.output.len() < ctx.output_bytes_max && pipe.len() > 0 {
-            let data = pipe.take_all(ctx.pool.take());
-            if stream.framing == StreamFraming::Chunked {
-                let tail = self.output.tail(&mut ctx.pool);
-                write_hex(tail, data.len());
-                tail.extend_from_slice(b"\r\n");
+        if self.output.len() < ctx.output_bytes_max && (pipe.len() > 0 || pipe.has_file()) {
+            let chunked = stream.framing == StreamFraming::Chunked;
+            if pipe.len() > 0 {
+                let data = pipe.take_all(ctx.pool.take());
+                if chunked {
+                    write_hex(self.output.tail(&mut ctx.pool), data.len());
+                    self.output.tail(&mut ctx.pool).extend_from_slice(b"\r\n");
+                }
                 self.output.push_body(data, &mut ctx.pool);
-                self.output.tail(&mut ctx.pool).extend_from_slice(b"\r\n");
-            } else {
-                self.output.push_body(data, &mut ctx.pool);
+                if chunked {
+                    self.output.tail(&mut ctx.pool).extend_from_slice(b"\r\n");
+                }
+            }
+            // A file range goes after the bytes written before it.
+            if let Some(range) = pipe.take_file() {
+                let len = usize::try_from(range.unsent()).unwrap_or(usize::MAX);
+                if chunked {
+                    write_hex(self.output.tail(&mut ctx.pool), len);
+                    self.output.tail(&mut ctx.pool).extend_from_slice(b"\r\n");
+                }
+                self.output.push_file(range, &mut ctx.pool);
+                if chunked {
+                    self.output.tail(&mut ctx.pool).extend_from_slice(b"\r\n");
+                }
             }
             self.wait = Wait::Stream { since: ctx.now };
         }

@@ -6,6 +6,7 @@
 //! No I/O and no runtime here: the pipe holds bytes and wakers. The side that is a
 //! connection is woken through a waker the worker maps to that connection.
 
+use crate::rt::splice::FileRange;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
@@ -28,6 +29,9 @@ pub(crate) struct Pipe {
     length: Option<u64>,
     /// Bytes written so far.
     written: u64,
+    /// A file range queued after the bytes, sent by splice (see [`crate::rt::splice`]):
+    /// no write goes in behind it until the connection takes it, so order holds.
+    file: Option<FileRange>,
     /// Who waits for bytes, and who waits for room.
     reader: Option<Waker>,
     writer: Option<Waker>,
@@ -47,6 +51,7 @@ impl Pipe {
             failed: None,
             length,
             written: 0,
+            file: None,
             reader: None,
             writer: None,
         }))
@@ -117,6 +122,11 @@ impl Pipe {
         self.failed.is_some()
     }
 
+    /// How either end failed, if it did.
+    pub(crate) fn failed_with(&self) -> Option<io::ErrorKind> {
+        self.failed
+    }
+
     /// The declared length, if any.
     pub(crate) fn length(&self) -> Option<u64> {
         self.length
@@ -132,7 +142,31 @@ impl Pipe {
 
     /// Whether the producer is done and every byte was taken.
     pub(crate) fn is_drained(&self) -> bool {
-        self.finished && self.len() == 0
+        self.finished && self.len() == 0 && self.file.is_none()
+    }
+
+    /// Whether a file range waits to be taken.
+    pub(crate) fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Queues a file range (when nothing else is queued); the reader is woken.
+    pub(crate) fn push_file(&mut self, range: FileRange) {
+        debug_assert!(self.len() == 0 && self.file.is_none());
+        self.written += range.unsent();
+        self.file = Some(range);
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// Takes the queued file range, if any (after the bytes before it); the writer is woken.
+    pub(crate) fn take_file(&mut self) -> Option<FileRange> {
+        let range = self.file.take()?;
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+        Some(range)
     }
 
     /// Ends the pipe with `why`: both ends are woken and see it.
@@ -176,7 +210,7 @@ impl Pipe {
 /// any size is never held whole.
 #[derive(Debug)]
 pub struct BodyWriter {
-    pipe: Shared,
+    pub(crate) pipe: Shared,
 }
 
 impl BodyWriter {
@@ -230,8 +264,9 @@ impl BodyWriter {
                 )));
             }
         }
-        // Whole writes only, so a write that waited is never half done when dropped.
-        if pipe.len() > 0 && len > pipe.room() {
+        // Whole writes only, so a write that waited is never half done when dropped; and
+        // none behind a file range, which goes out after the bytes queued now.
+        if pipe.file.is_some() || (pipe.len() > 0 && len > pipe.room()) {
             pipe.wake_writer_with(cx.waker());
             return Poll::Pending;
         }

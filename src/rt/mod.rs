@@ -28,6 +28,7 @@ pub mod fs;
 mod net;
 mod op;
 mod ops;
+pub(crate) mod splice;
 mod time;
 
 pub use blocking::{blocking, Blocking, BLOCKING_QUEUE_MAX, BLOCKING_THREADS_MAX};
@@ -35,6 +36,7 @@ use exec::poll_spawned;
 pub(crate) use exec::{any_ready, install as install_executor, next_ready, take_foreign};
 pub(crate) use exec::{schedule, waker, Capacity, Panicked, Spawned, Started, TaskKey, Tasks};
 pub use net::{TcpStream, IO_BYTES_MAX};
+pub use splice::{SPLICE_BYTES_MIN, SPLICE_PIPES_MAX};
 pub(crate) use ops::{OpTable, Outcome, Ticket};
 pub(crate) use time::Timers;
 pub use time::{sleep, timeout, Elapsed, Sleep, Timeout, TIMERS_MAX};

@@ -60,6 +60,16 @@ impl<H: Serve> Worker<'_, H> {
         self.touch(slot);
     }
 
+    pub(super) fn on_fill(&mut self, slot: u32, c: &Completion<Event>) {
+        self.conns[slot as usize].on_fill(c.result, &mut self.ctx);
+        self.touch(slot);
+    }
+
+    pub(super) fn on_drain(&mut self, slot: u32, c: &Completion<Event>) {
+        self.conns[slot as usize].on_drain(c.result, &mut self.ctx);
+        self.touch(slot);
+    }
+
     pub(super) fn on_closed(&mut self, slot: u32) {
         self.conns[slot as usize].on_closed();
         self.touch(slot);
@@ -116,6 +126,40 @@ impl<H: Serve> Worker<'_, H> {
                         .ring
                         .push(Op::Send { fd, buf, offset }, Event::Send(slot))?;
                     self.conns[slot as usize].send_started(op, offset, now);
+                }
+                Act::Splice {
+                    file,
+                    offset,
+                    pipe_write,
+                    pipe_read,
+                    fill,
+                    drain,
+                } => {
+                    let drain_op = Op::Splice {
+                        fd_in: pipe_read,
+                        off_in: -1,
+                        fd_out: fd,
+                        len: drain,
+                        flags: 0,
+                    };
+                    let (fill_id, drain_id) = if fill > 0 {
+                        let fill_op = Op::Splice {
+                            fd_in: file,
+                            off_in: i64::try_from(offset).unwrap_or(i64::MAX),
+                            fd_out: Desc::Plain(pipe_write),
+                            len: fill,
+                            // The pipe is empty; should it not be, fail rather than wait.
+                            flags: libc::SPLICE_F_NONBLOCK,
+                        };
+                        let (a, b) = self.ring.push_linked(
+                            (fill_op, Event::Fill(slot)),
+                            (drain_op, Event::Drain(slot)),
+                        )?;
+                        (Some(a), b)
+                    } else {
+                        (None, self.ring.push(drain_op, Event::Drain(slot))?)
+                    };
+                    self.conns[slot as usize].splice_started(fill_id, drain_id, now);
                 }
                 Act::Recv { multishot } => {
                     let op = if multishot && self.uring.multishot_recv {

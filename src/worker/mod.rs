@@ -63,6 +63,9 @@ pub(crate) enum Event {
     Ignored,
     Recv(u32),
     Send(u32),
+    /// A splice of a file into a connection's pipe, and from the pipe into its socket.
+    Fill(u32),
+    Drain(u32),
     Close(u32),
     Shutdown(u32),
     /// A write of the access log.
@@ -274,6 +277,8 @@ impl<'h, H: Serve> Worker<'h, H> {
             Event::Accept(slot) => self.on_accept(slot, &c)?,
             Event::Recv(slot) => self.on_recv(slot, &c),
             Event::Send(slot) => self.on_send(slot, c),
+            Event::Fill(slot) => self.on_fill(slot, &c),
+            Event::Drain(slot) => self.on_drain(slot, &c),
             Event::Close(slot) => self.on_closed(slot),
             Event::Shutdown(slot) => self.on_shut(slot),
             Event::OutQueue(slot) => self.on_out_queue(slot, &c),

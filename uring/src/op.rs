@@ -87,6 +87,23 @@ pub enum Op {
         /// Where in `buf` to start.
         offset: usize,
     },
+    /// Move `len` bytes from `fd_in` (at `off_in`, or `-1` for a pipe) into `fd_out`
+    /// (`splice(2)`; one end must be a pipe): the kernel moves page references, no byte is
+    /// copied through user space. The completion's result is the bytes moved (fewer when
+    /// the pipe had less room, or the file ended: `0`). The kernel always runs a splice on
+    /// an io-wq thread, where a blocking socket blocks that thread until all is sent.
+    Splice {
+        /// The source: a file or a pipe's read end (a descriptor of the process).
+        fd_in: RawFd,
+        /// Where in the source file, or `-1` for a pipe.
+        off_in: i64,
+        /// The destination: a pipe's write end, or a connected socket.
+        fd_out: Desc,
+        /// The most bytes to move.
+        len: u32,
+        /// `SPLICE_F_*` flags.
+        flags: u32,
+    },
     /// Read into the spare capacity of `buf` (from its length to its capacity); the completion
     /// hands `buf` back with its length grown by the bytes read.
     Read {
@@ -333,6 +350,18 @@ impl Op {
                 // Moving the Vec moves its header, not its heap block: the pointer stays valid.
                 (entry, Lent::Source(buf))
             }
+            Op::Splice {
+                fd_in,
+                off_in,
+                fd_out,
+                len,
+                flags,
+            } => (
+                on_desc!(fd_out, |out| opcode::Splice::new(Fd(fd_in), off_in, out, -1, len)
+                    .flags(flags)
+                    .build()),
+                Lent::Nothing,
+            ),
             Op::Read { fd, mut buf } => {
                 let spare = buf.spare_capacity_mut();
                 assert!(!spare.is_empty(), "read into a full buffer");

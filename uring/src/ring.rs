@@ -1,10 +1,10 @@
-//! The ring: set-up with fallbacks, the one push site, one enter per loop turn, reaping.
+//! The ring: set-up with fallbacks, the push sites (one entry, or two linked), one enter per loop turn, reaping.
 
 use crate::bufring::BufRing;
 use crate::completion::Completion;
 use crate::inflight::{InFlight, Lent, OpId, Slot};
 use crate::op::Op;
-use io_uring::{cqueue, IoUring};
+use io_uring::{cqueue, squeue, IoUring};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -344,6 +344,48 @@ impl<T: Copy> Ring<T> {
             io::ErrorKind::WouldBlock,
             "submission queue full and the kernel is not taking entries",
         ))
+    }
+
+    /// Pushes `first` linked to `second` (`IOSQE_IO_LINK`): the kernel starts `second` only
+    /// once `first` completed in full, and fails it with `-ECANCELED` otherwise (a short or
+    /// failed `first`). Both go into one submission, never split across two.
+    pub fn push_linked(&mut self, first: (Op, T), second: (Op, T)) -> io::Result<(OpId, OpId)> {
+        if self.inflight.capacity() - self.inflight.len() < 2 {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "in-flight table full ({} operations)",
+                    self.inflight.capacity()
+                ),
+            ));
+        }
+        let room = |ring: &mut io_uring::IoUring| {
+            let sq = ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room(&mut self.ring) < 2 {
+            self.enter(0, None)?;
+            if room(&mut self.ring) < 2 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "submission queue full and the kernel is not taking entries",
+                ));
+            }
+        }
+        let mut ids = [None, None];
+        for (i, (op, tag)) in [first, second].into_iter().enumerate() {
+            let (entry, lent) = op.into_entry();
+            let id = self.inflight.insert(Slot { tag, lent });
+            let mut entry = entry.user_data(id.user_data());
+            if i == 0 {
+                entry = entry.flags(squeue::Flags::IO_LINK);
+            }
+            // SAFETY: as in `push`: what `entry` points at is owned by in-flight slot `id`
+            // until its final completion. Room for both entries was made above.
+            unsafe { self.ring.submission().push(&entry) }.expect("room was made for both");
+            ids[i] = Some(id);
+        }
+        Ok((ids[0].expect("pushed"), ids[1].expect("pushed")))
     }
 
     /// Submits everything queued and waits for at least `want` completions: one
