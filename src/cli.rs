@@ -419,7 +419,9 @@ pub fn run<H: Serve>(server: Server<H>) -> i32 {
 }
 
 /// Like [`run`], with the `ringmaster` binary's own server: Hello World, and the files of
-/// each `--static PREFIX=DIR` mounted beneath their prefixes.
+/// each `--static PREFIX=DIR` and the upstreams of each `--proxy PREFIX=URL[,URL…]` mounted
+/// beneath their prefixes, each mount's answers counted for `status` and `/metrics` (at most
+/// [`MOUNTS_MAX`](crate::ipc::MOUNTS_MAX) mounts).
 pub fn run_builtin() -> i32 {
     let cli = match parse() {
         Ok(cli) => cli,
@@ -430,6 +432,15 @@ pub fn run_builtin() -> i32 {
     if statics.is_empty() && args.proxies.is_empty() {
         return dispatch(&cli, Server::new(crate::HelloWorld));
     }
+    let mounts = statics.len() + args.proxies.len();
+    if mounts > crate::ipc::MOUNTS_MAX {
+        eprintln!(
+            "ringmaster: error: {mounts} mounts given (--static and --proxy together); at most \
+             {} are served, each with its own counters; merge mounts under a common prefix",
+            crate::ipc::MOUNTS_MAX
+        );
+        return EXIT_USAGE;
+    }
     let mut router = crate::Router::new().fallback(crate::HelloWorld);
     let timeout = args.proxy_timeout.unwrap_or(crate::proxy::READ_TIMEOUT);
     if timeout.is_zero() {
@@ -438,8 +449,10 @@ pub fn run_builtin() -> i32 {
     }
     for (prefix, urls) in &args.proxies {
         let mounted = crate::proxy::Proxy::new(urls).and_then(|proxy| {
+            let proxy = proxy.read_timeout(timeout);
+            let mount = crate::mounts::Mount::proxy(prefix, urls, &proxy);
             router
-                .try_mount(prefix, crate::Async(proxy.read_timeout(timeout)))
+                .try_mount_counted(mount, proxy)
                 .map_err(|e| e.to_string())
         });
         if let Err(e) = mounted {
@@ -454,8 +467,9 @@ pub fn run_builtin() -> i32 {
         let mounted = crate::files::Static::new(dir)
             .map_err(|e| format!("{e}; give a directory that exists"))
             .and_then(|files| {
+                let mount = crate::mounts::Mount::files(prefix, dir);
                 router
-                    .try_mount(prefix, crate::Async(files))
+                    .try_mount_counted(mount, files)
                     .map_err(|e| e.to_string())
             });
         if let Err(e) = mounted {

@@ -166,6 +166,12 @@ pub trait Serve: sealed::Sealed + 'static {
     fn message(&self, bytes: &[u8]);
     #[doc(hidden)]
     fn streams_body(&self, req: &Request<'_>) -> bool;
+    /// The counted mounts (the `ringmaster` binary's `--static` and `--proxy`), whose
+    /// counters the worker reports and the master shows; none by default.
+    #[doc(hidden)]
+    fn mounts(&self) -> Option<&crate::MountTable> {
+        None
+    }
 }
 
 /// What [`Serve::handle_now`] did with a request.

@@ -22,6 +22,16 @@ const TYPE_USER: u8 = 3;
 const TYPE_SHUTDOWN: u8 = 4;
 const TYPE_ADOPT: u8 = 5;
 const TYPE_RELEASE: u8 = 6;
+const TYPE_MOUNTS: u8 = 7;
+
+/// Mounts (`--static`, `--proxy`) whose counters a worker reports, at most: a server with
+/// more refuses to start. The bound keeps [`Message::Mounts`] within one frame.
+pub const MOUNTS_MAX: usize = 32;
+/// Words of one [`MountStats`] on the wire.
+const MOUNT_WORDS: usize = 5;
+const MOUNT_BYTES: usize = MOUNT_WORDS * 8;
+// Every mount's counters fit one frame, so that one write sends them whole.
+const _: () = assert!(HEADER_BYTES + MOUNTS_MAX * MOUNT_BYTES <= FRAME_BYTES_MAX);
 
 /// Declares [`Stats`] and its wire order from one list of fields.
 macro_rules! stats {
@@ -144,6 +154,73 @@ impl Stats {
     }
 }
 
+/// One mount's counters as a worker reports them: totals since the worker started, but
+/// `upstream_open` and `upstream_idle`, which are gauges (a value now).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MountStats {
+    /// Responses the mount's handler returned (a request it never answered, because its
+    /// client left or the handler timed out, is not counted).
+    pub requests: u64,
+    /// Response body bytes the mount handed to the server: a whole body's length, or what a
+    /// streamed body's producer wrote; none for `HEAD` (no body is sent).
+    pub bytes: u64,
+    /// Proxy mounts: failed tries at an upstream (see
+    /// [`UpstreamStats::errors`](crate::proxy::UpstreamStats::errors)); 0 for the others.
+    pub upstream_errors: u64,
+    /// Proxy mounts: upstream connections open now, pooled or busy (a gauge).
+    pub upstream_open: u64,
+    /// Proxy mounts: upstream connections idle in the keep-alive pool now (a gauge).
+    pub upstream_idle: u64,
+}
+
+impl MountStats {
+    fn to_words(self) -> [u64; MOUNT_WORDS] {
+        [
+            self.requests,
+            self.bytes,
+            self.upstream_errors,
+            self.upstream_open,
+            self.upstream_idle,
+        ]
+    }
+
+    fn from_words(w: [u64; MOUNT_WORDS]) -> MountStats {
+        MountStats {
+            requests: w[0],
+            bytes: w[1],
+            upstream_errors: w[2],
+            upstream_open: w[3],
+            upstream_idle: w[4],
+        }
+    }
+
+    /// The sum of two sets of counters, gauges included.
+    pub fn plus(&self, other: &MountStats) -> MountStats {
+        let (a, b) = (self.to_words(), other.to_words());
+        MountStats::from_words(std::array::from_fn(|i| a[i].wrapping_add(b[i])))
+    }
+
+    /// These totals with the gauges (`upstream_open`, `upstream_idle`) taken from `now`.
+    pub fn gauges_from(&self, now: &MountStats) -> MountStats {
+        MountStats {
+            upstream_open: now.upstream_open,
+            upstream_idle: now.upstream_idle,
+            ..*self
+        }
+    }
+}
+
+/// Adds `more` to `sum` mount by mount; `sum` grows to the longer of the two (a worker that
+/// never reported has no entries).
+pub(crate) fn add_mounts(sum: &mut Vec<MountStats>, more: &[MountStats]) {
+    if sum.len() < more.len() {
+        sum.resize(more.len(), MountStats::default());
+    }
+    for (s, m) in sum.iter_mut().zip(more) {
+        *s = s.plus(m);
+    }
+}
+
 /// One message, in either direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -151,6 +228,9 @@ pub enum Message {
     Ready,
     /// worker → master: periodic counters.
     Stats(Stats),
+    /// worker → master: periodic counters of each mount, in the order the mounts were
+    /// made (the same in the master and every worker); at most [`MOUNTS_MAX`].
+    Mounts(Vec<MountStats>),
     /// master → worker: stop accepting, finish what was received, close, exit; the master
     /// kills the worker `drain_ms` milliseconds after sending this.
     Shutdown {
@@ -175,7 +255,8 @@ pub enum Message {
 /// Why bytes could not be framed or unframed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameError {
-    /// A frame longer than [`FRAME_BYTES_MAX`], or a user payload over [`USER_BYTES_MAX`].
+    /// A frame longer than [`FRAME_BYTES_MAX`], a user payload over [`USER_BYTES_MAX`], or
+    /// more than [`MOUNTS_MAX`] mounts.
     Oversized,
     /// A length prefix of zero (a frame needs its type byte).
     Empty,
@@ -203,6 +284,8 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let (kind, payload_len) = match msg {
         Message::Ready => (TYPE_READY, 0),
         Message::Stats(_) => (TYPE_STATS, STATS_BYTES),
+        Message::Mounts(m) if m.len() > MOUNTS_MAX => return Err(FrameError::Oversized),
+        Message::Mounts(m) => (TYPE_MOUNTS, m.len() * MOUNT_BYTES),
         Message::Shutdown { .. } => (TYPE_SHUTDOWN, 8),
         Message::Adopt { .. } => (TYPE_ADOPT, 4),
         Message::Release { .. } => (TYPE_RELEASE, 4),
@@ -215,6 +298,11 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
         Message::Ready => {}
         Message::Stats(s) => {
             for v in s.to_words() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Message::Mounts(mounts) => {
+            for v in mounts.iter().flat_map(|m| m.to_words()) {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
@@ -251,6 +339,14 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
         TYPE_STATS if payload.len() == STATS_BYTES => {
             Message::Stats(Stats::from_words(std::array::from_fn(word)))
         }
+        TYPE_MOUNTS
+            if payload.len() % MOUNT_BYTES == 0 && payload.len() <= MOUNTS_MAX * MOUNT_BYTES =>
+        {
+            let mounts = (0..payload.len() / MOUNT_BYTES)
+                .map(|m| MountStats::from_words(std::array::from_fn(|i| word(m * MOUNT_WORDS + i))))
+                .collect();
+            Message::Mounts(mounts)
+        }
         TYPE_SHUTDOWN if payload.len() == 8 => Message::Shutdown { drain_ms: word(0) },
         TYPE_ADOPT | TYPE_RELEASE if payload.len() == 4 => {
             let slot = u32::from_le_bytes(payload.try_into().expect("4 bytes"));
@@ -261,7 +357,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
             }
         }
         TYPE_USER => Message::User(payload.to_vec()),
-        TYPE_READY | TYPE_STATS | TYPE_SHUTDOWN | TYPE_ADOPT | TYPE_RELEASE => {
+        TYPE_READY | TYPE_STATS | TYPE_MOUNTS | TYPE_SHUTDOWN | TYPE_ADOPT | TYPE_RELEASE => {
             return Err(FrameError::BadPayload(kind))
         }
         other => return Err(FrameError::UnknownType(other)),
@@ -334,9 +430,13 @@ mod tests {
     #[test]
     fn round_trips_every_message() {
         let stats = Stats::from_words(std::array::from_fn(|i| i as u64 * 1000 + 1));
+        let mount = |m: u64| MountStats::from_words(std::array::from_fn(|i| m * 10 + i as u64));
         for msg in [
             Message::Ready,
             Message::Stats(stats),
+            Message::Mounts(Vec::new()),
+            Message::Mounts(vec![mount(1)]),
+            Message::Mounts((0..MOUNTS_MAX as u64).map(mount).collect()),
             Message::Shutdown { drain_ms: 10_000 },
             Message::Adopt { slot: 3 },
             Message::Release { slot: u32::MAX },
@@ -383,6 +483,10 @@ mod tests {
                 FrameError::BadPayload(TYPE_STATS),
             ),
             (
+                &[2, 0, 0, 0, TYPE_MOUNTS, 0],
+                FrameError::BadPayload(TYPE_MOUNTS),
+            ),
+            (
                 &[1, 0, 0, 0, TYPE_SHUTDOWN],
                 FrameError::BadPayload(TYPE_SHUTDOWN),
             ),
@@ -390,6 +494,48 @@ mod tests {
         for (bytes, want) in cases {
             assert_eq!(decode(bytes), Err(*want), "bytes {bytes:?}");
         }
+    }
+
+    #[test]
+    fn mounts_past_the_bound_are_refused_both_ways() {
+        let mut out = Vec::new();
+        let over = vec![MountStats::default(); MOUNTS_MAX + 1];
+        assert_eq!(
+            encode(&Message::Mounts(over), &mut out),
+            Err(FrameError::Oversized)
+        );
+        assert!(out.is_empty());
+        // A frame claiming one mount more than the bound (it still fits a pipe write).
+        let payload = (MOUNTS_MAX + 1) * MOUNT_BYTES;
+        let mut bytes = ((1 + payload) as u32).to_le_bytes().to_vec();
+        bytes.push(TYPE_MOUNTS);
+        bytes.resize(5 + payload, 0);
+        assert_eq!(decode(&bytes), Err(FrameError::BadPayload(TYPE_MOUNTS)));
+    }
+
+    #[test]
+    fn mount_totals_add_up_and_take_gauges_from_now() {
+        let a = MountStats {
+            requests: 3,
+            bytes: 30,
+            upstream_errors: 1,
+            upstream_open: 4,
+            upstream_idle: 2,
+        };
+        let mut sum = vec![a];
+        add_mounts(&mut sum, &[a, a]);
+        assert_eq!(sum.len(), 2, "grows to the longer list");
+        assert_eq!((sum[0].requests, sum[0].upstream_open), (6, 8));
+        assert_eq!(sum[1], a);
+        let live = MountStats {
+            upstream_open: 1,
+            ..MountStats::default()
+        };
+        let now = sum[0].gauges_from(&live);
+        assert_eq!(
+            (now.requests, now.upstream_open, now.upstream_idle),
+            (6, 1, 0)
+        );
     }
 
     #[test]

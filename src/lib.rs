@@ -98,6 +98,7 @@ pub mod ipc;
 mod log;
 mod master;
 mod metrics;
+mod mounts;
 mod pool;
 pub mod proxy;
 pub mod router;
@@ -117,6 +118,9 @@ pub use handler::{Async, AsyncHandler, Handler, HelloWorld, Serve, StreamBodies}
 pub use http::{
     BodyReader, BodyWriter, HeaderError, OwnedRequest, Request, Response, StatusError, Version,
 };
+/// The counted mounts of the `ringmaster` binary, as [`Serve`] hands them over.
+#[doc(hidden)]
+pub use mounts::MountTable;
 pub use router::Router;
 
 /// A server: the listening address, the workers and their limits, and the handler.

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::inbox::{Framing, Inbox};
-use crate::ipc::Stats;
+use crate::ipc::{MountStats, Stats};
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::BorrowedFd;
@@ -126,6 +126,23 @@ pub(crate) struct WorkerMetrics {
     pub(crate) ready: bool,
 }
 
+/// One mount's figures, summed over the workers (see `Master::mount_totals`).
+pub(crate) struct MountMetrics<'a> {
+    pub(crate) prefix: &'a str,
+    /// `static` or `proxy`.
+    pub(crate) kind: &'static str,
+    /// The directory, or the upstream URLs joined by `,`.
+    pub(crate) target: &'a str,
+    pub(crate) stats: MountStats,
+}
+
+impl MountMetrics<'_> {
+    /// Whether the upstream figures mean anything here (a proxy's).
+    pub(crate) fn has_upstreams(&self) -> bool {
+        self.kind == "proxy"
+    }
+}
+
 /// The counters exported per slot: (Stats field, metric name, help, type).
 const EXPORTED: &[(&str, &str, &str, &str)] = &[
     (
@@ -245,7 +262,12 @@ const EXPORTED: &[(&str, &str, &str, &str)] = &[
 ];
 
 /// Renders the Prometheus text exposition format (version 0.0.4).
-pub(crate) fn render(workers: &[WorkerMetrics], master_up_s: u64, shutting_down: bool) -> String {
+pub(crate) fn render(
+    workers: &[WorkerMetrics],
+    mounts: &[MountMetrics<'_>],
+    master_up_s: u64,
+    shutting_down: bool,
+) -> String {
     let mut out = String::with_capacity(8192);
     for (field, name, help, kind) in EXPORTED {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -317,6 +339,7 @@ pub(crate) fn render(workers: &[WorkerMetrics], master_up_s: u64, shutting_down:
             );
         }
     }
+    render_mounts(&mut out, mounts);
     let _ = writeln!(
         out,
         "# HELP ringmaster_master_uptime_seconds Seconds since the master started.\n\
@@ -328,4 +351,131 @@ pub(crate) fn render(workers: &[WorkerMetrics], master_up_s: u64, shutting_down:
         u8::from(shutting_down)
     );
     out
+}
+
+/// The mounts' families, labelled by prefix and kind; the upstream ones for proxies only.
+/// Nothing without mounts.
+fn render_mounts(out: &mut String, mounts: &[MountMetrics<'_>]) {
+    if mounts.is_empty() {
+        return;
+    }
+    type Value = fn(&MountStats) -> u64;
+    let families: [(&str, &str, &str, bool, Value); 3] = [
+        (
+            "ringmaster_mount_requests_total",
+            "Responses the mount's handler returned.",
+            "counter",
+            false,
+            |s| s.requests,
+        ),
+        (
+            "ringmaster_mount_bytes_total",
+            "Response body bytes the mount handed out (whole bodies, and what streamed ones wrote; none for HEAD).",
+            "counter",
+            false,
+            |s| s.bytes,
+        ),
+        (
+            "ringmaster_mount_upstream_errors_total",
+            "Failed tries at a proxy mount's upstreams (connect failures, 502 and 504 answers, bodies cut short).",
+            "counter",
+            true,
+            |s| s.upstream_errors,
+        ),
+    ];
+    for (name, help, kind, upstream_only, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for m in mounts
+            .iter()
+            .filter(|m| !upstream_only || m.has_upstreams())
+        {
+            let _ = writeln!(out, "{name}{{{}}} {}", mount_labels(m), value(&m.stats));
+        }
+    }
+    let name = "ringmaster_mount_upstream_connections";
+    let _ = writeln!(
+        out,
+        "# HELP {name} A proxy mount's upstream connections now: open (pooled or busy) and idle (pooled).\n# TYPE {name} gauge"
+    );
+    for m in mounts.iter().filter(|m| m.has_upstreams()) {
+        let labels = mount_labels(m);
+        let s = &m.stats;
+        let _ = writeln!(out, "{name}{{{labels},state=\"open\"}} {}", s.upstream_open);
+        let _ = writeln!(out, "{name}{{{labels},state=\"idle\"}} {}", s.upstream_idle);
+    }
+}
+
+/// `prefix="…",kind="…"`, the prefix escaped.
+fn mount_labels(m: &MountMetrics<'_>) -> String {
+    format!("prefix=\"{}\",kind=\"{}\"", label_value(m.prefix), m.kind)
+}
+
+/// A label value as the text format wants it: backslash, double quote and line feed
+/// escaped.
+fn label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        for (raw, escaped) in [
+            ("/api", "/api"),
+            ("/a\"b", "/a\\\"b"),
+            ("/a\\b", "/a\\\\b"),
+            ("/a\nb", "/a\\nb"),
+        ] {
+            assert_eq!(label_value(raw), escaped, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn mounts_render_with_upstream_families_for_proxies_only() {
+        let stats = MountStats {
+            requests: 3,
+            bytes: 30,
+            upstream_errors: 1,
+            upstream_open: 2,
+            upstream_idle: 1,
+        };
+        let mounts = [
+            MountMetrics {
+                prefix: "/api",
+                kind: "proxy",
+                target: "http://127.0.0.1:1",
+                stats,
+            },
+            MountMetrics {
+                prefix: "/s\"x",
+                kind: "static",
+                target: "/srv",
+                stats,
+            },
+        ];
+        let text = render(&[], &mounts, 1, false);
+        for line in [
+            "ringmaster_mount_requests_total{prefix=\"/api\",kind=\"proxy\"} 3",
+            "ringmaster_mount_requests_total{prefix=\"/s\\\"x\",kind=\"static\"} 3",
+            "ringmaster_mount_bytes_total{prefix=\"/api\",kind=\"proxy\"} 30",
+            "ringmaster_mount_upstream_errors_total{prefix=\"/api\",kind=\"proxy\"} 1",
+            "ringmaster_mount_upstream_connections{prefix=\"/api\",kind=\"proxy\",state=\"open\"} 2",
+            "ringmaster_mount_upstream_connections{prefix=\"/api\",kind=\"proxy\",state=\"idle\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("upstream_errors_total{prefix=\"/s"));
+        assert!(!render(&[], &[], 1, false).contains("ringmaster_mount_"));
+    }
 }

@@ -28,6 +28,7 @@ use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -61,6 +62,8 @@ const HEAD_READ_BYTES: usize = 8 * 1024;
 /// - Connect failures → the next upstream, else `502`; no response within the read timeout
 ///   → `504`; a response that cannot be framed safely → `502`; an upstream that closes
 ///   mid-body → the client's connection is closed short of the length it was promised.
+/// - Per worker, [`Proxy::upstream_stats`] tells its failed tries and its open and idle
+///   upstream connections (the binary's `status` and `/metrics` show them per mount).
 #[derive(Clone, Debug)]
 pub struct Proxy {
     inner: Rc<Inner>,
@@ -73,6 +76,10 @@ struct Inner {
     /// Set before serving (the builder methods), read per request.
     connect_timeout: Cell<Duration>,
     read_timeout: Cell<Duration>,
+    /// See [`UpstreamStats::errors`].
+    errors: Cell<u64>,
+    /// Upstream connections open now, pooled or busy: each [`Conn`] counts itself.
+    open: Rc<Cell<u64>>,
 }
 
 #[derive(Debug)]
@@ -80,8 +87,64 @@ struct Upstream {
     addr: SocketAddr,
     /// The upstream URL's path, without a trailing `/` (empty for none).
     path: String,
-    idle: RefCell<Vec<TcpStream>>,
+    idle: RefCell<Vec<Conn>>,
     down_until: Cell<Option<Instant>>,
+}
+
+/// What a proxy saw of its upstreams, in this worker (each worker has its own connections
+/// and counts): see [`Proxy::upstream_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamStats {
+    /// Failed tries at an upstream since the worker started: a connect refused or timed
+    /// out (whether or not another upstream then answered), a request answered `502` or
+    /// `504` by the proxy itself (the upstream closed, failed, stayed silent, or sent a
+    /// response that cannot be forwarded), and a response body the upstream cut short
+    /// after its head was forwarded. So every `502` and `504` the proxy makes is counted
+    /// once. Not counted: a pooled connection the upstream had closed meanwhile, when the
+    /// retry on a new connection works (upstreams close idle connections), and failures
+    /// of the client's (its request body, or going away).
+    pub errors: u64,
+    /// Upstream connections open now, idle in the pool or busy with a request.
+    pub open: u64,
+    /// Upstream connections idle in the keep-alive pool now.
+    pub idle: u64,
+}
+
+/// An upstream connection, counted in its proxy's open connections while it lives.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    open: Rc<Cell<u64>>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, open: &Rc<Cell<u64>>) -> Conn {
+        open.set(open.get() + 1);
+        Conn {
+            stream,
+            open: open.clone(),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.open.set(self.open.get() - 1);
+    }
+}
+
+impl Deref for Conn {
+    type Target = TcpStream;
+
+    fn deref(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
 }
 
 impl Proxy {
@@ -101,6 +164,8 @@ impl Proxy {
                 next: Cell::new(0),
                 connect_timeout: Cell::new(CONNECT_TIMEOUT),
                 read_timeout: Cell::new(READ_TIMEOUT),
+                errors: Cell::new(0),
+                open: Rc::new(Cell::new(0)),
             }),
         })
     }
@@ -117,6 +182,21 @@ impl Proxy {
     pub fn read_timeout(self, limit: Duration) -> Proxy {
         self.inner.read_timeout.set(limit);
         self
+    }
+
+    /// Its upstream errors and connections so far, in this worker (shared by every clone
+    /// of this proxy).
+    pub fn upstream_stats(&self) -> UpstreamStats {
+        let inner = &self.inner;
+        UpstreamStats {
+            errors: inner.errors.get(),
+            open: inner.open.get(),
+            idle: inner
+                .upstreams
+                .iter()
+                .map(|u| u.idle.borrow().len() as u64)
+                .sum(),
+        }
     }
 }
 
@@ -190,6 +270,17 @@ impl Inner {
             .map(|k| (start + k) % n)
             .find(|&i| self.upstreams[i].down_until.get().is_none_or(|t| t <= now))
             .unwrap_or(start % n)
+    }
+
+    /// Counts one failed try at an upstream (see [`UpstreamStats::errors`]).
+    fn failed(&self) {
+        self.errors.set(self.errors.get() + 1);
+    }
+
+    /// Counts `e`, an upstream's failure mid-body, and hands it on.
+    fn failed_mid_body(&self, e: io::Error) -> io::Error {
+        self.failed();
+        e
     }
 }
 
@@ -309,7 +400,7 @@ struct Got {
     fields: Vec<(String, Vec<u8>)>,
     framing: BodyFraming,
     keep_alive: bool,
-    stream: TcpStream,
+    stream: Conn,
     /// Bytes read past the head.
     rest: Vec<u8>,
 }
@@ -332,6 +423,7 @@ async fn forward(inner: Rc<Inner>, mut req: OwnedRequest) -> Response {
             Ok(got) => return respond(inner, index, got),
             Err(Failed::Stale) if tries < 3 => fresh_only = true,
             Err(Failed::Connect(e)) if tries < 3 && idempotent && inner.upstreams.len() > 1 => {
+                inner.failed();
                 crate::log::log_limited!(
                     "proxy: upstream {} left out for {}s: {e}",
                     inner.upstreams[index].addr,
@@ -341,6 +433,7 @@ async fn forward(inner: Rc<Inner>, mut req: OwnedRequest) -> Response {
                 fresh_only = true;
             }
             Err(Failed::Connect(e)) => {
+                inner.failed();
                 crate::log::log_limited!("proxy: upstream {}: {e}", inner.upstreams[index].addr);
                 let status = if e.kind() == io::ErrorKind::TimedOut {
                     504
@@ -349,8 +442,17 @@ async fn forward(inner: Rc<Inner>, mut req: OwnedRequest) -> Response {
                 };
                 return error(status, &format!("the upstream could not be reached: {e}"));
             }
-            Err(Failed::Stale) => return error(502, "the upstream closed the connection"),
-            Err(Failed::Answer(status, why)) => return error(status, &why),
+            Err(Failed::Stale) => {
+                inner.failed();
+                return error(502, "the upstream closed the connection");
+            }
+            Err(Failed::Answer(status, why)) => {
+                // 502 and 504 are the upstream's failures; 400 is the client's body.
+                if status >= 500 {
+                    inner.failed();
+                }
+                return error(status, &why);
+            }
         }
     }
 }
@@ -386,7 +488,7 @@ async fn exchange(
                 up.down_until.set(None);
                 // Once per connection: a request's head goes out at once.
                 let _ = s.set_nodelay(true);
-                s
+                Conn::new(s, &inner.open)
             }
             Err(e) => {
                 up.down_until.set(Some(Instant::now() + DOWN_FOR));
@@ -492,6 +594,7 @@ async fn exchange(
 fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
     let mut res = Response::new();
     if res.try_status(got.status).is_err() {
+        inner.failed();
         return error(502, "the upstream's status cannot be forwarded");
     }
     for (name, value) in &got.fields {
@@ -527,12 +630,12 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
                     let want = (left as usize).min(READ_BYTES);
                     buf.clear();
                     let (read, back) = stream.read_vec(buf, want).await;
-                    let got = read?;
+                    let got = read.map_err(|e| inner.failed_mid_body(e))?;
                     if got == 0 {
-                        return Err(io::Error::new(
+                        return Err(inner.failed_mid_body(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "the upstream closed before the end of its body",
-                        ));
+                        )));
                     }
                     left -= got as u64;
                     buf = body.write_vec(back).await?;
@@ -551,7 +654,10 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
                 loop {
                     decoded.clear();
                     let used = decoder.decode(&raw, &mut decoded).map_err(|e| {
-                        io::Error::new(io::ErrorKind::InvalidData, format!("upstream body: {e}"))
+                        inner.failed_mid_body(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("upstream body: {e}"),
+                        ))
                     })?;
                     raw.drain(..used);
                     body.write(&decoded).await?;
@@ -560,11 +666,11 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
                     }
                     let (read, back) = stream.read_vec(raw, READ_BYTES).await;
                     raw = back;
-                    if read? == 0 {
-                        return Err(io::Error::new(
+                    if read.map_err(|e| inner.failed_mid_body(e))? == 0 {
+                        return Err(inner.failed_mid_body(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "the upstream closed inside its chunked body",
-                        ));
+                        )));
                     }
                 }
                 if keep_alive && raw.is_empty() {
@@ -579,7 +685,7 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
                 loop {
                     buf.clear();
                     let (read, back) = stream.read_vec(buf, READ_BYTES).await;
-                    if read? == 0 {
+                    if read.map_err(|e| inner.failed_mid_body(e))? == 0 {
                         return Ok(());
                     }
                     buf = body.write_vec(back).await?;
@@ -591,7 +697,7 @@ fn respond(inner: Rc<Inner>, index: usize, got: Got) -> Response {
 }
 
 /// Keeps `stream` for the next request to upstream `index`, while the pool has room.
-fn pool(inner: &Inner, index: usize, stream: TcpStream) {
+fn pool(inner: &Inner, index: usize, stream: Conn) {
     let mut idle = inner.upstreams[index].idle.borrow_mut();
     if idle.len() < IDLE_PER_UPSTREAM_MAX {
         idle.push(stream);

@@ -68,6 +68,8 @@ pub struct Router {
     /// Indexed by the values in `paths`.
     endpoints: Vec<Endpoint>,
     fallback: Option<Route>,
+    /// The mounts whose answers are counted, for status and metrics.
+    counted: crate::MountTable,
 }
 
 impl std::fmt::Debug for Router {
@@ -388,6 +390,30 @@ impl Router {
         Ok(())
     }
 
+    /// Like [`Router::try_mount`], with the handler's answers counted in `mount` (a
+    /// `--static` or `--proxy` mount), which joins the router's table; refused past
+    /// [`MOUNTS_MAX`](crate::ipc::MOUNTS_MAX) mounts.
+    pub(crate) fn try_mount_counted<A>(
+        &mut self,
+        mount: crate::mounts::Mount,
+        handler: A,
+    ) -> Result<(), RouteError>
+    where
+        A: AsyncHandler,
+        A::Future: Unpin,
+    {
+        if self.counted.is_full() {
+            return Err(RouteError {
+                pattern: mount.prefix.clone(),
+                why: format!("more than {} mounts", crate::ipc::MOUNTS_MAX),
+            });
+        }
+        let prefix = mount.prefix.clone();
+        self.try_mount(&prefix, crate::Async(mount.count(handler)))?;
+        self.counted.push(mount);
+        Ok(())
+    }
+
     /// What answers requests that no route matches (instead of `404`), as a mount at `/`
     /// would but without taking part in matching.
     pub fn fallback(mut self, handler: impl IntoRoute) -> Router {
@@ -570,6 +596,10 @@ impl crate::Serve for Router {
             }
             _ => false,
         }
+    }
+
+    fn mounts(&self) -> Option<&crate::MountTable> {
+        (!self.counted.is_empty()).then_some(&self.counted)
     }
 }
 

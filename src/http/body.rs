@@ -218,6 +218,11 @@ impl BodyWriter {
         BodyWriter { pipe }
     }
 
+    /// The pipe it writes to, for who counts what was written ([`Pipe::written`]).
+    pub(crate) fn pipe(&self) -> Shared {
+        self.pipe.clone()
+    }
+
     /// Queues `bytes` for the client, waiting for room first. Fails with `BrokenPipe` when
     /// the client is gone (stop producing), and with `InvalidInput` past the declared
     /// length.

@@ -40,6 +40,8 @@ pub(super) struct Child {
     /// When the worker last sent anything (its stats come every second): the heartbeat.
     pub(super) heard: Instant,
     pub(super) stats: ipc::Stats,
+    /// Its mounts' counters, as last reported (empty until then, or without mounts).
+    pub(super) mounts: Vec<ipc::MountStats>,
     /// Recycle it after this many requests (`--max-requests` plus its jitter).
     pub(super) recycle_after: Option<u64>,
 }
@@ -64,6 +66,7 @@ impl Child {
             },
             heard: now,
             stats: ipc::Stats::default(),
+            mounts: Vec::new(),
             recycle_after,
         }
     }

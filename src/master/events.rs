@@ -113,6 +113,11 @@ impl<H: Serve> Master<'_, H> {
                 }
                 self.consider_recycling(pid, now);
             }
+            Message::Mounts(mounts) => {
+                if let Some(child) = self.sup.child_mut(pid) {
+                    child.mounts = mounts;
+                }
+            }
             Message::User(bytes) => {
                 if let Some(info) = self.sup.child_mut(pid).map(|c| c.info()) {
                     self.call_hook(HookEvent::Message(info, &bytes));

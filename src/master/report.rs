@@ -6,7 +6,7 @@ use super::slot::Slot;
 use super::supervisor::Life;
 use super::Master;
 use crate::ipc;
-use crate::metrics::{Route, WorkerMetrics};
+use crate::metrics::{MountMetrics, Route, WorkerMetrics};
 use crate::Serve;
 use nix::unistd::Pid;
 
@@ -90,7 +90,66 @@ impl<H: Serve> Master<'_, H> {
             totals.connections,
             rss / 1024
         );
+        let mounts = self.mount_totals();
+        if !mounts.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<6} {:>12} {:>14} {:>15} {:>5} {:>5}  target",
+                "mount", "kind", "requests", "bytes", "upstream_errors", "open", "idle"
+            );
+        }
+        for m in &mounts {
+            let s = &m.stats;
+            let upstream = |v: u64| match m.has_upstreams() {
+                true => v.to_string(),
+                false => "-".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<6} {:>12} {:>14} {:>15} {:>5} {:>5}  {}",
+                m.prefix,
+                m.kind,
+                s.requests,
+                s.bytes,
+                upstream(s.upstream_errors),
+                upstream(s.upstream_open),
+                upstream(s.upstream_idle),
+                m.target
+            );
+        }
         out
+    }
+
+    /// Each mount's counters since the master started, as [`Self::totals`] sums the
+    /// workers' stats: every slot's exited workers plus every live worker for the totals,
+    /// the live workers only for the gauges (`upstream_open`, `upstream_idle`). Empty
+    /// without mounts.
+    pub(super) fn mount_totals(&self) -> Vec<MountMetrics<'_>> {
+        let Some(table) = self.handler.mounts() else {
+            return Vec::new();
+        };
+        let mut past = Vec::new();
+        for s in &self.sup.slots {
+            ipc::add_mounts(&mut past, &s.past_mounts);
+        }
+        let mut live = Vec::new();
+        for c in self.sup.children() {
+            ipc::add_mounts(&mut live, &c.mounts);
+        }
+        table
+            .iter()
+            .enumerate()
+            .map(|(i, mount)| {
+                let past = past.get(i).copied().unwrap_or_default();
+                let live = live.get(i).copied().unwrap_or_default();
+                MountMetrics {
+                    prefix: &mount.prefix,
+                    kind: mount.kind.name(),
+                    target: &mount.target,
+                    stats: past.plus(&live).gauges_from(&live),
+                }
+            })
+            .collect()
     }
 
     /// Every counter since the master started: each slot's exited workers plus every live
@@ -141,12 +200,15 @@ impl<H: Serve> Master<'_, H> {
             .iter()
             .map(|(name, value)| format!("\"{name}\":{value}"))
             .collect();
+        let mounts: Vec<String> = self.mount_totals().iter().map(mount_json).collect();
         format!(
-            "{{\"master_pid\":{},\"uptime_s\":{},\"totals\":{{{}}},\"workers\":[{}]}}\n",
+            "{{\"master_pid\":{},\"uptime_s\":{},\"totals\":{{{}}},\"workers\":[{}],\
+             \"mounts\":[{}]}}\n",
             self.pid,
             self.started.elapsed().as_secs(),
             totals.join(","),
-            rows.join(",")
+            rows.join(","),
+            mounts.join(",")
         )
     }
 
@@ -234,8 +296,89 @@ impl<H: Serve> Master<'_, H> {
             .collect();
         crate::metrics::render(
             &workers,
+            &self.mount_totals(),
             self.started.elapsed().as_secs(),
             self.sup.life != Life::Running,
         )
+    }
+}
+
+/// One mount as `status --json` shows it; the upstream fields for a proxy only.
+fn mount_json(m: &MountMetrics<'_>) -> String {
+    let s = &m.stats;
+    let mut out = format!(
+        "{{\"prefix\":{},\"kind\":\"{}\",\"target\":{},\"requests\":{},\"bytes\":{}",
+        json_string(m.prefix),
+        m.kind,
+        json_string(m.target),
+        s.requests,
+        s.bytes
+    );
+    if m.has_upstreams() {
+        out.push_str(&format!(
+            ",\"upstream_errors\":{},\"upstream_open\":{},\"upstream_idle\":{}",
+            s.upstream_errors, s.upstream_open, s.upstream_idle
+        ));
+    }
+    out.push('}');
+    out
+}
+
+/// `s` as a JSON string, quoted and escaped.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        for (raw, json) in [
+            ("/api", "\"/api\""),
+            ("a\"b", "\"a\\\"b\""),
+            ("a\\b", "\"a\\\\b\""),
+            ("a\nb\u{1}", "\"a\\u000ab\\u0001\""),
+            ("/données", "\"/données\""),
+        ] {
+            assert_eq!(json_string(raw), json, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn static_mounts_leave_the_upstream_fields_out() {
+        let stats = ipc::MountStats {
+            requests: 2,
+            bytes: 20,
+            upstream_errors: 1,
+            upstream_open: 1,
+            upstream_idle: 1,
+        };
+        let m = |kind| MountMetrics {
+            prefix: "/p",
+            kind,
+            target: "t",
+            stats,
+        };
+        assert_eq!(
+            mount_json(&m("static")),
+            r#"{"prefix":"/p","kind":"static","target":"t","requests":2,"bytes":20}"#
+        );
+        assert_eq!(
+            mount_json(&m("proxy")),
+            r#"{"prefix":"/p","kind":"proxy","target":"t","requests":2,"bytes":20,"upstream_errors":1,"upstream_open":1,"upstream_idle":1}"#
+        );
     }
 }

@@ -57,6 +57,8 @@ pub(super) struct Slot {
     pub(super) succession: Succession,
     /// Totals of the slot's exited workers, so that exported counters never go down.
     pub(super) past: ipc::Stats,
+    /// The same for each mount's counters.
+    pub(super) past_mounts: Vec<ipc::MountStats>,
     /// Recent exits, for the crash-loop guard.
     pub(super) history: respawn::History,
     pub(super) restarts: u32,
@@ -70,6 +72,7 @@ impl Slot {
             state: SlotState::Stopped,
             succession: Succession::Idle,
             past: ipc::Stats::default(),
+            past_mounts: Vec::new(),
             history: respawn::History::default(),
             restarts: 0,
         }

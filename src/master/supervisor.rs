@@ -191,6 +191,7 @@ impl Supervisor {
         };
         if let Some(s) = self.slots.get_mut(child.slot as usize) {
             s.past = s.past.plus(&child.stats);
+            crate::ipc::add_mounts(&mut s.past_mounts, &child.mounts);
         }
         Some((child, was))
     }
@@ -555,16 +556,23 @@ pub(super) mod tests {
         let mut sup = supervisor(1, true, t0);
         let mut old = child(50, 0, t0);
         old.stats.requests = 5;
+        let mount = |requests| crate::ipc::MountStats {
+            requests,
+            ..Default::default()
+        };
+        old.mounts = vec![mount(2), mount(7)];
         old.phase = Phase::Retiring { kill_at: t0 };
         sup.retiring.push(old);
         sup.slots[0].state = SlotState::Running({
             let mut c = child(100, 0, t0);
             c.stats.requests = 3;
+            c.mounts = vec![mount(1), mount(1)];
             c
         });
         assert_eq!(sup.remove(pid(50)).unwrap().1, Was::Retiring);
         assert_eq!(sup.remove(pid(100)).unwrap().1, Was::Current(0));
         assert_eq!(sup.slots[0].past.requests, 8);
+        assert_eq!(sup.slots[0].past_mounts, [mount(3), mount(8)]);
         assert!(sup.remove(pid(100)).is_none(), "removed once");
     }
 

@@ -247,6 +247,9 @@ impl<H: Serve> Worker<'_, H> {
             buffers_free: self.ctx.pool.free() as u64,
         };
         self.send_to_master(&Message::Stats(stats));
+        if let Some(mounts) = self.ctx.handler.mounts() {
+            self.send_to_master(&Message::Mounts(mounts.sample()));
+        }
     }
 
     /// Writes one frame to the master's pipe without blocking. When the pipe is full (the
