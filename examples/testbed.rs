@@ -9,7 +9,9 @@
 //! worker is blocked meanwhile); `/panic` panics; `/misuse?what=status|length|header` gives
 //! its `Response` invalid input (a 1xx status, a `Content-Length` field, a CR LF in a
 //! value); `/send?m=TEXT` sends TEXT to the master;
-//! `/inbox` the worker's pid and the last message the master sent it.
+//! `/inbox` the worker's pid and the last message the master sent it; `/peer` the client's
+//! address (`-` when it was not looked up: `TESTBED_CLIENT_ADDRESSES=1` sets
+//! `Config::client_addresses`).
 //!
 //! The master's `on_message` hook answers `echo:TEXT` to the sender, and for
 //! `broadcast:TEXT` sends TEXT to every worker. Hooks log `testbed: EVENT ...` lines.
@@ -52,6 +54,7 @@ trait Req {
     fn host(&self) -> Option<&str>;
     fn query(&self) -> Option<&str>;
     fn body(&self) -> &[u8];
+    fn peer_addr(&self) -> Option<std::net::IpAddr>;
 }
 
 macro_rules! impl_req {
@@ -71,6 +74,9 @@ macro_rules! impl_req {
             }
             fn body(&self) -> &[u8] {
                 <$t>::body(self)
+            }
+            fn peer_addr(&self) -> Option<std::net::IpAddr> {
+                <$t>::peer_addr(self)
             }
         }
     };
@@ -288,6 +294,9 @@ impl Testbed {
             "/echo" => {
                 res.body(req.body());
             }
+            "/peer" => {
+                res.body(req.peer_addr().map_or("-".into(), |ip| ip.to_string()));
+            }
             "/target" => {
                 res.body(format!("{} {}", req.target(), req.host().unwrap_or("-")));
             }
@@ -382,6 +391,7 @@ fn main() {
 /// Every cluster hook, logging, and answering messages.
 fn hooks<H: ringmaster::Serve>(server: Server<H>) -> Server<H> {
     server
+        .client_addresses(std::env::var_os("TESTBED_CLIENT_ADDRESSES").is_some())
         .on_fork(|_, w| eprintln!("testbed: fork slot={} pid={}", w.slot, w.pid))
         .on_online(|cluster, w| {
             eprintln!(

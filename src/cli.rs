@@ -202,7 +202,9 @@ struct ServeArgs {
     statics: Vec<(String, PathBuf)>,
     /// Forward the requests below PREFIX to these upstreams, in turn, without the prefix,
     /// e.g. `--proxy /api=http://127.0.0.1:8080,http://127.0.0.1:8081` (repeatable; the
-    /// longest matching prefix wins). The `ringmaster` binary's own server only.
+    /// longest matching prefix wins). The client's address is looked up for each
+    /// connection and appended to `X-Forwarded-For`. The `ringmaster` binary's own server
+    /// only.
     #[arg(long = "proxy", value_name = "PREFIX=URL[,URL...]", value_parser = parse_proxy)]
     proxies: Vec<(String, Vec<String>)>,
     /// Seconds an upstream may stay silent while a response is awaited or read (past it:
@@ -301,6 +303,8 @@ impl ServeArgs {
             c.access_log = self.access_log.clone();
         }
         c.exit_on_panic |= self.exit_on_panic;
+        // A proxy appends the client's address to X-Forwarded-For.
+        c.client_addresses |= !self.proxies.is_empty();
         set(&mut c.uring.recv_buffers, &self.recv_buffers);
         set(&mut c.uring.recv_buffer_bytes, &self.recv_buffer_bytes);
         c.uring.defer_taskrun &= !self.uring_no_defer_taskrun;

@@ -179,9 +179,9 @@ pub struct UringOptions {
     pub registered_ring_fd: bool,
     /// Accept connections as direct descriptors (slots of a table registered with the
     /// ring) so that each receive, send and close skips the process's descriptor table.
-    /// Used only where the kernel offers it (Linux 6.7: a socket option must be settable
-    /// through the ring to reset a connection) and no access log is kept (a direct
-    /// descriptor has no peer address to log); otherwise connections are plain descriptors.
+    /// Used only where the kernel offers it (Linux 6.7: socket options must be set and read
+    /// through the ring, to reset a connection and to learn its client's address);
+    /// otherwise connections are plain descriptors.
     pub direct_descriptors: bool,
     /// Provided receive buffers per worker (a power of two, at most 32,768). When all are in
     /// use, receives pause (`-ENOBUFS`) until buffers are given back; no data is lost.
@@ -272,6 +272,15 @@ pub struct Config {
     /// A handler's panic ends its worker (which the master respawns), as in the first
     /// versions, instead of answering `500` and serving on. Default: false.
     pub exit_on_panic: bool,
+    /// Look up each connection's client address when it is accepted, for
+    /// [`Request::peer_addr`](crate::Request::peer_addr) and the `X-Forwarded-For` that a
+    /// [`Proxy`](crate::proxy::Proxy) appends: one socket option read through the ring per
+    /// connection (`SO_PEERNAME`, answered before the connection's first bytes), or one
+    /// `getpeername` for a plain descriptor. Off, requests have no address, and the
+    /// HTTP path pays nothing per connection. An access log turns it on, as it logs the
+    /// address. The `ringmaster` binary turns it on with `--proxy`; a program that mounts a
+    /// `Proxy` sets it. Default: false.
+    pub client_addresses: bool,
 }
 
 /// How log lines are written.
@@ -307,6 +316,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             access_log: None,
             exit_on_panic: false,
+            client_addresses: false,
         }
     }
 }
@@ -523,7 +533,9 @@ fn control_dir(runtime: Option<PathBuf>, uid: u32) -> PathBuf {
 
 /// Ring operations one connection can have in flight at once, which its share of the
 /// in-flight table must hold (a full table would end the worker): its receive and its
-/// send, a cancel of each, a reset's socket option, the close, and a send-queue sample.
+/// send, a cancel of each, a reset's socket option, the close, and a send-queue sample. The
+/// read of the client's address is not counted: it completes in the submit that issues the
+/// first receive, before any of the others can be pushed.
 const OPS_PER_CONNECTION_MAX: u32 = 7;
 /// Completions one connection adds to a loop turn, counted for the completion queue: its
 /// receive's last, a send, a close and a cancel. A teardown can add three more; on the rare

@@ -179,6 +179,15 @@ impl<H: Serve> Server<H> {
         self
     }
 
+    /// Whether each connection's client address is looked up, for [`Request::peer_addr`]
+    /// and the `X-Forwarded-For` a [`proxy::Proxy`] appends (see
+    /// [`Config::client_addresses`]). Off by default: a program that serves a `Proxy` turns
+    /// it on.
+    pub fn client_addresses(mut self, on: bool) -> Server<H> {
+        self.config.client_addresses = on;
+        self
+    }
+
     /// How long a shutdown waits for workers to finish before killing them.
     pub fn drain_timeout(mut self, timeout: std::time::Duration) -> Server<H> {
         self.config.drain_timeout = timeout;

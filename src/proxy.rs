@@ -11,6 +11,13 @@
 //! answered `502`. Its body is streamed to the client with backpressure (a slow client slows
 //! the reads from the upstream; nothing is held whole).
 //!
+//! The upstream learns who asked from `X-Forwarded-Proto`, `X-Forwarded-Host` and
+//! `X-Forwarded-For`, to which the client's address ([`OwnedRequest::peer_addr`]) is
+//! appended as nginx's `$proxy_add_x_forwarded_for` does. The address is looked up once per
+//! connection, and only where [`Config::client_addresses`](crate::Config::client_addresses)
+//! asks it (the binary's `--proxy` does): a program serving a `Proxy` turns it on, or its
+//! upstreams get `X-Forwarded-For` only as the client sent it.
+//!
 //! Hand-written over `rt::TcpStream`: a client crate (hyper's) would bring its own runtime
 //! and buffers; here the upstream's bytes go through the worker's ring and its pipes.
 
@@ -27,7 +34,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -53,7 +60,13 @@ const HEAD_READ_BYTES: usize = 8 * 1024;
 ///
 /// - HTTP/1.1 to the upstream. Hop-by-hop fields (`Connection` and those it names,
 ///   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) are removed
-///   both ways; `Host` is kept; `X-Forwarded-Proto` and `X-Forwarded-Host` are set.
+///   both ways; `Host` is kept; `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and the
+///   client's address is appended to `X-Forwarded-For` (after the values the request came
+///   with, as nginx's `$proxy_add_x_forwarded_for`; IPv6 without brackets, IPv4-mapped
+///   IPv6 as IPv4). The address is known only where the server looks it up,
+///   [`Config::client_addresses`](crate::Config::client_addresses), which the binary's
+///   `--proxy` turns on and a program serving a `Proxy` must set; where it is not,
+///   `X-Forwarded-For` goes upstream as it came.
 /// - The request body goes upstream as it arrives (still within `--request-body-bytes-max`),
 ///   with the client's `Content-Length`, or chunked when the client sent it chunked; such a
 ///   request takes a new upstream connection (a streamed body cannot be sent twice, so it
@@ -309,11 +322,14 @@ fn request_bytes(
         .flat_map(|(_, v)| list(v))
         .collect();
     let mut host = None;
+    let client = req.peer_addr();
     for (name, value) in req.headers() {
         let skip = is_hop_by_hop(name)
             || name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
+            // Joined with the client's address below (as it is when unknown).
+            || (client.is_some() && name.eq_ignore_ascii_case("x-forwarded-for"))
             || named
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
@@ -327,6 +343,9 @@ fn request_bytes(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(client) = client {
+        forwarded_for(req, client, &mut out);
     }
     out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
     if let Some(host) = req.host().map(str::as_bytes).or(host) {
@@ -349,6 +368,24 @@ fn request_bytes(
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
+}
+
+/// Appends `X-Forwarded-For` as nginx's `$proxy_add_x_forwarded_for` makes it: the incoming
+/// values (several fields joined with `, `), then the client's address. An IPv6 address is
+/// written without brackets, an IPv4-mapped one (an IPv4 client of an IPv6 socket) as IPv4.
+fn forwarded_for(req: &OwnedRequest, client: IpAddr, out: &mut Vec<u8>) {
+    use std::io::Write;
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    let incoming = req
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        .filter(|(_, v)| !v.is_empty());
+    for (_, value) in incoming {
+        out.extend_from_slice(value);
+        out.extend_from_slice(b", ");
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{}\r\n", client.to_canonical());
 }
 
 /// Passes the client's body on as it arrives, chunked when its length is not known.
@@ -726,5 +763,70 @@ mod tests {
             assert!(upstream(bad).is_err(), "{bad}");
         }
         assert!(Proxy::new::<&str>(&[]).is_err());
+    }
+
+    /// The request `raw` from `peer` as it goes upstream, and its `X-Forwarded-For` lines.
+    fn forwarded(raw: &str, peer: Option<&str>) -> (String, Vec<String>) {
+        use crate::http::{parse_head, HeadLimits, Parsed};
+        let limits = HeadLimits {
+            request_line_bytes_max: 1024,
+            request_fields_bytes_max: 1024,
+            request_body_bytes_max: 1024,
+        };
+        let mut headers = [const { MaybeUninit::uninit() }; crate::http::request::HEADERS_MAX];
+        let Ok(Parsed::Complete(head)) = parse_head(raw.as_bytes(), &mut headers, &limits) else {
+            panic!("a whole head: {raw:?}")
+        };
+        let peer = peer.map(|p| p.parse().unwrap());
+        let req = OwnedRequest::new(raw.as_bytes(), &head, &[], peer);
+        let up = upstream("http://127.0.0.1:9").unwrap();
+        let bytes = request_bytes(&req, &up, BodyGoes::Whole, None);
+        let text = String::from_utf8(bytes).unwrap();
+        let xff = text
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("x-forwarded-for:"))
+            .map(str::to_string)
+            .collect();
+        (text, xff)
+    }
+
+    #[test]
+    fn the_client_address_is_appended_to_x_forwarded_for() {
+        let get = "GET / HTTP/1.1\r\nHost: h\r\n";
+        for (fields, peer, want) in [
+            ("", Some("127.0.0.1"), &["X-Forwarded-For: 127.0.0.1"][..]),
+            (
+                "X-Forwarded-For: 10.0.0.1\r\n",
+                Some("127.0.0.1"),
+                &["X-Forwarded-For: 10.0.0.1, 127.0.0.1"],
+            ),
+            // Several fields are one list (RFC 9110 section 5.3), in order.
+            (
+                "x-forwarded-for: 10.0.0.1, 10.0.0.2\r\nX-Forwarded-For: 10.0.0.3\r\n",
+                Some("192.0.2.9"),
+                &["X-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.9"],
+            ),
+            (
+                "X-Forwarded-For:\r\n",
+                Some("192.0.2.9"),
+                &["X-Forwarded-For: 192.0.2.9"],
+            ),
+            // IPv6 without brackets; an IPv4 client of an IPv6 socket as IPv4.
+            ("", Some("::1"), &["X-Forwarded-For: ::1"]),
+            ("", Some("2001:db8::7"), &["X-Forwarded-For: 2001:db8::7"]),
+            ("", Some("::ffff:10.1.2.3"), &["X-Forwarded-For: 10.1.2.3"]),
+            // Not looked up: nothing is added, and what came goes on as it came.
+            ("", None, &[]),
+            (
+                "X-Forwarded-For: 10.0.0.1\r\n",
+                None,
+                &["X-Forwarded-For: 10.0.0.1"],
+            ),
+        ] {
+            let raw = format!("{get}{fields}\r\n");
+            let (text, xff) = forwarded(&raw, peer);
+            assert_eq!(xff, want, "{fields:?} from {peer:?}:\n{text}");
+            assert!(text.contains("X-Forwarded-Proto: http\r\n"), "{text}");
+        }
     }
 }

@@ -483,3 +483,108 @@ fn request_bodies_go_upstream_as_they_arrive() {
     let res = read_response(&mut reader, false);
     assert_eq!(String::from_utf8_lossy(&res.body), "4 bytes, length 4");
 }
+
+/// An upstream that answers each request with the `X-Forwarded-For` it got (`-` for none).
+fn forwarded_for_upstream() -> Upstream {
+    Upstream::start(|seen| {
+        let xff = seen.field("X-Forwarded-For").unwrap_or("-");
+        (ok(xff), false)
+    })
+}
+
+/// What the upstream behind `server` got as `X-Forwarded-For` for one request sent with
+/// `fields` on a new connection.
+fn forwarded_for(server: &Server, fields: &[&str]) -> String {
+    let (res, _) = exchange(server.addr, &get("/p/x", fields));
+    assert_eq!(res.status, 200);
+    String::from_utf8(res.body).unwrap()
+}
+
+/// Whether the worker of `server` took its connections as direct descriptors.
+fn direct(server: &Server) -> bool {
+    server
+        .wait_log("] ready (")
+        .contains("direct descriptors true")
+}
+
+/// The client's address is appended to what came, as nginx's
+/// `$proxy_add_x_forwarded_for`: through the ring for direct descriptors (the default where
+/// the kernel has them), by `getpeername` for plain ones.
+fn the_client_address_goes_upstream(args: &[&str]) {
+    let up = forwarded_for_upstream();
+    let server = proxy(&[format!("/p={}", up.url())], args);
+    let want_direct =
+        !args.contains(&"--uring-no-direct-descriptors") && common::direct_supported();
+    assert_eq!(direct(&server), want_direct);
+    // Each connection sends its request at once, so that it is often queued before the
+    // worker accepts it: the address must still be known when it is processed.
+    for _ in 0..50 {
+        assert_eq!(forwarded_for(&server, &[]), "127.0.0.1");
+    }
+    assert_eq!(
+        forwarded_for(&server, &["X-Forwarded-For: 10.0.0.1"]),
+        "10.0.0.1, 127.0.0.1"
+    );
+    assert_eq!(
+        forwarded_for(
+            &server,
+            &["X-Forwarded-For: 10.0.0.1", "X-Forwarded-For: 10.0.0.2"]
+        ),
+        "10.0.0.1, 10.0.0.2, 127.0.0.1"
+    );
+    // Every request of a kept-alive connection, pipelined ones too.
+    let mut stream = connect(server.addr);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let three = [get("/p/a", &[]), get("/p/b", &[]), get("/p/c", &[])].concat();
+    stream.write_all(&three).unwrap();
+    for _ in 0..3 {
+        let res = read_response(&mut reader, false);
+        assert_eq!(String::from_utf8_lossy(&res.body), "127.0.0.1");
+    }
+    // Outside the mount the built-in handler answers as ever.
+    assert_eq!(
+        exchange(server.addr, &get("/other", &[])).0.body,
+        b"Hello World"
+    );
+}
+
+#[test]
+fn the_client_address_goes_upstream_in_x_forwarded_for() {
+    the_client_address_goes_upstream(&[]);
+}
+
+#[test]
+fn the_client_address_of_a_plain_descriptor_goes_upstream_too() {
+    the_client_address_goes_upstream(&["--uring-no-direct-descriptors"]);
+}
+
+#[test]
+fn an_ipv6_client_address_goes_upstream_without_brackets() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: ::1 cannot be bound here (no IPv6 loopback)");
+        return;
+    }
+    let up = forwarded_for_upstream();
+    for args in [&[][..], &["--uring-no-direct-descriptors"]] {
+        let mut all = vec!["--listen", "[::1]:0"];
+        all.extend_from_slice(args);
+        let server = proxy(&[format!("/p={}", up.url())], &all);
+        assert!(server.addr.is_ipv6(), "{}", server.addr);
+        assert_eq!(forwarded_for(&server, &[]), "::1", "{args:?}");
+        assert_eq!(
+            forwarded_for(&server, &["X-Forwarded-For: 2001:db8::1"]),
+            "2001:db8::1, ::1",
+            "{args:?}"
+        );
+    }
+    // An IPv4 client of a dual-stack IPv6 socket is written as IPv4, not `::ffff:…`.
+    let server = proxy(&[format!("/p={}", up.url())], &["--listen", "[::]:0"]);
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
+    let Ok(stream) = TcpStream::connect(v4) else {
+        eprintln!("skipped the IPv4-mapped part: [::] takes no IPv4 here (IPV6_V6ONLY)");
+        return;
+    };
+    drop(stream);
+    let (res, _) = exchange(v4, &get("/p/x", &[]));
+    assert_eq!(String::from_utf8_lossy(&res.body), "127.0.0.1");
+}

@@ -140,6 +140,7 @@ pub(crate) struct Ctx<'h, H: Serve> {
     pub(crate) now: Instant,
     /// The access log, when one is kept.
     pub(crate) access: Option<AccessLog>,
-    /// The peer of the connection being processed (for the access log).
+    /// The client's address of the connection being processed, when it was looked up (for
+    /// the access log and `Request::peer_addr`).
     pub(crate) peer: Option<IpAddr>,
 }

@@ -13,6 +13,7 @@
 //! | `mod.rs` | [`Conn`], its phases and sub-states, the events and the acts |
 //! | `process.rs` | the byte processing: parse, decode the body, call the handler, encode, refuse |
 //! | `send_rate.rs` | the minimum send rate's watch ([`SendWatch`]) |
+//! | `peer.rs` | the client's address, as far as it is known |
 //! | `output.rs` | the unsent response bytes ([`output::Output`]) |
 //! | `ctx.rs` | what all connections of a worker share ([`Ctx`]): handler, limits, pool, counters |
 //! | `drive.rs` | a connection driven without a ring, for fuzzing and property tests |
@@ -20,6 +21,7 @@
 mod ctx;
 pub mod drive;
 mod output;
+mod peer;
 mod process;
 mod send_rate;
 mod stream;
@@ -32,6 +34,7 @@ use crate::pool::BufPool;
 use crate::Serve;
 use crate::rt::splice::FileRange;
 use output::{Output, Piece};
+use peer::Peer;
 use process::{ChunkedBody, Pending};
 use ringmaster_uring::{Desc, OpId};
 use std::net::IpAddr;
@@ -259,8 +262,8 @@ pub(crate) struct Conn {
     /// Its slot in the worker's table: the owner of a task it starts.
     slot: u32,
     fd: Desc,
-    /// The client's address, looked up only when an access log is kept.
-    peer: Option<IpAddr>,
+    /// The client's address, when something needs it.
+    peer: Peer,
     phase: Phase,
     recv: Recv,
     recv_mode: RecvMode,
@@ -289,12 +292,12 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A connection accepted at `now`.
+    /// A connection accepted at `now`, from `peer` when its address is known already.
     pub(crate) fn new(slot: u32, fd: Desc, peer: Option<IpAddr>, now: Instant) -> Conn {
         Conn {
             slot,
             fd,
-            peer,
+            peer: peer.map_or(Peer::Unknown, Peer::Known),
             phase: Phase::Open,
             recv: Recv::Idle,
             recv_mode: RecvMode::Multishot,
@@ -766,6 +769,7 @@ impl Conn {
             && matches!(self.recv, Recv::Idle | Recv::Ended)
             && matches!(self.send, Sending::Idle)
             && !self.sampling()
+            && !self.asks_peer()
     }
 
     // ---- Timers. ----

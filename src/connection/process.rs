@@ -180,9 +180,10 @@ impl Conn {
         true
     }
 
-    /// Tells `ctx` which connection is processed: the access log's peer, a task's owner.
+    /// Tells `ctx` which connection is processed: the requests' peer, a task's owner.
     fn enter<H: Serve>(&self, ctx: &mut Ctx<'_, H>) {
-        ctx.peer = self.peer;
+        debug_assert!(!self.asks_peer(), "bytes came before the client's address");
+        ctx.peer = self.peer.ip();
         ctx.conn = self.slot;
     }
 
@@ -503,7 +504,12 @@ fn process_one<H: Serve>(
     };
     let after_head = &rest[head.head_len..];
     let has_body = head.framing != Framing::None && head.framing != Framing::Length(0);
-    if H::ASYNC && has_body && ctx.handler.streams_body(&Request::new(&head, &[])) {
+    if H::ASYNC
+        && has_body
+        && ctx
+            .handler
+            .streams_body(&Request::new(&head, &[], ctx.peer))
+    {
         if !ctx.tasks.has_room() {
             return One::Stop(used, Next::Busy);
         }
@@ -664,15 +670,16 @@ fn answer<H: Serve>(
         // The future answers in its own `Response`; the worker's is not used.
         return answer_async(raw, head, body, out, last, ctx);
     }
-    let (handler, res) = (
+    let (handler, peer, res) = (
         ctx.handler,
+        ctx.peer,
         ctx.res.as_mut().expect("the worker's response"),
     );
     res.reset();
     // Unwinding stops here. After a panic nothing the handler touched is used but `res`,
     // which is reset before the next request; the handler's own state is its own affair.
     let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handler.handle_now(&Request::new(head, body), res)
+        handler.handle_now(&Request::new(head, body, peer), res)
     }));
     let meta = Meta::of(head);
     match called {
@@ -700,7 +707,7 @@ fn answer_async<H: Serve>(
     last: bool,
     ctx: &mut Ctx<'_, H>,
 ) -> Option<Next> {
-    let req = OwnedRequest::new(raw, head, body);
+    let req = OwnedRequest::new(raw, head, body, ctx.peer);
     let handler = ctx.handler;
     // A handler type may do work (and panic) before it returns its future: `start_with`
     // catches that as a panic of the future's.
@@ -739,7 +746,7 @@ fn answer_streaming<H: Serve>(
         ctx.limits.request_fields_bytes_max,
     );
     let upload = Upload::new(pipe.clone(), length, decoder);
-    let mut req = OwnedRequest::new(raw, head, &[]);
+    let mut req = OwnedRequest::new(raw, head, &[], ctx.peer);
     req.set_body_reader(BodyReader::new(pipe));
     let handler = ctx.handler;
     let started = ctx.tasks.start_with(ctx.conn, || handler.call_async(req));

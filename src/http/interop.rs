@@ -120,13 +120,15 @@ mod tests {
         let Ok(Parsed::Complete(head)) = parse_head(raw, &mut headers, &limits) else {
             panic!("a whole head")
         };
-        let req = Request::new(&head, b"body").to_http().unwrap();
+        let req = Request::new(&head, b"body", None).to_http().unwrap();
         assert_eq!(req.method(), "POST");
         assert_eq!(req.uri().path(), "/a");
         assert_eq!(req.uri().query(), Some("b=1"));
         assert_eq!(req.headers()["x-y"], "z");
         assert_eq!(req.body(), b"body");
-        let owned = OwnedRequest::new(raw, &head, b"body").to_http().unwrap();
+        let owned = OwnedRequest::new(raw, &head, b"body", None)
+            .to_http()
+            .unwrap();
         assert_eq!(owned.uri(), req.uri());
 
         let res = ::http::Response::builder()

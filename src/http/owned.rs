@@ -9,6 +9,7 @@
 use super::request::{below, path_of, query_of, Head, TargetForm, Version};
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
+use std::net::IpAddr;
 
 /// Where a part lies in an [`OwnedRequest`]'s buffer.
 #[derive(Clone, Copy, Debug, Default)]
@@ -65,6 +66,8 @@ struct Parts {
     fields: Span,
     /// The body as it arrives, when the handler asked for it so.
     reader: Option<super::BodyReader>,
+    /// The client's address, when it was looked up.
+    peer: Option<IpAddr>,
 }
 
 impl Parts {
@@ -82,6 +85,7 @@ impl Parts {
             version: Version::Http11,
             fields: Span::default(),
             reader: None,
+            peer: None,
         })
     }
 }
@@ -96,9 +100,15 @@ fn span_in(base: &[u8], part: &[u8]) -> Option<Span> {
 }
 
 impl OwnedRequest {
-    /// Copies `head` (parsed from `head_bytes`, which it borrows) and `body`.
+    /// Copies `head` (parsed from `head_bytes`, which it borrows) and `body`, from the client
+    /// at `peer` when it was looked up.
     #[inline]
-    pub(crate) fn new(head_bytes: &[u8], head: &Head<'_>, body: &[u8]) -> OwnedRequest {
+    pub(crate) fn new(
+        head_bytes: &[u8],
+        head: &Head<'_>,
+        body: &[u8],
+        peer: Option<IpAddr>,
+    ) -> OwnedRequest {
         let mut p = POOL
             .try_with(|pool| pool.try_borrow_mut().ok().and_then(|mut p| p.pop()))
             .ok()
@@ -130,6 +140,7 @@ impl OwnedRequest {
             len: fields_end - fields_at,
         };
         p.reader = None;
+        p.peer = peer;
         OwnedRequest {
             p: ManuallyDrop::new(p),
         }
@@ -275,6 +286,12 @@ impl OwnedRequest {
     pub fn body(&self) -> &[u8] {
         &self.p.buf[self.p.head_len..self.p.body_end]
     }
+
+    /// The client's address, `None` when the server did not look it up (see
+    /// [`Request::peer_addr`](super::Request::peer_addr)).
+    pub fn peer_addr(&self) -> Option<IpAddr> {
+        self.p.peer
+    }
 }
 
 impl Drop for OwnedRequest {
@@ -315,7 +332,7 @@ mod tests {
         let Ok(Parsed::Complete(head)) = parse_head(raw, &mut headers, &LIMITS) else {
             panic!("a whole head")
         };
-        OwnedRequest::new(raw, &head, body)
+        OwnedRequest::new(raw, &head, body, None)
     }
 
     #[test]

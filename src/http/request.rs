@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::mem::MaybeUninit;
+use std::net::IpAddr;
 
 /// The most header fields a request may carry; one more is answered with 431.
 pub const HEADERS_MAX: usize = 100;
@@ -684,15 +685,18 @@ pub struct Request<'a> {
     head: &'a Head<'a>,
     body: &'a [u8],
     routed: Option<&'a Routed<'a>>,
+    peer: Option<IpAddr>,
 }
 
 impl<'a> Request<'a> {
+    /// The request of `head` and `body`, from the client at `peer` when it was looked up.
     #[inline]
-    pub(crate) fn new(head: &'a Head<'a>, body: &'a [u8]) -> Request<'a> {
+    pub(crate) fn new(head: &'a Head<'a>, body: &'a [u8], peer: Option<IpAddr>) -> Request<'a> {
         Request {
             head,
             body,
             routed: None,
+            peer,
         }
     }
 
@@ -705,6 +709,7 @@ impl<'a> Request<'a> {
             head: self.head,
             body: self.body,
             routed: Some(routed),
+            peer: self.peer,
         }
     }
 
@@ -807,6 +812,16 @@ impl<'a> Request<'a> {
     /// The body (empty when the request has none).
     pub fn body(&self) -> &'a [u8] {
         self.body
+    }
+
+    /// The client's address: the connection's peer, `None` when the server did not look it
+    /// up. It is looked up once per connection, when it is accepted, and only when something
+    /// needs it: [`Config::client_addresses`](crate::Config::client_addresses) (which the
+    /// `ringmaster` binary sets with `--proxy`) or an access log. An IPv4 client of an IPv6
+    /// socket shows as an IPv4-mapped address (`::ffff:192.0.2.1`; [`IpAddr::to_canonical`]
+    /// gives the IPv4 one). It is whoever opened the connection: behind a proxy, the proxy.
+    pub fn peer_addr(&self) -> Option<IpAddr> {
+        self.peer
     }
 }
 
@@ -1145,7 +1160,7 @@ mod tests {
             else {
                 panic!("{line}: {:?}", parse(raw.as_bytes()))
             };
-            let req = Request::new(&head, b"");
+            let req = Request::new(&head, b"", None);
             let seen = (
                 req.target(),
                 head.target_form,
@@ -1268,7 +1283,7 @@ mod tests {
         let Ok(Parsed::Complete(head)) = parse_head(buf, &mut headers, &LIMITS) else {
             panic!()
         };
-        let req = Request::new(&head, b"");
+        let req = Request::new(&head, b"", None);
         assert_eq!(req.method(), "GET");
         assert_eq!(req.path(), "/a/b");
         assert_eq!(req.query(), Some("x=1"));

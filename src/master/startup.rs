@@ -19,14 +19,13 @@ pub(super) fn prepare(config: &Config) -> Result<(Config, Option<OwnedFd>), Erro
     config.validate()?;
     crate::log::set_format(config.log_format);
     let features = check_uring()?;
-    // Direct descriptors need a settable socket option through the ring (to reset a
-    // connection) and give no peer address (for the access log).
+    // Direct descriptors need socket options through the ring: set, to reset a connection;
+    // read, for the client's address (both Linux 6.7).
     let config = Config {
         uring: crate::config::UringOptions {
             direct_descriptors: config.uring.direct_descriptors
                 && features.direct_accept
-                && features.socket_cmd
-                && config.access_log.is_none(),
+                && features.socket_cmd,
             ..config.uring
         },
         ..config.clone()

@@ -8,7 +8,8 @@ use crate::config::ACCEPT_SINGLE_DEPTH;
 use crate::connection::{Conn, Drain};
 use crate::log::{log, log_limited};
 use crate::Serve;
-use ringmaster_uring::{Completion, Desc, Op, OpId, Ring};
+use ringmaster_uring::{Completion, Desc, Op, OpId, Owned, Ring};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -93,6 +94,10 @@ pub(super) struct Accepting {
     acceptors: Vec<Acceptor>,
     /// Every listening socket, by slot (one entry in shared mode).
     listeners: Vec<RawFd>,
+    /// By slot, as `listeners`: the size of the socket's addresses when its connections'
+    /// client addresses are looked up, 0 when they are not (nothing needs them, or the
+    /// socket's family has no IP addresses).
+    peer_rooms: Vec<u32>,
     accept_queue: u32,
     /// Accepting resumes at this instant (after running out of descriptors).
     paused_until: Option<Instant>,
@@ -101,13 +106,16 @@ pub(super) struct Accepting {
 }
 
 impl Accepting {
-    pub(super) fn new(slot: u32, listeners: &[RawFd], accept_queue: u32) -> Accepting {
+    /// `peers`: whether connections' client addresses are looked up.
+    pub(super) fn new(slot: u32, listeners: &[RawFd], accept_queue: u32, peers: bool) -> Accepting {
         let own = slot as usize % listeners.len();
         let mut acceptors = Vec::with_capacity(listeners.len());
         acceptors.push(Acceptor::new(own as u32, listeners[own]));
+        let room = |&fd: &RawFd| if peers { address_room(fd) } else { 0 };
         Accepting {
             acceptors,
             listeners: listeners.to_vec(),
+            peer_rooms: listeners.iter().map(room).collect(),
             accept_queue,
             paused_until: None,
             overflow: 0,
@@ -157,7 +165,8 @@ impl<H: Serve> Worker<'_, H> {
                     return self.overflowed(fd);
                 }
                 self.ctx.counters.accepted += 1;
-                self.add_conn(fd);
+                let room = self.accepting.peer_rooms[listener as usize];
+                self.add_conn(fd, room)?;
             }
             Some(libc::ECANCELED) => {}
             Some(libc::ENFILE) if self.direct && self.conns.len() >= self.connections_max => {
@@ -261,6 +270,9 @@ impl<H: Serve> Worker<'_, H> {
         use nix::sys::socket::{accept4, SockFlag};
         // SAFETY: `fd` is a listening socket this worker holds open for its whole life.
         let listener = unsafe { BorrowedFd::borrow_raw(fd) };
+        let accepting = &self.accepting;
+        let slot = accepting.listeners.iter().position(|&l| l == fd);
+        let room = slot.map_or(0, |slot| accepting.peer_rooms[slot]);
         while self.conns.len() < self.connections_max {
             // EAGAIN: the queue is empty (or the socket failed: nothing to take).
             let Ok(conn) = accept4(listener, SockFlag::SOCK_CLOEXEC) else {
@@ -268,27 +280,50 @@ impl<H: Serve> Worker<'_, H> {
             };
             self.ctx.counters.accepted += 1;
             // The connection owns the descriptor from now on; its close act closes it.
-            self.add_conn(Desc::Plain(conn.into_raw_fd()));
+            // A plain descriptor pushes nothing, so this cannot fail.
+            let _ = self.add_conn(Desc::Plain(conn.into_raw_fd()), room);
         }
     }
 
-    /// Takes an accepted connection into the table.
-    fn add_conn(&mut self, fd: Desc) {
-        let peer = match (&self.ctx.access, fd) {
-            // One getpeername per connection, paid only when an access log is kept.
-            (Some(_), Desc::Plain(fd)) => {
-                use nix::sys::socket::{getpeername, SockaddrStorage};
-                getpeername::<SockaddrStorage>(fd).ok().and_then(|a| {
-                    a.as_sockaddr_in()
-                        .map(|v4| std::net::IpAddr::V4(v4.ip()))
-                        .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
-                })
-            }
+    /// Takes an accepted connection into the table, with its client's address when it is
+    /// looked up (`room`, the size of its socket's addresses, is not 0): at once by
+    /// `getpeername` for a plain descriptor; through the ring for a direct one, pushed now,
+    /// before the connection's first receive is (when it is acted on at the end of the
+    /// turn), so that it completes before any byte arrives (see `connection::peer`).
+    fn add_conn(&mut self, fd: Desc, room: u32) -> std::io::Result<()> {
+        let peer = match fd {
+            Desc::Plain(raw) if room > 0 => peer_of(raw),
             _ => None,
         };
         let entry = self.conns.vacant_entry();
         let slot = entry.key() as u32;
         entry.insert(Conn::new(slot, fd, peer, self.ctx.now));
+        self.touch(slot);
+        if room == 0 || matches!(fd, Desc::Plain(_)) {
+            return Ok(());
+        }
+        let mut value = self.ctx.pool.take();
+        value.resize(room as usize, 0);
+        let op = Op::GetSockOpt {
+            fd,
+            level: libc::SOL_SOCKET,
+            name: libc::SO_PEERNAME,
+            value,
+        };
+        self.ring.push(op, Event::PeerName(slot))?;
+        self.conns[slot as usize].asking_peer();
+        Ok(())
+    }
+
+    /// The read of a connection's client address completed.
+    pub(super) fn on_peer_name(&mut self, slot: u32, c: Completion<Event>) {
+        let Owned::Buf(value) = c.owned else {
+            panic!("a socket option read hands its buffer back")
+        };
+        // A failure (the client reset already: ENOTCONN) leaves the address unknown.
+        let peer = (c.result > 0).then(|| ip_of(&value)).flatten();
+        self.ctx.pool.put(value);
+        self.conns[slot as usize].on_peer(peer);
         self.touch(slot);
     }
 
@@ -308,5 +343,83 @@ impl<H: Serve> Worker<'_, H> {
             "{} the socket of slot {slot}",
             if adopt { "adopting" } else { "releasing" }
         );
+    }
+}
+
+/// The size of `listener`'s addresses (`sockaddr_in` or `sockaddr_in6`): the room a read of
+/// a connection's `SO_PEERNAME` needs, which the kernel refuses when it is larger than the
+/// address and cuts the address when it is smaller. 0 for a socket without IP addresses.
+fn address_room(listener: RawFd) -> u32 {
+    use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
+    let size = match getsockname::<SockaddrStorage>(listener).map(|a| a.family()) {
+        Ok(Some(AddressFamily::Inet)) => std::mem::size_of::<libc::sockaddr_in>(),
+        Ok(Some(AddressFamily::Inet6)) => std::mem::size_of::<libc::sockaddr_in6>(),
+        _ => 0,
+    };
+    size as u32
+}
+
+/// A plain connection's client address (`getpeername`); `None` when it has gone.
+fn peer_of(fd: RawFd) -> Option<IpAddr> {
+    use nix::sys::socket::{getpeername, SockaddrStorage};
+    let addr = getpeername::<SockaddrStorage>(fd).ok()?;
+    addr.as_sockaddr_in()
+        .map(|v4| IpAddr::V4(v4.ip()))
+        .or_else(|| addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+}
+
+/// The IP address in a `sockaddr_in` or `sockaddr_in6` as the kernel wrote it (the family
+/// in native order, the address in network order); `None` for another family or too few
+/// bytes.
+fn ip_of(sockaddr: &[u8]) -> Option<IpAddr> {
+    let family = u16::from_ne_bytes(sockaddr.get(..2)?.try_into().ok()?);
+    match i32::from(family) {
+        // sin_family, sin_port, then sin_addr.
+        libc::AF_INET => {
+            let ip: [u8; 4] = sockaddr.get(4..8)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(ip)))
+        }
+        // sin6_family, sin6_port, sin6_flowinfo, then sin6_addr.
+        libc::AF_INET6 => {
+            let ip: [u8; 16] = sockaddr.get(8..24)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(ip)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringmaster_uring::SockAddr;
+    use std::net::SocketAddr;
+
+    /// The bytes of `addr` as the kernel lays them out, at the length it writes.
+    fn kernel_bytes(addr: SocketAddr) -> Vec<u8> {
+        let sa = SockAddr::from_std(addr);
+        // SAFETY: `storage` is plain data at least `len` bytes long.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const sa.storage).cast::<u8>(), sa.len as usize)
+        };
+        bytes.to_vec()
+    }
+
+    #[test]
+    fn a_peer_name_gives_its_ip_address() {
+        for addr in [
+            "192.0.2.7:5000",
+            "[2001:db8::1]:443",
+            "[::ffff:10.0.0.1]:80",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let bytes = kernel_bytes(addr);
+            assert_eq!(ip_of(&bytes), Some(addr.ip()), "{addr}");
+            // Cut inside the address: none rather than a wrong one.
+            let end = if addr.is_ipv4() { 8 } else { 24 };
+            assert_eq!(ip_of(&bytes[..end - 1]), None, "{addr} cut");
+        }
+        assert_eq!(ip_of(&[]), None);
+        let unix = (libc::AF_UNIX as u16).to_ne_bytes();
+        assert_eq!(ip_of(&[unix[0], unix[1], 0, 0, 1, 2, 3, 4]), None);
     }
 }

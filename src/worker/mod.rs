@@ -72,6 +72,8 @@ pub(crate) enum Event {
     Access,
     /// A sample of a connection's unacknowledged output (the minimum send rate).
     OutQueue(u32),
+    /// The read of a connection's client address (`SO_PEERNAME`).
+    PeerName(u32),
     /// A ring operation of an async handler's future, by its slot in the runtime's table.
     Rt(u32),
     /// The read of the eventfd that wakes from other threads write.
@@ -187,7 +189,13 @@ impl<'h, H: Serve> Worker<'h, H> {
             connections_max,
             touched: Vec::with_capacity(connections_max),
             touched_mark: vec![false; connections_max],
-            accepting: Accepting::new(setup.slot, &setup.listeners, setup.accept_queue),
+            accepting: Accepting::new(
+                setup.slot,
+                &setup.listeners,
+                setup.accept_queue,
+                // The access log writes the client's address too.
+                config.client_addresses || access.is_some(),
+            ),
             uring: config.uring,
             direct,
             idle_close_at: None,
@@ -282,6 +290,7 @@ impl<'h, H: Serve> Worker<'h, H> {
             Event::Close(slot) => self.on_closed(slot),
             Event::Shutdown(slot) => self.on_shut(slot),
             Event::OutQueue(slot) => self.on_out_queue(slot, &c),
+            Event::PeerName(slot) => self.on_peer_name(slot, c),
             // ENOENT/EALREADY for a cancel: the target had ended or was ending; both are fine.
             Event::Ignored => {}
             Event::Ipc => self.on_ipc(c)?,

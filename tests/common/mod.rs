@@ -365,7 +365,7 @@ pub fn testbed(args: &[&str]) -> Command {
 }
 
 /// Whether this kernel gives workers direct descriptors (Linux 6.7 and newer), as the
-/// master decides it for a server without an access log.
+/// master decides it.
 pub fn direct_supported() -> bool {
     ringmaster_uring::Features::probe().is_ok_and(|f| f.direct_accept && f.socket_cmd)
 }

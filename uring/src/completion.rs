@@ -10,7 +10,8 @@ pub enum Owned {
     /// The operation lent no memory, or this completion is not its last.
     #[default]
     Nothing,
-    /// The buffer of a send (unchanged) or of a read (its length grown by the bytes read).
+    /// The buffer of a send (unchanged), of a read (its length grown by the bytes read), or
+    /// of a socket option read (cut to the option's length).
     Buf(Vec<u8>),
     /// The timespec of a timeout.
     Timespec(Box<Timespec>),
@@ -84,6 +85,12 @@ impl Lent {
                     unsafe { buf.set_len(grown) };
                 }
                 Owned::Buf(buf)
+            }
+            // Initialised memory throughout: cutting it to the value's length needs no trust
+            // in the kernel's count.
+            Lent::Value(mut value) => {
+                value.truncate(usize::try_from(result).unwrap_or(value.len()));
+                Owned::Buf(value)
             }
             Lent::Timespec(spec) => Owned::Timespec(spec),
             // Read by the kernel only; freed now that it is done with them.

@@ -40,6 +40,8 @@ pub(crate) enum Lent {
     Source(Vec<u8>),
     /// A buffer whose spare capacity the kernel writes into (read).
     Sink(Vec<u8>),
+    /// A buffer the kernel writes a value over, from its start (getsockopt).
+    Value(Vec<u8>),
     /// A timespec the kernel reads when the timeout is armed.
     Timespec(Box<Timespec>),
     /// A socket address the kernel reads (connect).

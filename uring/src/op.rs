@@ -156,6 +156,27 @@ pub enum Op {
         /// The socket.
         fd: Desc,
     },
+    /// Read a socket option (`IORING_OP_URING_CMD`, `SOCKET_URING_OP_GETSOCKOPT`, Linux
+    /// 6.7), the way to ask it of a direct descriptor. The kernel writes the value over the
+    /// start of `value`, whose length is the room given; the completion's result is the
+    /// option's length, and the `value` handed back is cut to it. Only level `SOL_SOCKET`
+    /// is answered (others: `-EOPNOTSUPP`); kernels without socket commands fail with
+    /// `-EOPNOTSUPP` or `-EINVAL`.
+    ///
+    /// `SO_PEERNAME` gives the peer's `sockaddr`, but only into room at most the address's
+    /// own length (more: `-EINVAL`; less: a cut address): give the size of the socket
+    /// family's address, 16 bytes for `AF_INET`, 28 for `AF_INET6`.
+    GetSockOpt {
+        /// The socket.
+        fd: Desc,
+        /// `SOL_SOCKET`, the only level the kernel answers through the ring.
+        level: i32,
+        /// The option.
+        name: i32,
+        /// The room for the value, overwritten by the kernel; owned by the ring until the
+        /// completion.
+        value: Vec<u8>,
+    },
     /// Cancel another operation; it ends with `-ECANCELED` (or had already ended: `-ENOENT`).
     Cancel {
         /// The operation to cancel.
@@ -412,6 +433,23 @@ impl Op {
                     on_desc!(fd, |fd| opcode::UringCmd16::new(fd, SIOCOUTQ).build()),
                     Lent::Nothing,
                 )
+            }
+            Op::GetSockOpt {
+                fd,
+                level,
+                name,
+                mut value,
+            } => {
+                let len = u32::try_from(value.len()).expect("a socket option's size fits u32");
+                let entry = on_desc!(fd, |fd| opcode::GetSockOpt::new(
+                    fd,
+                    level as u32,
+                    name as u32,
+                    value.as_mut_ptr().cast(),
+                    len
+                )
+                .build());
+                (entry, Lent::Value(value))
             }
             Op::Cancel { target } => (
                 opcode::AsyncCancel::new(target.user_data()).build(),

@@ -784,3 +784,148 @@ fn connect_open_beneath_statx_and_read_at() {
     assert_eq!(read, b"3456");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The address in a `sockaddr_in` or `sockaddr_in6` the kernel wrote.
+fn sockaddr_of(bytes: &[u8]) -> std::net::SocketAddr {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    let family = u16::from_ne_bytes([bytes[0], bytes[1]]);
+    let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let ip: [u8; 4] = bytes[4..8].try_into().unwrap();
+            SocketAddr::from((Ipv4Addr::from(ip), port))
+        }
+        libc::AF_INET6 => {
+            let ip: [u8; 16] = bytes[8..24].try_into().unwrap();
+            SocketAddr::from((Ipv6Addr::from(ip), port))
+        }
+        other => panic!("family {other}"),
+    }
+}
+
+/// Accepts one connection of `listener` as a direct descriptor.
+fn accept_direct(ring: &mut Ring, listener: &TcpListener) -> Desc {
+    let accept = Op::Accept {
+        fd: listener.as_raw_fd(),
+        direct: true,
+    };
+    ring.push(accept, 100).unwrap();
+    let done = wait_for(ring, 1);
+    Desc::Direct(u32::try_from(done[0].result).expect("an index, not an error"))
+}
+
+fn peer_name(ring: &mut Ring, fd: Desc, room: usize) -> (i32, Vec<u8>) {
+    let op = Op::GetSockOpt {
+        fd,
+        level: libc::SOL_SOCKET,
+        name: libc::SO_PEERNAME,
+        value: vec![0xAA; room],
+    };
+    ring.push(op, 101).unwrap();
+    let done = wait_for(ring, 1).pop().unwrap();
+    let Owned::Buf(value) = done.owned else {
+        panic!("a socket option read hands its buffer back")
+    };
+    (done.result, value)
+}
+
+#[test]
+fn get_sock_opt_reads_the_peer_name_into_room_of_the_address_size() {
+    let Some(features) = features() else { return };
+    if !features.direct_accept || !features.socket_cmd {
+        eprintln!("skipped: kernel lacks direct accept or socket commands (Linux 6.7)");
+        return;
+    }
+    let mut ring = ring();
+    ring.register_direct_table(8).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let fd = accept_direct(&mut ring, &listener);
+    // `sockaddr_in`'s size: the address, and the result is that length.
+    let (result, value) = peer_name(&mut ring, fd, 16);
+    assert_eq!(result, 16);
+    assert_eq!(value.len(), 16);
+    assert_eq!(sockaddr_of(&value), client.local_addr().unwrap());
+    // More room than the address takes is refused (net/core/sock.c: `lv < len`), and the
+    // buffer comes back whole.
+    let (result, value) = peer_name(&mut ring, fd, 28);
+    assert_eq!(result, -libc::EINVAL);
+    assert_eq!(value.len(), 28);
+    // Another level than SOL_SOCKET is not answered through the ring.
+    let op = Op::GetSockOpt {
+        fd,
+        level: libc::IPPROTO_TCP,
+        name: libc::TCP_NODELAY,
+        value: vec![0; 4],
+    };
+    ring.push(op, 102).unwrap();
+    assert_eq!(wait_for(&mut ring, 1)[0].result, -libc::EOPNOTSUPP);
+    // A plain descriptor answers the same through the ring.
+    let (peer, server) = connected_pair();
+    let (result, value) = peer_name(&mut ring, Desc::Plain(server.as_raw_fd()), 16);
+    assert_eq!(result, 16);
+    assert_eq!(sockaddr_of(&value), peer.local_addr().unwrap());
+
+    // IPv6: `sockaddr_in6`'s size.
+    let Ok(listener6) = TcpListener::bind("[::1]:0") else {
+        eprintln!("skipped the IPv6 part: ::1 cannot be bound here");
+        return;
+    };
+    let client6 = TcpStream::connect(listener6.local_addr().unwrap()).unwrap();
+    let fd6 = accept_direct(&mut ring, &listener6);
+    let (result, value) = peer_name(&mut ring, fd6, 28);
+    assert_eq!(result, 28);
+    assert_eq!(sockaddr_of(&value), client6.local_addr().unwrap());
+}
+
+/// What a server that needs the client's address relies on: a peer name read pushed before
+/// the connection's first receive completes before it, even when the request's bytes are
+/// already queued on the socket (the receive then completes as soon as it is issued). The
+/// kernel issues entries in queue order and answers a socket option inline, and it flushes
+/// completions held for a batch before a multishot receive posts its own.
+#[test]
+fn a_peer_name_read_pushed_before_a_receive_completes_before_its_data() {
+    let Some(features) = features() else { return };
+    if !features.direct_accept || !features.socket_cmd || !features.multishot_recv {
+        eprintln!("skipped: kernel lacks direct accept, socket commands or multishot recv");
+        return;
+    }
+    for setup in [
+        SetupMode::DeferTaskrun,
+        SetupMode::CoopTaskrun,
+        SetupMode::Plain,
+    ] {
+        let mut ring: Ring = Ring::new(&RingConfig {
+            setup,
+            ..RingConfig::default()
+        })
+        .unwrap();
+        ring.register_direct_table(4).unwrap();
+        ring.register_buf_ring(BufRing::new(1, 8, 64).unwrap())
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        for round in 0..200 {
+            let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            let fd = accept_direct(&mut ring, &listener);
+            let op = Op::GetSockOpt {
+                fd,
+                level: libc::SOL_SOCKET,
+                name: libc::SO_PEERNAME,
+                value: vec![0; 16],
+            };
+            ring.push(op, 1).unwrap();
+            let recv = ring.push(Op::RecvMulti { fd, group: 1 }, 2).unwrap();
+            let done = wait_for(&mut ring, 2);
+            let tags: Vec<u64> = done.iter().map(|c| c.tag).collect();
+            assert_eq!(tags, [1, 2], "{setup:?}, round {round}: completion order");
+            assert_eq!(done[0].result, 16);
+            assert_eq!(done[1].result, 18, "the request's bytes");
+            ring.give_back(1, done[1].buffer_id().unwrap());
+            ring.push(Op::Cancel { target: recv }, 3).unwrap();
+            wait_for(&mut ring, 2);
+            ring.push(Op::Close { fd }, 4).unwrap();
+            wait_for(&mut ring, 1);
+        }
+    }
+}
