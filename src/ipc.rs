@@ -123,13 +123,17 @@ stats! {
     descriptors,
     /// Free buffers in the worker's pool now (a gauge).
     buffers_free,
+    /// Bytes of files sent by splice (no copy through user space).
+    bytes_spliced,
+    /// Pipes of the worker's splice pool lent to file ranges being sent now (a gauge).
+    splice_pipes,
 }
 
-const STATS_FIELDS: usize = 27;
+const STATS_FIELDS: usize = 29;
 
 /// The fields of [`Stats`] that are gauges (a value now), not totals: summing a worker's
 /// past values would mean nothing.
-pub const STATS_GAUGES: [&str; 7] = [
+pub const STATS_GAUGES: [&str; 8] = [
     "connections",
     "handlers_in_flight",
     "tasks_spawned",
@@ -137,6 +141,7 @@ pub const STATS_GAUGES: [&str; 7] = [
     "ring_in_flight",
     "descriptors",
     "buffers_free",
+    "splice_pipes",
 ];
 const STATS_BYTES: usize = STATS_FIELDS * 8;
 

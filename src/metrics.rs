@@ -212,6 +212,18 @@ const EXPORTED: &[(&str, &str, &str, &str)] = &[
         "counter",
     ),
     (
+        "bytes_spliced",
+        "ringmaster_bytes_spliced_total",
+        "Bytes of files sent by splice, with no copy through user space.",
+        "counter",
+    ),
+    (
+        "splice_pipes",
+        "ringmaster_splice_pipes",
+        "Pipes of the workers' splice pools lent to file ranges being sent now.",
+        "gauge",
+    ),
+    (
         "handlers_in_flight",
         "ringmaster_handlers_in_flight",
         "Async handlers' futures waiting now.",

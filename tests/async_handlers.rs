@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     connect, control, exchange, get_with, lenient_cases, read_response, rss_and_peak_kib,
-    strictness_cases, testbed, wait_until, Server, GET,
+    strictness_cases, testbed, wait_until, worker_stat, Server, GET,
 };
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
@@ -27,21 +27,6 @@ fn workers_in(args: &[&str]) -> usize {
     args.iter()
         .position(|a| *a == "--workers")
         .map_or(1, |i| args[i + 1].parse().unwrap())
-}
-
-/// A counter of the first worker, from `status json` (reported once a second).
-fn worker_stat(server: &Server, name: &str) -> u64 {
-    let json = control(server, "status json");
-    let row = json.split("\"workers\":[").nth(1).expect("a workers array");
-    let key = format!("\"{name}\":");
-    let at = row
-        .find(&key)
-        .unwrap_or_else(|| panic!("no {name} in {json}"));
-    row[at + key.len()..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {json}"))
 }
 
 /// Raises this process's descriptor limit to its hard limit (the tests hold thousands of

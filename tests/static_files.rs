@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{connect, exchange, get_with, read_response, wait_until, Server};
+use common::{
+    connect, exchange, get_with, read_response, wait_until, worker_stat, Server,
+};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -363,4 +365,74 @@ fn a_bad_static_flag_is_refused_at_start() {
         assert!(err.contains("--static"), "{arg}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
     }
+}
+
+#[test]
+fn large_files_go_by_splice_in_order_and_the_pipes_come_back() {
+    let root = Root::new("splice");
+    let big: Vec<u8> = (0..(3 << 20) + 123).map(|i: u32| (i % 253) as u8).collect();
+    let mid: Vec<u8> = (0..70_000).map(|i: u32| (i % 241) as u8).collect();
+    root.file("big.bin", &big);
+    root.file("mid.bin", &mid);
+    root.file("small.txt", b"small\n");
+    let server = serve(&[root.arg("/")]);
+    // Pipelined on one connection: spliced bodies and a small one from memory, in order.
+    let mut stream = connect(server.addr);
+    let mut batch = get("/big.bin", &[]);
+    batch.extend(get("/small.txt", &[]));
+    batch.extend(get("/mid.bin", &["Range: bytes=1000-"]));
+    batch.extend(get("/big.bin", &["Range: bytes=-5000"]));
+    stream.write_all(&batch).unwrap();
+    let mut reader = BufReader::new(stream);
+    let res = read_response(&mut reader, false);
+    assert!(res.status == 200 && res.body == big, "the whole big file");
+    let res = read_response(&mut reader, false);
+    assert_eq!(res.body, b"small\n");
+    let res = read_response(&mut reader, false);
+    assert!(res.status == 206 && res.body == mid[1000..], "a range of the middle file");
+    let res = read_response(&mut reader, false);
+    assert!(res.status == 206 && res.body == big[big.len() - 5000..]);
+    // The spliced bytes are counted, and every pipe went back to the pool.
+    let spliced = (big.len() + mid.len() - 1000) as u64;
+    wait_until("the spliced bytes reported", || {
+        worker_stat(&server, "bytes_spliced") >= spliced
+    });
+    wait_until("the pipes given back", || {
+        worker_stat(&server, "splice_pipes") == 0
+    });
+    // The connection serves on.
+    reader.get_mut().write_all(&get("/small.txt", &[])).unwrap();
+    assert_eq!(read_response(&mut reader, false).body, b"small\n");
+}
+
+#[test]
+fn clients_that_do_not_read_hold_at_most_the_pool_and_others_are_served() {
+    const POOL: u64 = ringmaster::rt::SPLICE_PIPES_MAX as u64;
+    let root = Root::new("splice-slow");
+    let huge: Vec<u8> = (0..(24 << 20)).map(|i: u32| (i % 239) as u8).collect();
+    root.file("huge.bin", &huge);
+    let server = serve(&[root.arg("/")]);
+    // More clients than pipes ask for the file and never read: each spliced one blocks
+    // in the kernel on its full socket, holding its pipe.
+    let stalled: Vec<_> = (0..POOL + 6)
+        .map(|_| {
+            let mut s = connect(server.addr);
+            s.write_all(&get("/huge.bin", &[])).unwrap();
+            s
+        })
+        .collect();
+    wait_until("the pool in use", || {
+        worker_stat(&server, "splice_pipes") == POOL
+    });
+    // With no pipe free, another client is served all the same (read and sent).
+    let (res, _) = exchange(server.addr, &get("/huge.bin", &[]));
+    assert!(res.status == 200 && res.body == huge, "the whole file");
+    assert_eq!(worker_stat(&server, "splice_pipes"), POOL, "never past the bound");
+    // The stalled clients go away: their splices are cancelled and the pipes come back.
+    drop(stalled);
+    wait_until("the pipes given back", || {
+        worker_stat(&server, "splice_pipes") == 0
+    });
+    let (res, _) = exchange(server.addr, &get("/huge.bin", &["Range: bytes=0-99999"]));
+    assert!(res.status == 206 && res.body == huge[..100_000]);
 }

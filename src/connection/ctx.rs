@@ -32,6 +32,8 @@ pub(crate) struct Counters {
     pub(crate) handlers_cancelled: u64,
     /// Async handlers' futures dropped at the handler timeout (answered 503).
     pub(crate) handlers_timed_out: u64,
+    /// Bytes of files sent by splice.
+    pub(crate) bytes_spliced: u64,
 }
 
 impl Counters {

@@ -445,6 +445,7 @@ impl Conn {
                 s.since = ctx.now;
                 self.sent += u64::from(n);
                 ctx.counters.bytes_out += u64::from(n);
+                ctx.counters.bytes_spliced += u64::from(n);
             }
             _ if result == -libc::ECANCELED && !s.cancelled => {}
             // The client is gone (or the drain was cancelled by a teardown).

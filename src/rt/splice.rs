@@ -188,6 +188,11 @@ pub(crate) fn take_pipe() -> Option<SplicePipe> {
     })
 }
 
+/// Pipes of this worker's pool lent out now.
+pub(crate) fn pipes_lent() -> usize {
+    POOL.with(|pool| pool.borrow().out)
+}
+
 fn new_pipe() -> Option<(OwnedFd, OwnedFd, u32)> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
     // SAFETY: F_SETPIPE_SZ takes an int. It fails (EPERM) past the user's pipe pages or

@@ -245,6 +245,8 @@ impl<H: Serve> Worker<'_, H> {
             ring_in_flight: self.ring.in_flight() as u64,
             descriptors: open_descriptors(),
             buffers_free: self.ctx.pool.free() as u64,
+            bytes_spliced: c.bytes_spliced,
+            splice_pipes: crate::rt::splice::pipes_lent() as u64,
         };
         self.send_to_master(&Message::Stats(stats));
         if let Some(mounts) = self.ctx.handler.mounts() {

@@ -401,6 +401,21 @@ pub fn control(server: &Server, command: &str) -> String {
     answer
 }
 
+/// The first worker's `name` field in `status json` (workers report once a second).
+pub fn worker_stat(server: &Server, name: &str) -> u64 {
+    let json = control(server, "status json");
+    let row = json.split("\"workers\":[").nth(1).expect("a workers array");
+    let key = format!("\"{name}\":");
+    let at = row
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {json}"));
+    row[at + key.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {json}"))
+}
+
 /// `GET / HTTP/1.1` with a Host.
 pub const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
 
