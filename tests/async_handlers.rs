@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    connect, control, exchange, get_with, lenient_cases, read_response, rss_and_peak_kib,
+    connect, exchange, get_with, lenient_cases, read_response, rss_and_peak_kib,
     strictness_cases, testbed, wait_until, worker_stat, Server, GET,
 };
 use std::io::{BufReader, Write};
