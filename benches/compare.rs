@@ -954,13 +954,15 @@ fn main() {
         }
     };
     let args = args;
+    // The baseline is this build's server with another binary: the same mounts, so it runs
+    // the static and proxy loads too.
+    let baseline = args.baseline.as_ref().map(|program| Server {
+        name: "baseline".to_string(),
+        program: program.clone(),
+        ..ours.clone()
+    });
     let mut servers = vec![ours];
-    if let Some(program) = &args.baseline {
-        servers.push(Server {
-            program: program.clone(),
-            ..ringmaster("baseline", &[])
-        });
-    }
+    servers.extend(baseline);
     let mut rust = None;
     for name in &args.peers {
         match peer(name, &args, &mut rust) {

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    connect, exchange, get_with, lenient_cases, read_response, rss_and_peak_kib,
-    strictness_cases, testbed, wait_until, worker_stat, Server, GET,
+    connect, exchange, get_with, lenient_cases, read_response, rss_and_peak_kib, strictness_cases,
+    testbed, wait_until, worker_stat, Server, GET,
 };
 use std::io::{BufReader, Write};
 use std::net::TcpStream;

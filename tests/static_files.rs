@@ -2,9 +2,7 @@
 
 mod common;
 
-use common::{
-    connect, exchange, get_with, read_response, wait_until, worker_stat, Server,
-};
+use common::{connect, exchange, get_with, read_response, wait_until, worker_stat, Server};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -389,7 +387,10 @@ fn large_files_go_by_splice_in_order_and_the_pipes_come_back() {
     let res = read_response(&mut reader, false);
     assert_eq!(res.body, b"small\n");
     let res = read_response(&mut reader, false);
-    assert!(res.status == 206 && res.body == mid[1000..], "a range of the middle file");
+    assert!(
+        res.status == 206 && res.body == mid[1000..],
+        "a range of the middle file"
+    );
     let res = read_response(&mut reader, false);
     assert!(res.status == 206 && res.body == big[big.len() - 5000..]);
     // The spliced bytes are counted, and every pipe went back to the pool.
@@ -427,7 +428,11 @@ fn clients_that_do_not_read_hold_at_most_the_pool_and_others_are_served() {
     // With no pipe free, another client is served all the same (read and sent).
     let (res, _) = exchange(server.addr, &get("/huge.bin", &[]));
     assert!(res.status == 200 && res.body == huge, "the whole file");
-    assert_eq!(worker_stat(&server, "splice_pipes"), POOL, "never past the bound");
+    assert_eq!(
+        worker_stat(&server, "splice_pipes"),
+        POOL,
+        "never past the bound"
+    );
     // The stalled clients go away: their splices are cancelled and the pipes come back.
     drop(stalled);
     wait_until("the pipes given back", || {

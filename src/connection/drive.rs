@@ -90,12 +90,12 @@ impl Ringless {
         while let Some(act) = conn.next_act(ctx) {
             if self.logging {
                 self.log.push(match &act {
-                    Act::Send { buf, offset } => format!("Send({})", buf.len() - offset),
+                    Act::Send { buf, offset, .. } => format!("Send({})", buf.len() - offset),
                     other => format!("{other:?}"),
                 });
             }
             match act {
-                Act::Send { buf, offset } => {
+                Act::Send { buf, offset, .. } => {
                     let id = self.id();
                     conn.send_started(id, offset, ctx.now);
                     sent(&buf[offset..]);
@@ -243,10 +243,19 @@ fn splice_in(file: std::os::fd::RawFd, offset: u64, pipe: std::os::fd::RawFd, le
     let mut off = offset as libc::loff_t;
     // SAFETY: plain descriptors the connection's range keeps open; `off` outlives the call.
     let n = unsafe {
-        libc::splice(file, &mut off, pipe, std::ptr::null_mut(), len, libc::SPLICE_F_NONBLOCK)
+        libc::splice(
+            file,
+            &mut off,
+            pipe,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_NONBLOCK,
+        )
     };
     if n < 0 {
-        -std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+        -std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
     } else {
         n as i32
     }

@@ -31,8 +31,8 @@ pub(crate) use send_rate::SendWatch;
 
 use crate::config::Timeouts;
 use crate::pool::BufPool;
-use crate::Serve;
 use crate::rt::splice::FileRange;
+use crate::Serve;
 use output::{Output, Piece};
 use peer::Peer;
 use process::{ChunkedBody, Pending};
@@ -225,8 +225,14 @@ pub(crate) enum RecvEnd {
 /// What the ring must do for a connection, one act at a time ([`Conn::next_act`]).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Act {
-    /// Send `buf[offset..]`; report the operation with [`Conn::send_started`].
-    Send { buf: Vec<u8>, offset: usize },
+    /// Send `buf[offset..]`, with more to follow at once when `more` (a response's head
+    /// before its spliced body: they share segments); report the operation with
+    /// [`Conn::send_started`].
+    Send {
+        buf: Vec<u8>,
+        offset: usize,
+        more: bool,
+    },
     /// Splice `fill` bytes of file `file` at `offset` into the pipe `pipe_write`, linked to a
     /// splice of `drain` bytes from `pipe_read` into the socket; with `fill` zero, the drain
     /// alone. Report the operations with [`Conn::splice_started`] and the completions with
@@ -420,7 +426,9 @@ impl Conn {
                 if result != -libc::ECANCELED {
                     crate::log::log_limited!(
                         "a file being sent ended early or failed ({}); its connection closes",
-                        if result == 0 { "end of file".to_string() } else {
+                        if result == 0 {
+                            "end of file".to_string()
+                        } else {
                             std::io::Error::from_raw_os_error(-result).to_string()
                         }
                     );
@@ -636,9 +644,17 @@ impl Conn {
     /// when nothing is in flight.
     fn send_act(&mut self, now: Instant) -> Option<Act> {
         match std::mem::replace(&mut self.send, Sending::Idle) {
-            Sending::Rest { buf, offset } => Some(Act::Send { buf, offset }),
+            Sending::Rest { buf, offset } => Some(Act::Send {
+                buf,
+                offset,
+                more: self.output.file_is_next(),
+            }),
             Sending::Idle => match self.output.take_next()? {
-                Piece::Bytes(buf) => Some(Act::Send { buf, offset: 0 }),
+                Piece::Bytes(buf) => Some(Act::Send {
+                    buf,
+                    offset: 0,
+                    more: self.output.file_is_next(),
+                }),
                 Piece::File(range) => {
                     self.send = Sending::Splicing(Box::new(Splicing {
                         range,

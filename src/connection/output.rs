@@ -98,6 +98,11 @@ impl Output {
         (!self.tail.is_empty()).then(|| Piece::Bytes(std::mem::take(&mut self.tail)))
     }
 
+    /// Whether the next piece is a file range (the bytes before it then go with `MSG_MORE`).
+    pub(crate) fn file_is_next(&self) -> bool {
+        matches!(self.sealed.front(), Some(Piece::File(_)))
+    }
+
     /// Drops every unsent byte, the buffers going back to `pool`.
     pub(crate) fn clear(&mut self, pool: &mut BufPool) {
         for piece in self.sealed.drain(..) {

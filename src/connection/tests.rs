@@ -255,7 +255,7 @@ fn output_backpressure_holds_requests_until_sent() {
     let mut sends = 0;
     while let Some(act) = conn.next_act(&mut h.ctx) {
         match act {
-            Act::Send { buf, offset } => {
+            Act::Send { buf, offset, .. } => {
                 assert!(buf.len() < max + 200);
                 sends += 1;
                 conn.send_started(OpId::detached(1), offset, h.ctx.now);
@@ -638,13 +638,13 @@ fn a_short_send_resumes_where_it_stopped() {
     let mut h = Harness::new();
     let mut conn = Conn::new(0, Desc::Plain(-1), None, h.ctx.now);
     conn.on_data(GET, &mut h.ctx);
-    let Some(Act::Send { buf, offset: 0 }) = conn.next_act(&mut h.ctx) else {
+    let Some(Act::Send { buf, offset: 0, .. }) = conn.next_act(&mut h.ctx) else {
         panic!("a send")
     };
     let len = buf.len();
     conn.send_started(OpId::detached(1), 0, h.ctx.now);
     conn.on_sent(Ok(10), buf, &mut h.ctx);
-    let Some(Act::Send { buf, offset }) = conn.next_act(&mut h.ctx) else {
+    let Some(Act::Send { buf, offset, .. }) = conn.next_act(&mut h.ctx) else {
         panic!("the rest of it")
     };
     assert_eq!((buf.len(), offset), (len, 10));

@@ -36,8 +36,8 @@ use exec::poll_spawned;
 pub(crate) use exec::{any_ready, install as install_executor, next_ready, take_foreign};
 pub(crate) use exec::{schedule, waker, Capacity, Panicked, Spawned, Started, TaskKey, Tasks};
 pub use net::{TcpStream, IO_BYTES_MAX};
-pub use splice::{SPLICE_BYTES_MIN, SPLICE_PIPES_MAX, SPLICE_PIPE_BYTES};
 pub(crate) use ops::{OpTable, Outcome, Ticket};
+pub use splice::{SPLICE_BYTES_MIN, SPLICE_PIPES_MAX, SPLICE_PIPE_BYTES};
 pub(crate) use time::Timers;
 pub use time::{sleep, timeout, Elapsed, Sleep, Timeout, TIMERS_MAX};
 

@@ -252,6 +252,7 @@ async fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
         fd: Desc::Plain(fd),
         buf,
         offset: 0,
+        more: false,
     };
     let outcome = RingOp::new(op).await;
     if let Owned::Buf(buf) = outcome.owned {

@@ -22,9 +22,9 @@ use crate::rt::fs::File;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
-use std::task::Poll;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
+use std::task::Poll;
 
 /// The most pipes one worker holds for splicing: the most file ranges it sends by splice
 /// at once (others are read and sent), and so the most io-wq threads its splices occupy.
@@ -125,7 +125,9 @@ pub(crate) struct SplicePipe {
 
 impl SplicePipe {
     fn ends(&self) -> &(OwnedFd, OwnedFd) {
-        self.ends.as_ref().expect("a pipe's ends are taken only by its drop")
+        self.ends
+            .as_ref()
+            .expect("a pipe's ends are taken only by its drop")
     }
 
     pub(crate) fn read_fd(&self) -> RawFd {
@@ -197,7 +199,13 @@ fn new_pipe() -> Option<(OwnedFd, OwnedFd, u32)> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
     // SAFETY: F_SETPIPE_SZ takes an int. It fails (EPERM) past the user's pipe pages or
     // `fs.pipe-max-size`; the pipe keeps the size it has, checked next.
-    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, SPLICE_PIPE_BYTES as i32) };
+    unsafe {
+        libc::fcntl(
+            write.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            SPLICE_PIPE_BYTES as i32,
+        )
+    };
     // SAFETY: F_GETPIPE_SZ takes no argument and returns the capacity or -1.
     let capacity = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
     // A pipe the kernel shrank (the user is past `fs.pipe-user-pages-soft`) would move a

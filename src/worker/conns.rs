@@ -121,10 +121,16 @@ impl<H: Serve> Worker<'_, H> {
             };
             let fd = conn.fd();
             match act {
-                Act::Send { buf, offset } => {
-                    let op = self
-                        .ring
-                        .push(Op::Send { fd, buf, offset }, Event::Send(slot))?;
+                Act::Send { buf, offset, more } => {
+                    let op = self.ring.push(
+                        Op::Send {
+                            fd,
+                            buf,
+                            offset,
+                            more,
+                        },
+                        Event::Send(slot),
+                    )?;
                     self.conns[slot as usize].send_started(op, offset, now);
                 }
                 Act::Splice {

@@ -86,6 +86,9 @@ pub enum Op {
         buf: Vec<u8>,
         /// Where in `buf` to start.
         offset: usize,
+        /// More follows at once (`MSG_MORE`): the kernel holds a partial segment back for
+        /// it, so a response's head and the body sent next share segments.
+        more: bool,
     },
     /// Move `len` bytes from `fd_in` (at `off_in`, or `-1` for a pipe) into `fd_out`
     /// (`splice(2)`; one end must be a pipe): the kernel moves page references, no byte is
@@ -361,12 +364,18 @@ impl Op {
                 .flags(squeue::Flags::BUFFER_SELECT),
                 Lent::Group(group),
             ),
-            Op::Send { fd, buf, offset } => {
+            Op::Send {
+                fd,
+                buf,
+                offset,
+                more,
+            } => {
                 assert!(offset < buf.len(), "send of nothing");
                 let rest = &buf[offset..];
                 let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+                let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
                 let entry = on_desc!(fd, |fd| opcode::Send::new(fd, rest.as_ptr(), len)
-                    .flags(libc::MSG_NOSIGNAL)
+                    .flags(flags)
                     .build());
                 // Moving the Vec moves its header, not its heap block: the pointer stays valid.
                 (entry, Lent::Source(buf))
@@ -378,9 +387,15 @@ impl Op {
                 len,
                 flags,
             } => (
-                on_desc!(fd_out, |out| opcode::Splice::new(Fd(fd_in), off_in, out, -1, len)
-                    .flags(flags)
-                    .build()),
+                on_desc!(fd_out, |out| opcode::Splice::new(
+                    Fd(fd_in),
+                    off_in,
+                    out,
+                    -1,
+                    len
+                )
+                .flags(flags)
+                .build()),
                 Lent::Nothing,
             ),
             Op::Read { fd, mut buf } => {

@@ -51,7 +51,16 @@ fn receive_and_send_round_trips_allocate_nothing() {
                         out.extend_from_slice(ring.buffer(0, bid, c.result as usize));
                         ring.give_back(0, bid);
                         let buf = std::mem::take(out);
-                        ring.push(Op::Send { fd, buf, offset: 0 }, 2).unwrap();
+                        ring.push(
+                            Op::Send {
+                                fd,
+                                buf,
+                                offset: 0,
+                                more: false,
+                            },
+                            2,
+                        )
+                        .unwrap();
                     }
                     _ => {
                         let Owned::Buf(mut buf) = c.owned else {

@@ -252,6 +252,7 @@ fn send_hands_the_buffer_back() {
             fd: Desc::Plain(server.as_raw_fd()),
             buf,
             offset: 9,
+            more: false,
         },
         3,
     )
@@ -282,6 +283,7 @@ fn send_to_a_reset_peer_fails_without_sigpipe() {
                 fd: Desc::Plain(server.as_raw_fd()),
                 buf: vec![b'x'; 1024],
                 offset: 0,
+                more: false,
             },
             1,
         )
@@ -579,6 +581,7 @@ fn direct_descriptors_serve_a_connection_without_a_process_descriptor() {
         fd,
         buf: b"pong".to_vec(),
         offset: 0,
+        more: false,
     };
     ring.push(send, 3).unwrap();
     let done = wait_for(&mut ring, 1);
@@ -675,6 +678,7 @@ fn socket_out_queue_counts_what_the_peer_has_not_taken() {
         fd,
         buf: vec![7u8; 16 << 20],
         offset: 0,
+        more: false,
     };
     ring.push(send, 3).unwrap();
     let sent = wait_for(&mut ring, 1)[0].result;
