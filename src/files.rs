@@ -117,9 +117,9 @@ fn decode(segment: &str) -> Result<String, PathError> {
 
 /// Files at most this large are kept in memory by the per-worker cache and sent from there
 /// (one send); larger ones keep an open descriptor and are sent by `splice` through the
-/// ring (see [`BodyWriter::send_file`](crate::BodyWriter::send_file)). The two ways cost
-/// the same near 16 KiB (see [`crate::rt::SPLICE_BYTES_MIN`]).
-pub const CACHED_FILE_BYTES_MAX: u64 = 16 * 1024;
+/// ring (see [`BodyWriter::send_file`](crate::BodyWriter::send_file)), which costs less
+/// from [`crate::rt::SPLICE_BYTES_MIN`] up.
+pub const CACHED_FILE_BYTES_MAX: u64 = crate::rt::SPLICE_BYTES_MIN;
 /// Entries in each worker's cache of descriptors, metadata and small files (missing files
 /// included); past it the entry checked longest ago is dropped.
 pub const CACHE_ENTRIES_MAX: usize = 1024;
@@ -212,6 +212,9 @@ impl AsyncHandler for Static {
 #[derive(Clone, Debug)]
 struct FileInfo {
     meta: Metadata,
+    /// From the extension of the name it was loaded by (a `.gz` variant's is its own;
+    /// the answer takes the base file's).
+    content_type: &'static str,
     etag: Rc<str>,
     modified: Rc<str>,
     body: Body,
@@ -386,6 +389,9 @@ async fn load(dir: &Dir, rel: &str) -> std::io::Result<FileInfo> {
     // one second, or a file replaced by another of the same size and time, differ.
     let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
     Ok(FileInfo {
+        content_type: mime_guess::from_path(rel)
+            .first_raw()
+            .unwrap_or("application/octet-stream"),
         etag: format!("\"{:x}-{secs:x}.{nanos:x}-{:x}\"", meta.ino, meta.len).into(),
         modified: httpdate::fmt_http_date(meta.modified).into(),
         meta,
@@ -393,15 +399,20 @@ async fn load(dir: &Dir, rel: &str) -> std::io::Result<FileInfo> {
     })
 }
 
-/// Whether the client's `Accept-Encoding` takes `coding` (listed without `q=0`).
-fn accepts(req: &OwnedRequest, coding: &str) -> bool {
+/// Which of `codings` the client's `Accept-Encoding` takes (listed without `q=0`), in one
+/// pass over the field.
+fn accepted<const N: usize>(req: &OwnedRequest, codings: [&str; N]) -> [bool; N] {
+    let mut taken = [false; N];
     let Some(value) = req.header("accept-encoding") else {
-        return false;
+        return taken;
     };
     let value = String::from_utf8_lossy(value);
-    value.split(',').any(|item| {
+    for item in value.split(',') {
         let mut parts = item.split(';');
         let name = parts.next().unwrap_or("").trim();
+        let Some(i) = codings.iter().position(|c| name.eq_ignore_ascii_case(c)) else {
+            continue;
+        };
         let refused = parts.any(|p| {
             // `q` is case-insensitive (RFC 9110 section 12.4.2).
             let p = p.trim();
@@ -410,8 +421,9 @@ fn accepts(req: &OwnedRequest, coding: &str) -> bool {
                 .and_then(|_| p[2..].trim().parse::<f32>().ok())
                 .is_some_and(|q| q == 0.0)
         });
-        name.eq_ignore_ascii_case(coding) && !refused
-    })
+        taken[i] = !refused;
+    }
+    taken
 }
 
 /// Whether the request's validators say the client has this version (`304`).
@@ -559,9 +571,11 @@ async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
         }
     };
     // A pre-compressed variant the client takes, when one is beside the file.
+    let content_type = file.content_type;
     let mut chosen = (file, None);
-    for (ext, coding) in [("br", "br"), ("gz", "gzip")] {
-        if accepts(&req, coding) {
+    let takes = accepted(&req, ["br", "gzip"]);
+    for ((ext, coding), takes) in [("br", "br"), ("gz", "gzip")].into_iter().zip(takes) {
+        if takes {
             if let Found::File(v) = inner.find(&dir, &format!("{target}.{ext}")).await {
                 chosen = (v, Some(coding));
                 break;
@@ -596,10 +610,7 @@ async fn serve(inner: Rc<Inner>, req: OwnedRequest) -> Response {
             .body("Range Not Satisfiable\n");
         return res;
     }
-    let mime = mime_guess::from_path(&target)
-        .first_raw()
-        .unwrap_or("application/octet-stream");
-    res.header("Content-Type", mime)
+    res.header("Content-Type", content_type)
         .header("Accept-Ranges", "bytes");
     if let Some(coding) = coding {
         res.header("Content-Encoding", coding);
@@ -673,6 +684,7 @@ mod tests {
                     ino: 0,
                     dev: 0,
                 },
+                content_type: "application/octet-stream",
                 etag: "\"x\"".into(),
                 modified: "".into(),
                 body: Body::Memory(vec![0u8; n].into()),

@@ -369,7 +369,7 @@ fn a_bad_static_flag_is_refused_at_start() {
 fn large_files_go_by_splice_in_order_and_the_pipes_come_back() {
     let root = Root::new("splice");
     let big: Vec<u8> = (0..(3 << 20) + 123).map(|i: u32| (i % 253) as u8).collect();
-    let mid: Vec<u8> = (0..70_000).map(|i: u32| (i % 241) as u8).collect();
+    let mid: Vec<u8> = (0..100_000).map(|i: u32| (i % 241) as u8).collect();
     root.file("big.bin", &big);
     root.file("mid.bin", &mid);
     root.file("small.txt", b"small\n");

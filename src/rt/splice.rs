@@ -12,10 +12,13 @@
 //! a crowd of slow clients never stalls the others. The pages a pipe holds are the page
 //! cache's own, referenced, not copies.
 //!
-//! Measured on this project's machine (a standalone loop, eight connections, a hot page
-//! cache): CPU per file 14 µs by splice against 20 µs by read and send at 64 KiB, and
-//! 175–280 µs against 580–640 µs at 1 MiB; below 16 KiB one send from memory is cheaper
-//! (2.4 µs against 6.4 µs at 4 KiB), since each splice is a hand-off to an io-wq thread.
+//! Measured against sending from memory, in one run of `cargo bench --bench compare`
+//! (64 connections, keep-alive, CPU per request of the server's tree): at 64 KiB one send
+//! from memory cost 19.8 µs and splice 22.6 µs (nginx's sendfile 21.2 µs), since each
+//! splice is a hand-off to an io-wq thread and back; at 1 MiB splice cost 111 µs (nginx
+//! 139 µs) where reading and sending cost 270–360 µs. Hence ranges from
+//! [`SPLICE_BYTES_MIN`] up go by splice, and files up to that size are kept in memory by
+//! [`files::Static`](crate::files::Static).
 
 use crate::http::BodyWriter;
 use crate::rt::fs::File;
@@ -30,9 +33,9 @@ use std::task::Poll;
 /// at once (others are read and sent), and so the most io-wq threads its splices occupy.
 pub const SPLICE_PIPES_MAX: usize = 64;
 
-/// The smallest range sent by splice: below it one read and one send cost less than two
-/// hand-offs to io-wq threads (see the module's measurements).
-pub const SPLICE_BYTES_MIN: u64 = 16 * 1024;
+/// The smallest range sent by splice: below it one read and one send cost less than the
+/// hand-off to an io-wq thread (see the module's measurements).
+pub const SPLICE_BYTES_MIN: u64 = 64 * 1024;
 
 /// The most bytes read at once when a range is read and sent instead of spliced.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
