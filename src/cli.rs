@@ -207,6 +207,11 @@ struct ServeArgs {
     /// only.
     #[arg(long = "proxy", value_name = "PREFIX=URL[,URL...]", value_parser = parse_proxy)]
     proxies: Vec<(String, Vec<String>)>,
+    /// The `Host` proxied requests go upstream with: `$host` (the client's, the default),
+    /// `$proxy_host` (the upstream URL's HOST:PORT), or a name of its own, as nginx's
+    /// `proxy_set_header Host`.
+    #[arg(long, value_name = "HOST", value_parser = crate::proxy::UpstreamHost::parse)]
+    proxy_host: Option<crate::proxy::UpstreamHost>,
     /// Seconds an upstream may stay silent while a response is awaited or read (past it:
     /// 504, or a closed connection mid-body). [default: 60]
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
@@ -453,7 +458,8 @@ pub fn run_builtin() -> i32 {
     }
     for (prefix, urls) in &args.proxies {
         let mounted = crate::proxy::Proxy::new(urls).and_then(|proxy| {
-            let proxy = proxy.read_timeout(timeout);
+            let host = args.proxy_host.clone().unwrap_or_default();
+            let proxy = proxy.read_timeout(timeout).host(host);
             let mount = crate::mounts::Mount::proxy(prefix, urls, &proxy);
             router
                 .try_mount_counted(mount, proxy)

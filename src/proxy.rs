@@ -60,7 +60,7 @@ const HEAD_READ_BYTES: usize = 8 * 1024;
 ///
 /// - HTTP/1.1 to the upstream. Hop-by-hop fields (`Connection` and those it names,
 ///   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) are removed
-///   both ways; `Host` is kept; `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and the
+///   both ways; `Host` is kept or set as [`Proxy::host`] says; `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and the
 ///   client's address is appended to `X-Forwarded-For` (after the values the request came
 ///   with, as nginx's `$proxy_add_x_forwarded_for`; IPv6 without brackets, IPv4-mapped
 ///   IPv6 as IPv4). The address is known only where the server looks it up,
@@ -82,9 +82,42 @@ pub struct Proxy {
     inner: Rc<Inner>,
 }
 
+/// The `Host` a request goes upstream with ([`Proxy::host`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamHost {
+    /// The client's own `Host` (nginx's `$host`); the upstream's address for a client that
+    /// sent none (HTTP/1.0), since HTTP/1.1 requires one.
+    #[default]
+    Keep,
+    /// The upstream URL's `HOST:PORT` as written (nginx's `$proxy_host`).
+    Upstream,
+    /// This value.
+    Set(String),
+}
+
+impl UpstreamHost {
+    /// Parses the command line's form: `$host` (keep, the default), `$proxy_host` (the
+    /// upstream's), or a value of its own (visible ASCII, no spaces).
+    pub fn parse(value: &str) -> Result<UpstreamHost, String> {
+        match value {
+            "$host" => Ok(UpstreamHost::Keep),
+            "$proxy_host" => Ok(UpstreamHost::Upstream),
+            v if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(UpstreamHost::Set(v.to_string()))
+            }
+            v => Err(format!(
+                "{v:?} is no Host: give $host (the client's), $proxy_host (the upstream's) \
+                 or a name of visible ASCII without spaces"
+            )),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     upstreams: Vec<Upstream>,
+    /// The `Host` sent upstream; set before serving.
+    host: RefCell<UpstreamHost>,
     next: Cell<usize>,
     /// Set before serving (the builder methods), read per request.
     connect_timeout: Cell<Duration>,
@@ -98,6 +131,8 @@ struct Inner {
 #[derive(Debug)]
 struct Upstream {
     addr: SocketAddr,
+    /// `HOST:PORT` as the URL wrote it (the port added when it had none).
+    authority: String,
     /// The upstream URL's path, without a trailing `/` (empty for none).
     path: String,
     idle: RefCell<Vec<Conn>>,
@@ -174,6 +209,7 @@ impl Proxy {
         Ok(Proxy {
             inner: Rc::new(Inner {
                 upstreams,
+                host: RefCell::new(UpstreamHost::Keep),
                 next: Cell::new(0),
                 connect_timeout: Cell::new(CONNECT_TIMEOUT),
                 read_timeout: Cell::new(READ_TIMEOUT),
@@ -194,6 +230,13 @@ impl Proxy {
     /// of this proxy.
     pub fn read_timeout(self, limit: Duration) -> Proxy {
         self.inner.read_timeout.set(limit);
+        self
+    }
+
+    /// The `Host` requests go upstream with ([`UpstreamHost::Keep`] by default); for every
+    /// clone of this proxy.
+    pub fn host(self, host: UpstreamHost) -> Proxy {
+        *self.inner.host.borrow_mut() = host;
         self
     }
 
@@ -243,6 +286,7 @@ fn upstream(url: &str) -> Result<Upstream, String> {
         .ok_or_else(|| bad("resolves to no address"))?;
     Ok(Upstream {
         addr,
+        authority: with_port,
         path: path.to_string(),
         idle: RefCell::new(Vec::new()),
         down_until: Cell::new(None),
@@ -302,6 +346,7 @@ impl Inner {
 fn request_bytes(
     req: &OwnedRequest,
     up: &Upstream,
+    host_mode: &UpstreamHost,
     framing: BodyGoes,
     length: Option<u64>,
 ) -> Vec<u8> {
@@ -333,14 +378,25 @@ fn request_bytes(
             || named
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
-        if name.eq_ignore_ascii_case("host") {
+        let is_host = name.eq_ignore_ascii_case("host");
+        if is_host {
             host = Some(value);
         }
-        if skip {
+        if skip || (is_host && *host_mode != UpstreamHost::Keep) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    let set_host = match host_mode {
+        UpstreamHost::Keep => host.is_none().then_some(up.authority.as_bytes()),
+        UpstreamHost::Upstream => Some(up.authority.as_bytes()),
+        UpstreamHost::Set(v) => Some(v.as_bytes()),
+    };
+    if let Some(value) = set_host {
+        out.extend_from_slice(b"Host: ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
@@ -542,7 +598,7 @@ async fn exchange(
         None => BodyGoes::Whole,
         Some(_) => length.map_or(BodyGoes::Chunked, |_| BodyGoes::Length),
     };
-    let bytes = request_bytes(req, up, framing, length);
+    let bytes = request_bytes(req, up, &inner.host.borrow(), framing, length);
     if let Err(e) = stream.write_all(&bytes).await {
         return Err(match reused {
             true => Failed::Stale,
@@ -766,7 +822,8 @@ mod tests {
     }
 
     /// The request `raw` from `peer` as it goes upstream, and its `X-Forwarded-For` lines.
-    fn forwarded(raw: &str, peer: Option<&str>) -> (String, Vec<String>) {
+    /// The head `raw` goes upstream with, from `peer`, `Host` as `host` says.
+    fn upstream_head(raw: &str, peer: Option<&str>, host: &UpstreamHost) -> String {
         use crate::http::{parse_head, HeadLimits, Parsed};
         let limits = HeadLimits {
             request_line_bytes_max: 1024,
@@ -779,9 +836,37 @@ mod tests {
         };
         let peer = peer.map(|p| p.parse().unwrap());
         let req = OwnedRequest::new(raw.as_bytes(), &head, &[], peer);
-        let up = upstream("http://127.0.0.1:9").unwrap();
-        let bytes = request_bytes(&req, &up, BodyGoes::Whole, None);
-        let text = String::from_utf8(bytes).unwrap();
+        let up = upstream("http://localhost:9").unwrap();
+        String::from_utf8(request_bytes(&req, &up, host, BodyGoes::Whole, None)).unwrap()
+    }
+
+    #[test]
+    fn host_is_kept_or_set_as_configured() {
+        let hosts = |raw: &str, mode: &UpstreamHost| -> Vec<String> {
+            upstream_head(raw, None, mode)
+                .lines()
+                .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+                .map(str::to_string)
+                .collect()
+        };
+        let with = "GET /x HTTP/1.1\r\nHost: client.example\r\n\r\n";
+        let without = "GET /x HTTP/1.0\r\n\r\n";
+        assert_eq!(hosts(with, &UpstreamHost::Keep), ["Host: client.example"]);
+        assert_eq!(hosts(with, &UpstreamHost::Upstream), ["Host: localhost:9"]);
+        let set = UpstreamHost::Set("api.internal".into());
+        assert_eq!(hosts(with, &set), ["Host: api.internal"]);
+        // HTTP/1.1 upstream needs a Host: a client that sent none gets the upstream's.
+        assert_eq!(hosts(without, &UpstreamHost::Keep), ["Host: localhost:9"]);
+        assert_eq!(UpstreamHost::parse("$host"), Ok(UpstreamHost::Keep));
+        assert_eq!(UpstreamHost::parse("$proxy_host"), Ok(UpstreamHost::Upstream));
+        assert_eq!(UpstreamHost::parse("a.b:8080"), Ok(UpstreamHost::Set("a.b:8080".into())));
+        for bad in ["", "a b", "a\r\nX: y"] {
+            assert!(UpstreamHost::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn forwarded(raw: &str, peer: Option<&str>) -> (String, Vec<String>) {
+        let text = upstream_head(raw, peer, &UpstreamHost::Keep);
         let xff = text
             .lines()
             .filter(|l| l.to_ascii_lowercase().starts_with("x-forwarded-for:"))

@@ -484,6 +484,27 @@ fn request_bodies_go_upstream_as_they_arrive() {
     assert_eq!(String::from_utf8_lossy(&res.body), "4 bytes, length 4");
 }
 
+#[test]
+fn host_goes_upstream_kept_or_set_by_proxy_host() {
+    let up = Upstream::start(|seen| (ok(seen.field("Host").unwrap_or("-")), false));
+    let host_seen = |extra: &[&str]| {
+        let server = proxy(&[format!("/p={}", up.url())], extra);
+        let (res, _) = exchange(server.addr, &get("/p/x", &[]));
+        assert_eq!(res.status, 200);
+        String::from_utf8(res.body).unwrap()
+    };
+    assert_eq!(host_seen(&[]), "front.test");
+    let authority = up.url().trim_start_matches("http://").to_string();
+    assert_eq!(host_seen(&["--proxy-host", "$proxy_host"]), authority);
+    assert_eq!(host_seen(&["--proxy-host", "api.internal"]), "api.internal");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+        .args(["--proxy", "/p=http://127.0.0.1:9", "--proxy-host", "a b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--proxy-host"));
+}
+
 /// An upstream that answers each request with the `X-Forwarded-For` it got (`-` for none).
 fn forwarded_for_upstream() -> Upstream {
     Upstream::start(|seen| {
