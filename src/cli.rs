@@ -207,6 +207,10 @@ struct ServeArgs {
     /// only.
     #[arg(long = "proxy", value_name = "PREFIX=URL[,URL...]", value_parser = parse_proxy)]
     proxies: Vec<(String, Vec<String>)>,
+    /// Seconds from a proxied request's start until its upstream response head is read,
+    /// every try included (past it: 504). [default: 25]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    proxy_total_timeout: Option<Duration>,
     /// The `Host` proxied requests go upstream with: `$host` (the client's, the default),
     /// `$proxy_host` (the upstream URL's HOST:PORT), or a name of its own, as nginx's
     /// `proxy_set_header Host`.
@@ -452,14 +456,24 @@ pub fn run_builtin() -> i32 {
     }
     let mut router = crate::Router::new().fallback(crate::HelloWorld);
     let timeout = args.proxy_timeout.unwrap_or(crate::proxy::READ_TIMEOUT);
-    if timeout.is_zero() {
-        eprintln!("ringmaster: error: --proxy-timeout 0: an upstream needs some time; give seconds above 0");
-        return EXIT_USAGE;
+    let total = args
+        .proxy_total_timeout
+        .unwrap_or(crate::proxy::TOTAL_TIMEOUT);
+    for (flag, limit) in [
+        ("--proxy-timeout", timeout),
+        ("--proxy-total-timeout", total),
+    ] {
+        if limit.is_zero() {
+            eprintln!(
+                "ringmaster: error: {flag} 0: an upstream needs some time; give seconds above 0"
+            );
+            return EXIT_USAGE;
+        }
     }
     for (prefix, urls) in &args.proxies {
         let mounted = crate::proxy::Proxy::new(urls).and_then(|proxy| {
             let host = args.proxy_host.clone().unwrap_or_default();
-            let proxy = proxy.read_timeout(timeout).host(host);
+            let proxy = proxy.read_timeout(timeout).total_timeout(total).host(host);
             let mount = crate::mounts::Mount::proxy(prefix, urls, &proxy);
             router
                 .try_mount_counted(mount, proxy)

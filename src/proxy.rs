@@ -49,6 +49,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default time an upstream may stay silent while a response is awaited or read (past
 /// it: `504` before the head, a closed connection after).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default time from a request's start until its upstream response's head is read,
+/// every try included (past it: `504`). Below the server's default `--handler-timeout`
+/// (30 s), so that a slow upstream is answered `504` by the proxy, not `503` by the server.
+pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(25);
 /// Bytes read from an upstream at a time, for a body.
 const READ_BYTES: usize = 64 * 1024;
 /// Room made for a response head at a time.
@@ -122,6 +126,7 @@ struct Inner {
     /// Set before serving (the builder methods), read per request.
     connect_timeout: Cell<Duration>,
     read_timeout: Cell<Duration>,
+    total_timeout: Cell<Duration>,
     /// See [`UpstreamStats::errors`].
     errors: Cell<u64>,
     /// Upstream connections open now, pooled or busy: each [`Conn`] counts itself.
@@ -213,6 +218,7 @@ impl Proxy {
                 next: Cell::new(0),
                 connect_timeout: Cell::new(CONNECT_TIMEOUT),
                 read_timeout: Cell::new(READ_TIMEOUT),
+                total_timeout: Cell::new(TOTAL_TIMEOUT),
                 errors: Cell::new(0),
                 open: Rc::new(Cell::new(0)),
             }),
@@ -230,6 +236,15 @@ impl Proxy {
     /// of this proxy.
     pub fn read_timeout(self, limit: Duration) -> Proxy {
         self.inner.read_timeout.set(limit);
+        self
+    }
+
+    /// How long from a request's start until its response head is read, every try
+    /// included ([`TOTAL_TIMEOUT`] by default; past it: `504`): an upstream that trickles
+    /// its head a byte at a time is cut off here, where the read timeout never fires. For
+    /// every clone of this proxy.
+    pub fn total_timeout(self, limit: Duration) -> Proxy {
+        self.inner.total_timeout.set(limit);
         self
     }
 
@@ -506,14 +521,34 @@ async fn forward(inner: Rc<Inner>, mut req: OwnedRequest) -> Response {
     // A body is passed on as it arrives. It cannot be sent twice, so it goes on a new
     // connection: a pooled one may have been closed by the upstream meanwhile, and then
     // the request could not be tried again.
-    let mut body = req.body_reader();
+    let body = req.body_reader();
+    let total = inner.total_timeout.get();
+    match crate::rt::timeout(total, tries(&inner, &req, body, idempotent)).await {
+        Ok(Ok((index, got))) => respond(inner, index, got),
+        Ok(Err(res)) => res,
+        Err(_) => {
+            inner.failed();
+            let secs = total.as_secs_f64();
+            error(504, &format!("the upstream did not answer within {secs}s"))
+        }
+    }
+}
+
+/// The tries of one request, until an upstream's response head is read (with the index
+/// of the upstream that sent it) or the answer is an error.
+async fn tries(
+    inner: &Rc<Inner>,
+    req: &OwnedRequest,
+    mut body: Option<BodyReader>,
+    idempotent: bool,
+) -> Result<(usize, Got), Response> {
     let mut tries = 0;
     let mut fresh_only = body.is_some();
     let mut index = inner.pick(Instant::now());
     loop {
         tries += 1;
-        match exchange(&inner, index, &req, &mut body, fresh_only).await {
-            Ok(got) => return respond(inner, index, got),
+        match exchange(inner, index, req, &mut body, fresh_only).await {
+            Ok(got) => return Ok((index, got)),
             Err(Failed::Stale) if tries < 3 => fresh_only = true,
             Err(Failed::Connect(e)) if tries < 3 && idempotent && inner.upstreams.len() > 1 => {
                 inner.failed();
@@ -533,18 +568,21 @@ async fn forward(inner: Rc<Inner>, mut req: OwnedRequest) -> Response {
                 } else {
                     502
                 };
-                return error(status, &format!("the upstream could not be reached: {e}"));
+                return Err(error(
+                    status,
+                    &format!("the upstream could not be reached: {e}"),
+                ));
             }
             Err(Failed::Stale) => {
                 inner.failed();
-                return error(502, "the upstream closed the connection");
+                return Err(error(502, "the upstream closed the connection"));
             }
             Err(Failed::Answer(status, why)) => {
                 // 502 and 504 are the upstream's failures; 400 is the client's body.
                 if status >= 500 {
                     inner.failed();
                 }
-                return error(status, &why);
+                return Err(error(status, &why));
             }
         }
     }
@@ -858,8 +896,14 @@ mod tests {
         // HTTP/1.1 upstream needs a Host: a client that sent none gets the upstream's.
         assert_eq!(hosts(without, &UpstreamHost::Keep), ["Host: localhost:9"]);
         assert_eq!(UpstreamHost::parse("$host"), Ok(UpstreamHost::Keep));
-        assert_eq!(UpstreamHost::parse("$proxy_host"), Ok(UpstreamHost::Upstream));
-        assert_eq!(UpstreamHost::parse("a.b:8080"), Ok(UpstreamHost::Set("a.b:8080".into())));
+        assert_eq!(
+            UpstreamHost::parse("$proxy_host"),
+            Ok(UpstreamHost::Upstream)
+        );
+        assert_eq!(
+            UpstreamHost::parse("a.b:8080"),
+            Ok(UpstreamHost::Set("a.b:8080".into()))
+        );
         for bad in ["", "a b", "a\r\nX: y"] {
             assert!(UpstreamHost::parse(bad).is_err(), "{bad:?}");
         }

@@ -485,6 +485,52 @@ fn request_bodies_go_upstream_as_they_arrive() {
 }
 
 #[test]
+fn an_upstream_that_trickles_its_head_is_cut_off_by_the_total_timeout() {
+    // A byte of head every 50 ms: the read timeout (5 s) never fires, the total (1 s) does.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nX-Slow: ");
+                for _ in 0..400 {
+                    if stream.write_all(b"a").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    let server = proxy(
+        &[format!("/slow=http://127.0.0.1:{port}")],
+        &["--proxy-timeout", "5", "--proxy-total-timeout", "1"],
+    );
+    let start = Instant::now();
+    let (res, _) = exchange(server.addr, &get("/slow/x", &[]));
+    assert_eq!(res.status, 504);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+        .args([
+            "--proxy",
+            "/p=http://127.0.0.1:9",
+            "--proxy-total-timeout",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--proxy-total-timeout 0"));
+}
+
+#[test]
 fn host_goes_upstream_kept_or_set_by_proxy_host() {
     let up = Upstream::start(|seen| (ok(seen.field("Host").unwrap_or("-")), false));
     let host_seen = |extra: &[&str]| {
