@@ -641,7 +641,9 @@ impl Conn {
     }
 
     /// The output's next buffer, the rest of a short send, or the next step of a splice,
-    /// when nothing is in flight.
+    /// when nothing is in flight. Kept small, to be inlined on the hot path; splices are
+    /// out of line.
+    #[inline]
     fn send_act(&mut self, now: Instant) -> Option<Act> {
         match std::mem::replace(&mut self.send, Sending::Idle) {
             Sending::Rest { buf, offset } => Some(Act::Send {
@@ -655,51 +657,58 @@ impl Conn {
                     offset: 0,
                     more: self.output.file_is_next(),
                 }),
-                Piece::File(range) => {
-                    self.send = Sending::Splicing(Box::new(Splicing {
-                        range,
-                        fill: None,
-                        drain: None,
-                        since: now,
-                        broken: false,
-                        cancelled: false,
-                    }));
-                    self.send_act(now)
-                }
+                Piece::File(range) => self.start_splice(range, now),
             },
-            Sending::Splicing(s) if !s.in_flight() && !s.broken && s.range.unsent() > 0 => {
-                let pipe = &s.range.pipe;
-                let act = if pipe.held > 0 {
-                    // What a short drain (or a short fill) left in the pipe goes first.
-                    Act::Splice {
-                        file: std::os::fd::AsRawFd::as_raw_fd(&*s.range.file),
-                        offset: s.range.offset,
-                        pipe_write: pipe.write_fd(),
-                        pipe_read: pipe.read_fd(),
-                        fill: 0,
-                        drain: pipe.held,
-                    }
-                } else {
-                    let n = u32::try_from(s.range.left)
-                        .unwrap_or(u32::MAX)
-                        .min(pipe.capacity());
-                    Act::Splice {
-                        file: std::os::fd::AsRawFd::as_raw_fd(&*s.range.file),
-                        offset: s.range.offset,
-                        pipe_write: pipe.write_fd(),
-                        pipe_read: pipe.read_fd(),
-                        fill: n,
-                        drain: n,
-                    }
-                };
-                self.send = Sending::Splicing(s);
-                Some(act)
-            }
+            Sending::Splicing(s) => self.splice_act(s),
             busy => {
                 self.send = busy;
                 None
             }
         }
+    }
+
+    /// Starts sending a file range by splice: its first step.
+    #[inline(never)]
+    fn start_splice(&mut self, range: FileRange, now: Instant) -> Option<Act> {
+        self.splice_act(Box::new(Splicing {
+            range,
+            fill: None,
+            drain: None,
+            since: now,
+            broken: false,
+            cancelled: false,
+        }))
+    }
+
+    /// The next step of the splice `s`, when none is in flight: drain what the pipe holds,
+    /// or fill it from the file and drain that (linked).
+    #[inline(never)]
+    fn splice_act(&mut self, s: Box<Splicing>) -> Option<Act> {
+        if s.in_flight() || s.broken || s.range.unsent() == 0 {
+            self.send = Sending::Splicing(s);
+            return None;
+        }
+        let pipe = &s.range.pipe;
+        let file = std::os::fd::AsRawFd::as_raw_fd(&*s.range.file);
+        let (fill, drain) = if pipe.held > 0 {
+            // What a short drain (or a short fill) left in the pipe goes first.
+            (0, pipe.held)
+        } else {
+            let n = u32::try_from(s.range.left)
+                .unwrap_or(u32::MAX)
+                .min(pipe.capacity());
+            (n, n)
+        };
+        let act = Act::Splice {
+            file,
+            offset: s.range.offset,
+            pipe_write: pipe.write_fd(),
+            pipe_read: pipe.read_fd(),
+            fill,
+            drain,
+        };
+        self.send = Sending::Splicing(s);
+        Some(act)
     }
 
     /// The teardown, step by step: cancel the receive and any send, reset if asked, close,

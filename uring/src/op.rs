@@ -331,6 +331,7 @@ impl Op {
 
     /// Builds the submission entry and the memory it lends. The entry points into that
     /// memory: the caller keeps it alive, in the in-flight table, until the final completion.
+    #[inline]
     pub(crate) fn into_entry(self) -> (squeue::Entry, Lent) {
         match self {
             // A direct descriptor is no process descriptor: the kernel refuses SOCK_CLOEXEC
