@@ -236,6 +236,10 @@ impl<H: Serve> Server<H> {
     /// A start-up failure, with its cause and remedy: io_uring unavailable, the address in
     /// use, an invalid configuration.
     pub fn run(mut self) -> Result<(), Error> {
+        // A worker a reload started from the binary on disk: it serves, and exits.
+        if let Some(e) = master::exec::worker_main(&self.config, &self.handler) {
+            return Err(e);
+        }
         master::run(&self.config, &self.handler, &mut self.hooks)
     }
 }

@@ -15,6 +15,7 @@
 mod adopt;
 mod child;
 mod events;
+pub(crate) mod exec;
 mod fork;
 mod listeners;
 mod pipes;
@@ -151,6 +152,20 @@ struct Master<'a, H> {
     events: Vec<(u64, control::Command)>,
     /// `READY=1` was sent since the last start or reload.
     announced_ready: bool,
+    /// The binaries workers run ([`exec`]).
+    binary: Binary,
+}
+
+/// The binaries workers are started from.
+#[derive(Debug, Default)]
+struct Binary {
+    /// The path the server was started from, which a reload runs what is at.
+    path: Option<std::path::PathBuf>,
+    /// The current generation's binary (`O_PATH`), once a reload has completed: respawns
+    /// run it. `None`: this image (the first generation is forked).
+    current: Option<OwnedFd>,
+    /// The binary of the reload running, opened when it forks its first successor.
+    reload: Option<OwnedFd>,
 }
 
 /// A hook to call, with its arguments.
@@ -208,6 +223,10 @@ impl<'a, H: Serve> Master<'a, H> {
             started: Instant::now(),
             events: Vec::with_capacity(crate::inbox::CONNECTIONS_MAX),
             announced_ready: false,
+            binary: Binary {
+                path: exec::binary_path(),
+                ..Binary::default()
+            },
         }
     }
 
@@ -219,7 +238,7 @@ impl<'a, H: Serve> Master<'a, H> {
             .map(|every| Instant::now() + every);
         self.notify_status();
         for slot in 0..self.sup.slots.len() {
-            let child = self.fork_worker(slot)?;
+            let child = self.fork_worker(slot, false)?;
             self.sup.filled(slot, child);
         }
         Ok(())

@@ -186,7 +186,7 @@ impl<H: Serve> Master<'_, H> {
     }
 
     fn respawn(&mut self, slot: usize, now: Instant) {
-        let forked = self.fork_worker(slot);
+        let forked = self.fork_worker(slot, false);
         if let Err(e) = &forked {
             log!("worker {slot}: {e}; retrying");
         }

@@ -44,15 +44,17 @@ impl Ends {
 }
 
 impl<H: Serve> Master<'_, H> {
-    /// Forks a worker for `slot`; the supervisor gets the returned record.
-    pub(super) fn fork_worker(&mut self, slot: usize) -> Result<Child, Error> {
+    /// Forks a worker for `slot`; the supervisor gets the returned record. A successor of a
+    /// reload (`reload`) runs the binary opened for that reload; any other worker runs its
+    /// generation's binary (the one the last completed reload ran, else this image).
+    pub(super) fn fork_worker(&mut self, slot: usize, reload: bool) -> Result<Child, Error> {
         let ends = Ends::new()?;
         // SAFETY: the master is single-threaded (Server::run requires it), so the child
         // inherits no lock held by another thread; it runs the worker and exits without
         // returning into the master's code.
         match unsafe { fork() } {
             Err(e) => Err(Error::system("fork", e)),
-            Ok(ForkResult::Child) => self.become_worker(slot, ends),
+            Ok(ForkResult::Child) => self.become_worker(slot, ends, reload),
             Ok(ForkResult::Parent { child }) => Ok(self.forked(slot, child, ends)),
         }
     }
@@ -86,7 +88,7 @@ impl<H: Serve> Master<'_, H> {
     }
 
     /// The child's side: closes the master's descriptors, runs the worker, exits.
-    fn become_worker(&self, slot: usize, ends: Ends) -> ! {
+    fn become_worker(&self, slot: usize, ends: Ends, reload: bool) -> ! {
         for fd in self.foreign_descriptors(&ends) {
             // The child's copies of the master's descriptors, which it never uses (their
             // owners' destructors never run here, as the child leaves through `exit`). A
@@ -106,7 +108,18 @@ impl<H: Serve> Master<'_, H> {
             accept_queue: self.accept_queue,
             access_log,
         };
-        let code = child_main(self.config, self.handler, cpu, self.pid, setup);
+        let binary = match reload {
+            true => self.binary.reload.as_ref(),
+            false => self.binary.current.as_ref(),
+        };
+        let code = match binary {
+            Some(exe) => {
+                let direct = self.config.uring.direct_descriptors;
+                let handed = super::exec::handed(&setup, self.pid.as_raw(), direct);
+                super::exec::exec_worker(exe.as_raw_fd(), &handed)
+            }
+            None => child_main(self.config, self.handler, cpu, self.pid, setup),
+        };
         std::process::exit(code);
     }
 
@@ -132,7 +145,7 @@ impl<H: Serve> Master<'_, H> {
 
 /// The worker side of a fork: dies with the master, pins itself, runs, and returns an exit
 /// code. A panic in the worker ends here as exit code 101, never back in the master's code.
-fn child_main<H: Serve>(
+pub(super) fn child_main<H: Serve>(
     config: &Config,
     handler: &H,
     cpu: core_affinity::CoreId,

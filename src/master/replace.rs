@@ -43,13 +43,25 @@ impl<H: Serve> Master<'_, H> {
         let Some(plan) = self.sup.step_reload() else {
             return;
         };
+        if !plan.fork.is_empty() && self.binary.reload.is_none() {
+            // The binary on disk now: every successor of this reload runs this very file.
+            if let Some(path) = &self.binary.path {
+                match super::exec::open_binary(path) {
+                    Ok(fd) => self.binary.reload = Some(fd),
+                    Err(e) => return self.reload_failed(&e),
+                }
+            }
+        }
         for slot in plan.fork {
-            match self.fork_worker(slot) {
+            match self.fork_worker(slot, true) {
                 Ok(child) => self.sup.successor_forked(slot, child, Purpose::Reload),
                 Err(e) => return self.reload_failed(&format!("forking worker {slot}: {e}")),
             }
         }
-        if plan.complete {
+        // Over only once the workers it replaced are gone too (drained, or killed at the
+        // drain timeout): until they stop accepting, a new connection could still meet the
+        // old code, and `reload` answers that the new code serves.
+        if plan.complete && self.sup.retiring.is_empty() {
             let ended = self.sup.end_reload(Instant::now()).expect("a reload runs");
             let text = format!(
                 "ok: reloaded {} workers in {}ms\n",
@@ -60,6 +72,10 @@ impl<H: Serve> Master<'_, H> {
                 "reload complete: {}",
                 text.trim_start_matches("ok: ").trim_end()
             );
+            // The new generation's binary is the one its respawns run.
+            if let Some(fd) = self.binary.reload.take() {
+                self.binary.current = Some(fd);
+            }
             self.finish_reload(ended, &text);
         }
     }
@@ -90,7 +106,7 @@ impl<H: Serve> Master<'_, H> {
             return;
         };
         log!("recycling worker {slot} (pid {pid}) {why}");
-        match self.fork_worker(slot) {
+        match self.fork_worker(slot, false) {
             Ok(child) => self.sup.successor_forked(slot, child, Purpose::Recycle),
             Err(e) => {
                 self.sup.recycle_failed(slot, now);
@@ -106,6 +122,7 @@ impl<H: Serve> Master<'_, H> {
             return;
         };
         log!("RELOAD FAILED: {why}; the old workers keep serving");
+        self.binary.reload = None;
         for pid in killed {
             signal(pid, Signal::SIGKILL);
         }

@@ -55,12 +55,23 @@ pub struct Load {
 
 impl Load {
     pub fn start(addr: SocketAddr, clients: usize, style: Style) -> Load {
+        Load::start_expecting(addr, clients, style, None)
+    }
+
+    /// Like [`Load::start`]; a response whose body is not one of `bodies` (when given)
+    /// counts as failed.
+    pub fn start_expecting(
+        addr: SocketAddr,
+        clients: usize,
+        style: Style,
+        bodies: Option<&'static [&'static str]>,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let threads = (0..clients)
             .map(|_| {
                 let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
-                std::thread::spawn(move || client(addr, style, &stop, &counters))
+                std::thread::spawn(move || client(addr, style, bodies, &stop, &counters))
             })
             .collect();
         Load {
@@ -95,7 +106,13 @@ impl Load {
     }
 }
 
-fn client(addr: SocketAddr, style: Style, stop: &AtomicBool, counters: &Counters) {
+fn client(
+    addr: SocketAddr,
+    style: Style,
+    bodies: Option<&[&str]>,
+    stop: &AtomicBool,
+    counters: &Counters,
+) {
     let request: &[u8] = match style {
         Style::KeepAlive => b"GET / HTTP/1.1\r\nHost: load\r\n\r\n",
         Style::OnePerConnection => b"GET / HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n",
@@ -121,7 +138,11 @@ fn client(addr: SocketAddr, style: Style, stop: &AtomicBool, counters: &Counters
             },
         };
         match exchange(reader, request) {
-            Ok(keep) => {
+            Ok((_, body)) if bodies.is_some_and(|b| !b.iter().any(|b| b.as_bytes() == body)) => {
+                counters.fail(format!("body {:?}", String::from_utf8_lossy(&body)));
+                conn = None;
+            }
+            Ok((keep, _)) => {
                 counters.ok.fetch_add(1, Ordering::Relaxed);
                 if !keep || style == Style::OnePerConnection {
                     conn = None;
@@ -135,8 +156,8 @@ fn client(addr: SocketAddr, style: Style, stop: &AtomicBool, counters: &Counters
     }
 }
 
-/// One request and its whole response; `Ok(keep_alive)`.
-fn exchange(reader: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::Result<bool> {
+/// One request and its whole response; `Ok((keep_alive, body))`.
+fn exchange(reader: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::Result<(bool, Vec<u8>)> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     reader.get_mut().write_all(request)?;
     let mut line = String::new();
@@ -165,5 +186,5 @@ fn exchange(reader: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::Resul
     }
     let mut body = vec![0; len];
     reader.read_exact(&mut body)?;
-    Ok(keep)
+    Ok((keep, body))
 }

@@ -1,0 +1,175 @@
+//! Deploying a new build with `ringmaster reload`: the reload runs the binary now at the
+//! path the server was started from, and a build that cannot start never takes over. The
+//! builds are copies of `examples/deploy.rs` with the version mark in the binary patched
+//! (`v1` → `v2`, `v3` exits at start-up, `v4`'s handler fails to start), each put at the
+//! path the way a deploy does it: written beside it, then renamed over it.
+
+mod common;
+
+use common::load::{Load, Style};
+use common::{alive, control, example, exchange, open_fds, wait_until, Server};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MARK: &[u8] = b"RINGMASTER_DEPLOY_MARK==";
+
+/// A directory for one test's binary, removed when dropped.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir =
+            std::env::temp_dir().join(format!("ringmaster-deploy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn app(&self) -> PathBuf {
+        self.0.join("app")
+    }
+
+    /// Puts the build marked `version` at the app's path: written beside, renamed over.
+    fn deploy(&self, version: &str) {
+        let mut bytes = std::fs::read(example("deploy")).unwrap();
+        let at = bytes
+            .windows(MARK.len())
+            .position(|w| w == MARK)
+            .expect("the mark in the binary")
+            + MARK.len();
+        bytes[at..at + 2].copy_from_slice(version.as_bytes());
+        let next = self.0.join("app.next");
+        std::fs::write(&next, &bytes).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&next, self.app()).unwrap();
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn get(server: &Server) -> String {
+    let (res, _) = exchange(server.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(res.status, 200);
+    String::from_utf8(res.body).unwrap()
+}
+
+fn start(app: &Path) -> Server {
+    Server::start_command(Command::new(app).arg("127.0.0.1:0"), 2)
+}
+
+#[test]
+fn a_reload_runs_the_new_build_under_load_without_a_failed_request() {
+    let dir = Dir::new("upgrade");
+    dir.deploy("v1");
+    let server = start(&dir.app());
+    assert_eq!(get(&server), "v1");
+    // After a first reload the master holds its generation's binary (for respawns), and
+    // from then on the same descriptors after every reload.
+    assert!(control(&server, "reload").starts_with("ok: "));
+    let fds_before = open_fds(server.pid());
+    assert!(
+        fds_before.iter().any(|fd| fd.contains("/app")),
+        "the binary held: {fds_before:?}"
+    );
+    let old_workers = server.worker_pids();
+    const EITHER: &[&str] = &["v1", "v2"];
+    let keep = Load::start_expecting(server.addr, 4, Style::KeepAlive, Some(EITHER));
+    let fresh = Load::start_expecting(server.addr, 2, Style::OnePerConnection, Some(EITHER));
+    wait_until("load flowing", || {
+        keep.tally().ok > 100 && fresh.tally().ok > 20
+    });
+    dir.deploy("v2");
+    let answer = control(&server, "reload");
+    assert!(answer.starts_with("ok: reloaded 2 workers"), "{answer}");
+    // Every new connection now meets the new build.
+    for _ in 0..20 {
+        assert_eq!(get(&server), "v2");
+    }
+    let (ok_before, ok_fresh) = (keep.tally().ok, fresh.tally().ok);
+    wait_until("load on the new build", || {
+        keep.tally().ok > ok_before + 100 && fresh.tally().ok > ok_fresh + 20
+    });
+    let (keep, fresh) = (keep.stop(), fresh.stop());
+    for tally in [keep, fresh] {
+        assert_eq!((tally.failed, tally.refused), (0, 0), "{tally:?}");
+    }
+    wait_until("the old workers gone", || {
+        old_workers.iter().all(|&pid| !alive(pid))
+    });
+    let new_workers = server.worker_pids();
+    assert_eq!(new_workers.len(), 2);
+    assert!(new_workers.iter().all(|p| !old_workers.contains(p)));
+    assert_eq!(
+        open_fds(server.pid()).len(),
+        fds_before.len(),
+        "the master's descriptors"
+    );
+    // A worker of the new generation that dies is respawned from the new build, even with
+    // another build at the path since.
+    dir.deploy("v3");
+    // SAFETY (test): a signal to a worker of the server this test started.
+    assert_eq!(
+        unsafe { libc::kill(new_workers[0] as i32, libc::SIGKILL) },
+        0
+    );
+    wait_until("the worker respawned", || {
+        let now = server.worker_pids();
+        now.len() == 2 && !now.contains(&new_workers[0])
+    });
+    for _ in 0..20 {
+        assert_eq!(get(&server), "v2");
+    }
+}
+
+#[test]
+fn a_build_that_cannot_start_never_takes_over() {
+    let dir = Dir::new("bad");
+    dir.deploy("v2");
+    let server = start(&dir.app());
+    const ONLY: &[&str] = &["v2"];
+    for (bad, cause) in [
+        ("v3", "exited before it was ready (exit code 1)"),
+        ("v4", "exited before it was ready"),
+    ] {
+        let keep = Load::start_expecting(server.addr, 2, Style::KeepAlive, Some(ONLY));
+        let fresh = Load::start_expecting(server.addr, 2, Style::OnePerConnection, Some(ONLY));
+        wait_until("load flowing", || {
+            keep.tally().ok > 50 && fresh.tally().ok > 10
+        });
+        let mut workers = server.worker_pids();
+        workers.sort_unstable();
+        dir.deploy(bad);
+        let answer = control(&server, "reload");
+        assert!(
+            answer.starts_with("error: reload failed"),
+            "{bad}: {answer}"
+        );
+        assert!(answer.contains(cause), "{bad}: {answer}");
+        // The ringmaster CLI exits non-zero on it.
+        let out = Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+            .args(["reload", "--listen", &server.addr.to_string()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}: the CLI's reload succeeded");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("reload failed")
+                || String::from_utf8_lossy(&out.stderr).contains("reload failed")
+        );
+        for _ in 0..10 {
+            assert_eq!(get(&server), "v2");
+        }
+        let mut now = server.worker_pids();
+        now.sort_unstable();
+        assert_eq!(now, workers, "{bad}: the old workers serve on");
+        let (keep, fresh) = (keep.stop(), fresh.stop());
+        for tally in [keep, fresh] {
+            assert_eq!((tally.failed, tally.refused), (0, 0), "{bad}: {tally:?}");
+        }
+        dir.deploy("v2");
+    }
+}
