@@ -701,11 +701,11 @@ mod tests {
             },
             Op::Statx {
                 dirfd: libc::AT_FDCWD,
-                // SAFETY: `statx` is plain data for which all zeroes is valid.
                 stat: Box::new(StatxArgs {
                     path: open("x"),
                     flags: 0,
                     mask: 0,
+                    // SAFETY: `statx` is plain data for which all zeroes is valid.
                     buf: unsafe { std::mem::zeroed() },
                 }),
             },
