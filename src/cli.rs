@@ -13,7 +13,7 @@
 //!
 //! `run` parses the arguments: `serve` (the default) applies the flags given over the
 //! server's configuration and runs it; `status`, `reload` and `stop` talk to a running
-//! master over its control socket. Every usage error is one line on stderr and exit code 2.
+//! master over its control socket; `probe` shows what this kernel's io_uring offers. Every usage error is one line on stderr and exit code 2.
 
 use crate::control::{PathOrigin, RequestError};
 use crate::{Config, ErrorKind, ListenMode, LogFormat, Serve, Server, Workers};
@@ -60,6 +60,20 @@ enum Command {
     Reload(Target),
     /// Stop the running master gracefully (the same as SIGTERM to the master).
     Stop(Target),
+    /// Show what this kernel's io_uring offers, feature by feature, and what workers would
+    /// use of it with the flags given (the server's own flags, `--uring-no-*` included);
+    /// exit 1 when the server could not run here.
+    Probe(Box<ProbeArgs>),
+}
+
+/// `probe`: its own flag, and the server's.
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 /// Which running master to talk to.
@@ -543,6 +557,7 @@ fn dispatch<H: Serve>(cli: &Cli, server: Server<H>) -> i32 {
         }
         Some(Command::Reload(target)) => talk(target, "reload", RELOAD_ANSWER_WAIT),
         Some(Command::Stop(target)) => talk(target, "stop", ANSWER_WAIT),
+        Some(Command::Probe(args)) => probe(server, args),
     }
 }
 
@@ -559,6 +574,15 @@ fn serve<H: Serve>(server: Server<H>, args: &ServeArgs) -> i32 {
             }
         }
     }
+}
+
+fn probe<H: Serve>(server: Server<H>, args: &ProbeArgs) -> i32 {
+    let config = args.serve.apply(server.config_ref().clone());
+    if let Err(e) = config.validate() {
+        eprintln!("ringmaster: error: {e}");
+        return EXIT_USAGE;
+    }
+    crate::probe::run(&config, args.json)
 }
 
 /// Sends one command to the master and prints its answer.

@@ -100,6 +100,7 @@ mod master;
 mod metrics;
 mod mounts;
 mod pool;
+mod probe;
 pub mod proxy;
 pub mod router;
 pub mod rt;

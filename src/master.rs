@@ -22,10 +22,10 @@ mod pipes;
 mod recycle;
 mod reload;
 mod replace;
-mod report;
+pub(crate) mod report;
 mod respawn;
 mod slot;
-mod startup;
+pub(crate) mod startup;
 mod supervisor;
 mod timers;
 

@@ -325,7 +325,7 @@ fn mount_json(m: &MountMetrics<'_>) -> String {
 }
 
 /// `s` as a JSON string, quoted and escaped.
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -10,6 +10,7 @@ use crate::log::log;
 use crate::worker;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use ringmaster_uring::{Features, Ring};
 use std::os::fd::OwnedFd;
 
 /// Checks the configuration and what workers need before any fork, and returns the
@@ -19,9 +20,20 @@ pub(super) fn prepare(config: &Config) -> Result<(Config, Option<OwnedFd>), Erro
     config.validate()?;
     crate::log::set_format(config.log_format);
     let features = check_uring()?;
-    // Direct descriptors need socket options through the ring: set, to reset a connection;
-    // read, for the client's address (both Linux 6.7).
-    let config = Config {
+    let config = worker_config(config, &features);
+    raise_descriptor_limit(config.limits.connections_max);
+    let access_log = open_access_log(&config)?;
+    // A worker's ring at its real sizes, made and dropped before any fork.
+    worker_ring(&config)?;
+    Ok((config, access_log))
+}
+
+/// The configuration workers run with on a kernel offering `features`: the one place that
+/// decides it, for the server and for `ringmaster probe`. Direct descriptors need socket
+/// options through the ring: set, to reset a connection; read, for the client's address
+/// (both Linux 6.7).
+pub(crate) fn worker_config(config: &Config, features: &Features) -> Config {
+    Config {
         uring: crate::config::UringOptions {
             direct_descriptors: config.uring.direct_descriptors
                 && features.direct_accept
@@ -29,11 +41,13 @@ pub(super) fn prepare(config: &Config) -> Result<(Config, Option<OwnedFd>), Erro
             ..config.uring
         },
         ..config.clone()
-    };
-    raise_descriptor_limit(config.limits.connections_max);
-    let access_log = open_access_log(&config)?;
-    // A worker's ring at its real sizes, made and dropped before any fork.
-    worker::build_ring(&config, accept_queue(config.backlog)).map_err(|e| {
+    }
+}
+
+/// A worker's ring at its real sizes with its receive buffers, built as every worker builds
+/// it after fork; an error names the remedy.
+pub(crate) fn worker_ring(config: &Config) -> Result<Ring<worker::Event>, Error> {
+    worker::build_ring(config, accept_queue(config.backlog)).map_err(|e| {
         Error::new(
             ErrorKind::UringUnavailable,
             format!(
@@ -42,8 +56,7 @@ pub(super) fn prepare(config: &Config) -> Result<(Config, Option<OwnedFd>), Erro
                  --recv-buffers"
             ),
         )
-    })?;
-    Ok((config, access_log))
+    })
 }
 
 /// Ignores `SIGPIPE`: a write to a closed pipe or socket fails with `EPIPE` instead of
@@ -76,19 +89,25 @@ fn open_access_log(config: &Config) -> Result<Option<OwnedFd>, Error> {
 
 /// Probes io_uring before any fork, so that a missing or blocked io_uring is one clear
 /// error from the master instead of every worker failing.
-fn check_uring() -> Result<ringmaster_uring::Features, Error> {
-    let features = ringmaster_uring::Features::probe().map_err(|e| error::uring_unavailable(&e))?;
-    let missing = features.missing();
-    if !missing.is_empty() {
-        return Err(Error::new(
-            ErrorKind::UringUnavailable,
-            format!(
-                "this kernel's io_uring lacks {}; ringmaster needs Linux 6.1 or newer",
-                missing.join(", ")
-            ),
-        ));
-    }
+fn check_uring() -> Result<Features, Error> {
+    let features = Features::probe().map_err(|e| error::uring_unavailable(&e))?;
+    lacking(&features)?;
     Ok(features)
+}
+
+/// Fails, naming what is missing, when the kernel lacks what every worker needs.
+pub(crate) fn lacking(features: &Features) -> Result<(), Error> {
+    let missing = features.missing();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::UringUnavailable,
+        format!(
+            "this kernel's io_uring lacks {}; ringmaster needs Linux 6.1 or newer",
+            missing.join(", ")
+        ),
+    ))
 }
 
 /// Descriptors a worker needs besides its connections: its ring, pipes, signalfd, the

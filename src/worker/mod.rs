@@ -193,8 +193,7 @@ impl<'h, H: Serve> Worker<'h, H> {
                 setup.slot,
                 &setup.listeners,
                 setup.accept_queue,
-                // The access log writes the client's address too.
-                config.client_addresses || access.is_some(),
+                wants_client_addresses(config),
             ),
             uring: config.uring,
             direct,
@@ -323,7 +322,7 @@ impl<'h, H: Serve> Worker<'h, H> {
 
 /// Registers the direct descriptor table when direct descriptors are asked for, and returns
 /// whether they are used and the connection bound that follows.
-fn direct_table(config: &Config, ring: &mut Ring<Event>) -> (bool, usize) {
+pub(crate) fn direct_table(config: &Config, ring: &mut Ring<Event>) -> (bool, usize) {
     let connections_max = config.limits.connections_max as usize;
     // One slot per connection: a slot is freed when its close is issued, before the
     // connection leaves the table, so the table is full only at the bound, where the
@@ -341,6 +340,12 @@ fn direct_table(config: &Config, ring: &mut Ring<Event>) -> (bool, usize) {
             (false, connections_max)
         }
     }
+}
+
+/// Whether a worker learns each connection's client address: for `X-Forwarded-For` and
+/// handlers that ask, and for the access log, which writes it too.
+pub(crate) fn wants_client_addresses(config: &Config) -> bool {
+    config.client_addresses || config.access_log.is_some()
 }
 
 /// The soft `RLIMIT_NOFILE` (which the master raised to the hard one), at most `u32::MAX`.

@@ -550,3 +550,56 @@ pub fn rss_and_peak_kib(pid: u32) -> (u64, u64) {
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
+
+/// Makes `command` run under a seccomp filter that fails `io_uring_setup` with `errno`, the
+/// way a container runtime's default profile does.
+pub fn without_io_uring(command: &mut Command, errno: i32) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY (test): pre_exec runs in the child between fork and exec; prctl is
+    // async-signal-safe and the filter program lives on this stack for the call.
+    unsafe {
+        command.pre_exec(move || {
+            const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+            const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+            let filter = [
+                // Load the syscall number (offset 0 of struct seccomp_data).
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                // if nr == io_uring_setup: fall through to ERRNO, else skip to ALLOW.
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_io_uring_setup as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: SECCOMP_RET_ERRNO | errno as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: SECCOMP_RET_ALLOW,
+                },
+            ];
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}

@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | `ring.rs` | [`Ring`]: set-up with fallbacks ([`SetupMode`]), the one push site, `submit_and_wait`, reaping |
 //! | `inflight.rs` | the in-flight table: the slab whose key is each entry's `user_data` |
-//! | `op.rs` | [`Op`]: the typed entries and the memory each one lends the kernel |
+//! | `op.rs` | [`Op`]: the typed entries and the memory each one lends the kernel; [`OpKind`]: the list of them, with the kernel's names |
 //! | `completion.rs` | [`Completion`]: one reaped CQE, with the memory handed back |
 //! | `bufring.rs` | [`BufRing`]: a ring of provided buffers for multishot receive |
 //! | `probe.rs` | [`Features`]: what this kernel supports, probed once at start-up |
@@ -53,6 +53,6 @@ mod ring;
 pub use bufring::{BufRing, BUF_RING_ENTRIES_MAX};
 pub use completion::{Completion, Owned};
 pub use inflight::OpId;
-pub use op::{Desc, Op, OpenArgs, SockAddr, StatxArgs};
+pub use op::{Desc, Op, OpKind, OpenArgs, SockAddr, StatxArgs};
 pub use probe::Features;
 pub use ring::{Ring, RingConfig, RingStats, SetupMode, CQ_ENTRIES_MAX, SQ_ENTRIES_MAX};

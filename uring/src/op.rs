@@ -225,6 +225,82 @@ pub enum Op {
     },
 }
 
+/// Declares [`OpKind`] and its table from one list, so that [`OpKind::ALL`] cannot miss a
+/// kind: each line is a variant of [`Op`], the kernel's name for what it submits, its
+/// opcode, and the first Linux release that has it.
+macro_rules! op_kinds {
+    ($($variant:ident => $name:literal, $code:expr, $since:literal;)*) => {
+        /// Which [`Op`] an operation is, without its arguments: the one list of the kernel
+        /// operations this crate can submit, for telling a user what a kernel offers (see
+        /// [`Features::supports`](crate::Features::supports)). [`Op::kind`] matches every
+        /// variant, so a new [`Op`] does not compile until it has a kind here.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum OpKind {
+            $(
+                #[doc = concat!("[`Op::", stringify!($variant), "`]: `", $name, "`.")]
+                $variant,
+            )*
+        }
+
+        impl OpKind {
+            /// Every kind, in [`Op`]'s order.
+            pub const ALL: &'static [OpKind] = &[$(OpKind::$variant),*];
+
+            /// The name of the [`Op`] variant, e.g. `AcceptMulti`.
+            pub fn variant(self) -> &'static str {
+                match self {
+                    $(OpKind::$variant => stringify!($variant),)*
+                }
+            }
+
+            /// The kernel's name for what the operation submits, e.g. `IORING_OP_SPLICE`;
+            /// a socket command (`IORING_OP_URING_CMD`) is named by its `SOCKET_URING_OP_*`,
+            /// and a mode of an opcode follows it in parentheses. Unique per kind.
+            pub fn kernel_name(self) -> &'static str {
+                match self {
+                    $(OpKind::$variant => $name,)*
+                }
+            }
+
+            /// The `IORING_OP_*` opcode the entry carries.
+            pub fn opcode(self) -> u8 {
+                match self {
+                    $(OpKind::$variant => $code,)*
+                }
+            }
+
+            /// The first Linux release that has the operation, e.g. `5.19`.
+            pub fn since(self) -> &'static str {
+                match self {
+                    $(OpKind::$variant => $since,)*
+                }
+            }
+        }
+    };
+}
+
+op_kinds! {
+    AcceptMulti => "IORING_OP_ACCEPT (multishot)", opcode::AcceptMulti::CODE, "5.19";
+    Accept => "IORING_OP_ACCEPT", opcode::Accept::CODE, "5.5";
+    RecvMulti => "IORING_OP_RECV (multishot)", opcode::RecvMulti::CODE, "6.0";
+    Recv => "IORING_OP_RECV", opcode::Recv::CODE, "5.6";
+    Send => "IORING_OP_SEND", opcode::Send::CODE, "5.6";
+    Splice => "IORING_OP_SPLICE", opcode::Splice::CODE, "5.7";
+    Read => "IORING_OP_READ", opcode::Read::CODE, "5.6";
+    Write => "IORING_OP_WRITE", opcode::Write::CODE, "5.6";
+    Close => "IORING_OP_CLOSE", opcode::Close::CODE, "5.6";
+    Shutdown => "IORING_OP_SHUTDOWN", opcode::Shutdown::CODE, "5.11";
+    SetSockOpt => "SOCKET_URING_OP_SETSOCKOPT", opcode::SetSockOpt::CODE, "6.7";
+    SocketOutQueue => "SOCKET_URING_OP_SIOCOUTQ", opcode::UringCmd16::CODE, "6.7";
+    GetSockOpt => "SOCKET_URING_OP_GETSOCKOPT", opcode::GetSockOpt::CODE, "6.7";
+    Cancel => "IORING_OP_ASYNC_CANCEL", opcode::AsyncCancel::CODE, "5.5";
+    Timeout => "IORING_OP_TIMEOUT", opcode::Timeout::CODE, "5.4";
+    Connect => "IORING_OP_CONNECT", opcode::Connect::CODE, "5.5";
+    ReadAt => "IORING_OP_READ (at an offset)", opcode::Read::CODE, "5.6";
+    OpenAt2 => "IORING_OP_OPENAT2", opcode::OpenAt2::CODE, "5.6";
+    Statx => "IORING_OP_STATX", opcode::Statx::CODE, "5.6";
+}
+
 /// A socket address as the kernel reads it.
 #[derive(Clone, Copy)]
 pub struct SockAddr {
@@ -326,6 +402,32 @@ impl Op {
                     .sec(after.as_secs())
                     .nsec(after.subsec_nanos()),
             ),
+        }
+    }
+
+    /// Which operation this is. The match names every variant, so that a new one must be
+    /// given an [`OpKind`] (and with it a row in `ringmaster probe`).
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::AcceptMulti { .. } => OpKind::AcceptMulti,
+            Op::Accept { .. } => OpKind::Accept,
+            Op::RecvMulti { .. } => OpKind::RecvMulti,
+            Op::Recv { .. } => OpKind::Recv,
+            Op::Send { .. } => OpKind::Send,
+            Op::Splice { .. } => OpKind::Splice,
+            Op::Read { .. } => OpKind::Read,
+            Op::Write { .. } => OpKind::Write,
+            Op::Close { .. } => OpKind::Close,
+            Op::Shutdown { .. } => OpKind::Shutdown,
+            Op::SetSockOpt { .. } => OpKind::SetSockOpt,
+            Op::SocketOutQueue { .. } => OpKind::SocketOutQueue,
+            Op::GetSockOpt { .. } => OpKind::GetSockOpt,
+            Op::Cancel { .. } => OpKind::Cancel,
+            Op::Timeout { .. } => OpKind::Timeout,
+            Op::Connect { .. } => OpKind::Connect,
+            Op::ReadAt { .. } => OpKind::ReadAt,
+            Op::OpenAt2 { .. } => OpKind::OpenAt2,
+            Op::Statx { .. } => OpKind::Statx,
         }
     }
 
@@ -513,5 +615,128 @@ impl Op {
                 (entry, Lent::Statx(stat))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One operation of every kind, with harmless arguments (never submitted).
+    fn one_of_each() -> Vec<Op> {
+        let fd = Desc::Plain(0);
+        let open = |path: &str| std::ffi::CString::new(path).unwrap();
+        vec![
+            Op::AcceptMulti {
+                fd: 0,
+                direct: false,
+            },
+            Op::Accept {
+                fd: 0,
+                direct: true,
+            },
+            Op::RecvMulti { fd, group: 0 },
+            Op::Recv {
+                fd,
+                group: 0,
+                len: 1,
+            },
+            Op::Send {
+                fd,
+                buf: vec![1],
+                offset: 0,
+                more: false,
+            },
+            Op::Splice {
+                fd_in: 0,
+                off_in: -1,
+                fd_out: fd,
+                len: 1,
+                flags: 0,
+            },
+            Op::Read {
+                fd: 0,
+                buf: Vec::with_capacity(1),
+            },
+            Op::Write {
+                fd: 0,
+                buf: vec![1],
+                offset: 0,
+            },
+            Op::Close { fd },
+            Op::Shutdown {
+                fd,
+                how: libc::SHUT_WR,
+            },
+            Op::SetSockOpt {
+                fd,
+                level: 0,
+                name: 0,
+                value: vec![0; 4],
+            },
+            Op::SocketOutQueue { fd },
+            Op::GetSockOpt {
+                fd,
+                level: 0,
+                name: 0,
+                value: vec![0; 4],
+            },
+            Op::Cancel { target: OpId(0) },
+            Op::timeout(Duration::from_millis(1)),
+            Op::Connect {
+                fd: 0,
+                addr: Box::new(SockAddr::from_std("127.0.0.1:1".parse().unwrap())),
+            },
+            Op::ReadAt {
+                fd: 0,
+                buf: Vec::with_capacity(1),
+                offset: 0,
+            },
+            Op::OpenAt2 {
+                dirfd: libc::AT_FDCWD,
+                open: Box::new(OpenArgs {
+                    path: open("x"),
+                    how: io_uring::types::OpenHow::new(),
+                }),
+            },
+            Op::Statx {
+                dirfd: libc::AT_FDCWD,
+                stat: Box::new(StatxArgs {
+                    path: open("x"),
+                    flags: 0,
+                    mask: 0,
+                    // SAFETY: `statx` is plain data for which all zeroes is valid.
+                    buf: unsafe { std::mem::zeroed() },
+                }),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_is_one_op_and_carries_the_opcode_its_entry_does() {
+        let ops = one_of_each();
+        let kinds: Vec<OpKind> = ops.iter().map(Op::kind).collect();
+        assert_eq!(
+            kinds,
+            OpKind::ALL,
+            "one_of_each follows Op's order, one per kind"
+        );
+        for op in ops {
+            let kind = op.kind();
+            assert_eq!(
+                kind.variant(),
+                format!("{op:?}").split([' ', '{', '(']).next().unwrap()
+            );
+            let (entry, _lent) = op.into_entry();
+            assert_eq!(entry.get_opcode(), u32::from(kind.opcode()), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn kernel_names_are_unique() {
+        let mut names: Vec<&str> = OpKind::ALL.iter().map(|k| k.kernel_name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), OpKind::ALL.len());
     }
 }

@@ -570,4 +570,10 @@ impl<T> Ring<T> {
     pub fn nodrop(&self) -> bool {
         self.ring.params().is_feature_nodrop()
     }
+
+    /// Whether `io_uring_enter` takes a bounded wait (`IORING_FEAT_EXT_ARG`), which
+    /// [`submit_and_wait_timeout`](Self::submit_and_wait_timeout) needs.
+    pub fn ext_arg(&self) -> bool {
+        self.ring.params().is_feature_ext_arg()
+    }
 }
