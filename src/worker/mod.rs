@@ -33,6 +33,8 @@ use slab::Slab;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+pub(crate) use side::open_access_log;
+
 /// Exit code of a worker that could not start because of its configuration or environment
 /// (`EX_CONFIG`): the master does not respawn it in a loop.
 pub(crate) const EXIT_CONFIG: i32 = 78;
@@ -228,7 +230,7 @@ impl<'h, H: Serve> Worker<'h, H> {
             },
             enobufs: 0,
             batch: Vec::with_capacity(REAP_BATCH),
-            side: side::Side::new(setup)?,
+            side: side::Side::new(setup, config.access_log.clone())?,
             rt: tasks::Runtime::install(config.limits.handlers_max as usize, connections_max)?,
         })
     }
@@ -296,7 +298,7 @@ impl<'h, H: Serve> Worker<'h, H> {
             Event::Ipc => self.on_ipc(c)?,
             Event::Signal => self.on_signal(c)?,
             Event::Tick => self.on_tick(c)?,
-            Event::Access => self.on_access_written(c),
+            Event::Access => self.on_access_written(c)?,
             Event::Rt(slot) => self.on_rt(slot, c),
             Event::Wake => self.on_wake(c)?,
         }
