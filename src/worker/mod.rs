@@ -258,9 +258,12 @@ impl<'h, H: Serve> Worker<'h, H> {
             self.flush_access_log(false)?;
             // Exit only once no accept is left in the kernel: a dead worker's accept could
             // otherwise swallow a wake-up meant for the worker that took over its socket.
+            // Nor while an access log write is in flight: the ring's teardown may cancel
+            // it, and its lines would be lost.
             if self.ctx.drain != Drain::Serving
                 && self.conns.is_empty()
                 && !self.accepting.in_flight()
+                && !self.access_write_in_flight()
             {
                 self.write_access_log_now();
                 self.report_stats();

@@ -350,15 +350,18 @@ impl<H: Serve> Worker<'_, H> {
         }
     }
 
-    /// Writes what is left of the access log before the worker exits; it may block, which
-    /// no longer matters then. A write still in flight is lost with the ring, so its lines
-    /// are not duplicated; a reopened file waiting for it gets what is left.
+    /// An access log write is in the ring: its buffer is the ring's.
+    pub(super) fn access_write_in_flight(&self) -> bool {
+        self.side.access_file.is_some() && self.side.access_spare.is_none()
+    }
+
+    /// Writes what is left of the access log before the worker exits, once no write is in
+    /// flight; it may block, which no longer matters then.
     pub(super) fn write_access_log_now(&mut self) {
-        let file = match &self.side.access_next {
-            Some(next) => Some(&next.file),
-            None => self.side.access_file.as_ref(),
-        };
-        if let (Some(file), Some(log)) = (file, &mut self.ctx.access) {
+        debug_assert!(!self.access_write_in_flight());
+        // With no write in flight, a reopened file is switched to already.
+        debug_assert!(self.side.access_next.is_none());
+        if let (Some(file), Some(log)) = (&self.side.access_file, &mut self.ctx.access) {
             if !log.buf.is_empty() {
                 if let Err(e) = nix::unistd::write(file, &log.buf) {
                     log!("writing the access log: {e}");
