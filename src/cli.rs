@@ -29,7 +29,8 @@ const EXIT_FAILED: i32 = 1;
 /// How long `reload` waits for the master's answer: a reload of many slow-starting
 /// workers can take a while.
 const RELOAD_ANSWER_WAIT: Duration = Duration::from_secs(600);
-/// How long `status` and `stop` wait for the master's answer.
+/// How long `status`, `reopen` and `stop` wait for the master's answer (a reopen's own wait
+/// for the workers is shorter, 5 s).
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// Node's cluster + http for Linux: a master forks one worker per CPU, pins it there, and
@@ -58,6 +59,9 @@ enum Command {
     /// Replace every worker of the running master, one slot at a time, without dropping a
     /// request (the same as SIGHUP to the master); waits until it is done.
     Reload(Target),
+    /// Reopen the access log in the master and every worker, after logrotate renamed it
+    /// (the same as SIGUSR1 to the master); waits until every worker switched.
+    Reopen(Target),
     /// Stop the running master gracefully (the same as SIGTERM to the master).
     Stop(Target),
     /// Show what this kernel's io_uring offers, feature by feature, and what workers would
@@ -556,6 +560,7 @@ fn dispatch<H: Serve>(cli: &Cli, server: Server<H>) -> i32 {
             talk(target, command, ANSWER_WAIT)
         }
         Some(Command::Reload(target)) => talk(target, "reload", RELOAD_ANSWER_WAIT),
+        Some(Command::Reopen(target)) => talk(target, "reopen", ANSWER_WAIT),
         Some(Command::Stop(target)) => talk(target, "stop", ANSWER_WAIT),
         Some(Command::Probe(args)) => probe(server, args),
     }

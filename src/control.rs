@@ -1,5 +1,5 @@
 //! The control socket: a Unix stream socket (mode 0600) served by the master, through which
-//! `ringmaster status`, `reload` and `stop` reach a running server. A request is one line
+//! `ringmaster status`, `reload`, `reopen` and `stop` reach a running server. A request is one line
 //! naming the command; the answer is text, then the master closes the connection.
 //!
 //! # Nobody else's socket
@@ -49,6 +49,9 @@ pub(crate) enum Command {
     StatusJson,
     /// A rolling reload; answered when it is over.
     Reload,
+    /// Reopen the access log in the master and every worker (as `SIGUSR1`); answered when
+    /// every worker switched, or failed to.
+    Reopen,
     /// A graceful shutdown.
     Stop,
 }
@@ -59,6 +62,7 @@ impl Command {
             "status" => Some(Command::Status),
             "status json" => Some(Command::StatusJson),
             "reload" => Some(Command::Reload),
+            "reopen" => Some(Command::Reopen),
             "stop" => Some(Command::Stop),
             _ => None,
         }
@@ -374,7 +378,7 @@ impl ControlServer {
                 Some(command) => out.push((id, command)),
                 None => self.inbox.answer(
                     id,
-                    b"error: unknown command; use status, status json, reload or stop\n",
+                    b"error: unknown command; use status, status json, reload, reopen or stop\n",
                 ),
             }
         }

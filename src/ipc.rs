@@ -23,6 +23,8 @@ const TYPE_SHUTDOWN: u8 = 4;
 const TYPE_ADOPT: u8 = 5;
 const TYPE_RELEASE: u8 = 6;
 const TYPE_MOUNTS: u8 = 7;
+const TYPE_REOPEN: u8 = 8;
+const TYPE_REOPENED: u8 = 9;
 
 /// Mounts (`--static`, `--proxy`) whose counters a worker reports, at most: a server with
 /// more refuses to start. The bound keeps [`Message::Mounts`] within one frame.
@@ -258,6 +260,21 @@ pub enum Message {
         /// The slot whose socket to give back.
         slot: u32,
     },
+    /// master → worker: reopen the access log at its path (after the writes in flight to
+    /// the old file complete), then answer [`Message::Reopened`] with the same `round`.
+    Reopen {
+        /// The master's count of reopen requests; the answer names it.
+        round: u64,
+    },
+    /// worker → master: the access log of reopen `round` is switched (`errno` 0: lines go
+    /// to the new file from now on) or could not be opened (`errno` says why; the old file
+    /// is still written to).
+    Reopened {
+        /// The round of the [`Message::Reopen`] answered.
+        round: u64,
+        /// 0, or the `errno` of the failed `open(2)`.
+        errno: i32,
+    },
 }
 
 /// Why bytes could not be framed or unframed.
@@ -297,6 +314,8 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
         Message::Shutdown { .. } => (TYPE_SHUTDOWN, 8),
         Message::Adopt { .. } => (TYPE_ADOPT, 4),
         Message::Release { .. } => (TYPE_RELEASE, 4),
+        Message::Reopen { .. } => (TYPE_REOPEN, 8),
+        Message::Reopened { .. } => (TYPE_REOPENED, 16),
         Message::User(bytes) if bytes.len() > USER_BYTES_MAX => return Err(FrameError::Oversized),
         Message::User(bytes) => (TYPE_USER, bytes.len()),
     };
@@ -317,6 +336,12 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
         Message::Shutdown { drain_ms } => out.extend_from_slice(&drain_ms.to_le_bytes()),
         Message::Adopt { slot } | Message::Release { slot } => {
             out.extend_from_slice(&slot.to_le_bytes())
+        }
+        Message::Reopen { round } => out.extend_from_slice(&round.to_le_bytes()),
+        Message::Reopened { round, errno } => {
+            out.extend_from_slice(&round.to_le_bytes());
+            // Sign-extended, so that any `i32` comes back whole.
+            out.extend_from_slice(&i64::from(*errno).to_le_bytes());
         }
         Message::User(bytes) => out.extend_from_slice(bytes),
     }
@@ -364,10 +389,17 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
                 Message::Release { slot }
             }
         }
-        TYPE_USER => Message::User(payload.to_vec()),
-        TYPE_READY | TYPE_STATS | TYPE_MOUNTS | TYPE_SHUTDOWN | TYPE_ADOPT | TYPE_RELEASE => {
-            return Err(FrameError::BadPayload(kind))
+        TYPE_REOPEN if payload.len() == 8 => Message::Reopen { round: word(0) },
+        TYPE_REOPENED if payload.len() == 16 => {
+            let errno = i32::try_from(word(1) as i64).map_err(|_| FrameError::BadPayload(kind))?;
+            Message::Reopened {
+                round: word(0),
+                errno,
+            }
         }
+        TYPE_USER => Message::User(payload.to_vec()),
+        TYPE_READY | TYPE_STATS | TYPE_MOUNTS | TYPE_SHUTDOWN | TYPE_ADOPT | TYPE_RELEASE
+        | TYPE_REOPEN | TYPE_REOPENED => return Err(FrameError::BadPayload(kind)),
         other => return Err(FrameError::UnknownType(other)),
     };
     Ok(Some((msg, 4 + len)))
@@ -448,6 +480,17 @@ mod tests {
             Message::Shutdown { drain_ms: 10_000 },
             Message::Adopt { slot: 3 },
             Message::Release { slot: u32::MAX },
+            Message::Reopen { round: 1 },
+            Message::Reopen { round: u64::MAX },
+            Message::Reopened { round: 2, errno: 0 },
+            Message::Reopened {
+                round: 3,
+                errno: libc::EACCES,
+            },
+            Message::Reopened {
+                round: 4,
+                errno: i32::MIN,
+            },
             Message::User(Vec::new()),
             Message::User(vec![7; USER_BYTES_MAX]),
         ] {
@@ -498,10 +541,26 @@ mod tests {
                 &[1, 0, 0, 0, TYPE_SHUTDOWN],
                 FrameError::BadPayload(TYPE_SHUTDOWN),
             ),
+            (
+                &[5, 0, 0, 0, TYPE_REOPEN, 1, 0, 0, 0],
+                FrameError::BadPayload(TYPE_REOPEN),
+            ),
+            (
+                &[9, 0, 0, 0, TYPE_REOPENED, 1, 0, 0, 0, 0, 0, 0, 0],
+                FrameError::BadPayload(TYPE_REOPENED),
+            ),
         ];
         for (bytes, want) in cases {
             assert_eq!(decode(bytes), Err(*want), "bytes {bytes:?}");
         }
+    }
+
+    #[test]
+    fn a_reopened_errno_past_i32_is_refused() {
+        let mut bytes = frame(&Message::Reopened { round: 1, errno: 0 });
+        let at = bytes.len() - 8;
+        bytes[at..].copy_from_slice(&(i64::from(i32::MAX) + 1).to_le_bytes());
+        assert_eq!(decode(&bytes), Err(FrameError::BadPayload(TYPE_REOPENED)));
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod listeners;
 mod pipes;
 mod recycle;
 mod reload;
+mod reopen;
 mod replace;
 pub(crate) mod report;
 mod respawn;
@@ -145,8 +146,10 @@ struct Master<'a, H> {
     control: ControlServer,
     metrics: Option<MetricsServer>,
     notifier: systemd::Notifier,
-    /// The access log, handed to each worker at fork.
+    /// The access log, handed to each worker at fork; replaced on each reopen.
     access_log: Option<OwnedFd>,
+    /// `SIGUSR1` and `ringmaster reopen`'s round in progress and counters.
+    reopening: reopen::Reopening,
     pid: Pid,
     started: Instant,
     events: Vec<(u64, control::Command)>,
@@ -219,6 +222,7 @@ impl<'a, H: Serve> Master<'a, H> {
             metrics: opened.metrics,
             notifier: opened.notifier,
             access_log,
+            reopening: reopen::Reopening::default(),
             pid: getpid(),
             started: Instant::now(),
             events: Vec::with_capacity(crate::inbox::CONNECTIONS_MAX),
@@ -268,6 +272,7 @@ impl<'a, H: Serve> Master<'a, H> {
                 self.on_metrics();
             }
             self.on_deadlines();
+            self.finish_reopen();
             self.step_reload();
             self.update_adoptions();
             self.announce_ready();
@@ -275,13 +280,14 @@ impl<'a, H: Serve> Master<'a, H> {
     }
 
     /// The earliest instant something is due: the supervisor's timers, a control client's
-    /// timeout, a metrics request's.
+    /// timeout, a metrics request's, a reopen's wait for the workers.
     fn next_deadline(&self) -> Option<Instant> {
         self.sup
             .next_deadline()
             .into_iter()
             .chain(self.control.next_deadline())
             .chain(self.metrics.as_ref().and_then(MetricsServer::next_deadline))
+            .chain(self.reopening.deadline())
             .min()
     }
 
@@ -339,6 +345,7 @@ impl<'a, H: Serve> Master<'a, H> {
                     self.shutdown(s.as_ref())
                 }
                 Ok(Signal::SIGHUP) => self.request_reload(None),
+                Ok(Signal::SIGUSR1) => self.request_reopen(None),
                 Ok(s) => log_limited!("{s} received: it has no meaning here; ignored"),
                 Err(_) => {}
             }
@@ -359,6 +366,7 @@ impl<'a, H: Serve> Master<'a, H> {
                     self.control.answer(id, &text);
                 }
                 control::Command::Reload => self.request_reload(Some(id)),
+                control::Command::Reopen => self.request_reopen(Some(id)),
                 control::Command::Stop => {
                     self.control.answer(id, "ok: stopping\n");
                     self.shutdown("stop requested");

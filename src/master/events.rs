@@ -47,6 +47,7 @@ impl<H: Serve> Master<'_, H> {
             return;
         };
         self.pipes.retain(|p| p.pid != pid);
+        self.reopening.gone(pid);
         if let Was::Successor(slot, purpose) = was {
             let why = format!(
                 "the new worker {} exited before it was ready ({})",
@@ -123,6 +124,7 @@ impl<H: Serve> Master<'_, H> {
                     self.call_hook(HookEvent::Message(info, &bytes));
                 }
             }
+            Message::Reopened { round, errno } => self.reopening.answered(pid, round, errno),
             other => log!("worker pid {pid}: unexpected message {other:?}"),
         }
     }

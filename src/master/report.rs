@@ -90,6 +90,15 @@ impl<H: Serve> Master<'_, H> {
             totals.connections,
             rss / 1024
         );
+        if let Some(path) = &self.config.access_log {
+            let _ = writeln!(
+                out,
+                "access log {}: {} lines dropped, {} reopen failures",
+                path.display(),
+                totals.access_log_dropped,
+                self.reopening.failures
+            );
+        }
         let mounts = self.mount_totals();
         if !mounts.is_empty() {
             let _ = writeln!(
@@ -202,10 +211,11 @@ impl<H: Serve> Master<'_, H> {
             .collect();
         let mounts: Vec<String> = self.mount_totals().iter().map(mount_json).collect();
         format!(
-            "{{\"master_pid\":{},\"uptime_s\":{},\"totals\":{{{}}},\"workers\":[{}],\
-             \"mounts\":[{}]}}\n",
+            "{{\"master_pid\":{},\"uptime_s\":{},\"access_log_reopen_failures\":{},\
+             \"totals\":{{{}}},\"workers\":[{}],\"mounts\":[{}]}}\n",
             self.pid,
             self.started.elapsed().as_secs(),
+            self.reopening.failures,
             totals.join(","),
             rows.join(","),
             mounts.join(",")
@@ -275,6 +285,7 @@ impl<H: Serve> Master<'_, H> {
     }
 
     pub(super) fn metrics_text(&self) -> String {
+        use std::fmt::Write;
         let workers: Vec<WorkerMetrics> = self
             .sup
             .slots
@@ -294,12 +305,21 @@ impl<H: Serve> Master<'_, H> {
                 }
             })
             .collect();
-        crate::metrics::render(
+        let mut text = crate::metrics::render(
             &workers,
             &self.mount_totals(),
             self.started.elapsed().as_secs(),
             self.sup.life != Life::Running,
-        )
+        );
+        // The master's own counter, with no slot: appended, as a family may come anywhere.
+        let name = "ringmaster_access_log_reopen_failures_total";
+        let _ = writeln!(
+            text,
+            "# HELP {name} Access log reopens (SIGUSR1, ringmaster reopen) that failed in the \
+             master or a worker.\n# TYPE {name} counter\n{name} {}",
+            self.reopening.failures
+        );
+        text
     }
 }
 

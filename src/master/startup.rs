@@ -74,17 +74,12 @@ fn open_access_log(config: &Config) -> Result<Option<OwnedFd>, Error> {
     let Some(path) = &config.access_log else {
         return Ok(None);
     };
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map(|f| Some(OwnedFd::from(f)))
-        .map_err(|e| {
-            Error::config(format!(
-                "cannot open the access log {}: {e}; give --access-log a writable file",
-                path.display()
-            ))
-        })
+    worker::open_access_log(path).map(Some).map_err(|e| {
+        Error::config(format!(
+            "cannot open the access log {}: {e}; give --access-log a writable file",
+            path.display()
+        ))
+    })
 }
 
 /// Probes io_uring before any fork, so that a missing or blocked io_uring is one clear
@@ -146,11 +141,10 @@ pub(super) fn allowed_cpus() -> Result<Vec<core_affinity::CoreId>, Error> {
 }
 
 /// Signals that have no meaning yet but whose default action would kill the process
-/// (`SIGUSR1`, `SIGUSR2`, `SIGALRM`) or stop it (`SIGTTIN`, `SIGTTOU`), and `SIGWINCH`: an
-/// operator may send them (logrotate's `postrotate`, a terminal resize, a stray `kill`),
-/// and none may take the server down or freeze it. The master logs and ignores them.
-const SIGNALS_IGNORED: [Signal; 6] = [
-    Signal::SIGUSR1,
+/// (`SIGUSR2`, `SIGALRM`) or stop it (`SIGTTIN`, `SIGTTOU`), and `SIGWINCH`: an operator
+/// may send them (a terminal resize, a stray `kill`), and none may take the server down or
+/// freeze it. The master logs and ignores them.
+const SIGNALS_IGNORED: [Signal; 5] = [
     Signal::SIGUSR2,
     Signal::SIGALRM,
     Signal::SIGTTIN,
@@ -160,8 +154,9 @@ const SIGNALS_IGNORED: [Signal; 6] = [
 
 /// Blocks the signals the master handles and returns a signalfd reading them. Workers
 /// inherit the mask, so a signal sent to the whole process group reaches them as a drain
-/// request on their own signalfd rather than killing them, and the ignored ones stay
-/// blocked (pending, harmless) in them.
+/// request on their own signalfd rather than killing them, and the others (`SIGHUP`,
+/// `SIGUSR1`, the ignored ones) stay blocked (pending, harmless) in them: the master tells
+/// them what to do over their pipe.
 pub(super) fn master_signals() -> Result<SignalFd, Error> {
     let mut mask = SigSet::empty();
     for s in [
@@ -169,6 +164,7 @@ pub(super) fn master_signals() -> Result<SignalFd, Error> {
         Signal::SIGINT,
         Signal::SIGQUIT,
         Signal::SIGHUP,
+        Signal::SIGUSR1,
         Signal::SIGCHLD,
     ]
     .into_iter()

@@ -33,6 +33,8 @@ use slab::Slab;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+pub(crate) use side::open_access_log;
+
 /// Exit code of a worker that could not start because of its configuration or environment
 /// (`EX_CONFIG`): the master does not respawn it in a loop.
 pub(crate) const EXIT_CONFIG: i32 = 78;
@@ -227,7 +229,7 @@ impl<'h, H: Serve> Worker<'h, H> {
             },
             enobufs: 0,
             batch: Vec::with_capacity(REAP_BATCH),
-            side: side::Side::new(setup)?,
+            side: side::Side::new(setup, config.access_log.clone())?,
             rt: tasks::Runtime::install(config.limits.handlers_max as usize, connections_max)?,
         })
     }
@@ -255,9 +257,12 @@ impl<'h, H: Serve> Worker<'h, H> {
             self.flush_access_log(false)?;
             // Exit only once no accept is left in the kernel: a dead worker's accept could
             // otherwise swallow a wake-up meant for the worker that took over its socket.
+            // Nor while an access log write is in flight: the ring's teardown may cancel
+            // it, and its lines would be lost.
             if self.ctx.drain != Drain::Serving
                 && self.conns.is_empty()
                 && !self.accepting.in_flight()
+                && !self.access_write_in_flight()
             {
                 self.write_access_log_now();
                 self.report_stats();
@@ -295,7 +300,7 @@ impl<'h, H: Serve> Worker<'h, H> {
             Event::Ipc => self.on_ipc(c)?,
             Event::Signal => self.on_signal(c)?,
             Event::Tick => self.on_tick(c)?,
-            Event::Access => self.on_access_written(c),
+            Event::Access => self.on_access_written(c)?,
             Event::Rt(slot) => self.on_rt(slot, c),
             Event::Wake => self.on_wake(c)?,
         }

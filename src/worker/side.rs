@@ -1,6 +1,6 @@
 //! The worker's side channels, each read through the ring: the master's pipe (messages), the
 //! signalfd (drain on `SIGTERM`, `SIGINT`, `SIGQUIT`), the tick (timers, sweeps, the drain's
-//! idle grace, stats), and the access log's writes.
+//! idle grace, stats), and the access log's writes and reopening.
 
 use super::{Event, Setup, Worker, IPC_BUF_BYTES};
 use crate::connection::{Drain, ACCESS_LOG_BYTES_MAX};
@@ -10,6 +10,7 @@ use crate::Serve;
 use io_uring::types::Timespec;
 use ringmaster_uring::{Completion, Op, Owned};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The loop wakes at least this often, for timers and the stats report.
@@ -41,10 +42,32 @@ pub(super) struct Side {
     /// The buffer to fill next, while the ring holds the one being written; `None` while a
     /// write is in flight and this one is the log's.
     access_spare: Option<Vec<u8>>,
+    /// The access log's path, reopened on [`Message::Reopen`].
+    access_path: Option<PathBuf>,
+    /// A reopened access log waiting for the write in flight to the old one to complete.
+    access_next: Option<Switch>,
+}
+
+/// A reopened access log, not written to yet: the worker switches to it once no write to
+/// the old file is in flight, so that every line goes whole to one file or the other.
+struct Switch {
+    file: OwnedFd,
+    /// The [`Message::Reopen`] round to answer once switched.
+    round: u64,
+}
+
+/// Opens an access log as the master does at start and every reopen does: created if
+/// missing (mode 0666 less the umask), appended to, closed on exec.
+pub(crate) fn open_access_log(path: &Path) -> std::io::Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(OwnedFd::from)
 }
 
 impl Side {
-    pub(super) fn new(setup: Setup) -> Result<Side, String> {
+    pub(super) fn new(setup: Setup, access_path: Option<PathBuf>) -> Result<Side, String> {
         let signals = worker_signals().map_err(|e| format!("signalfd: {e}"))?;
         Ok(Side {
             from_master: setup.from_master,
@@ -62,7 +85,9 @@ impl Side {
                 .access_log
                 .as_ref()
                 .map(|_| Vec::with_capacity(ACCESS_LOG_BYTES_MAX)),
+            access_path: access_path.filter(|_| setup.access_log.is_some()),
             access_file: setup.access_log,
+            access_next: None,
         })
     }
 }
@@ -145,6 +170,7 @@ impl<H: Serve> Worker<'_, H> {
             }
             Message::Adopt { slot } => self.adopt(slot, true),
             Message::Release { slot } => self.adopt(slot, false),
+            Message::Reopen { round } => self.reopen_access_log(round),
             other => log!("unexpected message from the master: {other:?}"),
         }
     }
@@ -286,10 +312,55 @@ impl<H: Serve> Worker<'_, H> {
         Ok(())
     }
 
-    /// Writes what is left of the access log before the worker exits; it may block, which
-    /// no longer matters then. A write still in flight is lost with the ring, so its lines
-    /// are not duplicated.
+    /// Reopens the access log at its path (logrotate renamed the old file) and answers the
+    /// master. The `open(2)` blocks the loop, once per rotation, for as long as a local
+    /// file's open takes. While a write to the old file is in flight the switch waits for
+    /// its completion ([`Self::on_access_written`]): every line goes whole to the old file
+    /// or the new one, never to both or neither. A failure keeps the old file; the master
+    /// logs and counts it.
+    fn reopen_access_log(&mut self, round: u64) {
+        let Some(path) = &self.side.access_path else {
+            // No access log is kept: there is nothing to switch.
+            self.send_to_master(&Message::Reopened { round, errno: 0 });
+            return;
+        };
+        match open_access_log(path) {
+            Ok(file) => {
+                // A newer round supersedes one still waiting: its file is never written.
+                self.side.access_next = Some(Switch { file, round });
+                self.switch_access_log();
+            }
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                self.send_to_master(&Message::Reopened { round, errno });
+            }
+        }
+    }
+
+    /// Switches to the reopened access log if one waits and no write is in flight, closing
+    /// the old file, and tells the master: from here on the old file gets no line from
+    /// this worker.
+    fn switch_access_log(&mut self) {
+        if self.side.access_spare.is_none() {
+            return;
+        }
+        if let Some(Switch { file, round }) = self.side.access_next.take() {
+            self.side.access_file = Some(file);
+            self.send_to_master(&Message::Reopened { round, errno: 0 });
+        }
+    }
+
+    /// An access log write is in the ring: its buffer is the ring's.
+    pub(super) fn access_write_in_flight(&self) -> bool {
+        self.side.access_file.is_some() && self.side.access_spare.is_none()
+    }
+
+    /// Writes what is left of the access log before the worker exits, once no write is in
+    /// flight; it may block, which no longer matters then.
     pub(super) fn write_access_log_now(&mut self) {
+        debug_assert!(!self.access_write_in_flight());
+        // With no write in flight, a reopened file is switched to already.
+        debug_assert!(self.side.access_next.is_none());
         if let (Some(file), Some(log)) = (&self.side.access_file, &mut self.ctx.access) {
             if !log.buf.is_empty() {
                 if let Err(e) = nix::unistd::write(file, &log.buf) {
@@ -300,12 +371,25 @@ impl<H: Serve> Worker<'_, H> {
         }
     }
 
-    pub(super) fn on_access_written(&mut self, c: Completion<Event>) {
+    pub(super) fn on_access_written(&mut self, c: Completion<Event>) -> std::io::Result<()> {
         let result = c.io_result();
         let Owned::Buf(mut buf) = c.owned else {
             panic!("a write hands its buffer back")
         };
         match result {
+            Ok(n) if (n as usize) < buf.len() && n > 0 && self.side.access_next.is_some() => {
+                // A short write before a switch: the rest of its lines go to the old file
+                // too, or a line would be split across the rotation.
+                buf.drain(..n as usize);
+                let file = self.side.access_file.as_ref().expect("a write had a file");
+                let op = Op::Write {
+                    fd: file.as_raw_fd(),
+                    buf,
+                    offset: u64::MAX,
+                };
+                self.ring.push(op, Event::Access)?;
+                return Ok(());
+            }
             Ok(n) if (n as usize) < buf.len() && n > 0 => {
                 // A short write: the rest goes out next, ahead of newer lines.
                 buf.drain(..n as usize);
@@ -320,6 +404,8 @@ impl<H: Serve> Worker<'_, H> {
         }
         buf.clear();
         self.side.access_spare = Some(buf);
+        self.switch_access_log();
+        Ok(())
     }
 }
 
