@@ -43,9 +43,11 @@ pub enum Workers {
 /// Where the workers run: nginx's `worker_cpu_affinity`.
 ///
 /// Pinning is the default: each worker keeps its CPU's caches and never migrates. On a host
-/// whose CPUs are shared with other busy processes (a load generator, a database), a pinned
-/// worker waits for its one CPU while another CPU idles; there `Unpinned` lets the scheduler
-/// move it. Measured in `BENCHMARKS.md` ("Pinned or not").
+/// whose CPUs other busy processes share (a database, a batch job), a pinned worker may
+/// wait for its one CPU while another idles; there `Unpinned` lets the scheduler move it.
+/// Measured on 2 vCPUs shared with wrk and other builds (`BENCHMARKS.md`, "Pinned or not",
+/// 2026-11-27), pinning still won: 1.16× the requests/s keep-alive, 1.22× pipelined, at
+/// 1.10× and 1.01× the CPU per request. Measure on the host before choosing `Unpinned`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CpuAffinity {
     /// Worker *i* is pinned to the *i*-th CPU of the process's affinity mask, wrapping
