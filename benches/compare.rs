@@ -36,6 +36,9 @@
 //!
 //! `--baseline PATH` adds another ringmaster binary (an older build, say) as a peer named
 //! `baseline`, so that a change to the hot path is measured before and after in one run.
+//! The peer `unpinned` is this build with `--cpu-affinity none` (and the same mounts):
+//! pinned against unpinned workers in one run. For both, the report adds each round's
+//! ratios to the medians.
 //!
 //! Needs wrk (`apt-get install wrk`); nginx and Node.js for those peers. The Rust peers are
 //! built from `../shared/peers/rust` into `target/peers` on first use.
@@ -961,10 +964,19 @@ fn main() {
         program: program.clone(),
         ..ours.clone()
     });
+    // Unpinned: this build with its workers left to the scheduler, the same mounts.
+    let unpinned = args.peers.iter().any(|p| p == "unpinned").then(|| {
+        let mut s = ours.clone();
+        s.name = "unpinned".to_string();
+        s.args
+            .extend(["--cpu-affinity".to_string(), "none".to_string()]);
+        s
+    });
     let mut servers = vec![ours];
     servers.extend(baseline);
+    servers.extend(unpinned);
     let mut rust = None;
-    for name in &args.peers {
+    for name in args.peers.iter().filter(|p| *p != "unpinned") {
         match peer(name, &args, &mut rust) {
             Ok(s) => servers.push(s),
             Err(e) => {
@@ -1058,6 +1070,7 @@ fn main() {
         }
     }
     report.push_str(&table(&results, &servers, args.rounds));
+    report.push_str(&round_ratios(&results));
     if !extra.is_empty() {
         report.push_str("\nringmaster's workers (from `ringmaster status --json`):\n\n");
         report.push_str(&extra);
@@ -1162,6 +1175,37 @@ fn table(results: &Results, servers: &[Server], rounds: u32) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Each round's ratios of ringmaster to its own variants (`unpinned`, `baseline`), which
+/// the medians alone hide: the rounds' samples are in round order.
+fn round_ratios(results: &Results) -> String {
+    let mut out = String::new();
+    for ((w, name), theirs) in results {
+        if !matches!(name.as_str(), "unpinned" | "baseline") || *w == Workload::Idle {
+            continue;
+        }
+        let Some(ours) = results.get(&(*w, "ringmaster".to_string())) else {
+            continue;
+        };
+        let ratios = |f: fn(&Sample) -> f64| -> Vec<String> {
+            ours.iter()
+                .zip(theirs)
+                .map(|(a, b)| format!("{:.2}", f(a) / f(b)))
+                .collect()
+        };
+        let _ = writeln!(
+            out,
+            "- {}, ringmaster ÷ {name} per round: req/s {}; CPU per request {}",
+            w.name(),
+            ratios(|x| x.rps).join(", "),
+            ratios(|x| x.cpu_us).join(", ")
+        );
+    }
+    match out.is_empty() {
+        true => out,
+        false => format!("Per round:\n\n{out}\n"),
+    }
 }
 
 /// ringmaster with each io_uring feature switched off in turn, against itself.

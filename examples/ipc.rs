@@ -50,7 +50,9 @@ fn main() {
         .on_online(|_, w| {
             eprintln!(
                 "ipc: worker {} online (pid {}, cpu {})",
-                w.slot, w.pid, w.cpu
+                w.slot,
+                w.pid,
+                w.cpu.map_or("none".to_string(), |c| c.to_string())
             )
         })
         // cluster.on('exit', ...)

@@ -16,7 +16,7 @@
 //! master over its control socket; `probe` shows what this kernel's io_uring offers. Every usage error is one line on stderr and exit code 2.
 
 use crate::control::{PathOrigin, RequestError};
-use crate::{Config, ErrorKind, ListenMode, LogFormat, Serve, Server, Workers};
+use crate::{Config, CpuAffinity, ErrorKind, ListenMode, LogFormat, Serve, Server, Workers};
 use clap::{Args, Parser, Subcommand};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -116,6 +116,12 @@ struct ServeArgs {
     /// Number of workers, or `auto` for one per CPU this process may run on. [default: auto]
     #[arg(long, value_name = "N|auto", value_parser = parse_workers)]
     workers: Option<Workers>,
+    /// Where workers run: `auto` (worker i pinned to the i-th CPU this process may run on),
+    /// `none` (not pinned: for hosts whose CPUs other busy processes share), or a list such
+    /// as `0,2,4-7` (worker i pinned to the i-th CPU listed, round robin; `--workers auto`
+    /// runs one per CPU listed). [default: auto]
+    #[arg(long, value_name = "auto|none|LIST", value_parser = CpuAffinity::parse)]
+    cpu_affinity: Option<CpuAffinity>,
     /// How workers share the port: `reuseport` (one SO_REUSEPORT socket per worker, kept
     /// open by the master) or `shared` (one socket). [default: reuseport]
     #[arg(long, value_name = "MODE", value_parser = parse_listen_mode)]
@@ -276,6 +282,7 @@ impl ServeArgs {
         }
         set(&mut c.listen, &self.listen);
         set(&mut c.workers, &self.workers);
+        set(&mut c.cpu_affinity, &self.cpu_affinity);
         set(&mut c.listen_mode, &self.listen_mode);
         set(&mut c.drain_timeout, &self.drain_timeout);
         set(&mut c.backlog, &self.backlog);

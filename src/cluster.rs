@@ -17,8 +17,9 @@ pub struct WorkerInfo {
     pub slot: u32,
     /// Its process id.
     pub pid: u32,
-    /// The CPU it is pinned to.
-    pub cpu: usize,
+    /// The CPU it is pinned to; `None` when workers are not pinned
+    /// ([`CpuAffinity::Unpinned`](crate::CpuAffinity::Unpinned)).
+    pub cpu: Option<usize>,
 }
 
 /// How a worker ended.

@@ -32,11 +32,119 @@ pub enum ListenMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workers {
     /// One per CPU in the process's affinity mask (so `taskset` and container CPU sets are
-    /// honoured).
+    /// honoured), or one per CPU listed in [`CpuAffinity::List`].
     Auto,
-    /// Exactly this many (1..=[`WORKERS_MAX`](Config::WORKERS_MAX)); worker *i* is pinned to the
-    /// *i*-th allowed CPU, wrapping around when there are more workers than CPUs.
+    /// Exactly this many (1..=[`WORKERS_MAX`](Config::WORKERS_MAX)), placed as
+    /// [`CpuAffinity`] says: by default worker *i* is pinned to the *i*-th allowed CPU,
+    /// wrapping around when there are more workers than CPUs.
     Count(u32),
+}
+
+/// Where the workers run: nginx's `worker_cpu_affinity`.
+///
+/// Pinning is the default: each worker keeps its CPU's caches and never migrates. On a host
+/// whose CPUs other busy processes share (a database, a batch job), a pinned worker may
+/// wait for its one CPU while another idles; there `Unpinned` lets the scheduler move it.
+/// Measured on 2 vCPUs shared with wrk and other builds (`BENCHMARKS.md`, "Pinned or not",
+/// 2026-11-27), pinning still won: 1.16× the requests/s keep-alive, 1.22× pipelined, at
+/// 1.10× and 1.01× the CPU per request. Measure on the host before choosing `Unpinned`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CpuAffinity {
+    /// Worker *i* is pinned to the *i*-th CPU of the process's affinity mask, wrapping
+    /// around when there are more workers than CPUs.
+    Auto,
+    /// No worker is pinned: each inherits the master's whole affinity mask, and the
+    /// scheduler places it. Logs and `status` say `cpu none`.
+    Unpinned,
+    /// Worker *i* is pinned to the *i*-th CPU of this list, wrapping around when there are
+    /// more workers than CPUs listed; with [`Workers::Auto`], one worker per CPU listed.
+    /// Each CPU must be in the process's affinity mask and listed once; the list holds 1 to
+    /// [`WORKERS_MAX`](Config::WORKERS_MAX) CPUs, each below [`CPU_ID_LIMIT`](Config::CPU_ID_LIMIT).
+    List(Vec<usize>),
+}
+
+impl CpuAffinity {
+    /// Parses `auto`, `none`, or a list of CPUs and ranges such as `0,2,4-7` (in the order
+    /// given: `4-7,0` puts worker 0 on CPU 4). The error says what is wrong with the text.
+    pub fn parse(s: &str) -> Result<CpuAffinity, String> {
+        match s {
+            "auto" => return Ok(CpuAffinity::Auto),
+            "none" => return Ok(CpuAffinity::Unpinned),
+            _ => {}
+        }
+        let expected = "expected `auto`, `none` or a CPU list such as `0,2,4-7`";
+        let cpu = |t: &str| -> Result<usize, String> {
+            match t.parse::<usize>() {
+                Ok(id) if id < Config::CPU_ID_LIMIT => Ok(id),
+                Ok(id) => Err(format!(
+                    "cpu {id} is out of range (CPUs are numbered below {})",
+                    Config::CPU_ID_LIMIT
+                )),
+                Err(_) if t.is_empty() => Err(format!("a CPU number is missing; {expected}")),
+                Err(_) => Err(format!("`{t}` is not a CPU number; {expected}")),
+            }
+        };
+        let mut cpus = Vec::new();
+        for part in s.split(',') {
+            let (first, last) = match part.split_once('-') {
+                Some((a, b)) => (cpu(a)?, cpu(b)?),
+                None => (cpu(part)?, cpu(part)?),
+            };
+            if first > last {
+                return Err(format!(
+                    "the range {part} runs backwards; write {last}-{first}"
+                ));
+            }
+            cpus.extend(first..=last);
+        }
+        let affinity = CpuAffinity::List(cpus);
+        affinity.check_list()?;
+        Ok(affinity)
+    }
+
+    /// A list's bounds: not empty, not longer than the most workers, each CPU once and in
+    /// range. Whether the CPUs are allowed is known only to the process that runs them.
+    fn check_list(&self) -> Result<(), String> {
+        let CpuAffinity::List(cpus) = self else {
+            return Ok(());
+        };
+        if cpus.is_empty() || cpus.len() > Config::WORKERS_MAX as usize {
+            return Err(format!(
+                "the CPU list has {} CPUs; list 1 to {}",
+                cpus.len(),
+                Config::WORKERS_MAX
+            ));
+        }
+        if let Some(&id) = cpus.iter().find(|&&id| id >= Config::CPU_ID_LIMIT) {
+            return Err(format!(
+                "cpu {id} is out of range (CPUs are numbered below {})",
+                Config::CPU_ID_LIMIT
+            ));
+        }
+        for (i, id) in cpus.iter().enumerate() {
+            if cpus[..i].contains(id) {
+                return Err(format!(
+                    "cpu {id} is listed twice; list each CPU once (--workers N places more \
+                     workers than CPUs round robin)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A worker's CPU as logs, `status` and metrics write it: its number, or `none` when it is
+/// not pinned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CpuName(pub(crate) Option<usize>);
+
+impl std::fmt::Display for CpuName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => id.fmt(f),
+            None => f.pad("none"),
+        }
+    }
 }
 
 /// Per-worker limits.
@@ -220,6 +328,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// How many workers. Default [`Workers::Auto`].
     pub workers: Workers,
+    /// Where the workers run: pinned one per CPU, unpinned, or pinned to listed CPUs.
+    /// Default [`CpuAffinity::Auto`].
+    pub cpu_affinity: CpuAffinity,
     /// The listen backlog (the kernel caps it at `net.core.somaxconn`). Default 4096.
     pub backlog: u32,
     /// How long a graceful shutdown waits for workers to finish their requests before they
@@ -297,6 +408,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3000)),
             workers: Workers::Auto,
+            cpu_affinity: CpuAffinity::Auto,
             backlog: Config::BACKLOG_DEFAULT,
             drain_timeout: Duration::from_secs(10),
             limits: Limits::default(),
@@ -335,6 +447,9 @@ impl Config {
     pub const BACKLOG_MAX: u32 = 65_535;
     /// The listen backlog by default.
     pub const BACKLOG_DEFAULT: u32 = 4096;
+    /// CPU numbers in a [`CpuAffinity::List`] are below this: the size of the kernel's
+    /// `cpu_set_t` that the affinity calls pass (glibc's `CPU_SETSIZE`).
+    pub const CPU_ID_LIMIT: usize = 1024;
 
     /// The control socket for a server on `port`: the configured path, else
     /// `ringmaster-PORT.sock` in a directory private to this user:
@@ -429,6 +544,9 @@ impl Config {
                 )));
             }
         }
+        self.cpu_affinity
+            .check_list()
+            .map_err(|e| Error::config(format!("cpu-affinity: {e}")))?;
         if self.backlog == 0 || self.backlog > Config::BACKLOG_MAX {
             return Err(Error::config(format!(
                 "backlog = {} is out of range; use 1..={}",
@@ -688,5 +806,56 @@ mod tests {
         );
         let err = with(&|c| c.backlog = 0).unwrap_err();
         assert!(err.to_string().contains("backlog = 0"), "{err}");
+        let list = |cpus: Vec<usize>| {
+            move |c: &mut Config| c.cpu_affinity = CpuAffinity::List(cpus.clone())
+        };
+        assert!(with(&list(vec![0])).is_ok());
+        assert!(with(&list(vec![Config::CPU_ID_LIMIT - 1])).is_ok());
+        assert!(with(&list(vec![Config::CPU_ID_LIMIT])).is_err());
+        assert!(with(&list(vec![])).is_err());
+        assert!(with(&list((0..Config::WORKERS_MAX as usize).collect())).is_ok());
+        assert!(with(&list((0..=Config::WORKERS_MAX as usize).collect())).is_err());
+        let err = with(&list(vec![1, 0, 1])).unwrap_err();
+        assert!(err.to_string().contains("cpu 1 is listed twice"), "{err}");
+    }
+
+    #[test]
+    fn cpu_affinity_parses_modes_lists_and_ranges_in_order() {
+        use CpuAffinity::{Auto, List, Unpinned};
+        for (text, parsed) in [
+            ("auto", Ok(Auto)),
+            ("none", Ok(Unpinned)),
+            ("0", Ok(List(vec![0]))),
+            ("0,2,4-7", Ok(List(vec![0, 2, 4, 5, 6, 7]))),
+            ("4-7,0", Ok(List(vec![4, 5, 6, 7, 0]))),
+            ("3-3", Ok(List(vec![3]))),
+            ("1023", Ok(List(vec![1023]))),
+        ] {
+            assert_eq!(CpuAffinity::parse(text), parsed, "{text}");
+        }
+        for (text, says) in [
+            ("", "a CPU number is missing"),
+            ("0,", "a CPU number is missing"),
+            ("x", "`x` is not a CPU number"),
+            ("-1", "a CPU number is missing"),
+            ("0-", "a CPU number is missing"),
+            ("1-2-3", "`2-3` is not a CPU number"),
+            (" 1", "` 1` is not a CPU number"),
+            ("7-4", "runs backwards; write 4-7"),
+            ("1024", "cpu 1024 is out of range"),
+            ("0,1,0", "cpu 0 is listed twice"),
+            ("0-3,2", "cpu 2 is listed twice"),
+            ("Auto", "`Auto` is not a CPU number"),
+        ] {
+            let err = CpuAffinity::parse(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_cpu_name_is_its_number_or_none() {
+        assert_eq!(CpuName(Some(3)).to_string(), "3");
+        assert_eq!(CpuName(None).to_string(), "none");
+        assert_eq!(format!("{:<6}|", CpuName(None)), "none  |");
     }
 }

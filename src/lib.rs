@@ -108,7 +108,7 @@ mod systemd;
 mod worker;
 
 pub use cluster::{send_to_master, Cluster, Exit, SendError, WorkerInfo};
-pub use config::{Config, Limits, ListenMode, LogFormat, UringOptions, Workers};
+pub use config::{Config, CpuAffinity, Limits, ListenMode, LogFormat, UringOptions, Workers};
 /// Drives one connection's byte processing without a ring, for fuzzing and property tests.
 #[doc(hidden)]
 pub use connection::drive;
@@ -171,6 +171,13 @@ impl<H: Serve> Server<H> {
     /// How many workers to run.
     pub fn workers(mut self, workers: Workers) -> Server<H> {
         self.config.workers = workers;
+        self
+    }
+
+    /// Where the workers run: pinned one per CPU (the default), unpinned, or pinned to
+    /// listed CPUs (see [`CpuAffinity`]).
+    pub fn cpu_affinity(mut self, affinity: CpuAffinity) -> Server<H> {
+        self.config.cpu_affinity = affinity;
         self
     }
 

@@ -35,7 +35,7 @@ use pipes::Pipes;
 use supervisor::{Finish, Settings, Stopping, Supervisor};
 
 use crate::cluster::{Cluster, Exit, Hooks, WorkerInfo};
-use crate::config::{Config, ListenMode, Workers};
+use crate::config::{Config, ListenMode};
 use crate::control::{self, ControlServer};
 use crate::error::{Error, ErrorKind};
 use crate::ipc::Message;
@@ -55,12 +55,9 @@ use std::time::{Duration, Instant};
 pub(crate) fn run<H: Serve>(config: &Config, handler: &H, hooks: &mut Hooks) -> Result<(), Error> {
     let (config, access_log) = startup::prepare(config)?;
     let config = &config;
-    let cpus = startup::allowed_cpus()?;
-    let count = match config.workers {
-        Workers::Auto => cpus.len(),
-        Workers::Count(n) => n as usize,
-    };
-    let slot_cpus: Vec<_> = (0..count).map(|i| cpus[i % cpus.len()]).collect();
+    let allowed = startup::allowed_cpus()?;
+    let slot_cpus = startup::slot_cpus(config.workers, &config.cpu_affinity, &allowed)?;
+    let count = slot_cpus.len();
     startup::ignore_sigpipe()?;
     let opened = Opened::open(config, count)?;
     let mut master = Master::new(config, handler, hooks, opened, access_log, &slot_cpus);
@@ -195,7 +192,7 @@ impl<'a, H: Serve> Master<'a, H> {
         hooks: &'a mut Hooks,
         opened: Opened,
         access_log: Option<OwnedFd>,
-        cpus: &[core_affinity::CoreId],
+        cpus: &[Option<usize>],
     ) -> Master<'a, H> {
         let settings = Settings {
             ready_timeout: config.ready_timeout,

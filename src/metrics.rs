@@ -118,7 +118,8 @@ impl MetricsServer {
 /// One worker's figures, as the master keeps them.
 pub(crate) struct WorkerMetrics {
     pub(crate) slot: u32,
-    pub(crate) cpu: usize,
+    /// Its CPU, or `none` when workers are not pinned.
+    pub(crate) cpu: crate::config::CpuName,
     /// Counters of this slot's workers so far (earlier workers' totals added in).
     pub(crate) stats: Stats,
     pub(crate) restarts: u32,

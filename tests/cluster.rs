@@ -1,4 +1,5 @@
-//! The process model: workers per allowed CPU, pinning, respawn, shutdown, no orphans.
+//! The process model: workers per allowed CPU, pinning (`--cpu-affinity`), respawn, shutdown,
+//! no orphans.
 
 mod common;
 
@@ -8,14 +9,18 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// A process's allowed CPUs as `/proc/PID/status` lists them (`0-1`, `3`).
+fn cpus_allowed_list(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|l| l.trim().to_string())
+}
+
 /// The single CPU a process is pinned to, from `/proc/PID/status`.
 fn pinned_cpu(pid: u32) -> Option<usize> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
-        .trim();
-    list.parse().ok()
+    cpus_allowed_list(pid)?.parse().ok()
 }
 
 #[test]
@@ -58,6 +63,84 @@ fn the_affinity_mask_bounds_the_worker_count() {
     let workers = server.worker_pids();
     assert_eq!(workers.len(), 1);
     assert_eq!(pinned_cpu(workers[0]), Some(first));
+}
+
+#[test]
+fn unpinned_workers_keep_the_masters_cpus_and_say_cpu_none() {
+    let server = Server::start(&["--cpu-affinity", "none", "--workers", "2"]);
+    let master = cpus_allowed_list(server.pid()).expect("the master's status");
+    let workers = server.worker_pids();
+    assert_eq!(workers.len(), 2);
+    for pid in workers {
+        assert_eq!(
+            cpus_allowed_list(pid).as_ref(),
+            Some(&master),
+            "worker {pid}"
+        );
+    }
+    assert_eq!(server.wait_log_count("cpu none)", 2).len(), 2);
+    let status = common::control(&server, "status json");
+    assert!(status.contains("\"cpu\":null"), "{status}");
+}
+
+#[test]
+fn the_default_pins_as_auto_does() {
+    // The default is `auto`, tested above; said explicitly, it is the same.
+    let cpus = allowed_cpus();
+    let server = Server::start(&["--cpu-affinity", "auto"]);
+    let mut pinned: Vec<usize> = server
+        .worker_pids()
+        .iter()
+        .map(|&pid| pinned_cpu(pid).unwrap_or_else(|| panic!("worker {pid} is not on one CPU")))
+        .collect();
+    pinned.sort_unstable();
+    assert_eq!(pinned, cpus);
+}
+
+#[test]
+fn a_list_of_one_cpu_puts_every_worker_on_it_and_auto_runs_one_per_cpu_listed() {
+    let first = allowed_cpus()[0];
+    let list = first.to_string();
+    let server = Server::start(&["--cpu-affinity", &list, "--workers", "3"]);
+    let workers = server.worker_pids();
+    assert_eq!(workers.len(), 3);
+    for pid in workers {
+        assert_eq!(pinned_cpu(pid), Some(first), "worker {pid}");
+    }
+    drop(server);
+    let server = Server::start(&["--cpu-affinity", &list]);
+    assert!(server.wait_log("listening on").contains("(1 workers,"));
+    assert_eq!(pinned_cpu(server.worker_pids()[0]), Some(first));
+}
+
+#[test]
+fn bad_cpu_lists_are_refused_in_one_line_with_exit_2() {
+    let allowed = allowed_cpus();
+    let outside = (0..1024)
+        .find(|c| !allowed.contains(c))
+        .expect("a CPU outside the mask");
+    let outside_list = format!("{},{outside}", allowed[0]);
+    let cases: [(&str, &str); 7] = [
+        ("", "a CPU number is missing"),
+        ("0,,1", "a CPU number is missing"),
+        ("zero", "`zero` is not a CPU number"),
+        ("3-1", "runs backwards"),
+        ("0,0", "cpu 0 is listed twice"),
+        ("1024", "cpu 1024 is out of range"),
+        (&outside_list, "may not run on"),
+    ];
+    for (list, says) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+            .args(["--listen", "127.0.0.1:0", "--cpu-affinity", list])
+            .output()
+            .expect("run ringmaster");
+        assert_eq!(out.status.code(), Some(2), "{list:?}");
+        let line = common::one_error_line(&out);
+        assert!(line.contains(says), "{list:?}: {line}");
+        if list == outside_list {
+            assert!(line.contains(&format!("cpu {outside},")), "{line}");
+        }
+    }
 }
 
 #[test]

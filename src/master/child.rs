@@ -31,7 +31,8 @@ pub(super) enum Phase {
 pub(super) struct Child {
     pub(super) pid: Pid,
     pub(super) slot: u32,
-    pub(super) cpu: usize,
+    /// Its CPU; `None`: not pinned.
+    pub(super) cpu: Option<usize>,
     /// When it was forked, or when it was last killed for missing its ready deadline: the
     /// uptime its exit is judged by (see [`super::respawn`]), so that a worker killed for
     /// not starting counts as a failure to start however long it hung.
@@ -51,7 +52,7 @@ impl Child {
     pub(super) fn forked(
         pid: Pid,
         slot: u32,
-        cpu: usize,
+        cpu: Option<usize>,
         now: Instant,
         ready_timeout: Duration,
         recycle_after: Option<u64>,
@@ -115,7 +116,14 @@ pub(super) mod tests {
 
     /// A worker of `slot` forked at `t0` with a 1 s ready timeout.
     pub(crate) fn child(pid: i32, slot: u32, t0: Instant) -> Child {
-        Child::forked(Pid::from_raw(pid), slot, slot as usize, t0, ms(1000), None)
+        Child::forked(
+            Pid::from_raw(pid),
+            slot,
+            Some(slot as usize),
+            t0,
+            ms(1000),
+            None,
+        )
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::supervisor::{Readied, Was};
 use super::timers::Due;
 use super::{signal, HookEvent, Master};
 use crate::cluster::Exit;
+use crate::config::CpuName;
 use crate::ipc::Message;
 use crate::log::log;
 use crate::Serve;
@@ -59,7 +60,7 @@ impl<H: Serve> Master<'_, H> {
         log!(
             "worker {} exited (pid {pid}, cpu {}, {}, {} requests)",
             child.slot,
-            child.cpu,
+            CpuName(child.cpu),
             describe(exit),
             child.stats.requests
         );
@@ -86,7 +87,7 @@ impl<H: Serve> Master<'_, H> {
             Fate::Respawn(delay) => log!(
                 "worker {} respawning on cpu {} in {}ms",
                 s.index,
-                s.cpu.id,
+                CpuName(s.cpu),
                 delay.as_millis()
             ),
             Fate::Stop => {}

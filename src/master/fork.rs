@@ -1,5 +1,6 @@
 //! Forking a worker: its pipes, the master's descriptors the child must close, and the
-//! child's side (it dies with the master, pins itself, and runs the worker until it exits).
+//! child's side (it dies with the master, pins itself unless unpinned, and runs the worker
+//! until it exits).
 //! Owns no state: the parent gets the new worker's record, for the supervisor, and keeps
 //! its pipes ([`super::pipes`]).
 
@@ -7,7 +8,7 @@ use super::child::Child;
 use super::pipes::Pipes;
 use super::recycle::jitter;
 use super::{HookEvent, Master};
-use crate::config::Config;
+use crate::config::{Config, CpuName};
 use crate::error::Error;
 use crate::log::log;
 use crate::worker;
@@ -63,7 +64,7 @@ impl<H: Serve> Master<'_, H> {
     fn forked(&mut self, slot: usize, pid: Pid, ends: Ends) -> Child {
         drop((ends.worker_reads, ends.worker_writes));
         let (cpu, index) = (self.sup.slots[slot].cpu, self.sup.slots[slot].index);
-        log!("worker {index} started (pid {pid}, cpu {})", cpu.id);
+        log!("worker {index} started (pid {pid}, cpu {})", CpuName(cpu));
         self.pipes.push(Pipes::new(
             pid,
             index,
@@ -78,7 +79,7 @@ impl<H: Serve> Master<'_, H> {
         let child = Child::forked(
             pid,
             index,
-            cpu.id,
+            cpu,
             Instant::now(),
             ready_timeout,
             recycle_after,
@@ -100,7 +101,7 @@ impl<H: Serve> Master<'_, H> {
         let access_log = self.access_log.as_ref().and_then(|f| f.try_clone().ok());
         let setup = worker::Setup {
             slot: index,
-            cpu: cpu.id,
+            cpu,
             // It keeps every listening socket: its own, and those it may be asked to adopt.
             listeners: self.listeners.all(),
             from_master: ends.worker_reads,
@@ -148,7 +149,7 @@ impl<H: Serve> Master<'_, H> {
 pub(super) fn child_main<H: Serve>(
     config: &Config,
     handler: &H,
-    cpu: core_affinity::CoreId,
+    cpu: Option<usize>,
     master: Pid,
     setup: worker::Setup,
 ) -> i32 {
@@ -161,8 +162,11 @@ pub(super) fn child_main<H: Serve>(
     if nix::unistd::getppid() != master {
         return 1;
     }
-    if !core_affinity::set_for_current(cpu) {
-        log!("could not pin to cpu {}; running unpinned", cpu.id);
+    // Unpinned, the worker keeps the master's affinity mask, as `fork` leaves it.
+    if let Some(id) = cpu {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+            log!("could not pin to cpu {id}; running unpinned");
+        }
     }
     // A panic is one log line, where the default hook writes several to stderr. A handler
     // that wants its own hook sets it in `Handler::start`, which runs after this.

@@ -5,6 +5,7 @@ use super::child::Child;
 use super::slot::Slot;
 use super::supervisor::Life;
 use super::Master;
+use crate::config::CpuName;
 use crate::ipc;
 use crate::metrics::{MountMetrics, Route, WorkerMetrics};
 use crate::Serve;
@@ -69,7 +70,7 @@ impl<H: Serve> Master<'_, H> {
                 "{:<5} {:<8} {:<4} {:<11} {:>8}s {:>8} {:>12} {:>11} {:>6} MiB",
                 s.index,
                 row.pid,
-                s.cpu.id,
+                CpuName(s.cpu),
                 row.state,
                 row.uptime_s,
                 s.restarts,
@@ -194,7 +195,7 @@ impl<H: Serve> Master<'_, H> {
                      \"restarts\":{},\"rss_kib\":{},{}}}",
                     s.index,
                     row.pid,
-                    s.cpu.id,
+                    s.cpu.map_or("null".to_string(), |id| id.to_string()),
                     row.state,
                     row.uptime_s,
                     s.restarts,
@@ -297,7 +298,7 @@ impl<H: Serve> Master<'_, H> {
                 stats.connections = current.connections;
                 WorkerMetrics {
                     slot: s.index,
-                    cpu: s.cpu.id,
+                    cpu: CpuName(s.cpu),
                     stats,
                     restarts: s.restarts,
                     rss_bytes: s.child().map_or(0, |c| rss_kib(c.pid) * 1024),

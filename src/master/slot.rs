@@ -48,11 +48,12 @@ pub(super) enum Succession {
     RecyclePaused { until: Instant },
 }
 
-/// One worker position: a CPU, the worker filling it, and its successor.
+/// One worker position: a CPU (or none: unpinned), the worker filling it, and its successor.
 #[derive(Debug)]
 pub(super) struct Slot {
     pub(super) index: u32,
-    pub(super) cpu: core_affinity::CoreId,
+    /// The CPU its workers are pinned to; `None` with `--cpu-affinity none`.
+    pub(super) cpu: Option<usize>,
     pub(super) state: SlotState,
     pub(super) succession: Succession,
     /// Totals of the slot's exited workers, so that exported counters never go down.
@@ -65,7 +66,7 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub(super) fn new(index: u32, cpu: core_affinity::CoreId) -> Slot {
+    pub(super) fn new(index: u32, cpu: Option<usize>) -> Slot {
         Slot {
             index,
             cpu,

@@ -4,7 +4,7 @@
 //! state: each returns what the master keeps.
 
 use super::listeners::accept_queue;
-use crate::config::Config;
+use crate::config::{Config, CpuAffinity, Workers};
 use crate::error::{self, Error, ErrorKind};
 use crate::log::log;
 use crate::worker;
@@ -133,11 +133,66 @@ fn raise_descriptor_limit(connections_max: u32) {
 }
 
 /// The CPUs in this process's affinity mask, in order.
-pub(super) fn allowed_cpus() -> Result<Vec<core_affinity::CoreId>, Error> {
+pub(super) fn allowed_cpus() -> Result<Vec<usize>, Error> {
     match core_affinity::get_core_ids() {
-        Some(cpus) if !cpus.is_empty() => Ok(cpus),
+        Some(cpus) if !cpus.is_empty() => Ok(cpus.into_iter().map(|c| c.id).collect()),
         _ => Err(Error::system("sched_getaffinity", "no CPU is allowed")),
     }
+}
+
+/// Each slot's CPU (`None`: not pinned), from the worker count, the affinity mode and the
+/// CPUs this process may run on (`allowed`, not empty). The count is `workers`, or with
+/// `auto` one per allowed CPU (per listed CPU with a list); pinned slots take the CPUs in
+/// turn, wrapping around. A listed CPU outside `allowed` is a configuration error naming it
+/// and the allowed ones.
+pub(super) fn slot_cpus(
+    workers: Workers,
+    affinity: &CpuAffinity,
+    allowed: &[usize],
+) -> Result<Vec<Option<usize>>, Error> {
+    assert!(!allowed.is_empty(), "allowed_cpus() returns at least one");
+    let cpus = match affinity {
+        CpuAffinity::Auto | CpuAffinity::Unpinned => allowed,
+        CpuAffinity::List(listed) => {
+            if let Some(cpu) = listed.iter().find(|c| !allowed.contains(c)) {
+                return Err(Error::config(format!(
+                    "cpu-affinity lists cpu {cpu}, which this process may not run on (its \
+                     affinity mask allows {}); list only those, or widen the mask (taskset, \
+                     the container's CPU set)",
+                    cpu_list(allowed)
+                )));
+            }
+            listed
+        }
+    };
+    let count = match workers {
+        Workers::Auto => cpus.len(),
+        Workers::Count(n) => n as usize,
+    };
+    Ok((0..count)
+        .map(|i| match affinity {
+            CpuAffinity::Unpinned => None,
+            _ => Some(cpus[i % cpus.len()]),
+        })
+        .collect())
+}
+
+/// CPUs written as `taskset -c` takes them: `0-3,6`.
+fn cpu_list(cpus: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        parts.push(match j > i {
+            true => format!("{}-{}", cpus[i], cpus[j]),
+            false => cpus[i].to_string(),
+        });
+        i = j + 1;
+    }
+    parts.join(",")
 }
 
 /// Signals that have no meaning yet but whose default action would kill the process
@@ -176,4 +231,62 @@ pub(super) fn master_signals() -> Result<SignalFd, Error> {
         .map_err(|e| Error::system("blocking signals", e))?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| Error::system("signalfd", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_take_their_cpus_in_turn_or_none() {
+        use CpuAffinity::{Auto, List, Unpinned};
+        let allowed = [0, 1, 2, 3];
+        for (workers, affinity, slots) in [
+            (
+                Workers::Auto,
+                Auto,
+                vec![Some(0), Some(1), Some(2), Some(3)],
+            ),
+            (Workers::Count(2), Auto, vec![Some(0), Some(1)]),
+            (
+                Workers::Count(5),
+                Auto,
+                vec![Some(0), Some(1), Some(2), Some(3), Some(0)],
+            ),
+            (Workers::Auto, Unpinned, vec![None; 4]),
+            (Workers::Count(1), Unpinned, vec![None]),
+            (Workers::Auto, List(vec![3, 1]), vec![Some(3), Some(1)]),
+            (
+                Workers::Count(3),
+                List(vec![3, 1]),
+                vec![Some(3), Some(1), Some(3)],
+            ),
+            (Workers::Count(1), List(vec![2]), vec![Some(2)]),
+        ] {
+            let got = slot_cpus(workers, &affinity, &allowed).unwrap();
+            assert_eq!(got, slots, "{workers:?} {affinity:?}");
+        }
+    }
+
+    #[test]
+    fn a_listed_cpu_outside_the_mask_is_refused_naming_it_and_the_allowed_ones() {
+        let err = slot_cpus(Workers::Auto, &CpuAffinity::List(vec![0, 5]), &[0, 1, 2, 6])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cpu 5,"), "{err}");
+        assert!(err.contains("allows 0-2,6"), "{err}");
+    }
+
+    #[test]
+    fn cpu_lists_are_written_as_ranges() {
+        for (cpus, text) in [
+            (&[][..], ""),
+            (&[0][..], "0"),
+            (&[0, 1][..], "0-1"),
+            (&[0, 2, 4, 5, 6, 7][..], "0,2,4-7"),
+            (&[1, 3, 4][..], "1,3-4"),
+        ] {
+            assert_eq!(cpu_list(cpus), text);
+        }
+    }
 }

@@ -114,8 +114,9 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor of one stopped slot per CPU in `cpus`.
-    pub(super) fn new(settings: Settings, cpus: &[core_affinity::CoreId]) -> Supervisor {
+    /// A supervisor of one stopped slot per entry of `cpus` (`None`: its workers are not
+    /// pinned).
+    pub(super) fn new(settings: Settings, cpus: &[Option<usize>]) -> Supervisor {
         Supervisor {
             settings,
             life: Life::Running,
@@ -414,7 +415,7 @@ pub(super) mod tests {
     /// A supervisor of `n` slots whose workers (pids 100, 101, ...) were forked at `t0` and,
     /// if `ready`, are ready.
     pub(crate) fn supervisor(n: usize, ready: bool, t0: Instant) -> Supervisor {
-        let cpus: Vec<_> = (0..n).map(|id| core_affinity::CoreId { id }).collect();
+        let cpus: Vec<_> = (0..n).map(Some).collect();
         let mut sup = Supervisor::new(SETTINGS, &cpus);
         for (i, s) in sup.slots.iter_mut().enumerate() {
             let mut c = child(100 + i as i32, i as u32, t0);

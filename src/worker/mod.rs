@@ -85,7 +85,8 @@ pub(crate) enum Event {
 /// What the master hands a worker at fork.
 pub(crate) struct Setup {
     pub(crate) slot: u32,
-    pub(crate) cpu: usize,
+    /// Its CPU; `None`: not pinned.
+    pub(crate) cpu: Option<usize>,
     /// The listening sockets by slot: one shared by all, or one per slot (`SO_REUSEPORT`).
     /// The worker accepts on its own slot's, and on others the master asks it to adopt.
     pub(crate) listeners: Vec<RawFd>,
