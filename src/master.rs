@@ -161,11 +161,43 @@ struct Master<'a, H> {
 struct Binary {
     /// The path the server was started from, which a reload runs what is at.
     path: Option<std::path::PathBuf>,
-    /// The current generation's binary (`O_PATH`), once a reload has completed: respawns
-    /// run it. `None`: this image (the first generation is forked).
+    /// The current generation's binary (`O_PATH`): this image's own file at first (held so
+    /// that the master's descriptors are the same before and after reloads), then the one
+    /// the last completed reload ran.
     current: Option<OwnedFd>,
+    /// Whether the current generation is this image: its workers are forked, not executed.
+    this_image: bool,
     /// The binary of the reload running, opened when it forks its first successor.
     reload: Option<OwnedFd>,
+}
+
+impl Binary {
+    fn new() -> Binary {
+        Binary {
+            path: exec::binary_path(),
+            current: exec::open_binary(std::path::Path::new("/proc/self/exe")).ok(),
+            this_image: true,
+            reload: None,
+        }
+    }
+
+    /// The binary a new worker runs: the reload's for its successors, else the current
+    /// generation's; `None` to fork this image.
+    fn for_worker(&self, reload: bool) -> Option<&OwnedFd> {
+        match (reload, self.this_image) {
+            (true, _) => self.reload.as_ref(),
+            (false, true) => None,
+            (false, false) => self.current.as_ref(),
+        }
+    }
+
+    /// The reload that ran `reload`'s binary completed: it is the current generation's.
+    fn reloaded(&mut self) {
+        if let Some(fd) = self.reload.take() {
+            self.current = Some(fd);
+            self.this_image = false;
+        }
+    }
 }
 
 /// A hook to call, with its arguments.
@@ -224,10 +256,7 @@ impl<'a, H: Serve> Master<'a, H> {
             started: Instant::now(),
             events: Vec::with_capacity(crate::inbox::CONNECTIONS_MAX),
             announced_ready: false,
-            binary: Binary {
-                path: exec::binary_path(),
-                ..Binary::default()
-            },
+            binary: Binary::new(),
         }
     }
 

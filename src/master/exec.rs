@@ -51,7 +51,8 @@ pub(super) fn open_binary(path: &std::path::Path) -> Result<OwnedFd, String> {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Handed {
     pub(crate) slot: u32,
-    pub(crate) cpu: usize,
+    /// The CPU to pin to; `None`: unpinned (`--cpu-affinity none`).
+    pub(crate) cpu: Option<usize>,
     pub(crate) master: i32,
     pub(crate) accept_queue: u32,
     pub(crate) listeners: Vec<RawFd>,
@@ -73,7 +74,7 @@ impl Handed {
         format!(
             "slot={};cpu={};master={};queue={};listeners={};from={};to={};log={};direct={}",
             self.slot,
-            self.cpu,
+            self.cpu.map_or("-".to_string(), |c| c.to_string()),
             self.master,
             self.accept_queue,
             list(&self.listeners),
@@ -103,7 +104,10 @@ impl Handed {
             .collect::<Option<Vec<_>>>()?;
         Some(Handed {
             slot: u32::try_from(num("slot")?).ok()?,
-            cpu: usize::try_from(num("cpu")?).ok()?,
+            cpu: match *fields.get("cpu")? {
+                "-" => None,
+                _ => Some(usize::try_from(num("cpu")?).ok()?),
+            },
             master: i32::try_from(num("master")?).ok()?,
             accept_queue: u32::try_from(num("queue")?).ok()?,
             listeners,
@@ -238,9 +242,8 @@ pub(crate) fn worker_main<H: crate::Serve>(config: &Config, handler: &H) -> Opti
         accept_queue: handed.accept_queue,
         access_log: handed.access_log.map(own),
     };
-    let cpu = core_affinity::CoreId { id: handed.cpu };
     let master = nix::unistd::Pid::from_raw(handed.master);
-    let code = super::fork::child_main(&config, handler, cpu, master, setup);
+    let code = super::fork::child_main(&config, handler, handed.cpu, master, setup);
     std::process::exit(code);
 }
 
@@ -267,7 +270,7 @@ mod tests {
     fn what_is_handed_reads_back_and_bad_text_is_refused() {
         let h = Handed {
             slot: 3,
-            cpu: 1,
+            cpu: Some(1),
             master: 4242,
             accept_queue: 4096,
             listeners: vec![3, 4],
@@ -284,6 +287,8 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(none.access_log, None);
+        let unpinned = Handed { cpu: None, ..none };
+        assert_eq!(Handed::decode(&unpinned.encode()), Some(unpinned));
         for bad in [
             "",
             "slot=0",

@@ -109,11 +109,7 @@ impl<H: Serve> Master<'_, H> {
             accept_queue: self.accept_queue,
             access_log,
         };
-        let binary = match reload {
-            true => self.binary.reload.as_ref(),
-            false => self.binary.current.as_ref(),
-        };
-        let code = match binary {
+        let code = match self.binary.for_worker(reload) {
             Some(exe) => {
                 let direct = self.config.uring.direct_descriptors;
                 let handed = super::exec::handed(&setup, self.pid.as_raw(), direct);

@@ -73,9 +73,7 @@ impl<H: Serve> Master<'_, H> {
                 text.trim_start_matches("ok: ").trim_end()
             );
             // The new generation's binary is the one its respawns run.
-            if let Some(fd) = self.binary.reload.take() {
-                self.binary.current = Some(fd);
-            }
+            self.binary.reloaded();
             self.finish_reload(ended, &text);
         }
     }
