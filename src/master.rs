@@ -149,6 +149,8 @@ struct Master<'a, H> {
     reopening: reopen::Reopening,
     pid: Pid,
     started: Instant,
+    /// When the master started, in seconds since the epoch.
+    started_at: u64,
     events: Vec<(u64, control::Command)>,
     /// `READY=1` was sent since the last start or reload.
     announced_ready: bool,
@@ -169,16 +171,95 @@ struct Binary {
     this_image: bool,
     /// The binary of the reload running, opened when it forks its first successor.
     reload: Option<OwnedFd>,
+    /// The current generation: 1 at start, one more for each completed reload.
+    generation: u64,
+    /// Each recent generation's binary as `status` names it, newest last (at most
+    /// [`GENERATIONS_SHOWN`]): the running reload's, the current, and those still draining.
+    identities: std::collections::VecDeque<(u64, String)>,
+    /// Reloads that completed, and that failed, since the master started.
+    reloads_ok: u64,
+    reloads_failed: u64,
+    /// The last reload's outcome: when it ended (seconds since the epoch), and its answer.
+    last_reload: Option<(u64, String)>,
 }
+
+/// Generations whose binaries `status` names, at most.
+const GENERATIONS_SHOWN: usize = 4;
 
 impl Binary {
     fn new() -> Binary {
-        Binary {
-            path: exec::binary_path(),
-            current: exec::open_binary(std::path::Path::new("/proc/self/exe")).ok(),
+        let current = exec::open_binary(std::path::Path::new("/proc/self/exe")).ok();
+        let path = exec::binary_path();
+        let mut binary = Binary {
+            path,
+            current,
             this_image: true,
             reload: None,
+            generation: 1,
+            identities: std::collections::VecDeque::with_capacity(GENERATIONS_SHOWN + 1),
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload: None,
+        };
+        let id = binary.identity(binary.current.as_ref());
+        binary.identify(1, id);
+        binary
+    }
+
+    /// `PATH (inode I, B bytes, modified T)` for the file `fd` is, under the start path.
+    fn identity(&self, fd: Option<&OwnedFd>) -> String {
+        let path = self
+            .path
+            .as_ref()
+            .map_or("?".to_string(), |p| p.display().to_string());
+        match fd.map(nix::sys::stat::fstat) {
+            Some(Ok(st)) => format!(
+                "{path} (inode {}, {} bytes, modified {})",
+                st.st_ino,
+                st.st_size,
+                httpdate::fmt_http_date(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(st.st_mtime.max(0) as u64)
+                )
+            ),
+            _ => path,
         }
+    }
+
+    fn identify(&mut self, generation: u64, id: String) {
+        self.identities.retain(|(g, _)| *g != generation);
+        self.identities.push_back((generation, id));
+        while self.identities.len() > GENERATIONS_SHOWN {
+            self.identities.pop_front();
+        }
+    }
+
+    /// The binary of `generation`, as `status` names it.
+    fn identity_of(&self, generation: u64) -> &str {
+        self.identities
+            .iter()
+            .find(|(g, _)| *g == generation)
+            .map_or("?", |(_, id)| id.as_str())
+    }
+
+    /// A reload's binary was opened: it is the next generation's.
+    fn opened_for_reload(&mut self, fd: OwnedFd) {
+        let id = self.identity(Some(&fd));
+        self.identify(self.generation + 1, id);
+        self.reload = Some(fd);
+    }
+
+    /// A reload ended with `answer` (`ok: …` or `error: …`).
+    fn reload_ended(&mut self, answer: &str) {
+        let ok = answer.starts_with("ok");
+        match ok {
+            true => self.reloads_ok += 1,
+            false => self.reloads_failed += 1,
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_reload = Some((at, answer.trim_end().to_string()));
     }
 
     /// The binary a new worker runs: the reload's for its successors, else the current
@@ -193,6 +274,7 @@ impl Binary {
 
     /// The reload that ran `reload`'s binary completed: it is the current generation's.
     fn reloaded(&mut self) {
+        self.generation += 1;
         if let Some(fd) = self.reload.take() {
             self.current = Some(fd);
             self.this_image = false;
@@ -254,6 +336,9 @@ impl<'a, H: Serve> Master<'a, H> {
             reopening: reopen::Reopening::default(),
             pid: getpid(),
             started: Instant::now(),
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             events: Vec::with_capacity(crate::inbox::CONNECTIONS_MAX),
             announced_ready: false,
             binary: Binary::new(),

@@ -99,6 +99,19 @@ fn a_reload_runs_the_new_build_under_load_without_a_failed_request() {
     wait_until("the old workers gone", || {
         old_workers.iter().all(|&pid| !alive(pid))
     });
+    // The generations are visible: the master's, each worker's, the binary each runs.
+    let json = control(&server, "status json");
+    assert!(json.contains("\"generation\":2,"), "{json}");
+    assert!(!json.contains("\"generation\":1,"), "{json}");
+    assert!(json.contains("\"reloads_completed\":1"), "{json}");
+    assert!(json.contains("\"last_reload\":{\"at\":"), "{json}");
+    assert!(json.contains("\"outcome\":\"ok\""), "{json}");
+    let text = control(&server, "status");
+    let app = dir.app().display().to_string();
+    assert!(
+        text.contains(&format!("generation 2: {app} (inode ")),
+        "{text}"
+    );
     let new_workers = server.worker_pids();
     assert_eq!(new_workers.len(), 2);
     assert!(new_workers.iter().all(|p| !old_workers.contains(p)));
@@ -161,6 +174,9 @@ fn a_build_that_cannot_start_never_takes_over() {
         for _ in 0..10 {
             assert_eq!(get(&server), "v2");
         }
+        let json = control(&server, "status json");
+        assert!(json.contains("\"outcome\":\"failed\""), "{bad}: {json}");
+        assert!(json.contains(cause), "{bad}: {json}");
         let mut now = server.worker_pids();
         now.sort_unstable();
         assert_eq!(now, workers, "{bad}: the old workers serve on");

@@ -45,6 +45,9 @@ pub(super) struct Child {
     pub(super) mounts: Vec<ipc::MountStats>,
     /// Recycle it after this many requests (`--max-requests` plus its jitter).
     pub(super) recycle_after: Option<u64>,
+    /// The generation it belongs to: 1 for the workers started with the master, one more
+    /// for each completed reload (a reload's successors belong to the next).
+    pub(super) generation: u64,
 }
 
 impl Child {
@@ -69,6 +72,7 @@ impl Child {
             stats: ipc::Stats::default(),
             mounts: Vec::new(),
             recycle_after,
+            generation: 1,
         }
     }
 

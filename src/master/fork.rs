@@ -56,7 +56,11 @@ impl<H: Serve> Master<'_, H> {
         match unsafe { fork() } {
             Err(e) => Err(Error::system("fork", e)),
             Ok(ForkResult::Child) => self.become_worker(slot, ends, reload),
-            Ok(ForkResult::Parent { child }) => Ok(self.forked(slot, child, ends)),
+            Ok(ForkResult::Parent { child }) => {
+                let mut child = self.forked(slot, child, ends);
+                child.generation = self.binary.generation + u64::from(reload);
+                Ok(child)
+            }
         }
     }
 

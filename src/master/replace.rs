@@ -47,7 +47,7 @@ impl<H: Serve> Master<'_, H> {
             // The binary on disk now: every successor of this reload runs this very file.
             if let Some(path) = &self.binary.path {
                 match super::exec::open_binary(path) {
-                    Ok(fd) => self.binary.reload = Some(fd),
+                    Ok(fd) => self.binary.opened_for_reload(fd),
                     Err(e) => return self.reload_failed(&e),
                 }
             }
@@ -131,6 +131,7 @@ impl<H: Serve> Master<'_, H> {
     /// Answers the control clients that waited for the reload; says so if the one queued
     /// behind it started.
     fn finish_reload(&mut self, ended: Ended, text: &str) {
+        self.binary.reload_ended(text);
         for id in ended.waiters {
             self.control.answer(id, text);
         }

@@ -18,6 +18,8 @@ pub(super) struct StatusRow {
     pub(super) uptime_s: u64,
     pub(super) rss_kib: u64,
     pub(super) stats: ipc::Stats,
+    /// Its generation (0 for a slot without a worker).
+    pub(super) generation: u64,
 }
 
 impl StatusRow {
@@ -29,6 +31,7 @@ impl StatusRow {
                 uptime_s: c.started.elapsed().as_secs(),
                 rss_kib: rss_kib(c.pid),
                 stats: c.stats,
+                generation: c.generation,
             },
             None => StatusRow {
                 pid: 0,
@@ -36,6 +39,7 @@ impl StatusRow {
                 uptime_s: 0,
                 rss_kib: 0,
                 stats: ipc::Stats::default(),
+                generation: 0,
             },
         }
     }
@@ -79,6 +83,27 @@ impl<H: Serve> Master<'_, H> {
                 row.rss_kib / 1024
             );
         }
+        let b = &self.binary;
+        let mut generations: Vec<u64> = self
+            .status_rows()
+            .iter()
+            .map(|(_, r)| r.generation)
+            .collect();
+        generations.retain(|&g| g > 0);
+        generations.sort_unstable();
+        generations.dedup();
+        for g in generations {
+            let _ = writeln!(out, "generation {g}: {}", b.identity_of(g));
+        }
+        let _ = writeln!(
+            out,
+            "reloads: {} completed, {} failed{}",
+            b.reloads_ok,
+            b.reloads_failed,
+            b.last_reload
+                .as_ref()
+                .map_or(String::new(), |(_, answer)| format!("; last: {answer}"))
+        );
         let totals = self.totals();
         let _ = writeln!(
             out,
@@ -192,7 +217,7 @@ impl<H: Serve> Master<'_, H> {
                     .collect();
                 format!(
                     "{{\"slot\":{},\"pid\":{},\"cpu\":{},\"state\":\"{}\",\"uptime_s\":{},\
-                     \"restarts\":{},\"rss_kib\":{},{}}}",
+                     \"restarts\":{},\"rss_kib\":{},\"generation\":{},\"binary\":{},{}}}",
                     s.index,
                     row.pid,
                     s.cpu.map_or("null".to_string(), |id| id.to_string()),
@@ -200,6 +225,8 @@ impl<H: Serve> Master<'_, H> {
                     row.uptime_s,
                     s.restarts,
                     row.rss_kib,
+                    row.generation,
+                    json_string(self.binary.identity_of(row.generation)),
                     counters.join(",")
                 )
             })
@@ -211,11 +238,34 @@ impl<H: Serve> Master<'_, H> {
             .map(|(name, value)| format!("\"{name}\":{value}"))
             .collect();
         let mounts: Vec<String> = self.mount_totals().iter().map(mount_json).collect();
+        let b = &self.binary;
+        let last_reload = b
+            .last_reload
+            .as_ref()
+            .map_or("null".to_string(), |(at, answer)| {
+                format!(
+                    "{{\"at\":{at},\"outcome\":\"{}\",\"answer\":{}}}",
+                    if answer.starts_with("ok") {
+                        "ok"
+                    } else {
+                        "failed"
+                    },
+                    json_string(answer)
+                )
+            });
         format!(
-            "{{\"master_pid\":{},\"uptime_s\":{},\"access_log_reopen_failures\":{},\
+            "{{\"master_pid\":{},\"uptime_s\":{},\"started_at\":{},\"generation\":{},\
+             \"binary\":{},\"reloads_completed\":{},\"reloads_failed\":{},\"last_reload\":{},\
+             \"access_log_reopen_failures\":{},\
              \"totals\":{{{}}},\"workers\":[{}],\"mounts\":[{}]}}\n",
             self.pid,
             self.started.elapsed().as_secs(),
+            self.started_at,
+            b.generation,
+            json_string(b.identity_of(b.generation)),
+            b.reloads_ok,
+            b.reloads_failed,
+            last_reload,
             self.reopening.failures,
             totals.join(","),
             rows.join(","),
@@ -312,7 +362,23 @@ impl<H: Serve> Master<'_, H> {
             self.started.elapsed().as_secs(),
             self.sup.life != Life::Running,
         );
-        // The master's own counter, with no slot: appended, as a family may come anywhere.
+        // The master's own figures, with no slot: appended, as a family may come anywhere.
+        let b = &self.binary;
+        let _ = writeln!(
+            text,
+            "# HELP ringmaster_generation The workers' current generation: 1 at start, one \
+             more for each completed reload.\n# TYPE ringmaster_generation gauge\n\
+             ringmaster_generation {}",
+            b.generation
+        );
+        let _ = writeln!(
+            text,
+            "# HELP ringmaster_reloads_total Reloads since the master started, by outcome.\n\
+             # TYPE ringmaster_reloads_total counter\n\
+             ringmaster_reloads_total{{outcome=\"ok\"}} {}\n\
+             ringmaster_reloads_total{{outcome=\"failed\"}} {}",
+            b.reloads_ok, b.reloads_failed
+        );
         let name = "ringmaster_access_log_reopen_failures_total";
         let _ = writeln!(
             text,
