@@ -69,6 +69,8 @@ macro_rules! stats {
     };
 }
 
+// Fields are only ever appended, never reordered: after a reload to a new binary, the
+// master reads the workers of the other build by position (see `decode`).
 stats! {
     /// Requests answered (responses sent by the handler).
     requests,
@@ -304,6 +306,21 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+impl FrameError {
+    /// Whether the frame was whole and well delimited, only not understood (a type this
+    /// build does not know, or a known type of another size): skip it and read on. A worker
+    /// of a newer or older build (after a reload to a new binary) may send such frames.
+    pub fn is_skippable(&self) -> bool {
+        matches!(self, FrameError::UnknownType(_) | FrameError::BadPayload(_))
+    }
+}
+
+/// The length of the first frame of `buf`, prefix included, when its prefix is there.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let prefix = buf.get(..4)?;
+    Some(4 + u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize)
+}
+
 /// Appends `msg` as one frame to `out`.
 pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let (kind, payload_len) = match msg {
@@ -369,8 +386,17 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
     let word = |i: usize| u64::from_le_bytes(payload[i * 8..i * 8 + 8].try_into().expect("8"));
     let msg = match kind {
         TYPE_READY if payload.is_empty() => Message::Ready,
-        TYPE_STATS if payload.len() == STATS_BYTES => {
-            Message::Stats(Stats::from_words(std::array::from_fn(word)))
+        // Any whole number of words: a build with fields appended sends more (ignored), an
+        // older one fewer (zeros), so that workers of another build report across a reload.
+        TYPE_STATS if !payload.is_empty() && payload.len() % 8 == 0 => {
+            let words = payload.len() / 8;
+            Message::Stats(Stats::from_words(std::array::from_fn(|i| {
+                if i < words {
+                    word(i)
+                } else {
+                    0
+                }
+            })))
         }
         TYPE_MOUNTS
             if payload.len() % MOUNT_BYTES == 0 && payload.len() <= MOUNTS_MAX * MOUNT_BYTES =>
@@ -516,6 +542,38 @@ mod tests {
         assert_eq!(first, Message::Ready);
         let (second, _) = decode(&bytes[used..]).unwrap().unwrap();
         assert_eq!(second, Message::User(b"hi".to_vec()));
+    }
+
+    #[test]
+    fn frames_of_another_build_are_read_or_skipped() {
+        // Stats from a build with one more field, and from one with fewer.
+        let stats = Stats::from_words(std::array::from_fn(|i| i as u64 + 1));
+        let mut more = vec![0u8; 0];
+        encode(&Message::Stats(stats), &mut more).unwrap();
+        let extra = 99u64.to_le_bytes();
+        let len = u32::from_le_bytes(more[..4].try_into().unwrap()) + 8;
+        more[..4].copy_from_slice(&len.to_le_bytes());
+        more.extend_from_slice(&extra);
+        assert_eq!(
+            decode(&more).unwrap(),
+            Some((Message::Stats(stats), more.len()))
+        );
+        let mut fewer = vec![9, 0, 0, 0, TYPE_STATS];
+        fewer.extend_from_slice(&7u64.to_le_bytes());
+        let Some((Message::Stats(got), 13)) = decode(&fewer).unwrap() else {
+            panic!("stats of one field")
+        };
+        assert_eq!(got.requests, 7);
+        assert_eq!(got.plus(&Stats::default()).connections, 0);
+        // A type this build does not know: whole, so skipped, and the next frame is read.
+        let mut two = vec![3, 0, 0, 0, 200, 1, 2];
+        encode(&Message::Ready, &mut two).unwrap();
+        let e = decode(&two).unwrap_err();
+        assert!(e.is_skippable());
+        let skip = frame_len(&two).unwrap();
+        assert_eq!(skip, 7);
+        assert_eq!(decode(&two[skip..]).unwrap(), Some((Message::Ready, 5)));
+        assert!(!FrameError::Oversized.is_skippable() && !FrameError::Empty.is_skippable());
     }
 
     #[test]

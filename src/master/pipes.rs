@@ -66,6 +66,14 @@ impl Pipes {
                     messages.push(msg);
                 }
                 Ok(None) => break,
+                Err(e) if e.is_skippable() => {
+                    // Whole, just not understood: a worker of another build. Read on.
+                    crate::log::log_limited!(
+                        "worker {}: a message this build does not read ({e}); skipped",
+                        self.slot
+                    );
+                    used += ipc::frame_len(&self.pending[used..]).expect("a whole frame");
+                }
                 Err(e) => {
                     log!(
                         "worker {}: garbage on its pipe ({e}); killing it",

@@ -138,6 +138,13 @@ impl<H: Serve> Worker<'_, H> {
                     self.on_message(msg);
                 }
                 Ok(None) => break,
+                Err(e) if e.is_skippable() => {
+                    // Whole, just not understood: a master of another build. Read on.
+                    crate::log::log_limited!(
+                        "a message from the master this build does not read ({e}); skipped"
+                    );
+                    used += ipc::frame_len(&buf[used..]).expect("a whole frame");
+                }
                 Err(e) => {
                     log!("garbage on the master's pipe ({e}); draining");
                     self.drain("IPC failure", Duration::ZERO);
