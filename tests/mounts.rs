@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::metrics::{self, sample};
 use common::{connect, control, wait_until, Server};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -162,39 +163,11 @@ fn wait_for_requests(server: &Server, prefix: &str, requests: u64) {
     });
 }
 
-/// The sum of the samples of `name` whose labels include `labels`.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-        .sum()
-}
-
 /// `GET /metrics` from the master's metrics listener, parsed.
 fn scrape(server: &Server) -> prometheus_parse::Scrape {
-    let line = server.wait_log("metrics http://");
-    let addr: SocketAddr = line
-        .split("metrics http://")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| c == '/' || c.is_whitespace()).next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(common::WAIT_MAX)).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    let body = all.split_once("\r\n\r\n").unwrap().1;
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-        .expect("valid Prometheus text")
+    let (status, body) = metrics::scrape(metrics::metrics_addr(server), "/metrics");
+    assert_eq!(status, 200);
+    metrics::parse_metrics(&body)
 }
 
 #[test]

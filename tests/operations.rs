@@ -5,6 +5,7 @@
 mod common;
 
 use common::load::{Load, Style};
+use common::metrics::{metrics_addr, parse_metrics, sample, scrape};
 use common::{alive, control_path, exchange, free_port, testbed, wait_until, Server, GET};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,49 +21,6 @@ fn ringmaster(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run ringmaster")
-}
-
-/// `GET path` on the metrics listener: (status, body).
-fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("metrics listener");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    let status = all.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = all.split_once("\r\n\r\n").unwrap().1.to_string();
-    (status, body)
-}
-
-/// The metrics address from the master's `listening on` line.
-fn metrics_addr(server: &Server) -> SocketAddr {
-    let line = server.wait_log("metrics http://");
-    line.split("metrics http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .expect("a metrics address")
-}
-
-/// The value of a sample with these labels, from a parsed scrape.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-        .sum()
-}
-
-fn parse_metrics(body: &str) -> prometheus_parse::Scrape {
-    let lines = body.lines().map(|l| Ok(l.to_string()));
-    prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text")
 }
 
 #[test]

@@ -122,11 +122,6 @@ impl Pipe {
         self.failed.is_some()
     }
 
-    /// How either end failed, if it did.
-    pub(crate) fn failed_with(&self) -> Option<io::ErrorKind> {
-        self.failed
-    }
-
     /// The declared length, if any.
     pub(crate) fn length(&self) -> Option<u64> {
         self.length
@@ -241,13 +236,13 @@ impl BodyWriter {
         if bytes.is_empty() {
             return Ok(bytes);
         }
-        poll_fn(|cx| self.poll_room(cx, bytes.len())).await?;
+        poll_fn(|cx| self.poll_room(cx, bytes.len() as u64, false)).await?;
         // Room was found; the bytes go in now, taken or copied.
         Ok(self.pipe.borrow_mut().push_vec(bytes))
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<()>> {
-        let ready = self.poll_room(cx, bytes.len());
+        let ready = self.poll_room(cx, bytes.len() as u64, false);
         if let Poll::Ready(Ok(())) = ready {
             self.pipe.borrow_mut().push(bytes);
         }
@@ -255,14 +250,20 @@ impl BodyWriter {
     }
 
     /// Ready when `len` more bytes may be queued (or the pipe failed, or they would pass the
-    /// declared length).
-    fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<()>> {
+    /// declared length); with `alone`, only once nothing at all is queued (a file range,
+    /// which goes in whole, after everything before it).
+    pub(crate) fn poll_room(
+        &mut self,
+        cx: &mut Context<'_>,
+        len: u64,
+        alone: bool,
+    ) -> Poll<io::Result<()>> {
         let mut pipe = self.pipe.borrow_mut();
         if let Some(why) = pipe.failed {
             return Poll::Ready(Err(io::Error::new(why, "the client is gone")));
         }
         if let Some(length) = pipe.length {
-            if pipe.written + len as u64 > length {
+            if pipe.written + len > length {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("more than the {length} bytes the response declared"),
@@ -271,7 +272,8 @@ impl BodyWriter {
         }
         // Whole writes only, so a write that waited is never half done when dropped; and
         // none behind a file range, which goes out after the bytes queued now.
-        if pipe.file.is_some() || (pipe.len() > 0 && len > pipe.room()) {
+        let queued = pipe.len() > 0;
+        if pipe.file.is_some() || (queued && (alone || len > pipe.room() as u64)) {
             pipe.wake_writer_with(cx.waker());
             return Poll::Pending;
         }

@@ -64,6 +64,15 @@ pub(crate) struct Handed {
 }
 
 impl Handed {
+    /// The descriptors handed over: the listening sockets, both pipes, the access log.
+    fn descriptors(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.listeners
+            .iter()
+            .copied()
+            .chain([self.from_master, self.to_master])
+            .chain(self.access_log)
+    }
+
     fn encode(&self) -> String {
         let list = |fds: &[RawFd]| {
             fds.iter()
@@ -126,13 +135,7 @@ impl Handed {
 /// descriptors survive the exec (their close-on-exec flag is cleared); everything else the
 /// child holds was closed already. Returns only on failure, with the exit code to use.
 pub(super) fn exec_worker(exe: RawFd, handed: &Handed) -> i32 {
-    let keep = handed
-        .listeners
-        .iter()
-        .copied()
-        .chain([handed.from_master, handed.to_master])
-        .chain(handed.access_log);
-    for fd in keep {
+    for fd in handed.descriptors() {
         if let Err(e) = set_cloexec(fd, false) {
             log!("exec: keeping descriptor {fd}: {e}");
             return 127;
@@ -213,13 +216,7 @@ pub(crate) fn worker_main<H: crate::Serve>(config: &Config, handler: &H) -> Opti
         ));
     };
     crate::log::set_format(config.log_format);
-    let keep = handed
-        .listeners
-        .iter()
-        .copied()
-        .chain([handed.from_master, handed.to_master])
-        .chain(handed.access_log);
-    for fd in keep {
+    for fd in handed.descriptors() {
         // Not passed on to whatever the handler executes.
         let _ = set_cloexec(fd, true);
     }

@@ -27,7 +27,6 @@ use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::task::Poll;
 
 /// The most pipes one worker holds for splicing: the most file ranges it sends by splice
 /// at once (others are read and sent), and so the most io-wq threads its splices occupy.
@@ -52,24 +51,7 @@ impl BodyWriter {
     pub async fn send_file(&mut self, file: &Rc<File>, offset: u64, len: u64) -> io::Result<()> {
         if len >= SPLICE_BYTES_MIN {
             // Everything before it is taken first; then it goes in whole, or not at all.
-            poll_fn(|cx| {
-                let mut pipe = self.pipe.borrow_mut();
-                if let Some(why) = pipe.failed_with() {
-                    return Poll::Ready(Err(io::Error::new(why, "the client is gone")));
-                }
-                if pipe.length().is_some_and(|n| pipe.written() + len > n) {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "more than the bytes the response declared",
-                    )));
-                }
-                if pipe.len() > 0 || pipe.has_file() {
-                    pipe.wake_writer_with(cx.waker());
-                    return Poll::Pending;
-                }
-                Poll::Ready(Ok(()))
-            })
-            .await?;
+            poll_fn(|cx| self.poll_room(cx, len, true)).await?;
             if let Some(pipe) = take_pipe() {
                 self.pipe.borrow_mut().push_file(FileRange {
                     file: file.clone(),
