@@ -12,7 +12,7 @@
 //! ```
 //!
 //! `run` parses the arguments: `serve` (the default) applies the flags given over the
-//! server's configuration and runs it; `status`, `reload` and `stop` talk to a running
+//! server's configuration and runs it; `status`, `reload`, `reopen`, `scale` and `stop` talk to a running
 //! master over its control socket; `probe` shows what this kernel's io_uring offers. Every usage error is one line on stderr and exit code 2.
 
 use crate::control::{PathOrigin, RequestError};
@@ -26,8 +26,8 @@ use std::time::Duration;
 const EXIT_USAGE: i32 = 2;
 /// Exit code when the server could not keep running, or a command to it failed.
 const EXIT_FAILED: i32 = 1;
-/// How long `reload` waits for the master's answer: a reload of many slow-starting
-/// workers can take a while.
+/// How long `reload` and `scale` wait for the master's answer: a reload of many
+/// slow-starting workers can take a while.
 const RELOAD_ANSWER_WAIT: Duration = Duration::from_secs(600);
 /// How long `status`, `reopen` and `stop` wait for the master's answer (a reopen's own wait
 /// for the workers is shorter, 5 s).
@@ -62,6 +62,20 @@ enum Command {
     /// Reopen the access log in the master and every worker, after logrotate renamed it
     /// (the same as SIGUSR1 to the master); waits until every worker switched.
     Reopen(Target),
+    /// Run N workers from now on: more start on the next CPUs (answered once they are
+    /// ready), or the last ones drain; kept across reloads. SIGTTIN to the master adds one,
+    /// SIGTTOU removes one.
+    Scale {
+        /// The worker count, 1 to 1024; more than one per CPU workers may run on only with
+        /// --oversubscribe.
+        #[arg(value_name = "N")]
+        workers: u32,
+        /// Allow more workers than CPUs in the affinity mask (or listed by --cpu-affinity).
+        #[arg(long)]
+        oversubscribe: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Stop the running master gracefully (the same as SIGTERM to the master).
     Stop(Target),
     /// Show what this kernel's io_uring offers, feature by feature, and what workers would
@@ -569,6 +583,18 @@ fn dispatch<H: Serve>(cli: &Cli, server: Server<H>) -> i32 {
         Some(Command::Reload(target)) => talk(target, "reload", RELOAD_ANSWER_WAIT),
         Some(Command::Reopen(target)) => talk(target, "reopen", ANSWER_WAIT),
         Some(Command::Stop(target)) => talk(target, "stop", ANSWER_WAIT),
+        Some(Command::Scale {
+            workers,
+            oversubscribe,
+            target,
+        }) => {
+            let command = match oversubscribe {
+                true => format!("scale {workers} oversubscribe"),
+                false => format!("scale {workers}"),
+            };
+            // A scale up waits for its new workers, which may take as long as a reload's.
+            talk(target, &command, RELOAD_ANSWER_WAIT)
+        }
         Some(Command::Probe(args)) => probe(server, args),
     }
 }

@@ -54,6 +54,9 @@ pub(crate) enum Command {
     Reopen,
     /// A graceful shutdown.
     Stop,
+    /// Run `workers` workers (`scale N`), more than one per CPU only if `oversubscribe`
+    /// (`scale N oversubscribe`); a scale up is answered once its new workers are ready.
+    Scale { workers: u32, oversubscribe: bool },
 }
 
 impl Command {
@@ -64,7 +67,22 @@ impl Command {
             "reload" => Some(Command::Reload),
             "reopen" => Some(Command::Reopen),
             "stop" => Some(Command::Stop),
-            _ => None,
+            other => {
+                let mut words = other.strip_prefix("scale ")?.split(' ');
+                let workers = words.next()?.parse().ok()?;
+                let oversubscribe = match words.next() {
+                    None => false,
+                    Some("oversubscribe") => true,
+                    Some(_) => return None,
+                };
+                match words.next() {
+                    None => Some(Command::Scale {
+                        workers,
+                        oversubscribe,
+                    }),
+                    Some(_) => None,
+                }
+            }
         }
     }
 }
@@ -378,7 +396,7 @@ impl ControlServer {
                 Some(command) => out.push((id, command)),
                 None => self.inbox.answer(
                     id,
-                    b"error: unknown command; use status, status json, reload, reopen or stop\n",
+                    b"error: unknown command; use status, status json, reload, reopen, scale N or stop\n",
                 ),
             }
         }
@@ -492,6 +510,28 @@ mod tests {
 
     fn facts(kind: FileKind, owner: Uid, mode: u32) -> FileFacts {
         FileFacts { kind, owner, mode }
+    }
+
+    #[test]
+    fn scale_takes_a_count_and_an_optional_oversubscribe() {
+        let scale = |workers, oversubscribe| {
+            Some(Command::Scale {
+                workers,
+                oversubscribe,
+            })
+        };
+        assert_eq!(Command::parse("scale 3\n"), scale(3, false));
+        assert_eq!(Command::parse("scale 9 oversubscribe"), scale(9, true));
+        for bad in [
+            "scale",
+            "scale ",
+            "scale -1",
+            "scale x",
+            "scale 3 more",
+            "scale 3 oversubscribe x",
+        ] {
+            assert_eq!(Command::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod reopen;
 mod replace;
 pub(crate) mod report;
 mod respawn;
+mod scale;
 mod slot;
 pub(crate) mod startup;
 mod supervisor;
@@ -56,11 +57,12 @@ pub(crate) fn run<H: Serve>(config: &Config, handler: &H, hooks: &mut Hooks) -> 
     let (config, access_log) = startup::prepare(config)?;
     let config = &config;
     let allowed = startup::allowed_cpus()?;
-    let slot_cpus = startup::slot_cpus(config.workers, &config.cpu_affinity, &allowed)?;
-    let count = slot_cpus.len();
+    let placement = startup::Placement::of(&config.cpu_affinity, &allowed)?;
+    let count = placement.count(config.workers);
     startup::ignore_sigpipe()?;
-    let opened = Opened::open(config, count)?;
-    let mut master = Master::new(config, handler, hooks, opened, access_log, &slot_cpus);
+    // One socket per CPU, so that a scale up to that many finds its sockets bound.
+    let opened = Opened::open(config, count, placement.cpus.len())?;
+    let mut master = Master::new(config, handler, hooks, opened, access_log, placement, count);
     master.start()?;
     master.supervise()
 }
@@ -75,7 +77,8 @@ struct Opened {
 }
 
 impl Opened {
-    fn open(config: &Config, count: usize) -> Result<Opened, Error> {
+    /// `reserve`: the sockets to bind in `SO_REUSEPORT` mode, if more than `count`.
+    fn open(config: &Config, count: usize, reserve: usize) -> Result<Opened, Error> {
         // Inherited sockets first: they sit at descriptors 3 and up, which anything opened
         // before would be given.
         let inherited = systemd::listen_fds()?;
@@ -87,7 +90,7 @@ impl Opened {
             ControlServer::check_free(&config.control_path(config.listen.port()))?;
         }
         let listeners = if inherited.is_empty() {
-            Listeners::bind(config, count)?
+            Listeners::bind(config, count, reserve)?
         } else {
             Listeners::inherited(inherited, count)
         };
@@ -115,7 +118,7 @@ impl Opened {
                 "one socket from systemd, shared"
             }
             Listeners::Shared(_) => "shared listener",
-            Listeners::PerSlot(_) => "SO_REUSEPORT listener per worker",
+            Listeners::PerSlot { .. } => "SO_REUSEPORT listener per worker",
         };
         log!(
             "listening on {local} ({count} workers, {mode}, control {}{})",
@@ -306,7 +309,8 @@ impl<'a, H: Serve> Master<'a, H> {
         hooks: &'a mut Hooks,
         opened: Opened,
         access_log: Option<OwnedFd>,
-        cpus: &[Option<usize>],
+        placement: startup::Placement,
+        count: usize,
     ) -> Master<'a, H> {
         let settings = Settings {
             ready_timeout: config.ready_timeout,
@@ -324,8 +328,8 @@ impl<'a, H: Serve> Master<'a, H> {
             config,
             handler,
             hooks,
-            sup: Supervisor::new(settings, cpus),
-            pipes: Vec::with_capacity(2 * cpus.len()),
+            sup: Supervisor::new(settings, placement, count),
+            pipes: Vec::with_capacity(2 * count),
             listeners: opened.listeners,
             accept_queue: accept_queue(config.backlog),
             signals: opened.signals,
@@ -385,6 +389,7 @@ impl<'a, H: Serve> Master<'a, H> {
             self.on_deadlines();
             self.finish_reopen();
             self.step_reload();
+            self.step_scale();
             self.update_adoptions();
             self.announce_ready();
         }
@@ -457,6 +462,8 @@ impl<'a, H: Serve> Master<'a, H> {
                 }
                 Ok(Signal::SIGHUP) => self.request_reload(None),
                 Ok(Signal::SIGUSR1) => self.request_reopen(None),
+                Ok(Signal::SIGTTIN) => self.request_scale(scale::Resize::More, None),
+                Ok(Signal::SIGTTOU) => self.request_scale(scale::Resize::Fewer, None),
                 Ok(s) => log_limited!("{s} received: it has no meaning here; ignored"),
                 Err(_) => {}
             }
@@ -478,6 +485,16 @@ impl<'a, H: Serve> Master<'a, H> {
                 }
                 control::Command::Reload => self.request_reload(Some(id)),
                 control::Command::Reopen => self.request_reopen(Some(id)),
+                control::Command::Scale {
+                    workers,
+                    oversubscribe,
+                } => {
+                    let resize = scale::Resize::To {
+                        workers,
+                        oversubscribe,
+                    };
+                    self.request_scale(resize, Some(id))
+                }
                 control::Command::Stop => {
                     self.control.answer(id, "ok: stopping\n");
                     self.shutdown("stop requested");
@@ -498,8 +515,10 @@ impl<'a, H: Serve> Master<'a, H> {
                 );
                 self.notifier.notify("STOPPING=1");
                 for id in waiters {
-                    self.control
-                        .answer(id, "error: reload abandoned, shutting down\n");
+                    self.control.answer(
+                        id,
+                        "error: shutting down: the reload or scale asked for is abandoned\n",
+                    );
                 }
                 let msg = Message::Shutdown {
                     drain_ms: drain.as_millis() as u64,
@@ -552,8 +571,9 @@ impl<'a, H: Serve> Master<'a, H> {
     /// In `SO_REUSEPORT` mode, makes sure every slot's socket has a worker accepting on it
     /// ([`adopt`]).
     fn update_adoptions(&mut self) {
-        let per_slot = matches!(self.listeners, Listeners::PerSlot(_));
-        for tell in self.sup.update_adoptions(per_slot) {
+        let per_slot = matches!(self.listeners, Listeners::PerSlot { .. });
+        let listening = self.listeners.listening();
+        for tell in self.sup.update_adoptions(per_slot, listening) {
             match tell {
                 adopt::Tell::Adopt { pid, slot } => {
                     log!("slot {slot} has no ready worker: worker pid {pid} accepts on its socket");

@@ -44,6 +44,9 @@ impl<H: Serve> Master<'_, H> {
     /// A worker exited: a successor's exit fails its reload or recycle; a slot's worker's
     /// exit decides the slot's fate.
     fn on_exit(&mut self, pid: Pid, exit: Exit) {
+        // What it wrote before it exited, first: a draining worker's last stats come just
+        // before its exit, and its SIGCHLD may be read before its pipe.
+        self.on_pipe(pid);
         let Some((child, was)) = self.sup.remove(pid) else {
             return;
         };

@@ -1,6 +1,16 @@
 //! The listening sockets: one shared, or one `SO_REUSEPORT` socket per slot, bound by the
 //! master (or passed by systemd) and kept open by it for the life of the server. Owns those
 //! sockets.
+//!
+//! In `SO_REUSEPORT` mode the master binds one socket per CPU workers may run on (or per
+//! worker, if more) at start, but only the first slots' listen: a socket joins the kernel's
+//! group, and gets a share of new connections, only once it listens. `ringmaster scale`
+//! makes the next one listen when it adds a slot. Every worker is forked holding all of
+//! them, so any worker can adopt any socket; a socket never stops listening, because
+//! leaving the group would reset the connections waiting in its queue (unless the host set
+//! `net.ipv4.tcp_migrate_req`): after a scale down, a removed slot's socket is adopted by a
+//! remaining worker ([`super::adopt`]). Slots beyond the sockets (more workers than were
+//! bound for) share socket `slot % sockets`, as the worker's own choice of socket does.
 
 use crate::config::{Config, ListenMode};
 use crate::error::{Error, ErrorKind};
@@ -13,8 +23,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 /// The listening sockets, all opened and kept by the master.
 pub(super) enum Listeners {
     Shared(OwnedFd),
-    /// One `SO_REUSEPORT` socket per slot.
-    PerSlot(Vec<OwnedFd>),
+    /// One `SO_REUSEPORT` socket per slot: `fds`, of which the first `listening` listen.
+    PerSlot {
+        fds: Vec<OwnedFd>,
+        listening: usize,
+    },
 }
 
 impl Listeners {
@@ -22,7 +35,10 @@ impl Listeners {
     /// such; any other count uses the first, shared.
     pub(super) fn inherited(mut fds: Vec<OwnedFd>, count: usize) -> Listeners {
         if fds.len() == count && count > 1 {
-            return Listeners::PerSlot(fds);
+            return Listeners::PerSlot {
+                listening: fds.len(),
+                fds,
+            };
         }
         if fds.len() > 1 {
             log!(
@@ -33,38 +49,65 @@ impl Listeners {
         Listeners::Shared(fds.swap_remove(0))
     }
 
-    pub(super) fn bind(config: &Config, count: usize) -> Result<Listeners, Error> {
+    /// Binds the sockets for `count` slots, with room for `reserve` (at least `count`) in
+    /// `SO_REUSEPORT` mode: the first `count` listen.
+    pub(super) fn bind(config: &Config, count: usize, reserve: usize) -> Result<Listeners, Error> {
         match config.listen_mode {
-            ListenMode::Shared => Ok(Listeners::Shared(bind(
-                config.listen,
-                config.backlog,
-                false,
-            )?)),
+            ListenMode::Shared => {
+                let fd = bind(config.listen, Some(config.backlog), false)?;
+                Ok(Listeners::Shared(fd))
+            }
             ListenMode::ReusePort => {
                 check_port_free(config.listen)?;
-                let first = bind(config.listen, config.backlog, true)?;
+                let backlog = |i: usize| (i < count).then_some(config.backlog);
+                let first = bind(config.listen, backlog(0), true)?;
                 // With port 0 the first socket picked the port; the others join it.
                 let addr = local_addr(&first)?;
-                let mut all = vec![first];
-                for _ in 1..count {
-                    all.push(bind(addr, config.backlog, true)?);
+                let mut fds = vec![first];
+                for i in 1..reserve.max(count) {
+                    fds.push(bind(addr, backlog(i), true)?);
                 }
-                Ok(Listeners::PerSlot(all))
+                Ok(Listeners::PerSlot {
+                    fds,
+                    listening: count,
+                })
             }
+        }
+    }
+
+    /// Makes the sockets of the first `count` slots listen, as a scale up adds slots (those
+    /// beyond the sockets share one); nothing in shared mode.
+    pub(super) fn listen_for(&mut self, count: usize, backlog: u32) -> Result<(), Error> {
+        let Listeners::PerSlot { fds, listening } = self else {
+            return Ok(());
+        };
+        while *listening < count.min(fds.len()) {
+            listen(&fds[*listening], backlog)?;
+            *listening += 1;
+        }
+        Ok(())
+    }
+
+    /// How many sockets listen, and so need a worker accepting on them: one shared, or one
+    /// per slot there ever was.
+    pub(super) fn listening(&self) -> usize {
+        match self {
+            Listeners::Shared(_) => 1,
+            Listeners::PerSlot { listening, .. } => *listening,
         }
     }
 
     pub(super) fn all(&self) -> Vec<RawFd> {
         match self {
             Listeners::Shared(fd) => vec![fd.as_raw_fd()],
-            Listeners::PerSlot(fds) => fds.iter().map(|f| f.as_raw_fd()).collect(),
+            Listeners::PerSlot { fds, .. } => fds.iter().map(|f| f.as_raw_fd()).collect(),
         }
     }
 
     pub(super) fn local_addr(&self) -> Result<SocketAddr, Error> {
         match self {
             Listeners::Shared(fd) => local_addr(fd),
-            Listeners::PerSlot(fds) => local_addr(&fds[0]),
+            Listeners::PerSlot { fds, .. } => local_addr(&fds[0]),
         }
     }
 }
@@ -98,7 +141,12 @@ fn check_port_free(addr: SocketAddr) -> Result<(), Error> {
     sock::bind(probe.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(|e| bind_error(addr, e))
 }
 
-pub(super) fn bind(addr: SocketAddr, backlog: u32, reuseport: bool) -> Result<OwnedFd, Error> {
+/// A socket bound to `addr`, listening with `backlog` if one is given.
+pub(super) fn bind(
+    addr: SocketAddr,
+    backlog: Option<u32>,
+    reuseport: bool,
+) -> Result<OwnedFd, Error> {
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -121,10 +169,16 @@ pub(super) fn bind(addr: SocketAddr, backlog: u32, reuseport: bool) -> Result<Ow
     sock::setsockopt(&fd, sockopt::TcpNoDelay, &true)
         .map_err(|e| Error::system("TCP_NODELAY", e))?;
     sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(|e| bind_error(addr, e))?;
+    if let Some(backlog) = backlog {
+        listen(&fd, backlog)?;
+    }
+    Ok(fd)
+}
+
+fn listen(fd: &OwnedFd, backlog: u32) -> Result<(), Error> {
     let backlog = sock::Backlog::new(backlog.min(i32::MAX as u32) as i32)
         .map_err(|e| Error::config(format!("backlog: {e}")))?;
-    sock::listen(&fd, backlog).map_err(|e| Error::system("listen", e))?;
-    Ok(fd)
+    sock::listen(fd, backlog).map_err(|e| Error::system("listen", e))
 }
 
 pub(super) fn bind_error(addr: SocketAddr, e: Errno) -> Error {

@@ -164,7 +164,7 @@ impl<H: Serve> Master<'_, H> {
             return Vec::new();
         };
         let mut past = Vec::new();
-        for s in &self.sup.slots {
+        for s in self.sup.slots.iter().chain(&self.sup.parked) {
             ipc::add_mounts(&mut past, &s.past_mounts);
         }
         let mut live = Vec::new();
@@ -187,14 +187,15 @@ impl<H: Serve> Master<'_, H> {
             .collect()
     }
 
-    /// Every counter since the master started: each slot's exited workers plus every live
-    /// worker (starting, serving or draining), so that totals never go down when workers are
+    /// Every counter since the master started: each slot's exited workers (parked slots'
+    /// too: [`super::scale`]) plus every live worker (starting, serving or draining), so that totals never go down when workers are
     /// replaced. Gauges (`connections`, ...: [`ipc::STATS_GAUGES`]) are the live workers' only.
     pub(super) fn totals(&self) -> ipc::Stats {
         let past = self
             .sup
             .slots
             .iter()
+            .chain(&self.sup.parked)
             .fold(ipc::Stats::default(), |sum, s| sum.plus(&s.past));
         let live = self
             .sup
@@ -274,7 +275,7 @@ impl<H: Serve> Master<'_, H> {
     }
 
     /// One row per worker: each slot's, its successor's while one starts, and the retiring
-    /// ones that still drain.
+    /// ones that still drain (a scale down's too, under their parked slot).
     pub(super) fn status_rows(&self) -> Vec<(&Slot, StatusRow)> {
         let sup = &self.sup;
         let mut rows = Vec::with_capacity(sup.slots.len() + sup.retiring.len());
@@ -285,7 +286,7 @@ impl<H: Serve> Master<'_, H> {
             }
         }
         for c in &sup.retiring {
-            if let Some(s) = sup.slots.get(c.slot as usize) {
+            if let Some(s) = sup.slot_or_parked(c.slot as usize) {
                 rows.push((s, StatusRow::of(Some(c), "draining")));
             }
         }

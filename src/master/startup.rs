@@ -140,40 +140,72 @@ pub(super) fn allowed_cpus() -> Result<Vec<usize>, Error> {
     }
 }
 
+/// Where slots' workers run: the CPUs they take in turn (slot *i* on the *i*-th, wrapping
+/// around), or nowhere in particular (unpinned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Placement {
+    /// The CPUs workers may run on: the affinity mask's, or those listed; never empty.
+    pub(super) cpus: Vec<usize>,
+    /// Whether each worker is pinned to its slot's CPU.
+    pub(super) pinned: bool,
+}
+
+impl Placement {
+    /// From the affinity mode and the CPUs this process may run on (`allowed`, not empty).
+    /// A listed CPU outside `allowed` is a configuration error naming it and the allowed
+    /// ones.
+    pub(super) fn of(affinity: &CpuAffinity, allowed: &[usize]) -> Result<Placement, Error> {
+        assert!(!allowed.is_empty(), "allowed_cpus() returns at least one");
+        let cpus = match affinity {
+            CpuAffinity::Auto | CpuAffinity::Unpinned => allowed,
+            CpuAffinity::List(listed) => {
+                if let Some(cpu) = listed.iter().find(|c| !allowed.contains(c)) {
+                    return Err(Error::config(format!(
+                        "cpu-affinity lists cpu {cpu}, which this process may not run on (its \
+                         affinity mask allows {}); list only those, or widen the mask (taskset, \
+                         the container's CPU set)",
+                        cpu_list(allowed)
+                    )));
+                }
+                listed
+            }
+        };
+        Ok(Placement {
+            cpus: cpus.to_vec(),
+            pinned: *affinity != CpuAffinity::Unpinned,
+        })
+    }
+
+    /// Slot `slot`'s CPU; `None`: not pinned.
+    pub(super) fn cpu(&self, slot: usize) -> Option<usize> {
+        self.pinned.then(|| self.cpus[slot % self.cpus.len()])
+    }
+
+    /// The worker count `workers` asks for: `auto` is one per CPU.
+    pub(super) fn count(&self, workers: Workers) -> usize {
+        match workers {
+            Workers::Auto => self.cpus.len(),
+            Workers::Count(n) => n as usize,
+        }
+    }
+
+    /// The CPUs as `taskset -c` takes them.
+    pub(super) fn describe(&self) -> String {
+        cpu_list(&self.cpus)
+    }
+}
+
 /// Each slot's CPU (`None`: not pinned), from the worker count, the affinity mode and the
-/// CPUs this process may run on (`allowed`, not empty). The count is `workers`, or with
-/// `auto` one per allowed CPU (per listed CPU with a list); pinned slots take the CPUs in
-/// turn, wrapping around. A listed CPU outside `allowed` is a configuration error naming it
-/// and the allowed ones.
-pub(super) fn slot_cpus(
+/// CPUs this process may run on (`allowed`, not empty): see [`Placement`].
+#[cfg(test)]
+fn slot_cpus(
     workers: Workers,
     affinity: &CpuAffinity,
     allowed: &[usize],
 ) -> Result<Vec<Option<usize>>, Error> {
-    assert!(!allowed.is_empty(), "allowed_cpus() returns at least one");
-    let cpus = match affinity {
-        CpuAffinity::Auto | CpuAffinity::Unpinned => allowed,
-        CpuAffinity::List(listed) => {
-            if let Some(cpu) = listed.iter().find(|c| !allowed.contains(c)) {
-                return Err(Error::config(format!(
-                    "cpu-affinity lists cpu {cpu}, which this process may not run on (its \
-                     affinity mask allows {}); list only those, or widen the mask (taskset, \
-                     the container's CPU set)",
-                    cpu_list(allowed)
-                )));
-            }
-            listed
-        }
-    };
-    let count = match workers {
-        Workers::Auto => cpus.len(),
-        Workers::Count(n) => n as usize,
-    };
-    Ok((0..count)
-        .map(|i| match affinity {
-            CpuAffinity::Unpinned => None,
-            _ => Some(cpus[i % cpus.len()]),
-        })
+    let placement = Placement::of(affinity, allowed)?;
+    Ok((0..placement.count(workers))
+        .map(|i| placement.cpu(i))
         .collect())
 }
 
@@ -196,16 +228,9 @@ fn cpu_list(cpus: &[usize]) -> String {
 }
 
 /// Signals that have no meaning yet but whose default action would kill the process
-/// (`SIGUSR2`, `SIGALRM`) or stop it (`SIGTTIN`, `SIGTTOU`), and `SIGWINCH`: an operator
-/// may send them (a terminal resize, a stray `kill`), and none may take the server down or
-/// freeze it. The master logs and ignores them.
-const SIGNALS_IGNORED: [Signal; 5] = [
-    Signal::SIGUSR2,
-    Signal::SIGALRM,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
-    Signal::SIGWINCH,
-];
+/// (`SIGUSR2`, `SIGALRM`), and `SIGWINCH`: an operator may send them (a terminal resize, a
+/// stray `kill`), and none may take the server down. The master logs and ignores them.
+const SIGNALS_IGNORED: [Signal; 3] = [Signal::SIGUSR2, Signal::SIGALRM, Signal::SIGWINCH];
 
 /// Blocks the signals the master handles and returns a signalfd reading them. Workers
 /// inherit the mask, so a signal sent to the whole process group reaches them as a drain
@@ -220,6 +245,10 @@ pub(super) fn master_signals() -> Result<SignalFd, Error> {
         Signal::SIGQUIT,
         Signal::SIGHUP,
         Signal::SIGUSR1,
+        // One worker more, one fewer, as gunicorn's (their default action would stop the
+        // process: blocked in workers too).
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
         Signal::SIGCHLD,
     ]
     .into_iter()

@@ -11,6 +11,7 @@ use super::child::{Child, Phase};
 use super::reload::Reload;
 use super::respawn::{self, Ended, Fate, GaveUp};
 use super::slot::{Purpose, Slot, SlotState, Succession};
+use super::startup::Placement;
 use crate::cluster::{Exit, WorkerInfo};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
@@ -82,7 +83,7 @@ pub(super) enum Readied {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Stopping {
     /// The first one: every worker is to be told to drain; the control clients waiting
-    /// for a reload (running or queued) are to be told it is abandoned.
+    /// for a reload (running or queued) or a scale up are to be told it is abandoned.
     Drain { waiters: Vec<u64> },
     /// A second one during the drain: kill every worker now.
     Again,
@@ -105,6 +106,14 @@ pub(super) struct Supervisor {
     pub(super) settings: Settings,
     pub(super) life: Life,
     pub(super) slots: Vec<Slot>,
+    /// Slots a scale down removed, by index past the last slot (`parked[0]` was slot
+    /// `slots.len()`): their exited workers' totals (and their retiring workers' once those
+    /// exit), so that counters never go down, and taken back as they were by a scale up.
+    pub(super) parked: Vec<Slot>,
+    /// Where slots' workers run, and how many CPUs they may ([`super::scale`]).
+    pub(super) placement: Placement,
+    /// Control clients waiting for a scale up's new workers ([`super::scale`]).
+    pub(super) growing: Vec<super::scale::Growing>,
     /// Workers that left their slot: replaced ones draining, failed successors killed.
     pub(super) retiring: Vec<Child>,
     pub(super) reload: Option<Reload>,
@@ -114,18 +123,20 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor of one stopped slot per entry of `cpus` (`None`: its workers are not
-    /// pinned).
-    pub(super) fn new(settings: Settings, cpus: &[Option<usize>]) -> Supervisor {
+    /// A supervisor of `count` stopped slots, placed as `placement` says.
+    pub(super) fn new(settings: Settings, placement: Placement, count: usize) -> Supervisor {
         Supervisor {
             settings,
             life: Life::Running,
-            slots: (0..cpus.len())
-                .map(|i| Slot::new(i as u32, cpus[i]))
+            slots: (0..count)
+                .map(|i| Slot::new(i as u32, placement.cpu(i)))
                 .collect(),
-            retiring: Vec::with_capacity(cpus.len()),
+            parked: Vec::new(),
+            placement,
+            growing: Vec::new(),
+            retiring: Vec::with_capacity(count),
             reload: None,
-            adopters: Adopters::new(cpus.len()),
+            adopters: Adopters::new(count),
             watchdog_at: None,
         }
     }
@@ -167,6 +178,15 @@ impl Supervisor {
         }
     }
 
+    /// Slot `index`, or the parked slot of that index ([`super::scale`]).
+    pub(super) fn slot_or_parked(&self, index: usize) -> Option<&Slot> {
+        let n = self.slots.len();
+        match self.slots.get(index) {
+            Some(s) => Some(s),
+            None => self.parked.get(index - n),
+        }
+    }
+
     /// A worker sent something at `now`: its heartbeat.
     pub(super) fn heard(&mut self, pid: Pid, now: Instant) {
         if let Some(c) = self.child_mut(pid) {
@@ -190,7 +210,12 @@ impl Supervisor {
             }
             Place::Retiring(i) => (self.retiring.swap_remove(i), Was::Retiring),
         };
-        if let Some(s) = self.slots.get_mut(child.slot as usize) {
+        let (index, n) = (child.slot as usize, self.slots.len());
+        let slot = match self.slots.get_mut(index) {
+            Some(s) => Some(s),
+            None => self.parked.get_mut(index - n),
+        };
+        if let Some(s) = slot {
             s.past = s.past.plus(&child.stats);
             crate::ipc::add_mounts(&mut s.past_mounts, &child.mounts);
         }
@@ -348,6 +373,7 @@ impl Supervisor {
             .map(|r| r.waiters.into_iter().chain(r.queued.into_iter().flatten()))
             .into_iter()
             .flatten()
+            .chain(self.growing.drain(..).map(|g| g.waiter))
             .collect();
         Stopping::Drain { waiters }
     }
@@ -415,8 +441,11 @@ pub(super) mod tests {
     /// A supervisor of `n` slots whose workers (pids 100, 101, ...) were forked at `t0` and,
     /// if `ready`, are ready.
     pub(crate) fn supervisor(n: usize, ready: bool, t0: Instant) -> Supervisor {
-        let cpus: Vec<_> = (0..n).map(Some).collect();
-        let mut sup = Supervisor::new(SETTINGS, &cpus);
+        let placement = Placement {
+            cpus: (0..n).collect(),
+            pinned: true,
+        };
+        let mut sup = Supervisor::new(SETTINGS, placement, n);
         for (i, s) in sup.slots.iter_mut().enumerate() {
             let mut c = child(100 + i as i32, i as u32, t0);
             if ready {
