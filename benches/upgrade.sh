@@ -35,7 +35,7 @@ upgrades_under() { # upgrades_under LABEL WRK_ARGS...
   local label=$1; shift
   : > "$log"
   put v1
-  "$dir/app" 127.0.0.1:$port 2>>"$log" &
+  "$dir/app" --listen 127.0.0.1:$port 2>>"$log" &
   local master=$!
   until [ "$(grep -c 'ready (pid' "$log")" -ge 2 ]; do sleep 0.05; done
   wrk "$@" http://127.0.0.1:$port/ > "$dir/wrk" &

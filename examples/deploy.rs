@@ -4,7 +4,7 @@
 //! handler fails to start.
 //!
 //! ```text
-//! cargo run --release --example deploy -- 127.0.0.1:3000
+//! cargo run --release --example deploy -- --listen 127.0.0.1:3000
 //! curl localhost:3000/            # v1
 //! ```
 
@@ -43,19 +43,10 @@ fn main() {
         eprintln!("deploy: error: v3 exits at start-up");
         std::process::exit(1);
     }
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:3000".to_string());
-    let Ok(listen) = listen.parse() else {
-        eprintln!("deploy: error: {listen:?} is not IP:PORT; try 127.0.0.1:3000");
-        std::process::exit(2);
-    };
-    let result = Server::new(Versioned { version })
-        .listen(listen)
-        .workers(Workers::Count(2))
-        .run();
-    if let Err(e) = result {
-        eprintln!("deploy: error: {e}");
-        std::process::exit(2);
-    }
+    // The library's command line, as a user's own binary has it: `--listen`, `--workers`
+    // and every other flag, and `reload`, `status`, `scale`... to talk to a running one.
+    let server = Server::new(Versioned { version })
+        .listen("127.0.0.1:3000".parse().expect("an address"))
+        .workers(Workers::Count(2));
+    std::process::exit(ringmaster::cli::run(server));
 }

@@ -59,7 +59,7 @@ fn get(server: &Server) -> String {
 }
 
 fn start(app: &Path) -> Server {
-    Server::start_command(Command::new(app).arg("127.0.0.1:0"), 2)
+    Server::start_command(Command::new(app).args(["--listen", "127.0.0.1:0"]), 2)
 }
 
 #[test]
@@ -186,4 +186,195 @@ fn a_build_that_cannot_start_never_takes_over() {
         }
         dir.deploy("v2");
     }
+}
+
+/// The notification socket a test plays systemd with: each datagram with its sender's pid
+/// (`SO_PASSCRED`), as systemd checks it against `MAINPID` under `NotifyAccess=main`.
+struct Notify {
+    sock: std::os::unix::net::UnixDatagram,
+    /// Everything received so far: (sender pid, text).
+    seen: Vec<(i32, String)>,
+}
+
+impl Notify {
+    fn bind(path: &Path) -> Notify {
+        let sock = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        Notify {
+            sock,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads notifications until one contains `needle`; returns it with its sender's pid.
+    fn until(&mut self, needle: &str) -> (i32, String) {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
+        use std::os::fd::AsRawFd;
+        let deadline = std::time::Instant::now() + common::WAIT_MAX;
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no notification with {needle:?}; seen {:?}",
+                self.seen
+            );
+            let mut buf = [0u8; 4096];
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!(UnixCredentials);
+            let fd = self.sock.as_raw_fd();
+            let Ok(msg) = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::empty()) else {
+                continue;
+            };
+            let pid = msg
+                .cmsgs()
+                .unwrap()
+                .find_map(|c| match c {
+                    ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                    _ => None,
+                })
+                .expect("the sender's credentials");
+            let n = msg.bytes;
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            self.seen.push((pid, text.clone()));
+            if text.contains(needle) {
+                return (pid, text);
+            }
+        }
+    }
+}
+
+/// The value of `key=` in the contrib service unit.
+fn unit_line<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+}
+
+/// Runs the unit's `ExecReload=` command line, as `systemctl reload` does.
+fn exec_reload(line: &str) -> (bool, String) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let out = Command::new(words[0]).args(&words[1..]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_systemd_unit_deploys_a_new_build_keeping_its_main_pid_and_telling_systemd() {
+    use std::os::unix::process::CommandExt;
+    let dir = Dir::new("systemd");
+    dir.deploy("v1");
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd/ringmaster.service"),
+    )
+    .unwrap();
+    assert_eq!(unit_line(&unit, "Type"), "notify");
+    assert_eq!(unit_line(&unit, "NotifyAccess"), "main");
+    // The unit's own command lines, with this test's binary, runtime directory and a free
+    // metrics port in place of the installed ones.
+    let runtime = dir.0.join("run");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let local = |line: &str| {
+        line.replace(
+            "/usr/local/bin/ringmaster",
+            &dir.app().display().to_string(),
+        )
+        .replace("/run/ringmaster", &runtime.display().to_string())
+        .replace("127.0.0.1:9100", "127.0.0.1:0")
+    };
+    let exec_start = local(unit_line(&unit, "ExecStart"));
+    let reload = local(unit_line(&unit, "ExecReload"));
+    let watchdog_usec = unit_line(&unit, "WatchdogSec").parse::<u64>().unwrap() * 1_000_000;
+
+    // Socket activation as the socket unit does it: the listener at descriptor 3.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut notify = Notify::bind(&dir.0.join("notify.sock"));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let moved = match fd {
+        3 => String::new(),
+        _ => format!("exec 3<&{fd} {fd}<&-; "),
+    };
+    let script = format!("{moved}LISTEN_PID=$$ LISTEN_FDS=1 WATCHDOG_PID=$$ exec {exec_start}");
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", &script])
+        .env("NOTIFY_SOCKET", dir.0.join("notify.sock"))
+        .env("WATCHDOG_USEC", watchdog_usec.to_string());
+    // SAFETY (test): between fork and exec, let the listener survive exec (clear its
+    // close-on-exec flag); fcntl is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = Server::start_command(&mut command, 2);
+    drop(listener);
+    assert_eq!(server.addr, addr, "serves the socket systemd passed");
+    let main_pid = server.pid() as i32;
+    assert_eq!(notify.until("READY=1").0, main_pid);
+    assert_eq!(get(&server), "v1");
+
+    const EITHER: &[&str] = &["v1", "v2"];
+    let keep = Load::start_expecting(addr, 4, Style::KeepAlive, Some(EITHER));
+    let fresh = Load::start_expecting(addr, 2, Style::OnePerConnection, Some(EITHER));
+    wait_until("load flowing", || {
+        keep.tally().ok > 100 && fresh.tally().ok > 20
+    });
+
+    // `systemctl reload` after a new build was put at the path.
+    dir.deploy("v2");
+    let (ok, answer) = exec_reload(&reload);
+    assert!(
+        ok && answer.starts_with("ok: reloaded 2 workers"),
+        "{answer}"
+    );
+    let (pid, reloading) = notify.until("RELOADING=1");
+    assert_eq!(pid, main_pid);
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert_eq!(notify.until("READY=1").0, main_pid);
+    for _ in 0..10 {
+        assert_eq!(get(&server), "v2");
+    }
+
+    // A build whose workers cannot start: `systemctl reload` fails, saying why; the unit is
+    // ready again with the build before.
+    dir.deploy("v4");
+    let (ok, answer) = exec_reload(&reload);
+    assert!(!ok, "{answer}");
+    assert!(
+        answer.contains("reload failed") && answer.contains("exited before it was ready"),
+        "{answer}"
+    );
+    assert_eq!(notify.until("RELOADING=1").0, main_pid);
+    assert_eq!(notify.until("READY=1").0, main_pid);
+    assert_eq!(get(&server), "v2");
+    // A build that does not even run: ExecReload runs the binary at the path, so
+    // `systemctl reload` fails at once, and the build before serves on untouched.
+    dir.deploy("v3");
+    let (ok, answer) = exec_reload(&reload);
+    assert!(!ok && answer.contains("v3 exits at start-up"), "{answer}");
+    assert_eq!(get(&server), "v2");
+
+    let (keep, fresh) = (keep.stop(), fresh.stop());
+    for tally in [keep, fresh] {
+        assert_eq!((tally.failed, tally.refused), (0, 0), "{tally:?}");
+    }
+    // `systemctl stop` (KillMode=mixed: SIGTERM to the main process).
+    server.signal(libc::SIGTERM);
+    assert_eq!(notify.until("STOPPING=1").0, main_pid);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    // Every notification came from the one main pid: it never changed, so no MAINPID=.
+    assert!(
+        notify
+            .seen
+            .iter()
+            .all(|(pid, text)| *pid == main_pid && !text.contains("MAINPID=")),
+        "{:?}",
+        notify.seen
+    );
 }
