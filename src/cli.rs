@@ -15,9 +15,11 @@
 //! server's configuration and runs it; `status`, `reload`, `reopen`, `scale` and `stop` talk to a running
 //! master over its control socket; `probe` shows what this kernel's io_uring offers. Every usage error is one line on stderr and exit code 2.
 
+use crate::config_file;
 use crate::control::{PathOrigin, RequestError};
 use crate::{Config, CpuAffinity, ErrorKind, ListenMode, LogFormat, Serve, Server, Workers};
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -263,6 +265,11 @@ struct ServeArgs {
     /// /tmp/ringmaster-UID]
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+    /// Read settings from this TOML file: one key per flag, named as the flag without `--`
+    /// (`workers = 4`, `static = ["/=./public"]`); flags given here override it. Read again
+    /// at each reload, for the new workers.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Provided receive buffers per worker (a power of two). [default: 1024]
     #[arg(long, value_name = "N")]
     recv_buffers: Option<u16>,
@@ -546,9 +553,47 @@ pub fn run_builtin() -> i32 {
     dispatch(&cli, Server::new(router))
 }
 
-/// The command line, or the exit code after printing why it is not one (or the help).
+/// The command line, or the exit code after printing why it is not one (or the help). With
+/// `--config`, the file's settings come first and the flags given override them
+/// ([`crate::config_file`]).
 fn parse() -> Result<Cli, i32> {
-    Cli::try_parse().map_err(|e| {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = parse_from(&argv, None)?;
+    let Some(path) = cli.serve_args().config.clone() else {
+        return Ok(cli);
+    };
+    let text = config_file::text_for(&path).map_err(|e| usage_error(&e))?;
+    let flags = file_flags();
+    let file_args =
+        config_file::to_args(&text, &path, &flags, &argv).map_err(|e| usage_error(&e))?;
+    // After the program's name and the subcommand that takes the serve flags, if any.
+    let at = match cli.command {
+        Some(Command::Serve(_) | Command::Probe(_)) => 2,
+        _ => 1,
+    }
+    .min(argv.len());
+    // The file's flags alone first, so that a bad value is blamed on the file.
+    let alone: Vec<OsString> = argv[..at]
+        .iter()
+        .cloned()
+        .chain(file_args.clone())
+        .collect();
+    parse_from(&alone, Some(&path))?;
+    let merged: Vec<OsString> = argv[..at]
+        .iter()
+        .cloned()
+        .chain(file_args)
+        .chain(argv[at..].iter().cloned())
+        .collect();
+    let cli = parse_from(&merged, None)?;
+    config_file::remember(&path, &text);
+    Ok(cli)
+}
+
+/// Parses `argv`; an error is printed (blamed on the configuration file `file` if given) and
+/// becomes the exit code.
+fn parse_from(argv: &[OsString], file: Option<&std::path::Path>) -> Result<Cli, i32> {
+    Cli::try_parse_from(argv).map_err(|e| {
         use clap::error::ErrorKind as K;
         if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
             let _ = e.print();
@@ -557,9 +602,40 @@ fn parse() -> Result<Cli, i32> {
         let rendered = e.render().to_string();
         let first = rendered.lines().next().unwrap_or("invalid arguments");
         let first = first.strip_prefix("error: ").unwrap_or(first);
-        eprintln!("ringmaster: error: {first}; see `ringmaster --help`");
-        EXIT_USAGE
+        match file {
+            Some(path) => usage_error(&format!("config file {}: {first}", path.display())),
+            None => usage_error(&format!("{first}; see `ringmaster --help`")),
+        }
     })
+}
+
+/// The flags a configuration file may set: every serve flag but `--config` itself.
+fn file_flags() -> Vec<config_file::Flag> {
+    use clap::{ArgAction, CommandFactory};
+    Cli::command()
+        .get_arguments()
+        .filter_map(|arg| {
+            let name = arg.get_long()?;
+            let kind = match arg.get_action() {
+                ArgAction::SetTrue => config_file::Kind::Switch,
+                ArgAction::Append => config_file::Kind::Many,
+                ArgAction::Set => config_file::Kind::One,
+                _ => return None,
+            };
+            (name != "config").then(|| config_file::Flag {
+                name: name.to_string(),
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// Prints a usage or start-up error (one line), tells the master when this process was
+/// started as a new worker (a reload's answer then names it), and returns exit code 2.
+fn usage_error(message: &str) -> i32 {
+    eprintln!("ringmaster: error: {message}");
+    crate::master::exec::tell_master_failed(message);
+    EXIT_USAGE
 }
 
 impl Cli {

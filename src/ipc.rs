@@ -25,6 +25,7 @@ const TYPE_RELEASE: u8 = 6;
 const TYPE_MOUNTS: u8 = 7;
 const TYPE_REOPEN: u8 = 8;
 const TYPE_REOPENED: u8 = 9;
+const TYPE_FAILED: u8 = 10;
 
 /// Mounts (`--static`, `--proxy`) whose counters a worker reports, at most: a server with
 /// more refuses to start. The bound keeps [`Message::Mounts`] within one frame.
@@ -277,6 +278,22 @@ pub enum Message {
         /// 0, or the `errno` of the failed `open(2)`.
         errno: i32,
     },
+    /// worker → master: why it cannot start (the line it logs), just before it exits; at
+    /// most [`USER_BYTES_MAX`] bytes ([`Message::failed`] cuts a longer one). The master
+    /// puts it in a failed reload's answer.
+    Failed(String),
+}
+
+impl Message {
+    /// [`Message::Failed`] with `why`, cut to [`USER_BYTES_MAX`] bytes at a character
+    /// boundary.
+    pub fn failed(why: &str) -> Message {
+        let mut end = why.len().min(USER_BYTES_MAX);
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        Message::Failed(why[..end].to_string())
+    }
 }
 
 /// Why bytes could not be framed or unframed.
@@ -335,6 +352,8 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
         Message::Reopened { .. } => (TYPE_REOPENED, 16),
         Message::User(bytes) if bytes.len() > USER_BYTES_MAX => return Err(FrameError::Oversized),
         Message::User(bytes) => (TYPE_USER, bytes.len()),
+        Message::Failed(why) if why.len() > USER_BYTES_MAX => return Err(FrameError::Oversized),
+        Message::Failed(why) => (TYPE_FAILED, why.len()),
     };
     out.extend_from_slice(&(1 + payload_len as u32).to_le_bytes());
     out.push(kind);
@@ -361,6 +380,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
             out.extend_from_slice(&i64::from(*errno).to_le_bytes());
         }
         Message::User(bytes) => out.extend_from_slice(bytes),
+        Message::Failed(why) => out.extend_from_slice(why.as_bytes()),
     }
     Ok(())
 }
@@ -424,6 +444,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
             }
         }
         TYPE_USER => Message::User(payload.to_vec()),
+        TYPE_FAILED => Message::Failed(String::from_utf8_lossy(payload).into_owned()),
         TYPE_READY | TYPE_STATS | TYPE_MOUNTS | TYPE_SHUTDOWN | TYPE_ADOPT | TYPE_RELEASE
         | TYPE_REOPEN | TYPE_REOPENED => return Err(FrameError::BadPayload(kind)),
         other => return Err(FrameError::UnknownType(other)),
@@ -519,6 +540,8 @@ mod tests {
             },
             Message::User(Vec::new()),
             Message::User(vec![7; USER_BYTES_MAX]),
+            Message::failed("cannot start: the handler's start failed: no database"),
+            Message::failed(&"é".repeat(USER_BYTES_MAX)),
         ] {
             let bytes = frame(&msg);
             assert!(bytes.len() <= FRAME_BYTES_MAX);

@@ -87,6 +87,7 @@ mod civil;
 pub mod cli;
 mod cluster;
 mod config;
+mod config_file;
 mod connection;
 mod control;
 mod error;

@@ -174,6 +174,10 @@ struct Binary {
     this_image: bool,
     /// The binary of the reload running, opened when it forks its first successor.
     reload: Option<OwnedFd>,
+    /// The configuration file's text (`--config`) the current generation's workers run
+    /// with, when they are executed; and the one read for the reload running.
+    config: Option<String>,
+    reload_config: Option<String>,
     /// The current generation: 1 at start, one more for each completed reload.
     generation: u64,
     /// Each recent generation's binary as `status` names it, newest last (at most
@@ -198,6 +202,8 @@ impl Binary {
             current,
             this_image: true,
             reload: None,
+            config: None,
+            reload_config: None,
             generation: 1,
             identities: std::collections::VecDeque::with_capacity(GENERATIONS_SHOWN + 1),
             reloads_ok: 0,
@@ -275,12 +281,22 @@ impl Binary {
         }
     }
 
+    /// The configuration text a new worker is handed with its binary ([`Self::for_worker`]):
+    /// the one read for the reload running, for its successors.
+    fn config_for_worker(&self, reload: bool) -> Option<&str> {
+        match reload {
+            true => self.reload_config.as_deref(),
+            false => self.config.as_deref(),
+        }
+    }
+
     /// The reload that ran `reload`'s binary completed: it is the current generation's.
     fn reloaded(&mut self) {
         self.generation += 1;
         if let Some(fd) = self.reload.take() {
             self.current = Some(fd);
             self.this_image = false;
+            self.config = self.reload_config.take();
         }
     }
 }

@@ -48,6 +48,8 @@ pub(super) struct Child {
     /// The generation it belongs to: 1 for the workers started with the master, one more
     /// for each completed reload (a reload's successors belong to the next).
     pub(super) generation: u64,
+    /// Why it cannot start, as it told the master before exiting ([`ipc::Message::Failed`]).
+    pub(super) failure: Option<String>,
 }
 
 impl Child {
@@ -73,6 +75,7 @@ impl Child {
             mounts: Vec::new(),
             recycle_after,
             generation: 1,
+            failure: None,
         }
     }
 

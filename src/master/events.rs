@@ -53,11 +53,18 @@ impl<H: Serve> Master<'_, H> {
         self.pipes.retain(|p| p.pid != pid);
         self.reopening.gone(pid);
         if let Was::Successor(slot, purpose) = was {
-            let why = format!(
-                "the new worker {} exited before it was ready ({})",
-                child.slot,
-                describe(exit)
-            );
+            let why = match &child.failure {
+                Some(failure) => format!(
+                    "the new worker {} exited before it was ready ({}: {failure})",
+                    child.slot,
+                    describe(exit)
+                ),
+                None => format!(
+                    "the new worker {} exited before it was ready ({})",
+                    child.slot,
+                    describe(exit)
+                ),
+            };
             self.replacement_failed(slot, purpose, &why);
         }
         log!(
@@ -129,6 +136,11 @@ impl<H: Serve> Master<'_, H> {
                 }
             }
             Message::Reopened { round, errno } => self.reopening.answered(pid, round, errno),
+            Message::Failed(why) => {
+                if let Some(child) = self.sup.child_mut(pid) {
+                    child.failure = Some(why);
+                }
+            }
             other => log!("worker pid {pid}: unexpected message {other:?}"),
         }
     }

@@ -14,6 +14,7 @@
 //! designs weighed.
 
 use crate::config::Config;
+use crate::config_file::CONFIG_ENV;
 use crate::error::Error;
 use crate::log::log;
 use crate::worker;
@@ -134,7 +135,7 @@ impl Handed {
 /// In the forked child: executes the binary `exe` as the worker `handed` describes. Its
 /// descriptors survive the exec (their close-on-exec flag is cleared); everything else the
 /// child holds was closed already. Returns only on failure, with the exit code to use.
-pub(super) fn exec_worker(exe: RawFd, handed: &Handed) -> i32 {
+pub(super) fn exec_worker(exe: RawFd, handed: &Handed, config: Option<&str>) -> i32 {
     for fd in handed.descriptors() {
         if let Err(e) = set_cloexec(fd, false) {
             log!("exec: keeping descriptor {fd}: {e}");
@@ -150,7 +151,7 @@ pub(super) fn exec_worker(exe: RawFd, handed: &Handed) -> i32 {
         return 127;
     };
     let mut envp: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| k != WORKER_ENV)
+        .filter(|(k, _)| k != WORKER_ENV && k != CONFIG_ENV)
         .filter_map(|(k, v)| {
             let mut kv = k;
             kv.push("=");
@@ -159,6 +160,13 @@ pub(super) fn exec_worker(exe: RawFd, handed: &Handed) -> i32 {
         })
         .collect();
     envp.push(CString::new(format!("{WORKER_ENV}={}", handed.encode())).expect("no NUL"));
+    if let Some(text) = config {
+        let Ok(var) = CString::new(format!("{CONFIG_ENV}={text}")) else {
+            log!("exec: the configuration file holds a NUL byte");
+            return 127;
+        };
+        envp.push(var);
+    }
     let argv_ptrs: Vec<*const libc::c_char> = argv
         .iter()
         .map(|a| a.as_ptr())
@@ -242,6 +250,24 @@ pub(crate) fn worker_main<H: crate::Serve>(config: &Config, handler: &H) -> Opti
     let master = nix::unistd::Pid::from_raw(handed.master);
     let code = super::fork::child_main(&config, handler, handed.cpu, master, setup);
     std::process::exit(code);
+}
+
+/// In a worker, or a process started as one (its environment has [`WORKER_ENV`]) that
+/// fails before it runs the worker (its command line or configuration file is refused):
+/// tells the master why it cannot start ([`Message::Failed`](crate::ipc::Message::Failed)),
+/// for a failed reload's answer. Does nothing anywhere else.
+pub(crate) fn tell_master_failed(why: &str) {
+    let fd = crate::ipc::to_master().or_else(|| {
+        let text = std::env::var(WORKER_ENV).ok()?;
+        Some(Handed::decode(&text)?.to_master)
+    });
+    if let Some(fd) = fd {
+        // SAFETY: the master handed this descriptor (the pipe to it) to this process, which
+        // has not closed it: borrowed for one write.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        // Best effort on the way out: a master that cannot be told still sees the exit.
+        let _ = crate::ipc::write_frame(fd, &crate::ipc::Message::failed(why));
+    }
 }
 
 /// What `handed` would be for the descriptors of `setup`.

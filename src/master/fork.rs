@@ -117,7 +117,8 @@ impl<H: Serve> Master<'_, H> {
             Some(exe) => {
                 let direct = self.config.uring.direct_descriptors;
                 let handed = super::exec::handed(&setup, self.pid.as_raw(), direct);
-                super::exec::exec_worker(exe.as_raw_fd(), &handed)
+                let config = self.binary.config_for_worker(reload);
+                super::exec::exec_worker(exe.as_raw_fd(), &handed, config)
             }
             None => child_main(self.config, self.handler, cpu, self.pid, setup),
         };

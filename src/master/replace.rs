@@ -44,8 +44,15 @@ impl<H: Serve> Master<'_, H> {
             return;
         };
         if !plan.fork.is_empty() && self.binary.reload.is_none() {
-            // The binary on disk now: every successor of this reload runs this very file.
+            // The binary on disk now: every successor of this reload runs this very file,
+            // with the configuration file as it is now.
             if let Some(path) = &self.binary.path {
+                if let Some((config, _)) = crate::config_file::started_with() {
+                    match crate::config_file::read(config) {
+                        Ok(text) => self.binary.reload_config = Some(text),
+                        Err(e) => return self.reload_failed(&e),
+                    }
+                }
                 match super::exec::open_binary(path) {
                     Ok(fd) => self.binary.opened_for_reload(fd),
                     Err(e) => return self.reload_failed(&e),
@@ -121,6 +128,7 @@ impl<H: Serve> Master<'_, H> {
         };
         log!("RELOAD FAILED: {why}; the old workers keep serving");
         self.binary.reload = None;
+        self.binary.reload_config = None;
         for pid in killed {
             signal(pid, Signal::SIGKILL);
         }

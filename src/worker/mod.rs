@@ -140,14 +140,10 @@ pub(crate) fn run<H: Serve>(config: &Config, handler: &H, setup: Setup) -> i32 {
     };
     let mut worker = match Worker::new(config, handler, setup) {
         Ok(w) => w,
-        Err(e) => {
-            log!("cannot start: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(e) => return cannot_start(&format!("cannot start: {e}")),
     };
     if let Err(e) = handler.start_worker(&info) {
-        log!("cannot start: the handler's start failed: {e}");
-        return EXIT_CONFIG;
+        return cannot_start(&format!("cannot start: the handler's start failed: {e}"));
     }
     match worker.serve() {
         Ok(()) => 0,
@@ -156,6 +152,14 @@ pub(crate) fn run<H: Serve>(config: &Config, handler: &H, setup: Setup) -> i32 {
             1
         }
     }
+}
+
+/// Logs why the worker cannot start and tells the master, for a failed reload's answer;
+/// returns the exit code that says so.
+fn cannot_start(why: &str) -> i32 {
+    log!("{why}");
+    crate::master::exec::tell_master_failed(why);
+    EXIT_CONFIG
 }
 
 struct Worker<'h, H: Serve> {

@@ -1,0 +1,259 @@
+//! `--config PATH`: a TOML file holding the same settings as the flags, one key per flag,
+//! named as the flag without its dashes (`workers = 4`, `listen = "127.0.0.1:8080"`,
+//! `exit-on-panic = true`, `static = ["/=./public"]`). Flags given on the command line
+//! override the file's keys (a list flag such as `--static` replaces the file's list).
+//!
+//! The file is turned into the flags it stands for and parsed by the one command-line
+//! parser, so every setting, its check and its error are the flags' own, and a new flag is a
+//! new key with no code here. An unknown key, a table, or a value of the wrong shape is an
+//! error naming the file and the key.
+//!
+//! The file is read once at start, and again at each reload: the reload's new workers run
+//! with what the file says then (handed its text in [`CONFIG_ENV`], so that a worker of that
+//! generation respawned later runs the same settings even if the file changed since).
+//! Settings of the master itself (listening, workers, metrics, the control socket,
+//! timeouts the master keeps) take a restart, as for a new binary.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The largest configuration file read.
+pub(crate) const CONFIG_BYTES_MAX: u64 = 64 * 1024;
+
+/// The environment variable that hands a worker started from a binary its generation's
+/// configuration text.
+pub(crate) const CONFIG_ENV: &str = "RINGMASTER_CONFIG";
+
+/// How a flag takes its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A switch (`--exit-on-panic`): `true` or `false` in the file.
+    Switch,
+    /// One value: a string or a number in the file.
+    One,
+    /// Repeatable (`--static`): a list in the file (or one value).
+    Many,
+}
+
+/// A flag the file may set: its long name and how it takes its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Flag {
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
+}
+
+/// The path and text the master started with.
+static STARTED_WITH: OnceLock<(PathBuf, String)> = OnceLock::new();
+
+/// Records the file the master started with, for [`started_with`].
+pub(crate) fn remember(path: &Path, text: &str) {
+    let _ = STARTED_WITH.set((path.to_path_buf(), text.to_string()));
+}
+
+/// The configuration file this process started with, and its text then.
+pub(crate) fn started_with() -> Option<&'static (PathBuf, String)> {
+    STARTED_WITH.get()
+}
+
+/// The configuration text for `path`: the one handed in [`CONFIG_ENV`] to a worker started
+/// from a binary, else the file's, read whole (at most [`CONFIG_BYTES_MAX`]).
+pub(crate) fn text_for(path: &Path) -> Result<String, String> {
+    let handed = std::env::var_os(crate::master::exec::WORKER_ENV).is_some();
+    if let (true, Some(text)) = (handed, std::env::var_os(CONFIG_ENV)) {
+        std::env::remove_var(CONFIG_ENV);
+        return text
+            .into_string()
+            .map_err(|_| format!("{CONFIG_ENV} is not UTF-8"));
+    }
+    read(path)
+}
+
+/// Reads the file whole, at most [`CONFIG_BYTES_MAX`] bytes; the error names the file.
+pub(crate) fn read(path: &Path) -> Result<String, String> {
+    let p = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("config file {p}: {e}"))?;
+    let mut text = String::new();
+    file.take(CONFIG_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("config file {p}: {e}"))?;
+    if text.len() as u64 > CONFIG_BYTES_MAX {
+        return Err(format!(
+            "config file {p}: over {CONFIG_BYTES_MAX} bytes; a configuration is a few lines"
+        ));
+    }
+    Ok(text)
+}
+
+/// The flags the TOML `text` (of the file `path`) stands for, leaving out those the command
+/// line gives (`given`: its arguments), which override them. `flags` are those the file may
+/// set.
+pub(crate) fn to_args(
+    text: &str,
+    path: &Path,
+    flags: &[Flag],
+    given: &[OsString],
+) -> Result<Vec<OsString>, String> {
+    let p = path.display();
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("config file {p}: {}", one_line(&e.to_string())))?;
+    let mut args = Vec::new();
+    for (key, value) in &table {
+        let Some(flag) = flags.iter().find(|f| f.name == *key) else {
+            return Err(format!(
+                "config file {p}: unknown key `{key}`; its keys are the long flags without \
+                 `--` (see --help)"
+            ));
+        };
+        let long = format!("--{key}");
+        let on_command_line = given.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+        });
+        if on_command_line {
+            continue;
+        }
+        let shape = |what: &str| format!("config file {p}: `{key}` {what}");
+        match (flag.kind, value) {
+            (Kind::Switch, toml::Value::Boolean(true)) => args.push(long.into()),
+            (Kind::Switch, toml::Value::Boolean(false)) => {}
+            (Kind::Switch, _) => return Err(shape("is a switch: give true or false")),
+            (Kind::Many, toml::Value::Array(items)) => {
+                for item in items {
+                    args.push(long.clone().into());
+                    args.push(scalar(item).ok_or_else(|| shape("lists a table or a list"))?);
+                }
+            }
+            (_, toml::Value::Array(_)) => return Err(shape("takes one value, not a list")),
+            (_, value) => {
+                let value = scalar(value).ok_or_else(|| shape("is a table"))?;
+                args.push(long.into());
+                args.push(value);
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// A string, number or boolean as the flag's text.
+fn scalar(value: &toml::Value) -> Option<OsString> {
+    match value {
+        toml::Value::String(s) => Some(s.into()),
+        toml::Value::Integer(n) => Some(n.to_string().into()),
+        toml::Value::Float(x) => Some(x.to_string().into()),
+        toml::Value::Boolean(b) => Some(b.to_string().into()),
+        _ => None,
+    }
+}
+
+/// The parser's error, on one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags() -> Vec<Flag> {
+        [
+            ("workers", Kind::One),
+            ("listen", Kind::One),
+            ("exit-on-panic", Kind::Switch),
+            ("static", Kind::Many),
+            ("drain-timeout", Kind::One),
+        ]
+        .into_iter()
+        .map(|(name, kind)| Flag {
+            name: name.to_string(),
+            kind,
+        })
+        .collect()
+    }
+
+    fn args(text: &str, given: &[&str]) -> Result<Vec<String>, String> {
+        let given: Vec<OsString> = given.iter().map(OsString::from).collect();
+        to_args(text, Path::new("/etc/app.toml"), &flags(), &given)
+            .map(|a| a.into_iter().map(|s| s.into_string().unwrap()).collect())
+    }
+
+    #[test]
+    fn keys_become_the_flags_they_name_unless_the_command_line_gives_them() {
+        let text = r#"
+            workers = 4
+            listen = "127.0.0.1:8080"
+            exit-on-panic = true
+            static = ["/=./public", "/img=/srv/img"]
+            drain-timeout = 2.5
+        "#;
+        let mut got = args(text, &[]).unwrap();
+        got.sort();
+        let mut want = [
+            "--workers",
+            "4",
+            "--listen",
+            "127.0.0.1:8080",
+            "--exit-on-panic",
+            "--static",
+            "/=./public",
+            "--static",
+            "/img=/srv/img",
+            "--drain-timeout",
+            "2.5",
+        ];
+        want.sort();
+        assert_eq!(got, want);
+        // Flags on the command line win, whole lists included.
+        let got = args(
+            text,
+            &["--workers", "2", "--static=/=/x", "--exit-on-panic"],
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            ["--drain-timeout", "2.5", "--listen", "127.0.0.1:8080"],
+            "toml tables iterate in key order"
+        );
+        assert_eq!(
+            args("exit-on-panic = false", &[]).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_or_a_wrong_shape_is_an_error_naming_the_file_and_the_key() {
+        for (text, says) in [
+            (
+                "wokers = 4",
+                "config file /etc/app.toml: unknown key `wokers`",
+            ),
+            ("exit-on-panic = 1", "`exit-on-panic` is a switch"),
+            ("workers = [1, 2]", "`workers` takes one value, not a list"),
+            ("[listen]\nport = 3", "`listen` is a table"),
+            ("static = [[1]]", "`static` lists a table or a list"),
+            ("workers = ", "config file /etc/app.toml: "),
+        ] {
+            let err = args(text, &[]).unwrap_err();
+            assert!(err.contains(says), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn a_file_past_the_bound_is_refused() {
+        let dir = std::env::temp_dir().join(format!("rm-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.toml");
+        std::fs::write(&big, "#".repeat(CONFIG_BYTES_MAX as usize + 1)).unwrap();
+        assert!(read(&big).unwrap_err().contains("over 65536 bytes"));
+        let edge = dir.join("edge.toml");
+        std::fs::write(&edge, "#".repeat(CONFIG_BYTES_MAX as usize)).unwrap();
+        assert!(read(&edge).is_ok());
+        assert!(read(&dir.join("missing.toml"))
+            .unwrap_err()
+            .contains("missing.toml: No such file"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,159 @@
+//! `--config PATH`: the flags' settings from a TOML file, flags over the file, an unknown
+//! key refused with its name, and the file read again at each reload for the new workers.
+
+mod common;
+
+use common::{control, exchange, one_error_line, wait_until, Server};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A directory for one test's files, removed when dropped.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir =
+            std::env::temp_dir().join(format!("ringmaster-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `text` to `name` the way an editor or a deploy does: beside it, then renamed.
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let next = self.path(&format!("{name}.next"));
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, self.path(name)).unwrap();
+        self.path(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn ringmaster(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn get(server: &Server, target: &str) -> (u16, String) {
+    let raw = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (res, _) = exchange(server.addr, raw.as_bytes());
+    (res.status, String::from_utf8_lossy(&res.body).into_owned())
+}
+
+#[test]
+fn the_file_sets_what_the_flags_do_and_a_flag_overrides_it() {
+    let dir = Dir::new("precedence");
+    let config = dir.write(
+        "app.toml",
+        "# as the flags, without the dashes\nworkers = 1\nlisten = \"127.0.0.1:0\"\n\
+         cpu-affinity = \"none\"\nexit-on-panic = true\n",
+    );
+    let config = config.to_str().unwrap();
+    let server = Server::start(&["--config", config]);
+    let line = server.wait_log("listening on 127.0.0.1:");
+    assert!(line.contains("(1 workers"), "{line}");
+    server.wait_log("cpu none");
+    drop(server);
+    // A flag given beats the file's key.
+    let server = Server::start(&["--config", config, "--workers", "2"]);
+    assert!(server.wait_log("listening on").contains("(2 workers"));
+    // `probe` takes the file too.
+    let out = ringmaster(&["probe", "--json", "--config", config]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn an_unknown_key_or_a_bad_value_is_one_line_naming_the_file_and_the_key() {
+    let dir = Dir::new("bad");
+    for (text, says) in [
+        ("wokers = 2\n", "unknown key `wokers`"),
+        (
+            "workers = \"many\"\n",
+            "invalid value 'many' for '--workers <N|auto>'",
+        ),
+        ("exit-on-panic = \"yes\"\n", "`exit-on-panic` is a switch"),
+        ("workers = 2\nworkers = 3\n", "duplicate key"),
+    ] {
+        let config = dir.write("bad.toml", text);
+        let out = ringmaster(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {out:?}");
+        let line = one_error_line(&out);
+        assert!(
+            line.contains(&format!("config file {}: ", config.display())) && line.contains(says),
+            "{text:?}: {line}"
+        );
+    }
+    let out = ringmaster(&["--config", dir.path("missing.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_error_line(&out).contains("missing.toml: No such file"));
+}
+
+/// A file `name` holding `text` in a new directory `sub`.
+fn site(dir: &Dir, sub: &str, text: &str) -> PathBuf {
+    let root = dir.path(sub);
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("page.txt"), text).unwrap();
+    root
+}
+
+fn mount(root: &Path) -> String {
+    format!("static = [\"/files={}\"]\n", root.display())
+}
+
+#[test]
+fn a_reload_runs_the_new_workers_with_the_file_as_it_is_then() {
+    let dir = Dir::new("reload");
+    let (a, b) = (site(&dir, "a", "site a"), site(&dir, "b", "site b"));
+    let config = dir.write("app.toml", &format!("workers = 2\n{}", mount(&a)));
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    assert_eq!(get(&server, "/files/page.txt"), (200, "site a".to_string()));
+
+    dir.write("app.toml", &format!("workers = 2\n{}", mount(&b)));
+    let answer = control(&server, "reload");
+    assert!(answer.starts_with("ok: reloaded 2 workers"), "{answer}");
+    for _ in 0..10 {
+        assert_eq!(get(&server, "/files/page.txt"), (200, "site b".to_string()));
+    }
+
+    // A worker of that generation respawned later runs the same settings, whatever the
+    // file says since.
+    dir.write("app.toml", &format!("workers = 2\n{}", mount(&a)));
+    let workers = server.worker_pids();
+    // SAFETY (test): a signal to a worker of the server this test started.
+    assert_eq!(unsafe { libc::kill(workers[0] as i32, libc::SIGKILL) }, 0);
+    wait_until("the worker respawned", || {
+        let now = server.worker_pids();
+        now.len() == 2 && !now.contains(&workers[0])
+    });
+    server.wait_log_count("ready (pid", 5);
+    for _ in 0..10 {
+        assert_eq!(get(&server, "/files/page.txt"), (200, "site b".to_string()));
+    }
+
+    // A file the new workers refuse: the reload fails naming the key, and the workers
+    // before serve on.
+    dir.write("app.toml", &format!("wokers = 2\n{}", mount(&a)));
+    let answer = control(&server, "reload");
+    assert!(
+        answer.starts_with("error: reload failed: the new worker 0 exited before it was ready")
+            && answer.contains("unknown key `wokers`"),
+        "{answer}"
+    );
+    assert_eq!(get(&server, "/files/page.txt"), (200, "site b".to_string()));
+}
