@@ -145,7 +145,11 @@ fn a_build_that_cannot_start_never_takes_over() {
     const ONLY: &[&str] = &["v2"];
     for (bad, cause) in [
         ("v3", "exited before it was ready (exit code 1)"),
-        ("v4", "exited before it was ready"),
+        (
+            "v4",
+            "exited before it was ready (exit code 78: cannot start: the handler's start \
+             failed: v4 cannot start",
+        ),
     ] {
         let keep = Load::start_expecting(server.addr, 2, Style::KeepAlive, Some(ONLY));
         let fresh = Load::start_expecting(server.addr, 2, Style::OnePerConnection, Some(ONLY));
