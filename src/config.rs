@@ -45,9 +45,10 @@ pub enum Workers {
 /// Pinning is the default: each worker keeps its CPU's caches and never migrates. On a host
 /// whose CPUs other busy processes share (a database, a batch job), a pinned worker may
 /// wait for its one CPU while another idles; there `Unpinned` lets the scheduler move it.
-/// Measured on 2 vCPUs shared with wrk and other builds (`BENCHMARKS.md`, "Pinned or not",
-/// 2026-11-27), pinning still won: 1.16× the requests/s keep-alive, 1.22× pipelined, at
-/// 1.10× and 1.01× the CPU per request. Measure on the host before choosing `Unpinned`.
+/// Measured on 2 vCPUs (`BENCHMARKS.md`, "Pinned or not", 2026-11-27): with wrk sharing the
+/// CPUs, unpinned workers served 1.39× the requests/s keep-alive (1.32× pipelined) at 0.89×
+/// the CPU per request; with other builds running too, pinned ones served 1.16× (1.22×).
+/// Which wins depends on what else runs there: measure on the host before choosing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CpuAffinity {
     /// Worker *i* is pinned to the *i*-th CPU of the process's affinity mask, wrapping
