@@ -48,5 +48,5 @@ fn main() {
     let server = Server::new(Versioned { version })
         .listen("127.0.0.1:3000".parse().expect("an address"))
         .workers(Workers::Count(2));
-    std::process::exit(ringmaster::cli::run(server));
+    std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
 }

@@ -64,5 +64,5 @@ fn main() {
                 cluster.broadcast(&total.to_le_bytes());
             }
         });
-    std::process::exit(ringmaster::cli::run(server));
+    std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
 }

@@ -81,5 +81,8 @@ fn main() {
         .get("/api/status", |_: &Request<'_>, res: &mut Response| {
             res.body("a route under a mount wins");
         });
-    std::process::exit(ringmaster::cli::run(Server::new(router)));
+    std::process::exit(ringmaster::cli::run(
+        ringmaster::app!(),
+        Server::new(router),
+    ));
 }

@@ -78,5 +78,5 @@ fn main() {
         request_body_bytes_max: Limits::REQUEST_BODY_BYTES_MAX,
         ..Limits::default()
     });
-    std::process::exit(ringmaster::cli::run(server));
+    std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
 }

@@ -366,14 +366,17 @@ fn start(worker: &WorkerInfo) -> Result<(), String> {
 fn main() {
     // The same Hello World as the built-in one, sync or async: what the async path costs.
     match std::env::var("TESTBED_HELLO").as_deref() {
-        Ok("sync") => std::process::exit(ringmaster::cli::run(Server::new(ringmaster::HelloWorld))),
+        Ok("sync") => std::process::exit(ringmaster::cli::run(
+            ringmaster::app!(),
+            Server::new(ringmaster::HelloWorld),
+        )),
         Ok("async") => {
             let server = Server::new_async(|_req: OwnedRequest| async {
                 let mut res = Response::new();
                 res.header("Content-Type", "text/plain").body("Hello World");
                 res
             });
-            std::process::exit(ringmaster::cli::run(server));
+            std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
         }
         _ => {}
     }
@@ -383,9 +386,12 @@ fn main() {
             when: |req: &Request<'_>| req.path() == "/upload",
             handler: move |req: OwnedRequest| answer_async(testbed.clone(), req),
         });
-        std::process::exit(ringmaster::cli::run(hooks(server)));
+        std::process::exit(ringmaster::cli::run(ringmaster::app!(), hooks(server)));
     }
-    std::process::exit(ringmaster::cli::run(hooks(Server::new(Testbed::default()))));
+    std::process::exit(ringmaster::cli::run(
+        ringmaster::app!(),
+        hooks(Server::new(Testbed::default())),
+    ));
 }
 
 /// Every cluster hook, logging, and answering messages.

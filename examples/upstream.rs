@@ -95,5 +95,5 @@ fn main() {
         }
     };
     let server = Server::new_async(move |req: OwnedRequest| handle(upstream, req));
-    std::process::exit(ringmaster::cli::run(server));
+    std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
 }

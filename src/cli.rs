@@ -7,7 +7,7 @@
 //!     let server = Server::new(|_: &Request<'_>, res: &mut Response| {
 //!         res.body("hi");
 //!     });
-//!     std::process::exit(ringmaster::cli::run(server));
+//!     std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
 //! }
 //! ```
 //!
@@ -48,7 +48,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve HTTP (what ringmaster does when no command is given).
+    /// Serve HTTP (what runs when no command is given).
     Serve(Box<ServeArgs>),
     /// Show the running master's workers.
     Status {
@@ -104,22 +104,29 @@ struct Target {
     /// root, else /tmp/ringmaster-UID). Only a master of this user or root is talked to.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
-    /// The address the master listens on; its port names the control socket.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:3000", value_parser = parse_listen)]
-    listen: SocketAddr,
+    /// The address the master listens on; its port names the control socket. [default:
+    /// the server's own, as `--help` shows it for serving]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+    /// Take `listen` and `control` from this TOML file too, as the server does (its other
+    /// keys are the server's).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
 }
 
 impl Target {
-    fn path(&self) -> PathBuf {
+    /// The control socket of the master that `defaults` (the server's configuration) with
+    /// these flags over it would start.
+    fn path(&self, defaults: &Config) -> PathBuf {
         let config = Config {
-            control: self.control.clone(),
+            control: self.control.clone().or_else(|| defaults.control.clone()),
             ..Config::default()
         };
-        config.control_path(self.listen.port())
+        config.control_path(self.listen.unwrap_or(defaults.listen).port())
     }
 
-    fn origin(&self) -> PathOrigin {
-        PathOrigin::of(self.control.as_deref())
+    fn origin(&self, defaults: &Config) -> PathOrigin {
+        PathOrigin::of(self.control.as_deref().or(defaults.control.as_deref()))
     }
 }
 
@@ -459,20 +466,55 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Parses the process's arguments and runs what they ask: serves with `server` (the flags
-/// given override its configuration) or talks to a running master. Returns the exit code.
-pub fn run<H: Serve>(server: Server<H>) -> i32 {
-    let cli = match parse() {
+/// What a command line is for: the program's name and version, which `--help`,
+/// `--version` and every error line show. [`app!`](crate::app) makes one from the calling
+/// crate's `Cargo.toml`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct App {
+    name: &'static str,
+    version: &'static str,
+}
+
+impl App {
+    /// An application named `name` at `version`.
+    pub const fn new(name: &'static str, version: &'static str) -> App {
+        App { name, version }
+    }
+
+    /// The `ringmaster` binary's own.
+    const RINGMASTER: App = App::new("ringmaster", env!("CARGO_PKG_VERSION"));
+}
+
+/// The calling crate's [`App`](crate::cli::App): its package name and version, from its
+/// `Cargo.toml`.
+///
+/// ```no_run
+/// let server = ringmaster::Server::new(ringmaster::HelloWorld);
+/// std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
+/// ```
+#[macro_export]
+macro_rules! app {
+    () => {
+        $crate::cli::App::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+    };
+}
+
+/// Parses the process's arguments as `app`'s and runs what they ask: serves with `server`
+/// (its configuration, then a `--config` file, then the environment, then the flags given,
+/// each over the one before) or talks to a running master (found from the same settings:
+/// `myapp status` finds the server `myapp` started). Returns the exit code.
+pub fn run<H: Serve>(app: App, server: Server<H>) -> i32 {
+    let _ = APP.set(app);
+    let cli = match parse(&app, server.config_ref()) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
     let args = cli.serve_args();
     if !args.statics.is_empty() || !args.proxies.is_empty() {
-        eprintln!(
-            "ringmaster: error: --static and --proxy are the ringmaster binary's; in a \
-             program, mount ringmaster::files::Static or ringmaster::proxy::Proxy on a Router"
+        return usage_error(
+            "--static and --proxy are the ringmaster binary's; in a program, mount \
+             ringmaster::files::Static or ringmaster::proxy::Proxy on a Router",
         );
-        return EXIT_USAGE;
     }
     dispatch(&cli, server)
 }
@@ -482,7 +524,9 @@ pub fn run<H: Serve>(server: Server<H>) -> i32 {
 /// beneath their prefixes, each mount's answers counted for `status` and `/metrics` (at most
 /// [`MOUNTS_MAX`](crate::ipc::MOUNTS_MAX) mounts).
 pub fn run_builtin() -> i32 {
-    let cli = match parse() {
+    let app = App::RINGMASTER;
+    let _ = APP.set(app);
+    let cli = match parse(&app, &Config::default()) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -493,12 +537,11 @@ pub fn run_builtin() -> i32 {
     }
     let mounts = statics.len() + args.proxies.len();
     if mounts > crate::ipc::MOUNTS_MAX {
-        eprintln!(
-            "ringmaster: error: {mounts} mounts given (--static and --proxy together); at most \
-             {} are served, each with its own counters; merge mounts under a common prefix",
+        return usage_error(&format!(
+            "{mounts} mounts given (--static and --proxy together); at most {} are served, \
+             each with its own counters; merge mounts under a common prefix",
             crate::ipc::MOUNTS_MAX
-        );
-        return EXIT_USAGE;
+        ));
     }
     let mut router = crate::Router::new().fallback(crate::HelloWorld);
     let timeout = args.proxy_timeout.unwrap_or(crate::proxy::READ_TIMEOUT);
@@ -510,10 +553,9 @@ pub fn run_builtin() -> i32 {
         ("--proxy-total-timeout", total),
     ] {
         if limit.is_zero() {
-            eprintln!(
-                "ringmaster: error: {flag} 0: an upstream needs some time; give seconds above 0"
-            );
-            return EXIT_USAGE;
+            return usage_error(&format!(
+                "{flag} 0: an upstream needs some time; give seconds above 0"
+            ));
         }
     }
     for (prefix, urls) in &args.proxies {
@@ -526,11 +568,7 @@ pub fn run_builtin() -> i32 {
                 .map_err(|e| e.to_string())
         });
         if let Err(e) = mounted {
-            eprintln!(
-                "ringmaster: error: --proxy {prefix}={}: {e}",
-                urls.join(",")
-            );
-            return EXIT_USAGE;
+            return usage_error(&format!("--proxy {prefix}={}: {e}", urls.join(",")));
         }
     }
     for (prefix, dir) in statics {
@@ -543,57 +581,91 @@ pub fn run_builtin() -> i32 {
                     .map_err(|e| e.to_string())
             });
         if let Err(e) = mounted {
-            eprintln!(
-                "ringmaster: error: --static {prefix}={}: {e}",
-                dir.display()
-            );
-            return EXIT_USAGE;
+            return usage_error(&format!("--static {prefix}={}: {e}", dir.display()));
         }
     }
     dispatch(&cli, Server::new(router))
 }
 
-/// The command line, or the exit code after printing why it is not one (or the help). With
-/// `--config`, the file's settings come first and the flags given override them
-/// ([`crate::config_file`]).
-fn parse() -> Result<Cli, i32> {
+/// The command line, or the exit code after printing why it is not one (or the help).
+/// Settings come from four layers, each over the one before: the server's configuration
+/// (`defaults`, shown in `--help`), the `--config` file, the environment (`RINGMASTER_*`
+/// and `PORT`), and the flags given ([`crate::config_file`]). A command that talks to a
+/// running master takes its `listen` and `control` from the same layers, so it finds the
+/// master the same settings started.
+fn parse(app: &App, defaults: &Config) -> Result<Cli, i32> {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let cli = parse_from(&argv, None)?;
-    let Some(path) = cli.serve_args().config.clone() else {
-        return Ok(cli);
-    };
-    let text = config_file::text_for(&path).map_err(|e| usage_error(&e))?;
-    let flags = file_flags();
-    let file_args =
-        config_file::to_args(&text, &path, &flags, &argv).map_err(|e| usage_error(&e))?;
-    // After the program's name and the subcommand that takes the serve flags, if any.
+    let cli = parse_from(app, defaults, &argv, None)?;
+    let all = file_flags();
+    let serves = matches!(
+        cli.command,
+        None | Some(Command::Serve(_) | Command::Probe(_))
+    );
+    // After the program's name, and after the subcommand if one is given.
     let at = match cli.command {
-        Some(Command::Serve(_) | Command::Probe(_)) => 2,
-        _ => 1,
+        None => 1,
+        Some(_) => 2,
     }
     .min(argv.len());
-    // The file's flags alone first, so that a bad value is blamed on the file.
-    let alone: Vec<OsString> = argv[..at]
-        .iter()
-        .cloned()
-        .chain(file_args.clone())
-        .collect();
-    parse_from(&alone, Some(&path))?;
-    let merged: Vec<OsString> = argv[..at]
-        .iter()
-        .cloned()
-        .chain(file_args)
+    let takes = |name: &str| serves || matches!(name, "listen" | "control");
+    let env_args = config_file::env_args(&all, &argv, takes).map_err(|e| usage_error(&e))?;
+    let given: Vec<OsString> = argv.iter().chain(&env_args).cloned().collect();
+    let file = match cli.config_path() {
+        Some(path) => {
+            let text = config_file::text_for(path).map_err(|e| usage_error(&e))?;
+            let args = config_file::to_args(&text, path, &all, &given, takes)
+                .map_err(|e| usage_error(&e))?;
+            Some((path.to_path_buf(), text, args))
+        }
+        None => None,
+    };
+    if env_args.is_empty() && file.is_none() {
+        return Ok(cli);
+    }
+    let head = || argv[..at].iter().cloned();
+    // Each layer's flags alone first, so that a bad value is blamed on where it came from.
+    if let Some((path, _, args)) = &file {
+        let alone: Vec<OsString> = head().chain(args.iter().cloned()).collect();
+        parse_from(
+            app,
+            defaults,
+            &alone,
+            Some(&format!("config file {}", path.display())),
+        )?;
+    }
+    let alone: Vec<OsString> = head().chain(env_args.iter().cloned()).collect();
+    parse_from(
+        app,
+        defaults,
+        &alone,
+        Some("the environment (RINGMASTER_*, PORT)"),
+    )?;
+    let file_args = file.as_ref().map_or(&[][..], |(_, _, args)| &args[..]);
+    let merged: Vec<OsString> = head()
+        .chain(file_args.iter().cloned())
+        .chain(env_args)
         .chain(argv[at..].iter().cloned())
         .collect();
-    let cli = parse_from(&merged, None)?;
-    config_file::remember(&path, &text);
+    let cli = parse_from(app, defaults, &merged, None)?;
+    if let Some((path, text, _)) = &file {
+        config_file::remember(path, text);
+    }
     Ok(cli)
 }
 
-/// Parses `argv`; an error is printed (blamed on the configuration file `file` if given) and
-/// becomes the exit code.
-fn parse_from(argv: &[OsString], file: Option<&std::path::Path>) -> Result<Cli, i32> {
-    Cli::try_parse_from(argv).map_err(|e| {
+/// Parses `argv` as `app`'s command line, `--help` showing `defaults`; an error is printed
+/// (blamed on `source`, a layer of settings, if given) and becomes the exit code.
+fn parse_from(
+    app: &App,
+    defaults: &Config,
+    argv: &[OsString],
+    source: Option<&str>,
+) -> Result<Cli, i32> {
+    use clap::FromArgMatches;
+    let matched = command(app, defaults)
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    matched.map_err(|e| {
         use clap::error::ErrorKind as K;
         if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
             let _ = e.print();
@@ -602,14 +674,149 @@ fn parse_from(argv: &[OsString], file: Option<&std::path::Path>) -> Result<Cli, 
         let rendered = e.render().to_string();
         let first = rendered.lines().next().unwrap_or("invalid arguments");
         let first = first.strip_prefix("error: ").unwrap_or(first);
-        match file {
-            Some(path) => usage_error(&format!("config file {}: {first}", path.display())),
-            None => usage_error(&format!("{first}; see `ringmaster --help`")),
+        match source {
+            Some(source) => usage_error(&format!("{source}: {first}")),
+            None => usage_error(&format!("{first}; see `{} --help`", app.name)),
         }
     })
 }
 
-/// The flags a configuration file may set: every serve flag but `--config` itself.
+/// The command line of `app`: its name and version, and `defaults` (the server's
+/// configuration) as each flag's default in `--help`.
+fn command(app: &App, defaults: &Config) -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command()
+        .name(app.name)
+        .bin_name(app.name)
+        .version(app.version);
+    if app.name != "ringmaster" {
+        cmd = cmd.about(format!(
+            "{} {}: an HTTP server on ringmaster (a master and one worker per CPU, each serving \
+             through its own io_uring)",
+            app.name, app.version
+        ));
+    }
+    let shown = shown_defaults(defaults);
+    cmd = with_defaults(cmd, &shown);
+    for sub in ["serve", "probe"] {
+        cmd = cmd.mut_subcommand(sub, |sub| with_defaults(sub, &shown));
+    }
+    cmd
+}
+
+/// `cmd` with each flag of `shown` helped with its default there.
+fn with_defaults(mut cmd: clap::Command, shown: &[(&str, String)]) -> clap::Command {
+    for (name, value) in shown {
+        cmd = cmd.mut_arg(name.replace('-', "_"), |arg| {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let help = match help.find(" [default: ") {
+                Some(at) => help[..at].to_string(),
+                None => help,
+            };
+            arg.help(format!("{help} [default: {value}]"))
+        });
+    }
+    cmd
+}
+
+/// Each flag's value in `c`, as `--help` shows it for the flags with a default.
+fn shown_defaults(c: &Config) -> Vec<(&'static str, String)> {
+    let secs = |d: Duration| format!("{}", d.as_secs_f64());
+    let l = &c.limits;
+    vec![
+        ("listen", c.listen.to_string()),
+        (
+            "workers",
+            match c.workers {
+                Workers::Auto => "auto".to_string(),
+                Workers::Count(n) => n.to_string(),
+            },
+        ),
+        (
+            "cpu-affinity",
+            match &c.cpu_affinity {
+                CpuAffinity::Auto => "auto".to_string(),
+                CpuAffinity::Unpinned => "none".to_string(),
+                CpuAffinity::List(cpus) => cpus
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            },
+        ),
+        (
+            "listen-mode",
+            match c.listen_mode {
+                ListenMode::ReusePort => "reuseport",
+                ListenMode::Shared => "shared",
+            }
+            .to_string(),
+        ),
+        ("drain-timeout", secs(c.drain_timeout)),
+        ("backlog", c.backlog.to_string()),
+        ("connections-max", l.connections_max.to_string()),
+        (
+            "request-line-bytes-max",
+            l.request_line_bytes_max.to_string(),
+        ),
+        (
+            "request-fields-bytes-max",
+            l.request_fields_bytes_max.to_string(),
+        ),
+        (
+            "request-body-bytes-max",
+            l.request_body_bytes_max.to_string(),
+        ),
+        ("output-bytes-max", l.output_bytes_max.to_string()),
+        ("request-head-timeout", secs(l.request_head_timeout)),
+        ("request-body-rate-min", l.request_body_rate_min.to_string()),
+        ("idle-timeout", secs(l.idle_timeout)),
+        ("send-timeout", secs(l.send_timeout)),
+        ("send-rate-min", l.send_rate_min.to_string()),
+        ("handlers-max", l.handlers_max.to_string()),
+        ("handler-timeout", secs(l.handler_timeout)),
+        ("reload-parallel", c.reload_parallel.to_string()),
+        ("ready-timeout", secs(c.ready_timeout)),
+        ("respawn-failures-max", c.respawn_failures_max.to_string()),
+        ("respawn-window", secs(c.respawn_window)),
+        ("min-uptime", secs(c.min_uptime)),
+        (
+            "metrics",
+            c.metrics.map_or("off".to_string(), |a| a.to_string()),
+        ),
+        (
+            "max-requests",
+            c.max_requests
+                .map_or("never".to_string(), |n| n.to_string()),
+        ),
+        ("max-requests-jitter", c.max_requests_jitter.to_string()),
+        (
+            "max-memory",
+            c.max_memory_mib
+                .map_or("never".to_string(), |n| n.to_string()),
+        ),
+        ("worker-timeout", secs(c.worker_timeout)),
+        (
+            "log-format",
+            match c.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+            .to_string(),
+        ),
+        (
+            "access-log",
+            c.access_log
+                .as_ref()
+                .map_or("none".to_string(), |p| p.display().to_string()),
+        ),
+        ("recv-buffers", c.uring.recv_buffers.to_string()),
+        ("recv-buffer-bytes", c.uring.recv_buffer_bytes.to_string()),
+    ]
+}
+
+/// The flags a configuration file or the environment may set: every serve flag but
+/// `--config` itself.
 fn file_flags() -> Vec<config_file::Flag> {
     use clap::{ArgAction, CommandFactory};
     Cli::command()
@@ -633,22 +840,44 @@ fn file_flags() -> Vec<config_file::Flag> {
 /// Prints a usage or start-up error (one line), tells the master when this process was
 /// started as a new worker (a reload's answer then names it), and returns exit code 2.
 fn usage_error(message: &str) -> i32 {
-    eprintln!("ringmaster: error: {message}");
+    eprintln!("{}: error: {message}", app_name());
     crate::master::exec::tell_master_failed(message);
     EXIT_USAGE
 }
+
+/// The running program's name, as its error lines start.
+fn app_name() -> &'static str {
+    APP.get().map_or("ringmaster", |app| app.name)
+}
+
+/// The application this process's command line is for, once [`run`] was called.
+static APP: std::sync::OnceLock<App> = std::sync::OnceLock::new();
 
 impl Cli {
     /// The serve flags, whether given before a `serve` subcommand or after it.
     fn serve_args(&self) -> &ServeArgs {
         match &self.command {
             Some(Command::Serve(args)) => args,
+            Some(Command::Probe(args)) => &args.serve,
             _ => &self.serve,
         }
+    }
+
+    /// The `--config` file given, to the server or to a command.
+    fn config_path(&self) -> Option<&std::path::Path> {
+        let target = match &self.command {
+            Some(Command::Status { target, .. } | Command::Scale { target, .. }) => target,
+            Some(Command::Reload(t) | Command::Reopen(t) | Command::Stop(t)) => t,
+            _ => return self.serve_args().config.as_deref(),
+        };
+        target.config.as_deref()
     }
 }
 
 fn dispatch<H: Serve>(cli: &Cli, server: Server<H>) -> i32 {
+    let defaults = server.config_ref().clone();
+    let talk =
+        |target: &Target, command: &str, wait: Duration| talk(target, &defaults, command, wait);
     match &cli.command {
         None => serve(server, &cli.serve),
         Some(Command::Serve(args)) => serve(server, args),
@@ -680,7 +909,7 @@ fn serve<H: Serve>(server: Server<H>, args: &ServeArgs) -> i32 {
     match server.config(config).run() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("ringmaster: error: {e}");
+            eprintln!("{}: error: {e}", app_name());
             if e.kind() == ErrorKind::WorkersFailed {
                 EXIT_FAILED
             } else {
@@ -693,16 +922,16 @@ fn serve<H: Serve>(server: Server<H>, args: &ServeArgs) -> i32 {
 fn probe<H: Serve>(server: Server<H>, args: &ProbeArgs) -> i32 {
     let config = args.serve.apply(server.config_ref().clone());
     if let Err(e) = config.validate() {
-        eprintln!("ringmaster: error: {e}");
+        eprintln!("{}: error: {e}", app_name());
         return EXIT_USAGE;
     }
     crate::probe::run(&config, args.json)
 }
 
 /// Sends one command to the master and prints its answer.
-fn talk(target: &Target, command: &str, wait: Duration) -> i32 {
-    let path = target.path();
-    match crate::control::request(&path, target.origin(), command, wait) {
+fn talk(target: &Target, defaults: &Config, command: &str, wait: Duration) -> i32 {
+    let path = target.path(defaults);
+    match crate::control::request(&path, target.origin(defaults), command, wait) {
         Ok(answer) => {
             print!("{answer}");
             if answer.starts_with("error") {
@@ -712,13 +941,14 @@ fn talk(target: &Target, command: &str, wait: Duration) -> i32 {
             }
         }
         Err(RequestError::Untrusted(e)) => {
-            eprintln!("ringmaster: error: {e}");
+            eprintln!("{}: error: {e}", app_name());
             EXIT_USAGE
         }
         Err(RequestError::Unreachable(e)) => {
             eprintln!(
-                "ringmaster: error: no ringmaster answers on {} ({e}); is it running? pass \
-                 --listen with its address or --control with its socket",
+                "{}: error: no master answers on {} ({e}); is it running? pass --listen with \
+                 its address or --control with its socket",
+                app_name(),
                 path.display()
             );
             EXIT_USAGE

@@ -86,14 +86,24 @@ pub(crate) fn read(path: &Path) -> Result<String, String> {
     Ok(text)
 }
 
-/// The flags the TOML `text` (of the file `path`) stands for, leaving out those the command
-/// line gives (`given`: its arguments), which override them. `flags` are those the file may
-/// set.
+/// Whether `given` (arguments) holds the flag `name`.
+fn holds(given: &[OsString], name: &str) -> bool {
+    let long = format!("--{name}");
+    given.iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+    })
+}
+
+/// The flags the TOML `text` (of the file `path`) stands for, leaving out those the layers
+/// above give (`given`: their arguments), which override them, and those `takes` does not
+/// want. `flags` are those the file may set.
 pub(crate) fn to_args(
     text: &str,
     path: &Path,
     flags: &[Flag],
     given: &[OsString],
+    takes: impl Fn(&str) -> bool,
 ) -> Result<Vec<OsString>, String> {
     let p = path.display();
     let table: toml::Table = text
@@ -107,14 +117,10 @@ pub(crate) fn to_args(
                  `--` (see --help)"
             ));
         };
-        let long = format!("--{key}");
-        let on_command_line = given.iter().any(|a| {
-            a.to_str()
-                .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
-        });
-        if on_command_line {
+        if holds(given, key) || !takes(key) {
             continue;
         }
+        let long = format!("--{key}");
         let shape = |what: &str| format!("config file {p}: `{key}` {what}");
         match (flag.kind, value) {
             (Kind::Switch, toml::Value::Boolean(true)) => args.push(long.into()),
@@ -133,6 +139,95 @@ pub(crate) fn to_args(
                 args.push(value);
             }
         }
+    }
+    Ok(args)
+}
+
+/// The prefix of the environment variables that set flags: `RINGMASTER_WORKERS=4` is
+/// `--workers 4`.
+pub(crate) const ENV_PREFIX: &str = "RINGMASTER_";
+
+/// Variables with [`ENV_PREFIX`] that are ringmaster's own, not settings.
+const ENV_RESERVED: [&str; 2] = [crate::master::exec::WORKER_ENV, CONFIG_ENV];
+
+/// The flags the environment stands for: `RINGMASTER_<FLAG>` for each flag (its name in
+/// capitals, `-` as `_`), and `PORT` (as platforms set it) for `--listen PORT` unless
+/// `RINGMASTER_LISTEN` is set, leaving out those the command line gives (`given`) and those
+/// `takes` does not want. A switch is `true`/`1`/`yes` or `false`/`0`/`no`/empty; a
+/// repeatable flag's values are separated by `;`. A `RINGMASTER_` variable that names no
+/// flag is an error naming it.
+pub(crate) fn env_args(
+    flags: &[Flag],
+    given: &[OsString],
+    takes: impl Fn(&str) -> bool,
+) -> Result<Vec<OsString>, String> {
+    env_args_from(std::env::vars_os(), flags, given, takes)
+}
+
+fn env_args_from(
+    vars: impl Iterator<Item = (OsString, OsString)>,
+    flags: &[Flag],
+    given: &[OsString],
+    takes: impl Fn(&str) -> bool,
+) -> Result<Vec<OsString>, String> {
+    let mut args = Vec::new();
+    let mut port = None;
+    let mut listen_set = false;
+    let mut vars: Vec<(OsString, OsString)> = vars.collect();
+    vars.sort();
+    for (key, value) in vars {
+        let Some(key) = key.to_str() else { continue };
+        if key == "PORT" {
+            port = Some(value);
+            continue;
+        }
+        let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_RESERVED.contains(&key) {
+            continue;
+        }
+        let name = rest.to_ascii_lowercase().replace('_', "-");
+        let Some(flag) = flags.iter().find(|f| f.name == name) else {
+            return Err(format!(
+                "environment variable {key} names no setting; a setting's variable is \
+                 {ENV_PREFIX} followed by its long flag in capitals, `-` as `_` (see \
+                 --help); rename it or unset it"
+            ));
+        };
+        listen_set |= name == "listen";
+        if holds(given, &name) || !takes(&name) {
+            continue;
+        }
+        let long = format!("--{name}");
+        let text = value
+            .into_string()
+            .map_err(|_| format!("environment variable {key} is not UTF-8"))?;
+        match flag.kind {
+            Kind::Switch => match text.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => args.push(long.into()),
+                "false" | "0" | "no" | "" => {}
+                _ => {
+                    return Err(format!(
+                        "environment variable {key}={text:?}: a switch is true or false"
+                    ))
+                }
+            },
+            Kind::Many => {
+                for item in text.split(';').filter(|i| !i.is_empty()) {
+                    args.push(long.clone().into());
+                    args.push(item.into());
+                }
+            }
+            Kind::One => {
+                args.push(long.into());
+                args.push(text.into());
+            }
+        }
+    }
+    if let Some(port) = port.filter(|_| !listen_set && !holds(given, "listen") && takes("listen")) {
+        args.push("--listen".into());
+        args.push(port);
     }
     Ok(args)
 }
@@ -175,7 +270,7 @@ mod tests {
 
     fn args(text: &str, given: &[&str]) -> Result<Vec<String>, String> {
         let given: Vec<OsString> = given.iter().map(OsString::from).collect();
-        to_args(text, Path::new("/etc/app.toml"), &flags(), &given)
+        to_args(text, Path::new("/etc/app.toml"), &flags(), &given, |_| true)
             .map(|a| a.into_iter().map(|s| s.into_string().unwrap()).collect())
     }
 
@@ -239,6 +334,70 @@ mod tests {
             assert!(err.contains(says), "{text:?}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn the_environment_names_flags_in_capitals_and_port_is_listen_unless_it_is_set() {
+        let env = |vars: &[(&str, &str)], given: &[&str]| {
+            let vars = vars
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+            let given: Vec<OsString> = given.iter().map(OsString::from).collect();
+            env_args_from(
+                vars.collect::<Vec<_>>().into_iter(),
+                &flags(),
+                &given,
+                |_| true,
+            )
+            .map(|a| {
+                a.into_iter()
+                    .map(|s| s.into_string().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let got = env(
+            &[
+                ("RINGMASTER_WORKERS", "4"),
+                ("RINGMASTER_EXIT_ON_PANIC", "yes"),
+                ("RINGMASTER_STATIC", "/=./public;/img=/srv/img"),
+                ("RINGMASTER_WORKER", "internal"),
+                ("PORT", "8080"),
+                ("HOME", "/root"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                "--exit-on-panic",
+                "--static",
+                "/=./public",
+                "--static",
+                "/img=/srv/img",
+                "--workers",
+                "4",
+                "--listen",
+                "8080"
+            ]
+        );
+        // RINGMASTER_LISTEN, or --listen given, beats PORT; a flag given beats its variable.
+        let got = env(
+            &[("PORT", "8080"), ("RINGMASTER_LISTEN", "127.0.0.1:1")],
+            &[],
+        );
+        assert_eq!(got.unwrap(), ["--listen", "127.0.0.1:1"]);
+        let got = env(
+            &[("PORT", "8080"), ("RINGMASTER_WORKERS", "4")],
+            &["--listen=1", "--workers", "2"],
+        );
+        assert_eq!(got.unwrap(), Vec::<String>::new());
+        let got = env(&[("RINGMASTER_EXIT_ON_PANIC", "0")], &[]);
+        assert_eq!(got.unwrap(), Vec::<String>::new());
+        let err = env(&[("RINGMASTER_WOKERS", "4")], &[]).unwrap_err();
+        assert!(err.contains("RINGMASTER_WOKERS names no setting"), "{err}");
+        let err = env(&[("RINGMASTER_EXIT_ON_PANIC", "sure")], &[]).unwrap_err();
+        assert!(err.contains("a switch is true or false"), "{err}");
     }
 
     #[test]

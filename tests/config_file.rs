@@ -157,3 +157,121 @@ fn a_reload_runs_the_new_workers_with_the_file_as_it_is_then() {
     );
     assert_eq!(get(&server, "/files/page.txt"), (200, "site b".to_string()));
 }
+
+/// `ringmaster ARGS` with `env` set (and the test's own `RINGMASTER_*` none).
+fn ringmaster_env(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringmaster"));
+    command.args(args).envs(env.iter().copied());
+    command
+}
+
+#[test]
+fn the_environment_sits_between_the_file_and_the_flags_and_port_is_the_platforms() {
+    let dir = Dir::new("env");
+    let config = dir.write("app.toml", "workers = 2\nlisten = \"127.0.0.1:0\"\n");
+    let config = config.to_str().unwrap();
+    // File 2, environment 1: the environment's.
+    let env = [("RINGMASTER_WORKERS", "1")];
+    let server = Server::start_command(&mut ringmaster_env(&["--config", config], &env), 1);
+    assert!(server.wait_log("listening on").contains("(1 workers"));
+    drop(server);
+    // Environment 1, flag 2: the flag's.
+    let mut command = ringmaster_env(&["--config", config, "--workers", "2"], &env);
+    let server = Server::start_command(&mut command, 2);
+    assert!(server.wait_log("listening on").contains("(2 workers"));
+    drop(server);
+
+    // PORT, as platforms set it: the port to listen on, on every address; a command run in
+    // the same environment finds that server.
+    let port = common::free_port().to_string();
+    let env = [("PORT", port.as_str()), ("RINGMASTER_WORKERS", "1")];
+    let server = Server::start_command(&mut ringmaster_env(&[], &env), 1);
+    let line = server.wait_log("listening on");
+    assert!(
+        line.contains(&format!("listening on 0.0.0.0:{port} ")),
+        "{line}"
+    );
+    let out = ringmaster_env(&["status"], &env).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ready"));
+    // RINGMASTER_LISTEN beats PORT.
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let env = [
+        ("PORT", port.as_str()),
+        ("RINGMASTER_LISTEN", listen.as_str()),
+    ];
+    let mut command = ringmaster_env(&["--workers", "1"], &env);
+    let other = Server::start_command(&mut command, 1);
+    assert!(other
+        .wait_log("listening on")
+        .contains(&format!("listening on {listen} ")));
+}
+
+#[test]
+fn a_bad_environment_variable_is_one_line_naming_it() {
+    for (env, says) in [
+        (
+            ("RINGMASTER_WOKERS", "2"),
+            "environment variable RINGMASTER_WOKERS names no setting",
+        ),
+        (
+            ("RINGMASTER_WORKERS", "many"),
+            "the environment (RINGMASTER_*, PORT): invalid value 'many' for '--workers <N|auto>'",
+        ),
+        (
+            ("RINGMASTER_EXIT_ON_PANIC", "maybe"),
+            "RINGMASTER_EXIT_ON_PANIC=\"maybe\": a switch is true or false",
+        ),
+        (
+            ("PORT", "http"),
+            "the environment (RINGMASTER_*, PORT): invalid value 'http'",
+        ),
+    ] {
+        let out = ringmaster_env(&[], &[env]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {out:?}");
+        let line = one_error_line(&out);
+        assert!(line.contains(says), "{env:?}: {line}");
+    }
+}
+
+#[test]
+fn an_app_on_cli_run_has_its_own_name_version_defaults_and_control_socket() {
+    let app = common::example("app");
+    let out = Command::new(&app).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "myapp 2.3.4\n");
+    let port = common::free_port().to_string();
+    let help = Command::new(&app)
+        .arg("--help")
+        .env("MYAPP_PORT", &port)
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    assert!(help.starts_with("myapp 2.3.4: "), "{help}");
+    assert!(help.contains("Usage: myapp [OPTIONS]"), "{help}");
+    assert!(
+        help.contains(&format!("[default: 127.0.0.1:{port}]")),
+        "{help}"
+    );
+    assert!(help.contains("[default: 1]"), "its worker count: {help}");
+    assert!(!help.contains("0.0.0.0:3000"), "{help}");
+    let out = Command::new(&app).arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "myapp: error: unexpected argument '--bogus' found; see `myapp --help`\n"
+    );
+
+    // Started as it is, on its own default address; `myapp status` finds it there.
+    let mut command = Command::new(&app);
+    command.env("MYAPP_PORT", &port);
+    let server = Server::start_command(&mut command, 1);
+    assert_eq!(server.addr.to_string(), format!("127.0.0.1:{port}"));
+    let out = Command::new(&app)
+        .arg("status")
+        .env("MYAPP_PORT", &port)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ready"));
+    assert_eq!(get(&server, "/"), (200, "myapp\n".to_string()));
+}

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 /// The second user the squatting tests run processes as.
 const SQUATTER_USER: &str = "ringmaster-test-squatter";
 /// Set for the squatter helper: the socket path to listen on.
-const SQUATTER_SOCKET_ENV: &str = "RINGMASTER_TEST_SQUATTER_SOCKET";
+const SQUATTER_SOCKET_ENV: &str = "RM_TEST_SQUATTER_SOCKET";
 /// Set for the squatter helper: a directory to try to create first (it may not be able to).
-const SQUATTER_DIR_ENV: &str = "RINGMASTER_TEST_SQUATTER_DIR";
+const SQUATTER_DIR_ENV: &str = "RM_TEST_SQUATTER_DIR";
 const BIN: &str = env!("CARGO_BIN_EXE_ringmaster");
 
 /// The squatter user's ids, created if need be; `None` (said on stderr) where this test
@@ -187,7 +187,7 @@ impl Drop for Squatter {
 }
 
 /// The squatter itself (run by the tests above as another user, never on its own): listens
-/// on the path in `RINGMASTER_TEST_SQUATTER_SOCKET`, answers each connection `ok`, and says
+/// on the path in `RM_TEST_SQUATTER_SOCKET`, answers each connection `ok`, and says
 /// on stdout what it received, until its stdin closes.
 #[test]
 #[ignore = "a helper the squatting tests run as another user"]

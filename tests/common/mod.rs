@@ -97,7 +97,7 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if std::env::var_os("RINGMASTER_TEST_LOG").is_some() {
+                if std::env::var_os("RM_TEST_LOG").is_some() {
                     eprintln!("{line}");
                 }
                 sink.lines.lock().unwrap().lines.push(line);
