@@ -312,7 +312,7 @@ impl Testbed {
                 std::thread::sleep(Duration::from_millis(ms));
                 res.body("slow done");
             }
-            "/panic" => panic!("testbed: /panic requested"),
+            "/panic" => panic!("testbed: /panic requested\n(and a second line)"),
             "/misuse" => {
                 match query(req, "what") {
                     Some("status") => res.status(101),

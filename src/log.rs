@@ -1,12 +1,32 @@
-//! Log lines on stderr, one `write(2)` per line so that lines from the master and the
-//! workers never interleave mid-line. Text: `TIMESTAMP ringmaster[ROLE] message`; JSON:
-//! `{"ts":...,"role":"master"|"worker","slot":N|null,"msg":...}` for log shippers.
+//! Logging through `tracing`, the one facade: ringmaster's own events are `tracing` events
+//! (target `ringmaster::…`, a level, and fields such as `slot`, `pid`, `cpu`), and so are a
+//! handler's. Unless the program installed its own subscriber first (which then receives
+//! ringmaster's events), [`set_format`] installs ringmaster's: `RUST_LOG` filters (default
+//! `info`), and each event is one line on stderr, written with one `write(2)` so that lines
+//! from the master and the workers never interleave: text
+//! `TIMESTAMP ringmaster[ROLE] LEVEL message` (with ` key=value` for the fields of events not
+//! ringmaster's own, whose messages already say them), or JSON
+//! `{"ts":…,"role":"master"|"worker","slot":N|null,"msg":…,"level":…,"pid":…,"target":…,
+//! "fields":{…}}` for log shippers (`slot` and `pid` are the process's; an event's own
+//! fields, which may say another worker's, are under `fields`). A line is at most [`LINE_BYTES_MAX`] bytes (under `PIPE_BUF`,
+//! so a write to a pipe stays whole): the message is cut at [`MESSAGE_BYTES_MAX`], a field's
+//! value at [`FIELD_BYTES_MAX`], and fields past the bound are left out. The events' own
+//! macros check the level before anything is formatted, so a level that is off costs no
+//! formatting.
+//!
+//! Why a layer of our own rather than `tracing-subscriber`'s `fmt`: the line format above (the
+//! role and slot of the process, kept from before `tracing`), the one write per line, and the
+//! bounds; the filter (`EnvFilter`) and the registry are the crate's.
 
 use crate::config::LogFormat;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
 
 /// The role of this process: `u32::MAX` for the master, else the worker's slot.
 static ROLE: AtomicU32 = AtomicU32::new(MASTER);
@@ -14,45 +34,232 @@ const MASTER: u32 = u32::MAX;
 /// Lines are JSON objects.
 static JSON: AtomicBool = AtomicBool::new(false);
 
-/// The longest log line; longer messages are cut.
-const LINE_BYTES_MAX: usize = 1024;
+/// The longest log line, newline included: under `PIPE_BUF` (4,096), so that one write to a
+/// pipe is never split.
+pub(crate) const LINE_BYTES_MAX: usize = 4000;
+/// The longest message; longer ones are cut.
+pub(crate) const MESSAGE_BYTES_MAX: usize = 1024;
+/// The longest value of one field; longer ones are cut.
+pub(crate) const FIELD_BYTES_MAX: usize = 256;
 
 /// Marks this process as the worker of `slot` (called once, right after fork).
 pub(crate) fn set_worker(slot: u32) {
     ROLE.store(slot, Ordering::Relaxed);
 }
 
-/// Chooses the line format (before the first fork, so that workers inherit it).
+/// Chooses the line format (before the first fork, so that workers inherit it) and installs
+/// ringmaster's subscriber, unless the program set one of its own.
 pub(crate) fn set_format(format: LogFormat) {
     JSON.store(format == LogFormat::Json, Ordering::Relaxed);
+    install();
 }
 
-/// Writes one line.
-pub(crate) fn line(args: fmt::Arguments<'_>) {
-    // The message first, cut at the line bound: a full buffer is the only way these writes
-    // fail, so their results are not looked at.
-    let mut msg = [0u8; LINE_BYTES_MAX];
-    let mut m = std::io::Cursor::new(&mut msg[..]);
-    let _ = m.write_fmt(args);
-    let msg_len = m.position() as usize;
-    let mut buf = [0u8; LINE_BYTES_MAX];
-    // Room is kept for the closing `"}` of a JSON line and the newline.
-    let mut cursor = std::io::Cursor::new(&mut buf[..LINE_BYTES_MAX - 3]);
-    let json = JSON.load(Ordering::Relaxed);
-    let _ = write_prefix(&mut cursor, json, ROLE.load(Ordering::Relaxed));
-    write_escaped(&mut cursor, &msg[..msg_len], json);
-    let mut len = cursor.position() as usize;
-    if json {
-        buf[len..len + 2].copy_from_slice(b"\"}");
-        len += 2;
+/// Installs ringmaster's subscriber as the global default, once, unless one is set: the
+/// filter from `RUST_LOG` (default `info`; a filter that does not parse is said once and
+/// `info` used), and [`Lines`].
+pub(crate) fn install() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if tracing::dispatcher::has_been_set() {
+            return;
+        }
+        let (filter, bad) = match std::env::var("RUST_LOG") {
+            Ok(spec) if !spec.trim().is_empty() => {
+                match tracing_subscriber::EnvFilter::try_new(&spec) {
+                    Ok(filter) => (filter, None),
+                    Err(e) => (
+                        tracing_subscriber::EnvFilter::new("info"),
+                        Some(format!(
+                            "RUST_LOG={spec:?} is not a filter ({e}); logging at info"
+                        )),
+                    ),
+                }
+            }
+            _ => (tracing_subscriber::EnvFilter::new("info"), None),
+        };
+        let subscriber = tracing_subscriber::registry().with(filter).with(Lines);
+        if tracing::subscriber::set_global_default(subscriber).is_ok() {
+            if let Some(bad) = bad {
+                tracing::warn!("{bad}");
+            }
+        }
+    });
+}
+
+/// ringmaster's layer: each event one line on stderr, in one write.
+struct Lines;
+
+impl<S: Subscriber> Layer<S> for Lines {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let json = JSON.load(Ordering::Relaxed);
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let target = meta.target();
+        let ours = target == "ringmaster" || target.starts_with("ringmaster::");
+        let line = format_line(
+            json,
+            ROLE.load(Ordering::Relaxed),
+            *meta.level(),
+            target,
+            &fields.message,
+            if ours && !json { &[] } else { &fields.others },
+        );
+        // Nothing useful can be done when stderr is gone.
+        let _ = std::io::stderr().lock().write_all(&line);
     }
-    buf[len] = b'\n';
-    len += 1;
-    // Nothing useful can be done when stderr is gone.
-    let _ = std::io::stderr().lock().write_all(&buf[..len]);
 }
 
-/// The line's start: timestamp and role, as text or as the first JSON fields.
+/// A field's value as recorded: JSON keeps numbers and booleans as such.
+#[derive(Debug, PartialEq)]
+enum Value {
+    Text(String),
+    Number(String),
+    Bool(bool),
+}
+
+/// An event's message and its other fields, each cut at its bound.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    others: Vec<(&'static str, Value)>,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let mut text = String::new();
+        match field.name() {
+            "message" => {
+                let _ = write!(Bounded(&mut self.message, MESSAGE_BYTES_MAX), "{value:?}");
+            }
+            name => {
+                let _ = write!(Bounded(&mut text, FIELD_BYTES_MAX), "{value:?}");
+                self.others.push((name, Value::Text(text)));
+            }
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => {
+                let _ = Bounded(&mut self.message, MESSAGE_BYTES_MAX).write_str(value);
+            }
+            name => {
+                let mut text = String::new();
+                let _ = Bounded(&mut text, FIELD_BYTES_MAX).write_str(value);
+                self.others.push((name, Value::Text(text)));
+            }
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.others
+            .push((field.name(), Value::Number(value.to_string())));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.others
+            .push((field.name(), Value::Number(value.to_string())));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.others.push((field.name(), Value::Bool(value)));
+    }
+}
+
+/// A string that takes at most `.1` bytes, cut at a character boundary.
+struct Bounded<'a>(&'a mut String, usize);
+
+impl fmt::Write for Bounded<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.1.saturating_sub(self.0.len());
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.0.push_str(&s[..end]);
+        Err(fmt::Error)
+    }
+}
+
+/// One line, newline included, at most [`LINE_BYTES_MAX`] bytes.
+fn format_line(
+    json: bool,
+    role: u32,
+    level: Level,
+    target: &str,
+    message: &str,
+    fields: &[(&'static str, Value)],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let _ = write_prefix(&mut out, json, role);
+    if json {
+        write_escaped(&mut out, message.as_bytes(), true);
+        let _ = write!(
+            out,
+            "\",\"level\":\"{level}\",\"pid\":{},\"target\":\"",
+            std::process::id()
+        );
+        write_escaped(&mut out, target.as_bytes(), true);
+        out.push(b'"');
+    } else {
+        let _ = write!(out, "{level} ");
+        write_escaped(&mut out, message.as_bytes(), false);
+    }
+    // Room for the closing braces and the newline.
+    let room = LINE_BYTES_MAX - 3;
+    if json && !fields.is_empty() {
+        out.extend_from_slice(b",\"fields\":{");
+    }
+    for (i, (name, value)) in fields.iter().enumerate() {
+        let mut field = Vec::with_capacity(64);
+        if json && i > 0 {
+            field.push(b',');
+        }
+        match (json, value) {
+            (true, Value::Text(t)) => {
+                let _ = write!(field, "\"{name}\":\"");
+                write_escaped(&mut field, t.as_bytes(), true);
+                field.push(b'"');
+            }
+            (true, Value::Number(n)) => {
+                let _ = write!(field, "\"{name}\":{n}");
+            }
+            (true, Value::Bool(b)) => {
+                let _ = write!(field, "\"{name}\":{b}");
+            }
+            (false, Value::Text(t)) => {
+                let _ = write!(field, " {name}=");
+                write_escaped(&mut field, t.as_bytes(), false);
+            }
+            (false, Value::Number(n)) => {
+                let _ = write!(field, " {name}={n}");
+            }
+            (false, Value::Bool(b)) => {
+                let _ = write!(field, " {name}={b}");
+            }
+        }
+        if out.len() + field.len() > room {
+            break;
+        }
+        out.extend_from_slice(&field);
+    }
+    if json && !fields.is_empty() {
+        out.push(b'}');
+    }
+    if json {
+        out.push(b'}');
+    }
+    out.push(b'\n');
+    out
+}
+
+/// The line's start: timestamp and role, as text or as the first JSON fields up to the
+/// message's opening quote.
 fn write_prefix(out: &mut impl Write, json: bool, role: u32) -> std::io::Result<()> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -95,10 +302,10 @@ fn write_escaped(out: &mut impl Write, msg: &[u8], json: bool) {
     }
 }
 
-/// Logs one line: `log!("worker {slot} started")`.
+/// Logs one event at `info`: `log!("worker {slot} started")`.
 macro_rules! log {
     ($($arg:tt)*) => {
-        $crate::log::line(format_args!($($arg)*))
+        ::tracing::info!($($arg)*)
     };
 }
 pub(crate) use log;
@@ -152,19 +359,19 @@ fn monotonic_ms() -> u64 {
     })
 }
 
-/// Logs one line, at most once a [`REPEAT_INTERVAL`] from this call site; the next line
-/// that goes out says how many were held back meanwhile.
+/// Logs one event at `warn`, at most once a [`REPEAT_INTERVAL`] from this call site; the
+/// next one that goes out says how many were held back meanwhile.
 macro_rules! log_limited {
     ($($arg:tt)*) => {{
         static LIMITER: $crate::log::Limiter = $crate::log::Limiter::new();
         if let Some((held, since_ms)) = LIMITER.admit() {
             match held {
-                0 => $crate::log::line(format_args!($($arg)*)),
-                n => $crate::log::line(format_args!(
+                0 => ::tracing::warn!($($arg)*),
+                n => ::tracing::warn!(
                     "{} [and {n} more like this in the last {:.1}s]",
                     format_args!($($arg)*),
                     since_ms as f64 / 1000.0
-                )),
+                ),
             }
         }
     }};
@@ -187,6 +394,62 @@ mod tests {
             escaped(b"a\nb \"q\" \\ \x01", true),
             "a\\nb \\\"q\\\" \\\\ \\u0001"
         );
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_or_one_text_line_within_its_bound() {
+        let fields = vec![
+            ("slot", Value::Number("3".into())),
+            ("ok", Value::Bool(true)),
+            ("path", Value::Text("/a \"b\"\nc".into())),
+        ];
+        let line = format_line(true, 2, Level::WARN, "app::x", "hi \"there\"", &fields);
+        let text = String::from_utf8(line).unwrap();
+        assert!(
+            text.ends_with("}\n") && text.matches('\n').count() == 1,
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["role"], "worker");
+        assert_eq!(v["slot"], 2);
+        assert_eq!(v["msg"], "hi \"there\"");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["target"], "app::x");
+        assert_eq!(v["fields"]["slot"], 3);
+        assert_eq!(v["fields"]["ok"], true);
+        assert_eq!(v["fields"]["path"], "/a \"b\"\nc");
+        let line = format_line(false, MASTER, Level::INFO, "app", "done", &fields);
+        let text = String::from_utf8(line).unwrap();
+        assert!(
+            text.ends_with(" ringmaster[master] INFO done slot=3 ok=true path=/a \"b\"\\nc\n"),
+            "{text}"
+        );
+        // Past the bound, fields are left out whole and the line stays one object.
+        let many: Vec<(&'static str, Value)> = (0..40)
+            .map(|_| ("f", Value::Text("x".repeat(FIELD_BYTES_MAX))))
+            .collect();
+        for json in [true, false] {
+            let line = format_line(
+                json,
+                0,
+                Level::INFO,
+                "app",
+                &"m".repeat(MESSAGE_BYTES_MAX),
+                &many,
+            );
+            assert!(line.len() <= LINE_BYTES_MAX, "{}", line.len());
+            assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            if json {
+                serde_json::from_slice::<serde_json::Value>(&line).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_and_a_field_are_cut_at_their_bounds_on_a_character() {
+        let mut s = String::new();
+        let _ = Bounded(&mut s, 5).write_str("ééé");
+        assert_eq!(s, "éé", "4 bytes: the third would cross the bound");
     }
 
     #[test]

@@ -121,6 +121,8 @@ impl Opened {
             Listeners::PerSlot { .. } => "SO_REUSEPORT listener per worker",
         };
         log!(
+            addr = %local,
+            workers = count,
             "listening on {local} ({count} workers, {mode}, control {}{})",
             config.control_path(local.port()).display(),
             self.metrics
@@ -544,7 +546,7 @@ impl<'a, H: Serve> Master<'a, H> {
                 }
             }
             Stopping::Again => {
-                log!("{why} again: killing the workers now");
+                tracing::warn!("{why} again: killing the workers now");
                 self.kill_all();
             }
         }

@@ -102,7 +102,7 @@ impl Notifier {
             match (UnixDatagram::unbound(), addr) {
                 (Ok(sock), Ok(addr)) => Some((sock, addr)),
                 (Err(e), _) | (_, Err(e)) => {
-                    log!("NOTIFY_SOCKET={path} is unusable ({e}); not notifying systemd");
+                    tracing::warn!("NOTIFY_SOCKET={path} is unusable ({e}); not notifying systemd");
                     None
                 }
             }

@@ -24,7 +24,7 @@ fn start(args: &[&str], asynchronous: bool, addresses: bool) -> Server {
     }
     let server = Server::start_command(&mut command, 1);
     let direct = !args.contains(&"--uring-no-direct-descriptors") && direct_supported();
-    let ready = server.wait_log("] ready (");
+    let ready = server.wait_log("] INFO ready (");
     assert!(
         ready.contains(&format!("direct descriptors {direct}")),
         "{ready}"

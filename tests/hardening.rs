@@ -325,7 +325,7 @@ fn a_stalled_response_is_reset(args: &[&str]) {
     all.extend_from_slice(args);
     let server = Server::start_command(&mut testbed(&all), 1);
     let direct = !args.contains(&"--uring-no-direct-descriptors") && direct_supported();
-    let ready = server.wait_log("] ready (");
+    let ready = server.wait_log("] INFO ready (");
     assert!(
         ready.contains(&format!("direct descriptors {direct}")),
         "{ready}"
@@ -528,7 +528,7 @@ fn out_of_descriptors(args: &[&str]) {
             s
         })
         .collect();
-    let ready = server.wait_log("] ready (");
+    let ready = server.wait_log("] INFO ready (");
     if ready.contains("direct descriptors true") {
         assert!(ready.contains("connections max 64"), "{ready}");
         // The first 60 are taken and answered; the worker then has 64 of its 64.

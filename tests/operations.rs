@@ -471,10 +471,9 @@ fn json_logs_and_the_access_log() {
         &log_arg,
     ]);
     let line = server.wait_log("listening on ");
-    assert!(
-        line.starts_with("{\"ts\":\"") && line.ends_with("\"}"),
-        "{line}"
-    );
+    let parsed: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+    assert_eq!(parsed["fields"]["workers"], 1, "{line}");
+    assert!(line.starts_with("{\"ts\":\""), "{line}");
     assert!(line.contains("\"role\":\"master\",\"slot\":null,\"msg\":\"listening on "));
     server.wait_log("\"role\":\"worker\",\"slot\":0");
     let addr: SocketAddr = line

@@ -570,7 +570,7 @@ fn forwarded_for(server: &Server, fields: &[&str]) -> String {
 /// Whether the worker of `server` took its connections as direct descriptors.
 fn direct(server: &Server) -> bool {
     server
-        .wait_log("] ready (")
+        .wait_log("] INFO ready (")
         .contains("direct descriptors true")
 }
 

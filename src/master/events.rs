@@ -68,6 +68,11 @@ impl<H: Serve> Master<'_, H> {
             self.replacement_failed(slot, purpose, &why);
         }
         log!(
+            slot = child.slot,
+            pid = pid.as_raw(),
+            cpu = %CpuName(child.cpu),
+            exit = %describe(exit),
+            requests = child.stats.requests,
             "worker {} exited (pid {pid}, cpu {}, {}, {} requests)",
             child.slot,
             CpuName(child.cpu),
@@ -84,12 +89,12 @@ impl<H: Serve> Master<'_, H> {
     fn log_fate(&self, slot: usize, fate: Fate) {
         let s = &self.sup.slots[slot];
         match fate {
-            Fate::Errored(GaveUp::Config) => log!(
+            Fate::Errored(GaveUp::Config) => tracing::error!(
                 "worker {} ERRORED: it cannot start with this configuration (see its log line \
                  above); not respawning it",
                 s.index
             ),
-            Fate::Errored(GaveUp::Failures(n)) => log!(
+            Fate::Errored(GaveUp::Failures(n)) => tracing::error!(
                 "worker {} ERRORED: {n} failures to start within {}s; not respawning it",
                 s.index,
                 self.sup.settings.respawn.window.as_secs_f64()
@@ -148,7 +153,12 @@ impl<H: Serve> Master<'_, H> {
     fn on_ready(&mut self, pid: Pid, now: Instant) {
         match self.sup.ready(pid, now) {
             Some(Readied::Started(info)) => {
-                log!("worker {} ready (pid {pid})", info.slot);
+                log!(
+                    slot = info.slot,
+                    pid = pid.as_raw(),
+                    "worker {} ready (pid {pid})",
+                    info.slot
+                );
                 self.call_hook(HookEvent::Online(info));
             }
             Some(Readied::Replaced {
@@ -259,7 +269,9 @@ impl<H: Serve> Master<'_, H> {
         let Some(slot) = self.sup.children().find(|c| c.pid == pid).map(|c| c.slot) else {
             return;
         };
-        log!("worker {slot} (pid {pid}) did not drain within the drain timeout; killing it");
+        tracing::warn!(
+            "worker {slot} (pid {pid}) did not drain within the drain timeout; killing it"
+        );
         signal(pid, Signal::SIGKILL);
         self.sup.aborted(pid, now);
     }
@@ -268,7 +280,7 @@ impl<H: Serve> Master<'_, H> {
     fn drain_deadline(&mut self, now: Instant) {
         let left = self.sup.drain_deadline_passed(now);
         if !left.is_empty() {
-            log!("drain timeout: killing {} workers", left.len());
+            tracing::warn!("drain timeout: killing {} workers", left.len());
             for pid in left {
                 signal(pid, Signal::SIGKILL);
             }

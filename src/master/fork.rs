@@ -68,7 +68,13 @@ impl<H: Serve> Master<'_, H> {
     fn forked(&mut self, slot: usize, pid: Pid, ends: Ends) -> Child {
         drop((ends.worker_reads, ends.worker_writes));
         let (cpu, index) = (self.sup.slots[slot].cpu, self.sup.slots[slot].index);
-        log!("worker {index} started (pid {pid}, cpu {})", CpuName(cpu));
+        log!(
+            slot = index,
+            pid = pid.as_raw(),
+            cpu = %CpuName(cpu),
+            "worker {index} started (pid {pid}, cpu {})",
+            CpuName(cpu)
+        );
         self.pipes.push(Pipes::new(
             pid,
             index,
@@ -166,7 +172,7 @@ pub(super) fn child_main<H: Serve>(
     // Unpinned, the worker keeps the master's affinity mask, as `fork` leaves it.
     if let Some(id) = cpu {
         if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
-            log!("could not pin to cpu {id}; running unpinned");
+            tracing::warn!("could not pin to cpu {id}; running unpinned");
         }
     }
     // A panic is one log line, where the default hook writes several to stderr. A handler

@@ -76,6 +76,8 @@ impl<H: Serve> Master<'_, H> {
                 ended.took.as_millis()
             );
             log!(
+                replaced = ended.replaced,
+                took_ms = ended.took.as_millis() as u64,
                 "reload complete: {}",
                 text.trim_start_matches("ok: ").trim_end()
             );
@@ -94,7 +96,7 @@ impl<H: Serve> Master<'_, H> {
                 if let Some(pid) = self.sup.recycle_failed(slot, Instant::now()) {
                     signal(pid, Signal::SIGKILL);
                 }
-                log!("RECYCLE FAILED: {why}; the old worker keeps serving");
+                tracing::warn!("RECYCLE FAILED: {why}; the old worker keeps serving");
             }
         }
     }
@@ -115,7 +117,7 @@ impl<H: Serve> Master<'_, H> {
             Ok(child) => self.sup.successor_forked(slot, child, Purpose::Recycle),
             Err(e) => {
                 self.sup.recycle_failed(slot, now);
-                log!("RECYCLE FAILED: forking: {e}");
+                tracing::warn!("RECYCLE FAILED: forking: {e}");
             }
         }
     }
@@ -126,7 +128,7 @@ impl<H: Serve> Master<'_, H> {
         let Some((ended, killed)) = self.sup.fail_reload(Instant::now()) else {
             return;
         };
-        log!("RELOAD FAILED: {why}; the old workers keep serving");
+        tracing::error!("RELOAD FAILED: {why}; the old workers keep serving");
         self.binary.reload = None;
         self.binary.reload_config = None;
         for pid in killed {

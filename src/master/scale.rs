@@ -219,7 +219,7 @@ impl<H: Serve> Master<'_, H> {
                     Resize::Fewer => "SIGTTOU",
                     Resize::To { .. } => "scale",
                 };
-                log!("{by} refused: {why}");
+                tracing::warn!("{by} refused: {why}");
                 Some(format!("error: {why}\n"))
             }
             Scaled::Unchanged(n) => Some(format!("ok: already {n} workers\n")),
@@ -267,7 +267,7 @@ impl<H: Serve> Master<'_, H> {
                 oversubscribe: true,
             };
             self.sup.scale(resize, now);
-            log!("scale up failed: {e}");
+            tracing::error!("scale up failed: {e}");
             return Some(format!("error: scale up failed: {e}\n"));
         }
         log!("scaling up from {from} to {to} workers");

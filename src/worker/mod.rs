@@ -148,7 +148,7 @@ pub(crate) fn run<H: Serve>(config: &Config, handler: &H, setup: Setup) -> i32 {
     match worker.serve() {
         Ok(()) => 0,
         Err(e) => {
-            log!("ring failed: {e}; exiting");
+            tracing::error!("ring failed: {e}; exiting");
             1
         }
     }
@@ -157,7 +157,7 @@ pub(crate) fn run<H: Serve>(config: &Config, handler: &H, setup: Setup) -> i32 {
 /// Logs why the worker cannot start and tells the master, for a failed reload's answer;
 /// returns the exit code that says so.
 fn cannot_start(why: &str) -> i32 {
-    log!("{why}");
+    tracing::error!("{why}");
     crate::master::exec::tell_master_failed(why);
     EXIT_CONFIG
 }

@@ -407,7 +407,7 @@ impl<H: Serve> Worker<'_, H> {
                 }
             }
             Ok(_) => {}
-            Err(e) => log!("writing the access log: {e}; lines lost"),
+            Err(e) => tracing::error!("writing the access log: {e}; lines lost"),
         }
         buf.clear();
         self.side.access_spare = Some(buf);
