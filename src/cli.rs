@@ -17,7 +17,9 @@
 
 use crate::config_file;
 use crate::control::{PathOrigin, RequestError};
-use crate::{Config, CpuAffinity, ErrorKind, ListenMode, LogFormat, Serve, Server, Workers};
+use crate::{
+    AccessLogFormat, Config, CpuAffinity, ErrorKind, ListenMode, LogFormat, Serve, Server, Workers,
+};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -236,9 +238,14 @@ struct ServeArgs {
     /// Log lines as `text` or `json`. [default: text]
     #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
     log_format: Option<LogFormat>,
-    /// Append an access log (common log format) to this file. [default: none]
+    /// Append an access log to this file. [default: none]
     #[arg(long, value_name = "PATH")]
     access_log: Option<PathBuf>,
+    /// The access log's lines: `common` (common log format), `combined` (with referer and
+    /// user agent, as nginx's default) or `json` (one object per line, with the duration,
+    /// the user agent and the request id). [default: common]
+    #[arg(long, value_name = "FORMAT", value_parser = AccessLogFormat::parse)]
+    access_log_format: Option<AccessLogFormat>,
     /// A handler's panic ends its worker (respawned by the master) instead of answering 500.
     #[arg(long)]
     exit_on_panic: bool,
@@ -361,6 +368,7 @@ impl ServeArgs {
         }
         set(&mut c.worker_timeout, &self.worker_timeout);
         set(&mut c.log_format, &self.log_format);
+        set(&mut c.access_log_format, &self.access_log_format);
         if self.access_log.is_some() {
             c.access_log = self.access_log.clone();
         }
@@ -801,6 +809,15 @@ fn shown_defaults(c: &Config) -> Vec<(&'static str, String)> {
             match c.log_format {
                 LogFormat::Text => "text",
                 LogFormat::Json => "json",
+            }
+            .to_string(),
+        ),
+        (
+            "access-log-format",
+            match c.access_log_format {
+                AccessLogFormat::Common => "common",
+                AccessLogFormat::Combined => "combined",
+                AccessLogFormat::Json => "json",
             }
             .to_string(),
         ),

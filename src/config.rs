@@ -378,6 +378,8 @@ pub struct Config {
     pub worker_timeout: Duration,
     /// The log line format. Default [`LogFormat::Text`].
     pub log_format: LogFormat,
+    /// The access log's line format. Default [`AccessLogFormat::Common`].
+    pub access_log_format: AccessLogFormat,
     /// A file the workers append an access log to (common log format), without blocking
     /// their loop. Default: none.
     pub access_log: Option<PathBuf>,
@@ -398,10 +400,40 @@ pub struct Config {
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
-    /// `2026-11-26T15:00:00.000Z ringmaster[worker 0] message`
+    /// `2026-11-26T15:00:00.000Z ringmaster[worker 0] INFO message`
     Text,
     /// One JSON object per line: `{"ts":...,"role":"worker","slot":0,"msg":...}`.
     Json,
+}
+
+/// How access log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// The common log format: `127.0.0.1 - - [27/Nov/2026:12:00:00 +0000] "GET / HTTP/1.1"
+    /// 200 11`.
+    #[default]
+    Common,
+    /// The combined log format (nginx's and Apache's default): the common one with
+    /// `"REFERER" "USER-AGENT"` after it (`"-"` when the request has none).
+    Combined,
+    /// One JSON object per line: `{"time":"2026-11-27T12:00:00.123Z","remote_addr":…,
+    /// "request":…,"status":200,"bytes":11,"duration_ms":0.052,"referer":…,"user_agent":…,
+    /// "request_id":…}`, with `null` for a field the request lacks. `duration_ms` is from the
+    /// request's head parsed to its response handed to the connection's output (a streamed
+    /// body: to its head); `request_id` is the request's `X-Request-Id`.
+    Json,
+}
+
+impl AccessLogFormat {
+    /// Parses `common`, `combined` or `json`.
+    pub fn parse(s: &str) -> Result<AccessLogFormat, String> {
+        match s {
+            "common" => Ok(AccessLogFormat::Common),
+            "combined" => Ok(AccessLogFormat::Combined),
+            "json" => Ok(AccessLogFormat::Json),
+            _ => Err("expected `common`, `combined` or `json`".to_string()),
+        }
+    }
 }
 
 impl Default for Config {
@@ -427,6 +459,7 @@ impl Default for Config {
             max_memory_mib: None,
             worker_timeout: Duration::from_secs(30),
             log_format: LogFormat::Text,
+            access_log_format: AccessLogFormat::Common,
             access_log: None,
             exit_on_panic: false,
             client_addresses: false,

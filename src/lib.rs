@@ -109,7 +109,9 @@ mod systemd;
 mod worker;
 
 pub use cluster::{send_to_master, Cluster, Exit, SendError, WorkerInfo};
-pub use config::{Config, CpuAffinity, Limits, ListenMode, LogFormat, UringOptions, Workers};
+pub use config::{
+    AccessLogFormat, Config, CpuAffinity, Limits, ListenMode, LogFormat, UringOptions, Workers,
+};
 /// Drives one connection's byte processing without a ring, for fuzzing and property tests.
 #[doc(hidden)]
 pub use connection::drive;

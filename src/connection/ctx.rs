@@ -59,55 +59,222 @@ pub(crate) enum Drain {
 pub(crate) const ACCESS_LOG_BYTES_MAX: usize = 1 << 20;
 /// The longest request line an access log line quotes; longer ones are cut.
 const ACCESS_LOG_REQUEST_BYTES_MAX: usize = 2048;
-/// Room an access log line needs besides its request line: an IPv6 address, the date, the
-/// status and the size.
-const ACCESS_LOG_LINE_BYTES_OTHER: usize = 128;
+/// The longest referer, user agent or request id an access log line quotes; longer ones
+/// are cut.
+pub(crate) const ACCESS_LOG_FIELD_BYTES_MAX: usize = 512;
+/// Room an access log line needs besides what it quotes: an IPv6 address, the date, the
+/// status, the size, the duration and the JSON keys.
+const ACCESS_LOG_LINE_BYTES_OTHER: usize = 256;
+/// The most an escaped byte takes (`\u00XX` in JSON, `\xXX` in the others).
+const ESCAPED_BYTES_MAX: usize = 6;
 
-/// The worker's access log buffer (common log format), written out by the worker.
+/// What an access log line quotes from the request besides its line: `Referer`,
+/// `User-Agent`, `X-Request-Id`, each cut at [`ACCESS_LOG_FIELD_BYTES_MAX`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Quoted<'a> {
+    pub(crate) referer: Option<&'a [u8]>,
+    pub(crate) user_agent: Option<&'a [u8]>,
+    pub(crate) request_id: Option<&'a [u8]>,
+}
+
+impl<'a> Quoted<'a> {
+    /// From a request's header fields.
+    pub(crate) fn of(headers: &'a [httparse::Header<'a>]) -> Quoted<'a> {
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| &h.value[..h.value.len().min(ACCESS_LOG_FIELD_BYTES_MAX)])
+        };
+        Quoted {
+            referer: find("referer"),
+            user_agent: find("user-agent"),
+            request_id: find("x-request-id"),
+        }
+    }
+
+    /// Appends them to `out` (a request line kept for later), each after a NUL byte (which
+    /// a request line and field values never hold) and a byte saying whether it is there,
+    /// as [`Quoted::read`] reads them back.
+    pub(crate) fn keep(&self, out: &mut Vec<u8>) {
+        for field in [self.referer, self.user_agent, self.request_id] {
+            out.push(0);
+            match field {
+                Some(v) => {
+                    out.push(1);
+                    out.extend_from_slice(v);
+                }
+                None => out.push(2),
+            }
+        }
+    }
+
+    /// Splits what [`Quoted::keep`] appended off a kept request line: the line and its
+    /// quoted fields.
+    pub(crate) fn read(kept: &'a [u8]) -> (&'a [u8], Quoted<'a>) {
+        let mut parts = kept.split(|&b| b == 0);
+        let line = parts.next().unwrap_or_default();
+        let mut next = || match parts.next() {
+            Some([1, value @ ..]) => Some(value),
+            _ => None,
+        };
+        let quoted = Quoted {
+            referer: next(),
+            user_agent: next(),
+            request_id: next(),
+        };
+        (line, quoted)
+    }
+}
+
+/// One response, as its access log line says it.
+pub(crate) struct Entry<'a> {
+    pub(crate) peer: Option<IpAddr>,
+    pub(crate) request: &'a [u8],
+    pub(crate) quoted: Quoted<'a>,
+    pub(crate) status: u16,
+    pub(crate) bytes: usize,
+    pub(crate) duration: std::time::Duration,
+}
+
+/// The worker's access log buffer, written out by the worker.
 #[derive(Debug)]
 pub(crate) struct AccessLog {
     pub(crate) buf: Vec<u8>,
     /// Lines dropped because the buffer was full (the disk is slower than the requests).
     pub(crate) dropped: u64,
+    pub(crate) format: crate::config::AccessLogFormat,
 }
 
 impl AccessLog {
-    pub(crate) fn new() -> AccessLog {
+    pub(crate) fn new(format: crate::config::AccessLogFormat) -> AccessLog {
         AccessLog {
             buf: Vec::with_capacity(ACCESS_LOG_BYTES_MAX),
             dropped: 0,
+            format,
         }
     }
 
-    /// Appends `HOST - - [DATE] "REQUEST" STATUS BYTES`.
-    pub(super) fn record(
-        &mut self,
-        peer: Option<IpAddr>,
-        clf: &[u8],
-        request: &[u8],
-        status: u16,
-        bytes: usize,
-    ) {
+    /// Whether lines quote more of the request than its line.
+    pub(crate) fn quotes(&self) -> bool {
+        self.format != crate::config::AccessLogFormat::Common
+    }
+
+    /// Appends the line of `e` at the time of `date`, or counts it dropped when the buffer
+    /// has no room for the longest it could be.
+    pub(crate) fn record(&mut self, date: &DateCache, e: &Entry<'_>) {
+        use crate::config::AccessLogFormat as F;
         use std::io::Write;
-        let request = &request[..request.len().min(ACCESS_LOG_REQUEST_BYTES_MAX)];
-        if self.buf.len() + request.len() + ACCESS_LOG_LINE_BYTES_OTHER > ACCESS_LOG_BYTES_MAX {
+        let request = &e.request[..e.request.len().min(ACCESS_LOG_REQUEST_BYTES_MAX)];
+        let q = e.quoted;
+        let quoted: usize = [q.referer, q.user_agent, q.request_id]
+            .iter()
+            .map(|f| f.map_or(0, <[u8]>::len))
+            .sum();
+        let longest = ACCESS_LOG_LINE_BYTES_OTHER + ESCAPED_BYTES_MAX * (request.len() + quoted);
+        if self.buf.len() + longest > ACCESS_LOG_BYTES_MAX {
             self.dropped += 1;
             return;
         }
-        match peer {
-            Some(ip) => {
-                let _ = write!(self.buf, "{ip}");
+        let b = &mut self.buf;
+        // Writing to a Vec cannot fail: the results are not looked at.
+        match self.format {
+            F::Common | F::Combined => {
+                match e.peer {
+                    Some(ip) => {
+                        let _ = write!(b, "{ip}");
+                    }
+                    None => b.push(b'-'),
+                }
+                b.extend_from_slice(b" - - ");
+                b.extend_from_slice(date.clf());
+                b.extend_from_slice(b" \"");
+                // Quotes and control bytes cannot reach here: the parser refused them.
+                b.extend_from_slice(request);
+                let _ = write!(b, "\" {} {}", e.status, e.bytes);
+                if self.format == F::Combined {
+                    for field in [q.referer, q.user_agent] {
+                        b.extend_from_slice(b" \"");
+                        match field {
+                            Some(v) => escape_clf(b, v),
+                            None => b.push(b'-'),
+                        }
+                        b.push(b'"');
+                    }
+                }
             }
-            None => self.buf.push(b'-'),
+            F::Json => {
+                let (y, mo, d) = crate::civil::civil_from_days((date.secs() / 86_400) as i64);
+                let secs = date.secs() % 86_400;
+                let _ = write!(
+                    b,
+                    "{{\"time\":\"{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z\",\"remote_addr\":",
+                    secs / 3600,
+                    secs / 60 % 60,
+                    secs % 60
+                );
+                match e.peer {
+                    Some(ip) => {
+                        let _ = write!(b, "\"{ip}\"");
+                    }
+                    None => b.extend_from_slice(b"null"),
+                }
+                b.extend_from_slice(b",\"request\":");
+                json_string(b, Some(request));
+                let _ = write!(
+                    b,
+                    ",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3}",
+                    e.status,
+                    e.bytes,
+                    e.duration.as_secs_f64() * 1000.0
+                );
+                for (key, field) in [
+                    ("referer", q.referer),
+                    ("user_agent", q.user_agent),
+                    ("request_id", q.request_id),
+                ] {
+                    let _ = write!(b, ",\"{key}\":");
+                    json_string(b, field);
+                }
+                b.push(b'}');
+            }
         }
-        self.buf.extend_from_slice(b" - - ");
-        self.buf.extend_from_slice(clf);
-        self.buf.extend_from_slice(b" \"");
-        // Quotes and control bytes cannot reach here: the parser refused them.
-        self.buf.extend_from_slice(request);
-        // Writing to a Vec cannot fail.
-        let _ = writeln!(self.buf, "\" {status} {bytes}");
+        b.push(b'\n');
     }
+}
+
+/// A quoted field of the combined format, escaped as nginx does: `"`, `\\` and bytes
+/// outside printable ASCII as `\xXX`.
+fn escape_clf(out: &mut Vec<u8>, value: &[u8]) {
+    for &c in value {
+        match c {
+            b'"' | b'\\' | 0..=0x1f | 0x7f..=0xff => {
+                let _ = std::io::Write::write_fmt(out, format_args!("\\x{c:02X}"));
+            }
+            _ => out.push(c),
+        }
+    }
+}
+
+/// `value` as a JSON string (`null` when absent): bytes outside printable ASCII as `\u00XX`
+/// (a header's bytes are not always UTF-8; read as Latin-1, the line stays valid JSON).
+fn json_string(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    let Some(value) = value else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    out.push(b'"');
+    for &c in value {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f | 0x7f..=0xff => {
+                let _ = std::io::Write::write_fmt(out, format_args!("\\u{c:04x}"));
+            }
+            _ => out.push(c),
+        }
+    }
+    out.push(b'"');
 }
 
 /// What processing needs besides the connection: owned by the worker, shared by all its
@@ -145,4 +312,119 @@ pub(crate) struct Ctx<'h, H: Serve> {
     /// The client's address of the connection being processed, when it was looked up (for
     /// the access log and `Request::peer_addr`).
     pub(crate) peer: Option<IpAddr>,
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+    use crate::config::AccessLogFormat as F;
+
+    fn line(format: F, quoted: Quoted<'_>, peer: Option<IpAddr>) -> String {
+        let mut date = DateCache::new();
+        date.update(1_795_781_700); // 2026-11-27T12:15:00Z
+        let mut log = AccessLog::new(format);
+        let entry = Entry {
+            peer,
+            request: b"GET /a?b=1 HTTP/1.1",
+            quoted,
+            status: 200,
+            bytes: 11,
+            duration: std::time::Duration::from_micros(1_234),
+        };
+        log.record(&date, &entry);
+        String::from_utf8(log.buf).unwrap()
+    }
+
+    const QUOTED: Quoted<'static> = Quoted {
+        referer: Some(b"https://e.example/\"x\""),
+        user_agent: Some(b"curl/8.5 \xff"),
+        request_id: Some(b"req-7"),
+    };
+
+    #[test]
+    fn each_format_writes_its_line() {
+        let ip = Some(IpAddr::from([10, 0, 0, 7]));
+        assert_eq!(
+            line(F::Common, QUOTED, ip),
+            "10.0.0.7 - - [27/Nov/2026:12:15:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 11\n"
+        );
+        assert_eq!(
+            line(F::Combined, QUOTED, ip),
+            "10.0.0.7 - - [27/Nov/2026:12:15:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 11 \
+             \"https://e.example/\\x22x\\x22\" \"curl/8.5 \\xFF\"\n"
+        );
+        assert_eq!(
+            line(F::Combined, Quoted::default(), None),
+            "- - - [27/Nov/2026:12:15:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 11 \"-\" \"-\"\n"
+        );
+        let json = line(F::Json, QUOTED, ip);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["time"], "2026-11-27T12:15:00Z");
+        assert_eq!(v["remote_addr"], "10.0.0.7");
+        assert_eq!(v["request"], "GET /a?b=1 HTTP/1.1");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["bytes"], 11);
+        assert_eq!(v["duration_ms"], 1.234);
+        assert_eq!(v["referer"], "https://e.example/\"x\"");
+        assert_eq!(v["user_agent"], "curl/8.5 \u{ff}");
+        assert_eq!(v["request_id"], "req-7");
+        let v: serde_json::Value =
+            serde_json::from_str(&line(F::Json, Quoted::default(), None)).unwrap();
+        assert!(v["remote_addr"].is_null() && v["referer"].is_null() && v["request_id"].is_null());
+    }
+
+    #[test]
+    fn quoted_fields_kept_with_the_line_read_back() {
+        let mut kept = b"GET / HTTP/1.1".to_vec();
+        QUOTED.keep(&mut kept);
+        let (line, q) = Quoted::read(&kept);
+        assert_eq!(line, b"GET / HTTP/1.1");
+        assert_eq!(q.referer, QUOTED.referer);
+        assert_eq!(q.user_agent, QUOTED.user_agent);
+        assert_eq!(q.request_id, QUOTED.request_id);
+        let mut kept = b"GET / HTTP/1.1".to_vec();
+        Quoted::default().keep(&mut kept);
+        let (_, q) = Quoted::read(&kept);
+        assert!(q.referer.is_none() && q.user_agent.is_none() && q.request_id.is_none());
+        // Some there, some not.
+        let some = Quoted {
+            referer: None,
+            user_agent: Some(b"ua"),
+            request_id: None,
+        };
+        let mut kept = b"GET / HTTP/1.1".to_vec();
+        some.keep(&mut kept);
+        let (_, q) = Quoted::read(&kept);
+        assert_eq!(
+            (q.referer, q.user_agent, q.request_id),
+            (None, Some(&b"ua"[..]), None)
+        );
+        // A line kept alone (the common format) reads back with nothing quoted.
+        let (line, q) = Quoted::read(b"GET / HTTP/1.1");
+        assert_eq!(line, b"GET / HTTP/1.1");
+        assert!(q.referer.is_none());
+    }
+
+    #[test]
+    fn a_line_that_might_not_fit_is_dropped_and_counted() {
+        let mut date = DateCache::new();
+        date.update(0);
+        let mut log = AccessLog::new(F::Json);
+        let entry = Entry {
+            peer: None,
+            request: &[b'a'; ACCESS_LOG_REQUEST_BYTES_MAX],
+            quoted: QUOTED,
+            status: 200,
+            bytes: 0,
+            duration: std::time::Duration::ZERO,
+        };
+        let mut written = 0;
+        while log.dropped == 0 {
+            log.record(&date, &entry);
+            written += 1;
+        }
+        assert!(log.buf.len() <= ACCESS_LOG_BYTES_MAX);
+        assert!(written > 1);
+        assert_eq!(log.buf.iter().filter(|&&b| b == b'\n').count(), written - 1);
+    }
 }

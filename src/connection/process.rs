@@ -2,6 +2,7 @@
 //! (`Content-Length` or chunked) gathered, the handler called, responses encoded into the
 //! output, refusals answered, and the end of input settled.
 
+use super::ctx::{AccessLog, Entry, Quoted};
 use super::output::{Output, BODY_COPY_BYTES_MAX};
 use super::stream::{start_stream, StreamOut, Upload, UPLOAD_PIPE_BYTES_MAX};
 use super::{AfterOutput, Conn, Ctx, Drain, Interim, Phase, Recv, RecvMode, Wait};
@@ -17,6 +18,7 @@ use crate::log::log_limited;
 use crate::rt::{Panicked, Started};
 use crate::Serve;
 use std::mem::MaybeUninit;
+use std::time::Instant;
 
 /// The interim response to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -53,8 +55,11 @@ pub(super) struct Pending {
     keep_alive: bool,
     version: Version,
     head_only: bool,
-    /// The request line, for the access log (empty when none is kept).
+    /// The request line and what else the access log quotes ([`Quoted::keep`]), for the
+    /// access log (empty when none is kept).
     pub(super) line: Vec<u8>,
+    /// When its head was parsed.
+    started: Instant,
     /// The body streaming to the handler, when it asked for it so.
     upload: Option<Upload>,
 }
@@ -73,6 +78,7 @@ impl Pending {
             version: head.version,
             head_only: head.head_only,
             line: access_line(head, ctx),
+            started: ctx.now,
             upload,
         }
     }
@@ -84,26 +90,40 @@ pub(super) struct Meta<'a> {
     pub(super) version: Version,
     pub(super) head_only: bool,
     pub(super) line: &'a [u8],
+    /// What the access log quotes from the request besides its line (nothing when no log
+    /// is kept, or its format quotes nothing more).
+    pub(super) quoted: Quoted<'a>,
+    /// When its head was parsed (the loop turn's clock).
+    pub(super) started: Instant,
 }
 
 impl<'a> Meta<'a> {
-    fn of(head: &'a Head<'_>) -> Meta<'a> {
+    fn of<H: Serve>(head: &'a Head<'_>, ctx: &Ctx<'_, H>) -> Meta<'a> {
+        let quotes = ctx.access.as_ref().is_some_and(AccessLog::quotes);
         Meta {
             keep_alive: head.keep_alive,
             version: head.version,
             head_only: head.head_only,
             line: head.request_line(),
+            quoted: match quotes {
+                true => Quoted::of(head.headers),
+                false => Quoted::default(),
+            },
+            started: ctx.now,
         }
     }
 }
 
 impl Pending {
     fn meta(&self) -> Meta<'_> {
+        let (line, quoted) = Quoted::read(&self.line);
         Meta {
             keep_alive: self.keep_alive,
             version: self.version,
             head_only: self.head_only,
-            line: &self.line,
+            line,
+            quoted,
+            started: self.started,
         }
     }
 }
@@ -664,7 +684,7 @@ fn answer<H: Serve>(
         let res = ctx.res.as_mut().expect("the worker's response");
         res.reset();
         res.header("Allow", crate::http::OPTIONS_ALLOW);
-        return encode_own(&Meta::of(head), out, last, ctx);
+        return encode_own(&Meta::of(head, ctx), out, last, ctx);
     }
     if H::ONLY_ASYNC {
         // The future answers in its own `Response`; the worker's is not used.
@@ -681,7 +701,7 @@ fn answer<H: Serve>(
     let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         handler.handle_now(&Request::new(head, body, peer), res)
     }));
-    let meta = Meta::of(head);
+    let meta = Meta::of(head, ctx);
     match called {
         Err(panic) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
         Err(_) => return Some(handler_failed(&meta, out, ctx)),
@@ -718,11 +738,11 @@ fn answer_async<H: Serve>(
     match started {
         Ok(None) => {
             let res = answered.as_mut().expect("set when done");
-            respond_in_place(&Meta::of(head), res, out, last, ctx)
+            respond_in_place(&Meta::of(head, ctx), res, out, last, ctx)
         }
         Ok(Some(task)) => Some(Next::Await(Pending::of(task, head, None, ctx))),
         Err(Panicked(panic)) if ctx.exit_on_panic => std::panic::resume_unwind(panic),
-        Err(_) => Some(handler_failed(&Meta::of(head), out, ctx)),
+        Err(_) => Some(handler_failed(&Meta::of(head, ctx), out, ctx)),
     }
 }
 
@@ -750,7 +770,7 @@ fn answer_streaming<H: Serve>(
     req.set_body_reader(BodyReader::new(pipe));
     let handler = ctx.handler;
     let started = ctx.tasks.start_with(ctx.conn, || handler.call_async(req));
-    let mut meta = Meta::of(head);
+    let mut meta = Meta::of(head, ctx);
     match started {
         Ok(Started::Ready(res)) if res.is_streamed() => {
             // A streamed answer may read the body as it streams.
@@ -780,9 +800,13 @@ fn answer_streaming<H: Serve>(
 /// A copy of the request line for the access log, when one is kept (empty otherwise).
 fn access_line<H: Serve>(head: &Head<'_>, ctx: &mut Ctx<'_, H>) -> Vec<u8> {
     let mut line = Vec::new();
-    if ctx.access.is_some() {
+    if let Some(access) = &ctx.access {
+        let quotes = access.quotes();
         line = ctx.pool.take();
         line.extend_from_slice(head.request_line());
+        if quotes {
+            Quoted::of(head.headers).keep(&mut line);
+        }
     }
     line
 }
@@ -897,6 +921,14 @@ pub(super) fn log_access<H: Serve>(
 ) {
     ctx.counters.response(status);
     if let Some(log) = &mut ctx.access {
-        log.record(ctx.peer, ctx.date.clf(), meta.line, status, bytes);
+        let entry = Entry {
+            peer: ctx.peer,
+            request: meta.line,
+            quoted: meta.quoted,
+            status,
+            bytes,
+            duration: ctx.now.saturating_duration_since(meta.started),
+        };
+        log.record(&ctx.date, &entry);
     }
 }

@@ -60,6 +60,11 @@ impl DateCache {
     pub fn clf(&self) -> &[u8] {
         &self.clf
     }
+
+    /// The seconds since the epoch the cache holds.
+    pub fn secs(&self) -> u64 {
+        self.secs
+    }
 }
 
 /// Rearranges `Date: Thu, 26 Nov 2026 14:55:00 GMT\r\n` into `[26/Nov/2026:14:55:00 +0000]`.

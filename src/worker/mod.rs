@@ -189,7 +189,10 @@ impl<'h, H: Serve> Worker<'h, H> {
     fn new(config: &Config, handler: &'h H, setup: Setup) -> Result<Worker<'h, H>, String> {
         let mut ring = build_ring(config, setup.accept_queue)?;
         let (direct, connections_max) = direct_table(config, &mut ring);
-        let access = setup.access_log.is_some().then(AccessLog::new);
+        let access = setup
+            .access_log
+            .is_some()
+            .then(|| AccessLog::new(config.access_log_format));
         Ok(Worker {
             ring,
             conns: Slab::with_capacity(connections_max),
