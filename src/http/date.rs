@@ -1,4 +1,5 @@
-//! The `Date` field, formatted once per second (IMF-fixdate, RFC 9110 section 5.6.7).
+//! The `Date` field, formatted once per second (IMF-fixdate, RFC 9110 section 5.6.7, by
+//! `httpdate`), and the same instant for access logs.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -86,33 +87,14 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `Date: ` and the IMF-fixdate of `secs` (`httpdate`'s, once a second: nothing on the hot
+/// path), and the line end.
 fn format_line(secs: u64, out: &mut [u8; LINE_BYTES]) {
-    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = crate::civil::civil_from_days(days as i64);
-    let two = |n: u64| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
+    let date = httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(secs));
     out[..6].copy_from_slice(b"Date: ");
-    out[6..9].copy_from_slice(DAYS[(days % 7) as usize]);
-    out[9..11].copy_from_slice(b", ");
-    out[11..13].copy_from_slice(&two(day as u64));
-    out[13] = b' ';
-    out[14..17].copy_from_slice(MONTHS[(month - 1) as usize]);
-    out[17] = b' ';
-    let y = year as u64;
-    out[18..20].copy_from_slice(&two(y / 100));
-    out[20..22].copy_from_slice(&two(y % 100));
-    out[22] = b' ';
-    out[23..25].copy_from_slice(&two(rem / 3600));
-    out[25] = b':';
-    out[26..28].copy_from_slice(&two(rem / 60 % 60));
-    out[28] = b':';
-    out[29..31].copy_from_slice(&two(rem % 60));
-    out[31..37].copy_from_slice(b" GMT\r\n");
+    // Always 29 bytes for years 1970 to 9999, the only ones a system clock gives.
+    out[6..35].copy_from_slice(&date.as_bytes()[..29]);
+    out[35..37].copy_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
