@@ -106,6 +106,8 @@ pub mod proxy;
 pub mod router;
 pub mod rt;
 mod systemd;
+#[cfg(feature = "tower")]
+pub mod tower;
 mod worker;
 
 pub use cluster::{send_to_master, Cluster, Exit, SendError, WorkerInfo};
