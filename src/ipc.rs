@@ -26,6 +26,7 @@ const TYPE_MOUNTS: u8 = 7;
 const TYPE_REOPEN: u8 = 8;
 const TYPE_REOPENED: u8 = 9;
 const TYPE_FAILED: u8 = 10;
+const TYPE_DURATIONS: u8 = 11;
 
 /// Mounts (`--static`, `--proxy`) whose counters a worker reports, at most: a server with
 /// more refuses to start. The bound keeps [`Message::Mounts`] within one frame.
@@ -282,6 +283,8 @@ pub enum Message {
     /// most [`USER_BYTES_MAX`] bytes ([`Message::failed`] cuts a longer one). The master
     /// puts it in a failed reload's answer.
     Failed(String),
+    /// worker → master: its handled requests' durations so far, with each stats report.
+    Durations(Box<crate::durations::Durations>),
 }
 
 impl Message {
@@ -354,6 +357,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
         Message::User(bytes) => (TYPE_USER, bytes.len()),
         Message::Failed(why) if why.len() > USER_BYTES_MAX => return Err(FrameError::Oversized),
         Message::Failed(why) => (TYPE_FAILED, why.len()),
+        Message::Durations(_) => (TYPE_DURATIONS, crate::durations::WORDS * 8),
     };
     out.extend_from_slice(&(1 + payload_len as u32).to_le_bytes());
     out.push(kind);
@@ -381,6 +385,11 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
         }
         Message::User(bytes) => out.extend_from_slice(bytes),
         Message::Failed(why) => out.extend_from_slice(why.as_bytes()),
+        Message::Durations(d) => {
+            for v in d.to_words() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
     }
     Ok(())
 }
@@ -445,8 +454,15 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
         }
         TYPE_USER => Message::User(payload.to_vec()),
         TYPE_FAILED => Message::Failed(String::from_utf8_lossy(payload).into_owned()),
+        TYPE_DURATIONS if payload.len() == crate::durations::WORDS * 8 => {
+            let mut words = [0u64; crate::durations::WORDS];
+            for (i, w) in words.iter_mut().enumerate() {
+                *w = word(i);
+            }
+            Message::Durations(Box::new(crate::durations::Durations::from_words(&words)))
+        }
         TYPE_READY | TYPE_STATS | TYPE_MOUNTS | TYPE_SHUTDOWN | TYPE_ADOPT | TYPE_RELEASE
-        | TYPE_REOPEN | TYPE_REOPENED => return Err(FrameError::BadPayload(kind)),
+        | TYPE_REOPEN | TYPE_REOPENED | TYPE_DURATIONS => return Err(FrameError::BadPayload(kind)),
         other => return Err(FrameError::UnknownType(other)),
     };
     Ok(Some((msg, 4 + len)))
@@ -541,6 +557,12 @@ mod tests {
             Message::User(Vec::new()),
             Message::User(vec![7; USER_BYTES_MAX]),
             Message::failed("cannot start: the handler's start failed: no database"),
+            Message::Durations(Box::new({
+                let mut d = crate::durations::Durations::default();
+                d.record(200, 1_234);
+                d.record(503, u64::MAX);
+                d
+            })),
             Message::failed(&"é".repeat(USER_BYTES_MAX)),
         ] {
             let bytes = frame(&msg);

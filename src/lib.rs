@@ -90,6 +90,7 @@ mod config;
 mod config_file;
 mod connection;
 mod control;
+pub mod durations;
 mod error;
 pub mod files;
 mod handler;

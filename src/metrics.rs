@@ -5,7 +5,9 @@
 use crate::error::{Error, ErrorKind};
 use crate::inbox::{Framing, Inbox};
 use crate::ipc::{MountStats, Stats};
-use std::fmt::Write as _;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
@@ -99,7 +101,7 @@ impl MetricsServer {
     /// Answers connection `id` with `status`, a plain-text or Prometheus body, and closes.
     pub(crate) fn answer(&mut self, id: u64, status: u16, body: &str, head_only: bool) {
         let content_type = if body.starts_with("# HELP") {
-            "text/plain; version=0.0.4; charset=utf-8"
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
         } else {
             "text/plain; charset=utf-8"
         };
@@ -125,6 +127,19 @@ pub(crate) struct WorkerMetrics {
     pub(crate) restarts: u32,
     pub(crate) rss_bytes: u64,
     pub(crate) ready: bool,
+    /// Its handled requests' durations so far (earlier workers' added in).
+    pub(crate) durations: crate::durations::Durations,
+}
+
+/// The master's own figures.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MasterMetrics {
+    pub(crate) uptime_s: u64,
+    pub(crate) shutting_down: bool,
+    pub(crate) generation: u64,
+    pub(crate) reloads_ok: u64,
+    pub(crate) reloads_failed: u64,
+    pub(crate) reopen_failures: u64,
 }
 
 /// One mount's figures, summed over the workers (see `Master::mount_totals`).
@@ -274,153 +289,328 @@ const EXPORTED: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-/// Renders the Prometheus text exposition format (version 0.0.4).
+/// Renders every family in the OpenMetrics text format, through `prometheus-client`'s encoder
+/// (a [`Collector`](prometheus_client::collector::Collector) over this snapshot: the figures
+/// are the workers' reports, merged by the master, not live instruments).
 pub(crate) fn render(
     workers: &[WorkerMetrics],
     mounts: &[MountMetrics<'_>],
-    master_up_s: u64,
-    shutting_down: bool,
+    master: MasterMetrics,
 ) -> String {
-    let mut out = String::with_capacity(8192);
-    for (field, name, help, kind) in EXPORTED {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for w in workers {
-            let value = w
-                .stats
-                .named()
-                .iter()
-                .find(|(f, _)| f == field)
-                .map_or(0, |(_, v)| *v);
-            let _ = writeln!(
-                out,
-                "{name}{{slot=\"{}\",cpu=\"{}\"}} {value}",
-                w.slot, w.cpu
-            );
-        }
-    }
-    let name = "ringmaster_responses_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Responses sent, by status class.\n# TYPE {name} counter"
-    );
-    for w in workers {
-        let s = &w.stats;
-        for (class, value) in [
-            ("1xx", s.responses_1xx),
-            ("2xx", s.responses_2xx),
-            ("3xx", s.responses_3xx),
-            ("4xx", s.responses_4xx),
-            ("5xx", s.responses_5xx),
-        ] {
-            let _ = writeln!(
-                out,
-                "{name}{{slot=\"{}\",cpu=\"{}\",class=\"{class}\"}} {value}",
-                w.slot, w.cpu
-            );
-        }
-    }
-    type Value = fn(&WorkerMetrics) -> u64;
-    let per_slot: [(&str, &str, &str, Value); 3] = [
-        (
-            "ringmaster_worker_restarts_total",
-            "Times the slot's worker was replaced after dying.",
-            "counter",
-            |w| u64::from(w.restarts),
-        ),
-        (
-            "ringmaster_worker_resident_bytes",
-            "Resident memory of the slot's worker.",
-            "gauge",
-            |w| w.rss_bytes,
-        ),
-        (
-            "ringmaster_worker_ready",
-            "1 when the slot has a ready worker.",
-            "gauge",
-            |w| u64::from(w.ready),
-        ),
-    ];
-    for (name, help, kind, value) in per_slot {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for w in workers {
-            let _ = writeln!(
-                out,
-                "{name}{{slot=\"{}\",cpu=\"{}\"}} {}",
-                w.slot,
-                w.cpu,
-                value(w)
-            );
-        }
-    }
-    render_mounts(&mut out, mounts);
-    let _ = writeln!(
-        out,
-        "# HELP ringmaster_master_uptime_seconds Seconds since the master started.\n\
-         # TYPE ringmaster_master_uptime_seconds gauge\n\
-         ringmaster_master_uptime_seconds {master_up_s}\n\
-         # HELP ringmaster_shutting_down 1 once a graceful shutdown started.\n\
-         # TYPE ringmaster_shutting_down gauge\n\
-         ringmaster_shutting_down {}",
-        u8::from(shutting_down)
-    );
+    let snapshot = Snapshot {
+        workers: workers
+            .iter()
+            .map(|w| OwnedWorker {
+                slot: w.slot.to_string(),
+                cpu: w.cpu.to_string(),
+                stats: w.stats,
+                restarts: u64::from(w.restarts),
+                rss_bytes: w.rss_bytes,
+                ready: u64::from(w.ready),
+                durations: w.durations,
+            })
+            .collect(),
+        mounts: mounts
+            .iter()
+            .map(|m| OwnedMount {
+                prefix: label_value(m.prefix),
+                kind: m.kind,
+                upstreams: m.has_upstreams(),
+                stats: m.stats,
+            })
+            .collect(),
+        master,
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::with_capacity(16_384);
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
 }
 
-/// The mounts' families, labelled by prefix and kind; the upstream ones for proxies only.
-/// Nothing without mounts.
-fn render_mounts(out: &mut String, mounts: &[MountMetrics<'_>]) {
-    if mounts.is_empty() {
-        return;
-    }
-    type Value = fn(&MountStats) -> u64;
-    let families: [(&str, &str, &str, bool, Value); 3] = [
-        (
-            "ringmaster_mount_requests_total",
-            "Responses the mount's handler returned.",
-            "counter",
-            false,
-            |s| s.requests,
-        ),
-        (
-            "ringmaster_mount_bytes_total",
-            "Response body bytes the mount handed out (whole bodies, and what streamed ones wrote; none for HEAD).",
-            "counter",
-            false,
-            |s| s.bytes,
-        ),
-        (
-            "ringmaster_mount_upstream_errors_total",
-            "Failed tries at a proxy mount's upstreams (connect failures, 502 and 504 answers, bodies cut short).",
-            "counter",
-            true,
-            |s| s.upstream_errors,
-        ),
-    ];
-    for (name, help, kind, upstream_only, value) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for m in mounts
-            .iter()
-            .filter(|m| !upstream_only || m.has_upstreams())
-        {
-            let _ = writeln!(out, "{name}{{{}}} {}", mount_labels(m), value(&m.stats));
-        }
-    }
-    let name = "ringmaster_mount_upstream_connections";
-    let _ = writeln!(
-        out,
-        "# HELP {name} A proxy mount's upstream connections now: open (pooled or busy) and idle (pooled).\n# TYPE {name} gauge"
-    );
-    for m in mounts.iter().filter(|m| m.has_upstreams()) {
-        let labels = mount_labels(m);
-        let s = &m.stats;
-        let _ = writeln!(out, "{name}{{{labels},state=\"open\"}} {}", s.upstream_open);
-        let _ = writeln!(out, "{name}{{{labels},state=\"idle\"}} {}", s.upstream_idle);
+#[derive(Debug)]
+struct OwnedWorker {
+    slot: String,
+    cpu: String,
+    stats: Stats,
+    restarts: u64,
+    rss_bytes: u64,
+    ready: u64,
+    durations: crate::durations::Durations,
+}
+
+#[derive(Debug)]
+struct OwnedMount {
+    /// Escaped for the text format.
+    prefix: String,
+    kind: &'static str,
+    upstreams: bool,
+    stats: MountStats,
+}
+
+/// Everything one scrape shows.
+#[derive(Debug)]
+struct Snapshot {
+    workers: Vec<OwnedWorker>,
+    mounts: Vec<OwnedMount>,
+    master: MasterMetrics,
+}
+
+impl Snapshot {
+    fn worker_labels(w: &OwnedWorker) -> [(&'static str, &str); 2] {
+        [("slot", w.slot.as_str()), ("cpu", w.cpu.as_str())]
     }
 }
 
-/// `prefix="…",kind="…"`, the prefix escaped.
-fn mount_labels(m: &MountMetrics<'_>) -> String {
-    format!("prefix=\"{}\",kind=\"{}\"", label_value(m.prefix), m.kind)
+/// A family's name as the encoder takes it: a counter's without its `_total`, which the
+/// encoder adds back.
+fn family_name(name: &str, kind: MetricType) -> &str {
+    match kind {
+        MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    }
+}
+
+/// Encodes one sample of `value` as `kind`.
+fn encode_value(metric: &mut MetricEncoder<'_>, kind: MetricType, value: u64) -> fmt::Result {
+    match kind {
+        MetricType::Counter => metric.encode_counter::<NoLabelSet, u64, u64>(&value, None),
+        _ => metric.encode_gauge(&value),
+    }
+}
+
+impl prometheus_client::collector::Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        for (field, name, help, kind) in EXPORTED {
+            let kind = match *kind {
+                "counter" => MetricType::Counter,
+                _ => MetricType::Gauge,
+            };
+            let mut family =
+                encoder.encode_descriptor(family_name(name, kind), help, None, kind)?;
+            for w in &self.workers {
+                let value = w
+                    .stats
+                    .named()
+                    .iter()
+                    .find(|(f, _)| f == field)
+                    .map_or(0, |(_, v)| *v);
+                let labels = Snapshot::worker_labels(w);
+                encode_value(&mut family.encode_family(&labels)?, kind, value)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "ringmaster_responses",
+                "Responses sent, by status class.",
+                None,
+                MetricType::Counter,
+            )?;
+            for w in &self.workers {
+                let s = &w.stats;
+                for (class, value) in [
+                    ("1xx", s.responses_1xx),
+                    ("2xx", s.responses_2xx),
+                    ("3xx", s.responses_3xx),
+                    ("4xx", s.responses_4xx),
+                    ("5xx", s.responses_5xx),
+                ] {
+                    let labels = [
+                        ("slot", w.slot.as_str()),
+                        ("cpu", w.cpu.as_str()),
+                        ("class", class),
+                    ];
+                    encode_value(
+                        &mut family.encode_family(&labels)?,
+                        MetricType::Counter,
+                        value,
+                    )?;
+                }
+            }
+        }
+        self.encode_durations(&mut encoder)?;
+        type Value = fn(&OwnedWorker) -> u64;
+        let per_slot: [(&str, &str, MetricType, Value); 3] = [
+            (
+                "ringmaster_worker_restarts_total",
+                "Times the slot's worker was replaced after dying.",
+                MetricType::Counter,
+                |w| w.restarts,
+            ),
+            (
+                "ringmaster_worker_resident_bytes",
+                "Resident memory of the slot's worker.",
+                MetricType::Gauge,
+                |w| w.rss_bytes,
+            ),
+            (
+                "ringmaster_worker_ready",
+                "1 when the slot has a ready worker.",
+                MetricType::Gauge,
+                |w| w.ready,
+            ),
+        ];
+        for (name, help, kind, value) in per_slot {
+            let mut family =
+                encoder.encode_descriptor(family_name(name, kind), help, None, kind)?;
+            for w in &self.workers {
+                let labels = Snapshot::worker_labels(w);
+                encode_value(&mut family.encode_family(&labels)?, kind, value(w))?;
+            }
+        }
+        self.encode_mounts(&mut encoder)?;
+        let m = self.master;
+        let master: [(&str, &str, MetricType, u64); 4] = [
+            (
+                "ringmaster_master_uptime_seconds",
+                "Seconds since the master started.",
+                MetricType::Gauge,
+                m.uptime_s,
+            ),
+            (
+                "ringmaster_shutting_down",
+                "1 once a graceful shutdown started.",
+                MetricType::Gauge,
+                u64::from(m.shutting_down),
+            ),
+            (
+                "ringmaster_generation",
+                "The workers' current generation: 1 at start, one more for each completed reload.",
+                MetricType::Gauge,
+                m.generation,
+            ),
+            (
+                "ringmaster_access_log_reopen_failures_total",
+                "Access log reopens (SIGUSR1, ringmaster reopen) that failed in the master or a worker.",
+                MetricType::Counter,
+                m.reopen_failures,
+            ),
+        ];
+        for (name, help, kind, value) in master {
+            let mut family =
+                encoder.encode_descriptor(family_name(name, kind), help, None, kind)?;
+            encode_value(&mut family, kind, value)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "ringmaster_reloads",
+            "Reloads since the master started, by outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, value) in [("ok", m.reloads_ok), ("failed", m.reloads_failed)] {
+            let labels = [("outcome", outcome)];
+            encode_value(
+                &mut family.encode_family(&labels)?,
+                MetricType::Counter,
+                value,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Snapshot {
+    /// `ringmaster_request_duration_seconds`, by slot and status class.
+    fn encode_durations(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        use crate::durations::{BOUNDS_NS, CLASSES};
+        let mut family = encoder.encode_descriptor(
+            "ringmaster_request_duration_seconds",
+            "Handled requests' durations, from the request's head in to its response handed to the connection, by status class.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for w in &self.workers {
+            for class in 0..CLASSES {
+                let name = ["1xx", "2xx", "3xx", "4xx", "5xx"][class];
+                let labels = [
+                    ("slot", w.slot.as_str()),
+                    ("cpu", w.cpu.as_str()),
+                    ("class", name),
+                ];
+                let d = &w.durations;
+                let buckets: Vec<(f64, u64)> = BOUNDS_NS
+                    .iter()
+                    .map(|&ns| ns as f64 / 1e9)
+                    .chain([f64::MAX])
+                    .zip(d.counts[class])
+                    .collect();
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(
+                        d.sum_ns[class] as f64 / 1e9,
+                        d.count(class),
+                        &buckets,
+                        None,
+                    )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The mounts' families, labelled by prefix and kind; the upstream ones for proxies
+    /// only. Nothing without mounts.
+    fn encode_mounts(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        if self.mounts.is_empty() {
+            return Ok(());
+        }
+        type Value = fn(&MountStats) -> u64;
+        let families: [(&str, &str, bool, Value); 3] = [
+            (
+                "ringmaster_mount_requests",
+                "Responses the mount's handler returned.",
+                false,
+                |s| s.requests,
+            ),
+            (
+                "ringmaster_mount_bytes",
+                "Response body bytes the mount handed out (whole bodies, and what streamed ones wrote; none for HEAD).",
+                false,
+                |s| s.bytes,
+            ),
+            (
+                "ringmaster_mount_upstream_errors",
+                "Failed tries at a proxy mount's upstreams (connect failures, 502 and 504 answers, bodies cut short).",
+                true,
+                |s| s.upstream_errors,
+            ),
+        ];
+        for (name, help, upstream_only, value) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for m in self.mounts.iter().filter(|m| !upstream_only || m.upstreams) {
+                let labels = [("prefix", m.prefix.as_str()), ("kind", m.kind)];
+                encode_value(
+                    &mut family.encode_family(&labels)?,
+                    MetricType::Counter,
+                    value(&m.stats),
+                )?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "ringmaster_mount_upstream_connections",
+            "A proxy mount's upstream connections now: open (pooled or busy) and idle (pooled).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for m in self.mounts.iter().filter(|m| m.upstreams) {
+            for (state, value) in [
+                ("open", m.stats.upstream_open),
+                ("idle", m.stats.upstream_idle),
+            ] {
+                let labels = [
+                    ("prefix", m.prefix.as_str()),
+                    ("kind", m.kind),
+                    ("state", state),
+                ];
+                encode_value(
+                    &mut family.encode_family(&labels)?,
+                    MetricType::Gauge,
+                    value,
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A label value as the text format wants it: backslash, double quote and line feed
@@ -477,7 +667,7 @@ mod tests {
                 stats,
             },
         ];
-        let text = render(&[], &mounts, 1, false);
+        let text = render(&[], &mounts, MASTER);
         for line in [
             "ringmaster_mount_requests_total{prefix=\"/api\",kind=\"proxy\"} 3",
             "ringmaster_mount_requests_total{prefix=\"/s\\\"x\",kind=\"static\"} 3",
@@ -489,6 +679,47 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
         assert!(!text.contains("upstream_errors_total{prefix=\"/s"));
-        assert!(!render(&[], &[], 1, false).contains("ringmaster_mount_"));
+        assert!(!render(&[], &[], MASTER).contains("ringmaster_mount_"));
+    }
+
+    const MASTER: MasterMetrics = MasterMetrics {
+        uptime_s: 1,
+        shutting_down: false,
+        generation: 2,
+        reloads_ok: 1,
+        reloads_failed: 0,
+        reopen_failures: 0,
+    };
+
+    #[test]
+    fn a_slots_durations_render_as_a_cumulative_histogram_by_class() {
+        let mut durations = crate::durations::Durations::default();
+        durations.record(200, 50_000);
+        durations.record(200, 300_000);
+        durations.record(503, 20_000_000_000);
+        let worker = WorkerMetrics {
+            slot: 1,
+            cpu: crate::config::CpuName(Some(3)),
+            stats: Stats::default(),
+            restarts: 0,
+            rss_bytes: 0,
+            ready: true,
+            durations,
+        };
+        let text = render(&[worker], &[], MASTER);
+        let labels = "slot=\"1\",cpu=\"3\",class=\"2xx\"";
+        for line in [
+            format!("ringmaster_request_duration_seconds_count{{{labels}}} 2"),
+            format!("ringmaster_request_duration_seconds_sum{{{labels}}} 0.00035"),
+            format!("ringmaster_request_duration_seconds_bucket{{le=\"0.0001\",{labels}}} 1"),
+            format!("ringmaster_request_duration_seconds_bucket{{le=\"0.0005\",{labels}}} 2"),
+            format!("ringmaster_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}} 2"),
+            "ringmaster_request_duration_seconds_bucket{le=\"+Inf\",slot=\"1\",cpu=\"3\",class=\"5xx\"} 1".to_string(),
+            "ringmaster_generation 2".to_string(),
+            "ringmaster_reloads_total{outcome=\"ok\"} 1".to_string(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends so");
     }
 }

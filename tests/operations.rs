@@ -657,3 +657,53 @@ fn metrics_and_status_count_exactly_the_responses_that_went_out() {
         );
     }
 }
+
+/// The 2xx histogram of `ringmaster_request_duration_seconds` summed over slots:
+/// (count, [(upper bound, cumulative count)]).
+fn durations_2xx(scrape: &prometheus_parse::Scrape) -> (f64, Vec<(f64, f64)>) {
+    let mut count = 0.0;
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for s in scrape.samples.iter().filter(|s| {
+        s.metric == "ringmaster_request_duration_seconds" && s.labels.get("class") == Some("2xx")
+    }) {
+        if let prometheus_parse::Value::Histogram(hist) = &s.value {
+            for (i, b) in hist.iter().enumerate() {
+                match buckets.get_mut(i) {
+                    Some(slot) => slot.1 += b.count,
+                    None => buckets.push((b.less_than, b.count)),
+                }
+            }
+            count += hist.last().map_or(0.0, |b| b.count);
+        }
+    }
+    (count, buckets)
+}
+
+#[test]
+fn metrics_have_a_request_duration_histogram_that_survives_a_reload() {
+    let mut command = testbed(&["--workers", "1", "--metrics", "127.0.0.1:0"]);
+    command.env("TESTBED_ASYNC", "1");
+    let server = Server::start_command(&mut command, 1);
+    let metrics = metrics_addr(&server);
+    for _ in 0..3 {
+        let raw = b"GET /wait?ms=30 HTTP/1.1\r\nHost: t\r\n\r\n";
+        assert_eq!(exchange(server.addr, raw).0.status, 200);
+    }
+    let mut hist = (0.0, Vec::new());
+    wait_until("three durations reported", || {
+        hist = durations_2xx(&parse_metrics(&scrape(metrics, "/metrics").1));
+        hist.0 >= 3.0
+    });
+    let (count, buckets) = hist;
+    assert_eq!(count, 3.0);
+    let at = |le: f64| buckets.iter().find(|b| b.0 == le).map(|b| b.1).unwrap();
+    assert_eq!(at(0.025), 0.0, "each waited 30 ms: {buckets:?}");
+    assert_eq!(at(0.05), 3.0, "{buckets:?}");
+    // The worker is replaced: what it counted stays (the histogram only grows).
+    let answer = common::control(&server, "reload");
+    assert!(answer.starts_with("ok: reloaded"), "{answer}");
+    assert_eq!(exchange(server.addr, GET).0.status, 200);
+    wait_until("the new worker's answer counted on top", || {
+        durations_2xx(&parse_metrics(&scrape(metrics, "/metrics").1)).0 >= 4.0
+    });
+}

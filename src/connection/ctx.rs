@@ -305,6 +305,8 @@ pub(crate) struct Ctx<'h, H: Serve> {
     /// A handler's panic ends the worker instead of answering `500`.
     pub(crate) exit_on_panic: bool,
     pub(crate) counters: Counters,
+    /// Handled requests' durations by status class, reported with the counters.
+    pub(crate) durations: Box<crate::durations::Durations>,
     /// The time at the start of this loop turn.
     pub(crate) now: Instant,
     /// The access log, when one is kept.

@@ -55,6 +55,7 @@ pub(crate) fn standalone<H: Serve>(handler: &H) -> Ctx<'_, H> {
         drain: Drain::Serving,
         exit_on_panic: false,
         counters: Counters::default(),
+        durations: Box::default(),
         now: Instant::now(),
         access: None,
         peer: None,

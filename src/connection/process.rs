@@ -920,6 +920,8 @@ pub(super) fn log_access<H: Serve>(
     ctx: &mut Ctx<'_, H>,
 ) {
     ctx.counters.response(status);
+    let duration = Instant::now().saturating_duration_since(meta.started);
+    ctx.durations.record(status, duration.as_nanos() as u64);
     if let Some(log) = &mut ctx.access {
         let entry = Entry {
             peer: ctx.peer,
@@ -927,7 +929,7 @@ pub(super) fn log_access<H: Serve>(
             quoted: meta.quoted,
             status,
             bytes,
-            duration: ctx.now.saturating_duration_since(meta.started),
+            duration,
         };
         log.record(&ctx.date, &entry);
     }

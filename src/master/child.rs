@@ -43,6 +43,8 @@ pub(super) struct Child {
     pub(super) stats: ipc::Stats,
     /// Its mounts' counters, as last reported (empty until then, or without mounts).
     pub(super) mounts: Vec<ipc::MountStats>,
+    /// Its handled requests' durations, as last reported.
+    pub(super) durations: crate::durations::Durations,
     /// Recycle it after this many requests (`--max-requests` plus its jitter).
     pub(super) recycle_after: Option<u64>,
     /// The generation it belongs to: 1 for the workers started with the master, one more
@@ -73,6 +75,7 @@ impl Child {
             heard: now,
             stats: ipc::Stats::default(),
             mounts: Vec::new(),
+            durations: crate::durations::Durations::default(),
             recycle_after,
             generation: 1,
             failure: None,

@@ -141,6 +141,11 @@ impl<H: Serve> Master<'_, H> {
                 }
             }
             Message::Reopened { round, errno } => self.reopening.answered(pid, round, errno),
+            Message::Durations(d) => {
+                if let Some(child) = self.sup.child_mut(pid) {
+                    child.durations = *d;
+                }
+            }
             Message::Failed(why) => {
                 if let Some(child) = self.sup.child_mut(pid) {
                     child.failure = Some(why);

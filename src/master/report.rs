@@ -337,7 +337,6 @@ impl<H: Serve> Master<'_, H> {
     }
 
     pub(super) fn metrics_text(&self) -> String {
-        use std::fmt::Write;
         let workers: Vec<WorkerMetrics> = self
             .sup
             .slots
@@ -347,6 +346,9 @@ impl<H: Serve> Master<'_, H> {
                 let mut stats = s.past.plus(&current);
                 // A gauge, not a total: only the live worker's connections count.
                 stats.connections = current.connections;
+                let durations = s
+                    .child()
+                    .map_or(s.past_durations, |c| s.past_durations.plus(&c.durations));
                 WorkerMetrics {
                     slot: s.index,
                     cpu: CpuName(s.cpu),
@@ -354,40 +356,20 @@ impl<H: Serve> Master<'_, H> {
                     restarts: s.restarts,
                     rss_bytes: s.child().map_or(0, |c| rss_kib(c.pid) * 1024),
                     ready: s.ready_child().is_some(),
+                    durations,
                 }
             })
             .collect();
-        let mut text = crate::metrics::render(
-            &workers,
-            &self.mount_totals(),
-            self.started.elapsed().as_secs(),
-            self.sup.life != Life::Running,
-        );
-        // The master's own figures, with no slot: appended, as a family may come anywhere.
         let b = &self.binary;
-        let _ = writeln!(
-            text,
-            "# HELP ringmaster_generation The workers' current generation: 1 at start, one \
-             more for each completed reload.\n# TYPE ringmaster_generation gauge\n\
-             ringmaster_generation {}",
-            b.generation
-        );
-        let _ = writeln!(
-            text,
-            "# HELP ringmaster_reloads_total Reloads since the master started, by outcome.\n\
-             # TYPE ringmaster_reloads_total counter\n\
-             ringmaster_reloads_total{{outcome=\"ok\"}} {}\n\
-             ringmaster_reloads_total{{outcome=\"failed\"}} {}",
-            b.reloads_ok, b.reloads_failed
-        );
-        let name = "ringmaster_access_log_reopen_failures_total";
-        let _ = writeln!(
-            text,
-            "# HELP {name} Access log reopens (SIGUSR1, ringmaster reopen) that failed in the \
-             master or a worker.\n# TYPE {name} counter\n{name} {}",
-            self.reopening.failures
-        );
-        text
+        let master = crate::metrics::MasterMetrics {
+            uptime_s: self.started.elapsed().as_secs(),
+            shutting_down: self.sup.life != Life::Running,
+            generation: b.generation,
+            reloads_ok: b.reloads_ok,
+            reloads_failed: b.reloads_failed,
+            reopen_failures: self.reopening.failures,
+        };
+        crate::metrics::render(&workers, &self.mount_totals(), master)
     }
 }
 

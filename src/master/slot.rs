@@ -60,6 +60,8 @@ pub(super) struct Slot {
     pub(super) past: ipc::Stats,
     /// The same for each mount's counters.
     pub(super) past_mounts: Vec<ipc::MountStats>,
+    /// The same for the durations' histogram.
+    pub(super) past_durations: crate::durations::Durations,
     /// Recent exits, for the crash-loop guard.
     pub(super) history: respawn::History,
     pub(super) restarts: u32,
@@ -74,6 +76,7 @@ impl Slot {
             succession: Succession::Idle,
             past: ipc::Stats::default(),
             past_mounts: Vec::new(),
+            past_durations: crate::durations::Durations::default(),
             history: respawn::History::default(),
             restarts: 0,
         }

@@ -217,6 +217,7 @@ impl Supervisor {
         };
         if let Some(s) = slot {
             s.past = s.past.plus(&child.stats);
+            s.past_durations = s.past_durations.plus(&child.durations);
             crate::ipc::add_mounts(&mut s.past_mounts, &child.mounts);
         }
         Some((child, was))

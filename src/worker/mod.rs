@@ -231,6 +231,7 @@ impl<'h, H: Serve> Worker<'h, H> {
                 drain: Drain::Serving,
                 exit_on_panic: config.exit_on_panic,
                 counters: Counters::default(),
+                durations: Box::default(),
                 now: Instant::now(),
                 access,
                 peer: None,

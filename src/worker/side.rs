@@ -282,6 +282,7 @@ impl<H: Serve> Worker<'_, H> {
             splice_pipes: crate::rt::splice::pipes_lent() as u64,
         };
         self.send_to_master(&Message::Stats(stats));
+        self.send_to_master(&Message::Durations(self.ctx.durations.clone()));
         if let Some(mounts) = self.ctx.handler.mounts() {
             self.send_to_master(&Message::Mounts(mounts.sample()));
         }
