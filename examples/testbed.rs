@@ -9,7 +9,8 @@
 //! worker is blocked meanwhile); `/panic` panics; `/misuse?what=status|length|header` gives
 //! its `Response` invalid input (a 1xx status, a `Content-Length` field, a CR LF in a
 //! value); `/send?m=TEXT` sends TEXT to the master;
-//! `/inbox` the worker's pid and the last message the master sent it; `/peer` the client's
+//! `/inbox` the worker's pid and the last message the master sent it; `/count` adds one to
+//! the handler's own counter `testbed_hits` (`ringmaster::metric`); `/peer` the client's
 //! address (`-` when it was not looked up: `TESTBED_CLIENT_ADDRESSES=1` sets
 //! `Config::client_addresses`).
 //!
@@ -313,6 +314,15 @@ impl Testbed {
                 res.body("slow done");
             }
             "/panic" => panic!("testbed: /panic requested\n(and a second line)"),
+            "/count" => {
+                static HITS: std::sync::LazyLock<ringmaster::metric::Counter> =
+                    std::sync::LazyLock::new(|| {
+                        ringmaster::metric::Counter::new("testbed_hits", "Requests to /count.")
+                            .expect("a valid name")
+                    });
+                HITS.inc();
+                res.body("counted");
+            }
             "/misuse" => {
                 match query(req, "what") {
                     Some("status") => res.status(101),

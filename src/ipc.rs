@@ -27,6 +27,7 @@ const TYPE_REOPEN: u8 = 8;
 const TYPE_REOPENED: u8 = 9;
 const TYPE_FAILED: u8 = 10;
 const TYPE_DURATIONS: u8 = 11;
+const TYPE_METRICS: u8 = 12;
 
 /// Mounts (`--static`, `--proxy`) whose counters a worker reports, at most: a server with
 /// more refuses to start. The bound keeps [`Message::Mounts`] within one frame.
@@ -285,6 +286,9 @@ pub enum Message {
     Failed(String),
     /// worker → master: its handled requests' durations so far, with each stats report.
     Durations(Box<crate::durations::Durations>),
+    /// worker → master: the handler's own metrics ([`crate::metric`]), with each stats
+    /// report, when it defined any.
+    Metrics(Vec<crate::metric::Sample>),
 }
 
 impl Message {
@@ -358,6 +362,10 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
         Message::Failed(why) if why.len() > USER_BYTES_MAX => return Err(FrameError::Oversized),
         Message::Failed(why) => (TYPE_FAILED, why.len()),
         Message::Durations(_) => (TYPE_DURATIONS, crate::durations::WORDS * 8),
+        Message::Metrics(m) => match crate::metric::encoded_len(m) {
+            len if len > USER_BYTES_MAX => return Err(FrameError::Oversized),
+            len => (TYPE_METRICS, len),
+        },
     };
     out.extend_from_slice(&(1 + payload_len as u32).to_le_bytes());
     out.push(kind);
@@ -390,6 +398,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
+        Message::Metrics(m) => crate::metric::encode(m, out),
     }
     Ok(())
 }
@@ -460,6 +469,9 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
                 *w = word(i);
             }
             Message::Durations(Box::new(crate::durations::Durations::from_words(&words)))
+        }
+        TYPE_METRICS => {
+            Message::Metrics(crate::metric::decode(payload).ok_or(FrameError::BadPayload(kind))?)
         }
         TYPE_READY | TYPE_STATS | TYPE_MOUNTS | TYPE_SHUTDOWN | TYPE_ADOPT | TYPE_RELEASE
         | TYPE_REOPEN | TYPE_REOPENED | TYPE_DURATIONS => return Err(FrameError::BadPayload(kind)),

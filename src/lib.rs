@@ -99,6 +99,7 @@ mod inbox;
 pub mod ipc;
 mod log;
 mod master;
+pub mod metric;
 mod metrics;
 mod mounts;
 mod pool;

@@ -129,6 +129,9 @@ pub(crate) struct WorkerMetrics {
     pub(crate) ready: bool,
     /// Its handled requests' durations so far (earlier workers' added in).
     pub(crate) durations: crate::durations::Durations,
+    /// The handler's own metrics ([`crate::metric`]): counters with earlier workers' added
+    /// in, gauges as the live worker's.
+    pub(crate) custom: Vec<crate::metric::Sample>,
 }
 
 /// The master's own figures.
@@ -308,6 +311,7 @@ pub(crate) fn render(
                 rss_bytes: w.rss_bytes,
                 ready: u64::from(w.ready),
                 durations: w.durations,
+                custom: w.custom.clone(),
             })
             .collect(),
         mounts: mounts
@@ -338,6 +342,7 @@ struct OwnedWorker {
     rss_bytes: u64,
     ready: u64,
     durations: crate::durations::Durations,
+    custom: Vec<crate::metric::Sample>,
 }
 
 #[derive(Debug)]
@@ -460,6 +465,7 @@ impl prometheus_client::collector::Collector for Snapshot {
             }
         }
         self.encode_mounts(&mut encoder)?;
+        self.encode_custom(&mut encoder)?;
         let m = self.master;
         let master: [(&str, &str, MetricType, u64); 4] = [
             (
@@ -511,6 +517,43 @@ impl prometheus_client::collector::Collector for Snapshot {
 }
 
 impl Snapshot {
+    /// The handler's own metrics, by slot: each name once, as the first worker reporting it
+    /// defined it (a later build defining it as the other kind is left out).
+    fn encode_custom(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        use crate::metric::Kind;
+        let mut names: Vec<&crate::metric::Sample> = Vec::new();
+        for s in self.workers.iter().flat_map(|w| &w.custom) {
+            if !names.iter().any(|n| n.name == s.name) {
+                names.push(s);
+            }
+        }
+        for def in names {
+            let kind = match def.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
+            };
+            let mut family = encoder.encode_descriptor(&def.name, &def.help, None, kind)?;
+            for w in &self.workers {
+                let Some(s) = w
+                    .custom
+                    .iter()
+                    .find(|s| s.name == def.name && s.kind == def.kind)
+                else {
+                    continue;
+                };
+                let labels = [("slot", w.slot.as_str())];
+                let mut metric = family.encode_family(&labels)?;
+                match def.kind {
+                    Kind::Counter => {
+                        metric.encode_counter::<NoLabelSet, u64, u64>(&s.value, None)?
+                    }
+                    Kind::Gauge => metric.encode_gauge(&(s.value as i64))?,
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `ringmaster_request_duration_seconds`, by slot and status class.
     fn encode_durations(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         use crate::durations::{BOUNDS_NS, CLASSES};
@@ -705,6 +748,12 @@ mod tests {
             rss_bytes: 0,
             ready: true,
             durations,
+            custom: vec![crate::metric::Sample {
+                kind: crate::metric::Kind::Gauge,
+                name: "app_queue".into(),
+                help: "Queued.".into(),
+                value: (-4i64) as u64,
+            }],
         };
         let text = render(&[worker], &[], MASTER);
         let labels = "slot=\"1\",cpu=\"3\",class=\"2xx\"";
@@ -716,6 +765,7 @@ mod tests {
             format!("ringmaster_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}} 2"),
             "ringmaster_request_duration_seconds_bucket{le=\"+Inf\",slot=\"1\",cpu=\"3\",class=\"5xx\"} 1".to_string(),
             "ringmaster_generation 2".to_string(),
+            "app_queue{slot=\"1\"} -4".to_string(),
             "ringmaster_reloads_total{outcome=\"ok\"} 1".to_string(),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");

@@ -707,3 +707,40 @@ fn metrics_have_a_request_duration_histogram_that_survives_a_reload() {
         durations_2xx(&parse_metrics(&scrape(metrics, "/metrics").1)).0 >= 4.0
     });
 }
+
+#[test]
+fn a_handlers_own_counter_is_exposed_and_survives_a_worker_replacement() {
+    let server = Server::start_command(
+        &mut testbed(&["--workers", "1", "--metrics", "127.0.0.1:0"]),
+        1,
+    );
+    let metrics = metrics_addr(&server);
+    let count = |n: usize| {
+        for _ in 0..n {
+            let raw = b"GET /count HTTP/1.1\r\nHost: t\r\n\r\n";
+            assert_eq!(exchange(server.addr, raw).0.status, 200);
+        }
+    };
+    let hits = || {
+        let body = scrape(metrics, "/metrics").1;
+        sample(
+            &parse_metrics(&body),
+            "testbed_hits_total",
+            &[("slot", "0")],
+        )
+    };
+    count(5);
+    wait_until("five hits reported", || hits() == 5.0);
+    let body = scrape(metrics, "/metrics").1;
+    assert!(
+        body.contains("# HELP testbed_hits Requests to /count.\n# TYPE testbed_hits counter"),
+        "{body}"
+    );
+    // The worker is replaced: its count is kept, and the new one's adds to it.
+    let answer = common::control(&server, "reload");
+    assert!(answer.starts_with("ok: reloaded"), "{answer}");
+    let after_reload = hits();
+    assert_eq!(after_reload, 5.0, "never down across a replacement");
+    count(2);
+    wait_until("seven hits", || hits() == 7.0);
+}

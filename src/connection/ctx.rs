@@ -277,6 +277,37 @@ fn json_string(out: &mut Vec<u8>, value: Option<&[u8]>) {
     out.push(b'"');
 }
 
+/// Responses whose durations wait for the end of the loop turn, at most; past it one is
+/// counted at once, with a clock read of its own.
+pub(crate) const DURATIONS_PENDING_MAX: usize = 1024;
+
+impl<H: Serve> Ctx<'_, H> {
+    /// Counts a response of `status` started at `started` into the durations' histogram at
+    /// the end of this turn ([`Ctx::settle_durations`]).
+    #[inline]
+    pub(crate) fn time_response(&mut self, status: u16, started: Instant) {
+        if self.durations_pending.len() < DURATIONS_PENDING_MAX {
+            self.durations_pending.push((status, started));
+        } else {
+            let ns = Instant::now().saturating_duration_since(started).as_nanos() as u64;
+            self.durations.record(status, ns);
+        }
+    }
+
+    /// Counts this turn's responses into the histogram, as of now: called once per loop
+    /// turn, before the turn's sends go to the kernel.
+    pub(crate) fn settle_durations(&mut self) {
+        if self.durations_pending.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for (status, started) in self.durations_pending.drain(..) {
+            let ns = now.saturating_duration_since(started).as_nanos() as u64;
+            self.durations.record(status, ns);
+        }
+    }
+}
+
 /// What processing needs besides the connection: owned by the worker, shared by all its
 /// connections.
 pub(crate) struct Ctx<'h, H: Serve> {
@@ -307,6 +338,10 @@ pub(crate) struct Ctx<'h, H: Serve> {
     pub(crate) counters: Counters,
     /// Handled requests' durations by status class, reported with the counters.
     pub(crate) durations: Box<crate::durations::Durations>,
+    /// Responses of this loop turn not yet counted into `durations`: their status and
+    /// start. Counted at the end of the turn, with one clock read for all of them (as their
+    /// bytes go to the kernel then), so that pipelined responses share it.
+    pub(crate) durations_pending: Vec<(u16, Instant)>,
     /// The time at the start of this loop turn.
     pub(crate) now: Instant,
     /// The access log, when one is kept.

@@ -56,6 +56,7 @@ pub(crate) fn standalone<H: Serve>(handler: &H) -> Ctx<'_, H> {
         exit_on_panic: false,
         counters: Counters::default(),
         durations: Box::default(),
+        durations_pending: Vec::new(),
         now: Instant::now(),
         access: None,
         peer: None,

@@ -26,7 +26,9 @@ mod process;
 mod send_rate;
 mod stream;
 
-pub(crate) use ctx::{AccessLog, Counters, Ctx, Drain, ACCESS_LOG_BYTES_MAX};
+pub(crate) use ctx::{
+    AccessLog, Counters, Ctx, Drain, ACCESS_LOG_BYTES_MAX, DURATIONS_PENDING_MAX,
+};
 pub(crate) use send_rate::SendWatch;
 
 use crate::config::Timeouts;

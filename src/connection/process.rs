@@ -920,9 +920,9 @@ pub(super) fn log_access<H: Serve>(
     ctx: &mut Ctx<'_, H>,
 ) {
     ctx.counters.response(status);
-    let duration = Instant::now().saturating_duration_since(meta.started);
-    ctx.durations.record(status, duration.as_nanos() as u64);
+    ctx.time_response(status, meta.started);
     if let Some(log) = &mut ctx.access {
+        let duration = Instant::now().saturating_duration_since(meta.started);
         let entry = Entry {
             peer: ctx.peer,
             request: meta.line,

@@ -45,6 +45,8 @@ pub(super) struct Child {
     pub(super) mounts: Vec<ipc::MountStats>,
     /// Its handled requests' durations, as last reported.
     pub(super) durations: crate::durations::Durations,
+    /// Its handler's own metrics, as last reported.
+    pub(super) metrics: Vec<crate::metric::Sample>,
     /// Recycle it after this many requests (`--max-requests` plus its jitter).
     pub(super) recycle_after: Option<u64>,
     /// The generation it belongs to: 1 for the workers started with the master, one more
@@ -76,6 +78,7 @@ impl Child {
             stats: ipc::Stats::default(),
             mounts: Vec::new(),
             durations: crate::durations::Durations::default(),
+            metrics: Vec::new(),
             recycle_after,
             generation: 1,
             failure: None,

@@ -141,6 +141,11 @@ impl<H: Serve> Master<'_, H> {
                 }
             }
             Message::Reopened { round, errno } => self.reopening.answered(pid, round, errno),
+            Message::Metrics(samples) => {
+                if let Some(child) = self.sup.child_mut(pid) {
+                    child.metrics = samples;
+                }
+            }
             Message::Durations(d) => {
                 if let Some(child) = self.sup.child_mut(pid) {
                     child.durations = *d;

@@ -349,6 +349,18 @@ impl<H: Serve> Master<'_, H> {
                 let durations = s
                     .child()
                     .map_or(s.past_durations, |c| s.past_durations.plus(&c.durations));
+                // The handler's counters: the slot's exited workers' plus the live one's;
+                // its gauges: the live one's.
+                let mut custom = s.past_metrics.clone();
+                if let Some(c) = s.child() {
+                    crate::metric::add_counters(&mut custom, &c.metrics);
+                    custom.extend(
+                        c.metrics
+                            .iter()
+                            .filter(|m| m.kind == crate::metric::Kind::Gauge)
+                            .cloned(),
+                    );
+                }
                 WorkerMetrics {
                     slot: s.index,
                     cpu: CpuName(s.cpu),
@@ -357,6 +369,7 @@ impl<H: Serve> Master<'_, H> {
                     rss_bytes: s.child().map_or(0, |c| rss_kib(c.pid) * 1024),
                     ready: s.ready_child().is_some(),
                     durations,
+                    custom,
                 }
             })
             .collect();

@@ -62,6 +62,8 @@ pub(super) struct Slot {
     pub(super) past_mounts: Vec<ipc::MountStats>,
     /// The same for the durations' histogram.
     pub(super) past_durations: crate::durations::Durations,
+    /// The same for the handler's own counters.
+    pub(super) past_metrics: Vec<crate::metric::Sample>,
     /// Recent exits, for the crash-loop guard.
     pub(super) history: respawn::History,
     pub(super) restarts: u32,
@@ -77,6 +79,7 @@ impl Slot {
             past: ipc::Stats::default(),
             past_mounts: Vec::new(),
             past_durations: crate::durations::Durations::default(),
+            past_metrics: Vec::new(),
             history: respawn::History::default(),
             restarts: 0,
         }

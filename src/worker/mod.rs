@@ -232,6 +232,7 @@ impl<'h, H: Serve> Worker<'h, H> {
                 exit_on_panic: config.exit_on_panic,
                 counters: Counters::default(),
                 durations: Box::default(),
+                durations_pending: Vec::with_capacity(crate::connection::DURATIONS_PENDING_MAX),
                 now: Instant::now(),
                 access,
                 peer: None,
@@ -278,6 +279,7 @@ impl<'h, H: Serve> Worker<'h, H> {
                 log!("drained; exiting");
                 return Ok(());
             }
+            self.ctx.settle_durations();
             self.submit_and_wait()?;
             self.ctx.now = Instant::now();
             self.ctx.date.refresh();

@@ -283,6 +283,10 @@ impl<H: Serve> Worker<'_, H> {
         };
         self.send_to_master(&Message::Stats(stats));
         self.send_to_master(&Message::Durations(self.ctx.durations.clone()));
+        let samples = crate::metric::samples();
+        if !samples.is_empty() {
+            self.send_to_master(&Message::Metrics(samples));
+        }
         if let Some(mounts) = self.ctx.handler.mounts() {
             self.send_to_master(&Message::Mounts(mounts.sample()));
         }
