@@ -322,7 +322,24 @@ impl Default for UringOptions {
     }
 }
 
-/// Everything a [`Server`](crate::Server) needs besides its handler.
+/// Everything a [`Server`](crate::Server) needs besides its handler. Start from the
+/// defaults and change what differs; [`Config::validate`] says what is out of range (the
+/// server checks it again at start).
+///
+/// ```
+/// use ringmaster::{Config, Workers};
+/// use std::time::Duration;
+///
+/// let mut config = Config::default();
+/// config.listen = "127.0.0.1:8080".parse().unwrap();
+/// config.workers = Workers::Count(4);
+/// config.drain_timeout = Duration::from_secs(30);
+/// config.limits.request_body_bytes_max = 8 << 20;
+/// assert!(config.validate().is_ok());
+/// config.workers = Workers::Count(0);
+/// assert!(config.validate().unwrap_err().to_string().contains("workers = 0"));
+/// // Then: `Server::new(handler).config(config).run()`.
+/// ```
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The address to listen on. Default `0.0.0.0:3000`.

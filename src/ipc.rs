@@ -346,6 +346,7 @@ pub fn frame_len(buf: &[u8]) -> Option<usize> {
 }
 
 /// Appends `msg` as one frame to `out`.
+#[doc(hidden)]
 pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let (kind, payload_len) = match msg {
         Message::Ready => (TYPE_READY, 0),
@@ -406,6 +407,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
 /// Takes the first whole frame off the front of `buf`: `Ok(Some((message, consumed)))`,
 /// `Ok(None)` when the frame is not complete yet, or an error when the bytes cannot be a
 /// frame (the stream cannot be trusted after that; close it).
+#[doc(hidden)]
 pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
     let Some(prefix) = buf.get(..4) else {
         return Ok(None);

@@ -210,6 +210,40 @@ impl<H: Serve> Server<H> {
     }
 
     /// Called in the master after it forked a worker (Node: `cluster.on('fork')`).
+    ///
+    /// The hooks, and messages both ways (Node's `cluster` IPC):
+    ///
+    /// ```no_run
+    /// use ringmaster::{send_to_master, Handler, Request, Response, Server};
+    ///
+    /// struct App;
+    /// impl Handler for App {
+    ///     fn handle(&self, req: &Request<'_>, res: &mut Response) {
+    ///         if req.path() == "/flush" {
+    ///             // To the master's on_message hook; at most USER_BYTES_MAX bytes.
+    ///             let _ = send_to_master(b"flush");
+    ///         }
+    ///         res.body("ok\n");
+    ///     }
+    ///     fn on_message(&self, bytes: &[u8]) {
+    ///         // What the master sent this worker (Cluster::send, Cluster::broadcast).
+    ///         tracing::info!(len = bytes.len(), "message from the master");
+    ///     }
+    /// }
+    ///
+    /// let server = Server::new(App)
+    ///     .on_fork(|_, w| tracing::info!(slot = w.slot, "forked"))
+    ///     .on_online(|_, w| tracing::info!(slot = w.slot, "online"))
+    ///     .on_exit(|_, w, exit| tracing::warn!(slot = w.slot, "exited: {exit:?}"))
+    ///     .on_message(|cluster, from, bytes| {
+    ///         if bytes == b"flush" {
+    ///             // Every ready worker's on_message gets it, the sender's too.
+    ///             let told = cluster.broadcast(b"flush now");
+    ///             tracing::info!(from = from.slot, told, "flush broadcast");
+    ///         }
+    ///     });
+    /// server.run().unwrap();
+    /// ```
     pub fn on_fork(mut self, hook: impl FnMut(&Cluster<'_>, WorkerInfo) + 'static) -> Server<H> {
         self.hooks.fork = Some(Box::new(hook));
         self

@@ -2,7 +2,9 @@
 //! buffer. No I/O and no allocation here: the connection layer owns the buffers.
 
 pub mod body;
+#[doc(hidden)]
 pub mod chunked;
+#[doc(hidden)]
 pub mod date;
 #[cfg(feature = "http")]
 mod interop;
@@ -13,8 +15,8 @@ pub mod upstream;
 
 pub use body::{BodyReader, BodyWriter};
 pub use owned::OwnedRequest;
-pub use request::{
-    parse_head, Framing, Head, HeadError, HeadLimits, Parsed, Request, TargetForm, Version,
-    OPTIONS_ALLOW,
-};
+pub use request::{Framing, Request, TargetForm, Version, OPTIONS_ALLOW};
+// The parser's entry points: public for the fuzz targets and benches, not part of the API.
+#[doc(hidden)]
+pub use request::{parse_head, Head, HeadError, HeadLimits, Parsed};
 pub use response::{HeaderError, Response, StatusError};

@@ -680,6 +680,25 @@ pub(crate) fn below(target: &str, base: usize) -> &str {
 
 /// A request as a handler sees it: the head and the whole body, borrowed from the
 /// connection's buffers for the duration of the call.
+///
+/// ```no_run
+/// use ringmaster::{Request, Response, Server};
+///
+/// let server = Server::new(|req: &Request<'_>, res: &mut Response| {
+///     // GET /hello?name=ada with `Accept-Language: fr`
+///     let name = req
+///         .query()
+///         .and_then(|q| q.strip_prefix("name="))
+///         .unwrap_or("world");
+///     let french = req.header("accept-language") == Some(&b"fr"[..]);
+///     match (req.method(), req.path()) {
+///         ("GET", "/hello") if french => res.body(format!("bonjour {name}\n")),
+///         ("GET", "/hello") => res.body(format!("hello {name}\n")),
+///         ("POST", "/echo") => res.body(req.body()),
+///         _ => res.status(404).body("not found\n"),
+///     };
+/// });
+/// ```
 #[derive(Debug)]
 pub struct Request<'a> {
     head: &'a Head<'a>,

@@ -79,6 +79,22 @@ impl fmt::Display for Misuse {
 /// naming the misuse. [`try_status`](Self::try_status) and
 /// [`try_header`](Self::try_header) return the error instead, for input from outside.
 ///
+/// ```
+/// use ringmaster::Response;
+///
+/// let mut res = Response::new();
+/// res.status(201)
+///     .header("Content-Type", "application/json")
+///     .header("Location", "/items/7")
+///     .body(r#"{"id":7}"#);
+/// assert_eq!(res.status_code(), 201);
+/// // The server writes Content-Length, Date and Connection itself: setting one is a misuse,
+/// // recorded, and answered 500 instead (as is a field value with a line break).
+/// let mut bad = Response::new();
+/// bad.header("Content-Length", "5");
+/// assert!(bad.try_header("X-Ok", "fine").is_ok());
+/// ```
+///
 /// A handle to pooled parts: moving one moves a pointer, and a dropped response's parts
 /// (and buffers) go to the next `Response::new()` on its thread.
 #[derive(Debug)]
@@ -384,6 +400,7 @@ pub enum ConnectionHeader {
 /// Appends the framed response to `out`: status line, `Date` (the cached line), the
 /// handler's fields, `Content-Length`, `Connection` when needed, blank line, and the body
 /// unless the request was `HEAD` or the status forbids one.
+#[doc(hidden)]
 pub fn encode(
     out: &mut Vec<u8>,
     res: &Response,
@@ -398,6 +415,7 @@ pub fn encode(
 
 /// Appends the response's head alone (everything [`encode`] writes but the body); returns
 /// whether the status lets a body follow.
+#[doc(hidden)]
 pub fn encode_head(
     out: &mut Vec<u8>,
     res: &Response,
@@ -458,6 +476,7 @@ const ERROR_BODY_BYTES_MAX: usize = 256;
 
 /// Appends an error response for `status` with a one-line plain-text body naming `detail`,
 /// and `Connection: close`. Returns the body's length.
+#[doc(hidden)]
 pub fn encode_error(
     out: &mut Vec<u8>,
     status: u16,

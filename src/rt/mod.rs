@@ -15,6 +15,39 @@
 //! - [`blocking`]: a closure that would block, on a small per-worker thread pool;
 //! - IPC: [`send_to_master`], waiting while the master's pipe is full.
 //!
+//! ```no_run
+//! use ringmaster::rt::{blocking, sleep, spawn, timeout, TcpStream};
+//! use ringmaster::{OwnedRequest, Response, Server};
+//! use std::time::Duration;
+//!
+//! let server = Server::new_async(|req: OwnedRequest| async move {
+//!     let mut res = Response::new();
+//!     // A backend over the ring, with a deadline on the whole exchange.
+//!     let exchange = async {
+//!         let mut up = TcpStream::connect("127.0.0.1:6379".parse().unwrap()).await?;
+//!         up.write_all(b"PING\r\n").await?;
+//!         let mut buf = [0u8; 64];
+//!         let n = up.read(&mut buf).await?;
+//!         Ok::<_, std::io::Error>(buf[..n].to_vec())
+//!     };
+//!     match timeout(Duration::from_millis(200), exchange).await {
+//!         Ok(Ok(answer)) => res.body(answer),
+//!         Ok(Err(e)) => res.status(502).body(e.to_string()),
+//!         Err(_) => res.status(504).body("the backend is slow\n"),
+//!     };
+//!     // Work that would block the worker's loop goes to its small thread pool.
+//!     let digest = blocking(|| std::fs::read("/etc/hostname").map(|b| b.len())).await;
+//!     // A task that outlives the request (bounded per worker), and a timer.
+//!     let path = req.path().to_string();
+//!     let _ = spawn(async move {
+//!         sleep(Duration::from_secs(1)).await;
+//!         tracing::info!(%path, ?digest, "a second after the answer");
+//!     });
+//!     res
+//! });
+//! std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
+//! ```
+//!
 //! Every wait ends: a future whose client goes away is dropped, and what it waited on is
 //! cancelled (its memory stays the ring's until the kernel lets go); a handler's future
 //! past the handler timeout is dropped too. Every table here is bounded: [`OPS_MAX`] ring
