@@ -10,7 +10,8 @@
 //! its `Response` invalid input (a 1xx status, a `Content-Length` field, a CR LF in a
 //! value); `/send?m=TEXT` sends TEXT to the master;
 //! `/inbox` the worker's pid and the last message the master sent it; `/count` adds one to
-//! the handler's own counter `testbed_hits` (`ringmaster::metric`); `/peer` the client's
+//! the handler's own counter `testbed_hits` (`ringmaster::metric`), and observes `v=X` into
+//! its histogram `testbed_values` (bounds 0.5 and 1); `/peer` the client's
 //! address (`-` when it was not looked up: `TESTBED_CLIENT_ADDRESSES=1` sets
 //! `Config::client_addresses`).
 //!
@@ -321,6 +322,18 @@ impl Testbed {
                             .expect("a valid name")
                     });
                 HITS.inc();
+                static VALUES: std::sync::LazyLock<ringmaster::metric::Histogram> =
+                    std::sync::LazyLock::new(|| {
+                        ringmaster::metric::Histogram::new(
+                            "testbed_values",
+                            "The v= of /count.",
+                            &[0.5, 1.0],
+                        )
+                        .expect("valid bounds")
+                    });
+                if let Some(v) = query(req, "v").and_then(|v| v.parse().ok()) {
+                    VALUES.observe(v);
+                }
                 res.body("counted");
             }
             "/misuse" => {

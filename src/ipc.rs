@@ -237,7 +237,7 @@ pub(crate) fn add_mounts(sum: &mut Vec<MountStats>, more: &[MountStats]) {
 // `Stats` is a few hundred bytes, inline: a message is made about once a second per
 // worker and moved a few times, where a box would be one more allocation each time.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Message {
     /// worker → master: the worker's ring is up and its accept is armed.
     Ready,

@@ -1,7 +1,9 @@
-//! A handler's own metrics: counters and gauges it updates in its worker, reported to the
-//! master with the worker's stats each second and exposed on `/metrics` beside ringmaster's
-//! own, labelled by slot. A counter keeps what replaced workers counted (it never goes
-//! down across a reload, a recycle or a crash); a gauge is its live workers' values.
+//! A handler's own metrics: counters, gauges and histograms it updates in its worker,
+//! reported to the master with the worker's stats each second and exposed on `/metrics`
+//! beside ringmaster's
+//! own, labelled by slot. A counter or histogram keeps what replaced workers counted (it
+//! never goes down across a reload, a recycle or a crash); a gauge is its live workers'
+//! values.
 //!
 //! ```no_run
 //! use ringmaster::metric::Counter;
@@ -18,8 +20,9 @@
 //! // /metrics then has `myapp_signups_total{slot="0"} N` for each worker slot.
 //! ```
 //!
-//! Bounds: at most [`METRICS_MAX`] metrics per program (all its reports must fit one atomic
-//! pipe write), names of at most [`NAME_BYTES_MAX`] bytes matching
+//! Bounds: at most [`METRICS_MAX`] metrics per program, [`HISTOGRAMS_MAX`] of them
+//! histograms of at most [`BOUNDS_MAX`] bounds (all its reports must fit one atomic pipe
+//! write), names of at most [`NAME_BYTES_MAX`] bytes matching
 //! `[a-zA-Z_:][a-zA-Z0-9_:]*` and not starting with `ringmaster_`, help of at most
 //! [`HELP_BYTES_MAX`] bytes. Updating one is an atomic add: no lock, no formatting.
 
@@ -28,6 +31,10 @@ use std::sync::{Arc, Mutex};
 
 /// The most metrics one program defines.
 pub const METRICS_MAX: usize = 16;
+/// The most of them that are histograms (a histogram's report is the largest).
+pub const HISTOGRAMS_MAX: usize = 4;
+/// The most bounds a histogram has (a last bucket, `+Inf`, takes the rest).
+pub const BOUNDS_MAX: usize = 10;
 /// The longest metric name.
 pub const NAME_BYTES_MAX: usize = 64;
 /// The longest help text.
@@ -36,20 +43,26 @@ pub const HELP_BYTES_MAX: usize = 96;
 /// Why a metric cannot be defined.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetricError {
-    /// [`METRICS_MAX`] are defined already.
+    /// [`METRICS_MAX`] are defined already, or [`HISTOGRAMS_MAX`] histograms.
     TooMany,
     /// The name is not a Prometheus name, is too long, or is ringmaster's.
     BadName(String),
     /// The help is too long or holds a line break.
     BadHelp,
-    /// The name is defined already, as the other kind.
+    /// A histogram's bounds are not 1 to [`BOUNDS_MAX`] finite values, each above the one
+    /// before.
+    BadBounds,
+    /// The name is defined already, as another kind (or a histogram with other bounds).
     KindConflict(String),
 }
 
 impl std::fmt::Display for MetricError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MetricError::TooMany => write!(f, "at most {METRICS_MAX} metrics may be defined"),
+            MetricError::TooMany => write!(
+                f,
+                "at most {METRICS_MAX} metrics may be defined, {HISTOGRAMS_MAX} of them histograms"
+            ),
             MetricError::BadName(n) => write!(
                 f,
                 "metric name {n:?} is not [a-zA-Z_:][a-zA-Z0-9_:]* of at most {NAME_BYTES_MAX} \
@@ -59,8 +72,12 @@ impl std::fmt::Display for MetricError {
                 f,
                 "a metric's help is at most {HELP_BYTES_MAX} bytes, on one line"
             ),
+            MetricError::BadBounds => write!(
+                f,
+                "a histogram has 1 to {BOUNDS_MAX} finite bounds, each above the one before"
+            ),
             MetricError::KindConflict(n) => {
-                write!(f, "metric {n:?} is defined already as the other kind")
+                write!(f, "metric {n:?} is defined already as something else")
             }
         }
     }
@@ -75,10 +92,12 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Observations counted into buckets; exposed as `NAME_bucket`, `NAME_sum`, `NAME_count`.
+    Histogram,
 }
 
 /// One metric's definition and value, as a worker reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     /// What it is.
     pub kind: Kind,
@@ -86,25 +105,41 @@ pub struct Sample {
     pub name: String,
     /// Its help.
     pub help: String,
-    /// Its value (a gauge's as the two's complement of an `i64`).
+    /// A counter's or gauge's value (a gauge's as the two's complement of an `i64`); 0 for
+    /// a histogram.
     pub value: u64,
+    /// A histogram's buckets: each bound with the observations at most it and above the
+    /// bound before (not cumulative), the last bound `f64::INFINITY`; empty otherwise.
+    pub buckets: Vec<(f64, u64)>,
+    /// A histogram's observations added up.
+    pub sum: f64,
+}
+
+/// A histogram's counts, updated with atomic adds.
+struct HistCell {
+    bounds: &'static [f64],
+    /// One per bound, then `+Inf`.
+    counts: Box<[AtomicU64]>,
+    /// The sum, as `f64` bits.
+    sum_bits: AtomicU64,
+}
+
+enum Cell {
+    Value(Arc<AtomicU64>),
+    Hist(Arc<HistCell>),
 }
 
 struct Defined {
     kind: Kind,
     name: &'static str,
     help: &'static str,
-    value: Arc<AtomicU64>,
+    cell: Cell,
 }
 
 /// The program's metrics, in the order defined.
 static DEFINED: Mutex<Vec<Defined>> = Mutex::new(Vec::new());
 
-fn define(
-    kind: Kind,
-    name: &'static str,
-    help: &'static str,
-) -> Result<Arc<AtomicU64>, MetricError> {
+fn check(name: &str, help: &str) -> Result<(), MetricError> {
     let valid = !name.is_empty()
         && name.len() <= NAME_BYTES_MAX
         && !name.starts_with("ringmaster_")
@@ -117,24 +152,56 @@ fn define(
     if help.len() > HELP_BYTES_MAX || help.contains(['\n', '\r']) {
         return Err(MetricError::BadHelp);
     }
+    Ok(())
+}
+
+/// Defines `name` as `kind`, or finds it defined so: its cell.
+fn define(
+    kind: Kind,
+    name: &'static str,
+    help: &'static str,
+    make: impl FnOnce() -> Cell,
+    same: impl Fn(&Cell) -> bool,
+) -> Result<Cell, MetricError> {
+    check(name, help)?;
     let mut defined = DEFINED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(d) = defined.iter().find(|d| d.name == name) {
-        return match d.kind == kind {
-            true => Ok(Arc::clone(&d.value)),
-            false => Err(MetricError::KindConflict(name.to_string())),
-        };
+        if d.kind != kind || !same(&d.cell) {
+            return Err(MetricError::KindConflict(name.to_string()));
+        }
+        return Ok(match &d.cell {
+            Cell::Value(v) => Cell::Value(Arc::clone(v)),
+            Cell::Hist(h) => Cell::Hist(Arc::clone(h)),
+        });
     }
-    if defined.len() >= METRICS_MAX {
+    let histograms = defined.iter().filter(|d| d.kind == Kind::Histogram).count();
+    if defined.len() >= METRICS_MAX || (kind == Kind::Histogram && histograms >= HISTOGRAMS_MAX) {
         return Err(MetricError::TooMany);
     }
-    let value = Arc::new(AtomicU64::new(0));
+    let cell = make();
+    let kept = match &cell {
+        Cell::Value(v) => Cell::Value(Arc::clone(v)),
+        Cell::Hist(h) => Cell::Hist(Arc::clone(h)),
+    };
     defined.push(Defined {
         kind,
         name,
         help,
-        value: Arc::clone(&value),
+        cell: kept,
     });
-    Ok(value)
+    Ok(cell)
+}
+
+fn value_cell(
+    kind: Kind,
+    name: &'static str,
+    help: &'static str,
+) -> Result<Arc<AtomicU64>, MetricError> {
+    let make = || Cell::Value(Arc::new(AtomicU64::new(0)));
+    match define(kind, name, help, make, |_| true)? {
+        Cell::Value(v) => Ok(v),
+        Cell::Hist(_) => unreachable!("a counter or gauge is a value"),
+    }
 }
 
 /// A counter: only goes up. Defining the same name again gives the same counter.
@@ -144,7 +211,7 @@ pub struct Counter(Arc<AtomicU64>);
 impl Counter {
     /// Defines the counter `name` (exposed as `name_total`).
     pub fn new(name: &'static str, help: &'static str) -> Result<Counter, MetricError> {
-        define(Kind::Counter, name, help).map(Counter)
+        value_cell(Kind::Counter, name, help).map(Counter)
     }
 
     /// Adds one.
@@ -166,7 +233,7 @@ pub struct Gauge(Arc<AtomicU64>);
 impl Gauge {
     /// Defines the gauge `name`.
     pub fn new(name: &'static str, help: &'static str) -> Result<Gauge, MetricError> {
-        define(Kind::Gauge, name, help).map(Gauge)
+        value_cell(Kind::Gauge, name, help).map(Gauge)
     }
 
     /// Sets it to `v`.
@@ -186,27 +253,121 @@ impl Gauge {
     }
 }
 
+/// A histogram of observations (sizes, durations in seconds...) over fixed bounds.
+/// Defining the same name again with the same bounds gives the same histogram.
+#[derive(Clone)]
+pub struct Histogram(Arc<HistCell>);
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("bounds", &self.0.bounds)
+            .finish()
+    }
+}
+
+impl Histogram {
+    /// Defines the histogram `name` with the buckets' upper `bounds` (1 to [`BOUNDS_MAX`],
+    /// finite, each above the one before; a last bucket takes the rest).
+    pub fn new(
+        name: &'static str,
+        help: &'static str,
+        bounds: &'static [f64],
+    ) -> Result<Histogram, MetricError> {
+        let ordered = bounds.windows(2).all(|w| w[0] < w[1]);
+        if bounds.is_empty()
+            || bounds.len() > BOUNDS_MAX
+            || !ordered
+            || bounds.iter().any(|b| !b.is_finite())
+        {
+            return Err(MetricError::BadBounds);
+        }
+        let make = || {
+            Cell::Hist(Arc::new(HistCell {
+                bounds,
+                counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                sum_bits: AtomicU64::new(0f64.to_bits()),
+            }))
+        };
+        let same = |c: &Cell| matches!(c, Cell::Hist(h) if h.bounds == bounds);
+        match define(Kind::Histogram, name, help, make, same)? {
+            Cell::Hist(h) => Ok(Histogram(h)),
+            Cell::Value(_) => unreachable!("a histogram is a histogram"),
+        }
+    }
+
+    /// Counts one observation of `v` (a NaN is not counted).
+    pub fn observe(&self, v: f64) {
+        if v.is_nan() {
+            return;
+        }
+        let h = &self.0;
+        let bucket = h.bounds.partition_point(|&b| b < v);
+        h.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        // The sum: a compare-and-swap loop on its bits, as there is no atomic f64 add.
+        let mut old = h.sum_bits.load(Ordering::Relaxed);
+        loop {
+            let new = (f64::from_bits(old) + v).to_bits();
+            match h
+                .sum_bits
+                .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => old = now,
+            }
+        }
+    }
+}
+
 /// Every metric defined in this process, with its value now (empty when none is).
 pub(crate) fn samples() -> Vec<Sample> {
     let defined = DEFINED.lock().unwrap_or_else(|e| e.into_inner());
     defined
         .iter()
-        .map(|d| Sample {
-            kind: d.kind,
-            name: d.name.to_string(),
-            help: d.help.to_string(),
-            value: d.value.load(Ordering::Relaxed),
+        .map(|d| {
+            let mut s = Sample {
+                kind: d.kind,
+                name: d.name.to_string(),
+                help: d.help.to_string(),
+                value: 0,
+                buckets: Vec::new(),
+                sum: 0.0,
+            };
+            match &d.cell {
+                Cell::Value(v) => s.value = v.load(Ordering::Relaxed),
+                Cell::Hist(h) => {
+                    s.buckets = h
+                        .bounds
+                        .iter()
+                        .copied()
+                        .chain([f64::INFINITY])
+                        .zip(h.counts.iter().map(|c| c.load(Ordering::Relaxed)))
+                        .collect();
+                    s.sum = f64::from_bits(h.sum_bits.load(Ordering::Relaxed));
+                }
+            }
+            s
         })
         .collect()
 }
 
-/// Adds the counters of `samples` into `past` (by name; a gauge is not carried over): what
-/// an exited worker counted.
+/// Adds the counters and histograms of `samples` into `past` (by name; a gauge is not
+/// carried over): what an exited worker counted.
 pub(crate) fn add_counters(past: &mut Vec<Sample>, samples: &[Sample]) {
-    for s in samples.iter().filter(|s| s.kind == Kind::Counter) {
+    for s in samples.iter().filter(|s| s.kind != Kind::Gauge) {
+        let same_shape = |p: &Sample| {
+            p.kind == s.kind
+                && p.buckets.len() == s.buckets.len()
+                && p.buckets.iter().zip(&s.buckets).all(|(a, b)| a.0 == b.0)
+        };
         match past.iter().position(|p| p.name == s.name) {
-            Some(i) if past[i].kind == Kind::Counter => {
-                past[i].value = past[i].value.wrapping_add(s.value)
+            Some(i) if same_shape(&past[i]) => {
+                let p = &mut past[i];
+                p.value = p.value.wrapping_add(s.value);
+                p.sum += s.sum;
+                for (a, b) in p.buckets.iter_mut().zip(&s.buckets) {
+                    a.1 = a.1.wrapping_add(b.1);
+                }
             }
             Some(_) => {}
             // Bounded: a later build may define other names; each build at most METRICS_MAX.
@@ -217,18 +378,30 @@ pub(crate) fn add_counters(past: &mut Vec<Sample>, samples: &[Sample]) {
 }
 
 /// Encodes `samples` as one frame's payload: for each, its kind, name and help (each with a
-/// length byte) and value.
+/// length byte) and value; a histogram's bound count, bounds, counts and sum after.
 pub(crate) fn encode(samples: &[Sample], out: &mut Vec<u8>) {
     for s in samples.iter().take(METRICS_MAX) {
         out.push(match s.kind {
             Kind::Counter => 0,
             Kind::Gauge => 1,
+            Kind::Histogram => 2,
         });
         for text in [&s.name, &s.help] {
             out.push(text.len() as u8);
             out.extend_from_slice(text.as_bytes());
         }
         out.extend_from_slice(&s.value.to_le_bytes());
+        if s.kind == Kind::Histogram {
+            let bounds = s.buckets.len().saturating_sub(1);
+            out.push(bounds as u8);
+            for (bound, _) in &s.buckets[..bounds] {
+                out.extend_from_slice(&bound.to_bits().to_le_bytes());
+            }
+            for (_, count) in &s.buckets {
+                out.extend_from_slice(&count.to_le_bytes());
+            }
+            out.extend_from_slice(&s.sum.to_bits().to_le_bytes());
+        }
     }
 }
 
@@ -237,13 +410,24 @@ pub(crate) fn encoded_len(samples: &[Sample]) -> usize {
     samples
         .iter()
         .take(METRICS_MAX)
-        .map(|s| 1 + 1 + s.name.len() + 1 + s.help.len() + 8)
+        .map(|s| {
+            let hist = match s.kind {
+                Kind::Histogram => 1 + 16 * s.buckets.len(),
+                _ => 0,
+            };
+            1 + 1 + s.name.len() + 1 + s.help.len() + 8 + hist
+        })
         .sum()
 }
 
 /// Decodes [`encode`]'s payload; `None` when it is not one.
 pub(crate) fn decode(mut payload: &[u8]) -> Option<Vec<Sample>> {
     let mut out = Vec::new();
+    let word = |payload: &mut &[u8]| -> Option<u64> {
+        let w = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+        *payload = &payload[8..];
+        Some(w)
+    };
     while !payload.is_empty() {
         if out.len() >= METRICS_MAX {
             return None;
@@ -251,6 +435,7 @@ pub(crate) fn decode(mut payload: &[u8]) -> Option<Vec<Sample>> {
         let kind = match payload[0] {
             0 => Kind::Counter,
             1 => Kind::Gauge,
+            2 => Kind::Histogram,
             _ => return None,
         };
         payload = &payload[1..];
@@ -262,14 +447,32 @@ pub(crate) fn decode(mut payload: &[u8]) -> Option<Vec<Sample>> {
         };
         let name = text()?;
         let help = text()?;
-        let value = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
-        payload = &payload[8..];
-        out.push(Sample {
+        let value = word(&mut payload)?;
+        let mut sample = Sample {
             kind,
             name,
             help,
             value,
-        });
+            buckets: Vec::new(),
+            sum: 0.0,
+        };
+        if kind == Kind::Histogram {
+            let (&bounds, rest) = payload.split_first()?;
+            payload = rest;
+            if usize::from(bounds) > BOUNDS_MAX {
+                return None;
+            }
+            let mut limits = Vec::with_capacity(usize::from(bounds) + 1);
+            for _ in 0..bounds {
+                limits.push(f64::from_bits(word(&mut payload)?));
+            }
+            limits.push(f64::INFINITY);
+            for limit in limits {
+                sample.buckets.push((limit, word(&mut payload)?));
+            }
+            sample.sum = f64::from_bits(word(&mut payload)?);
+        }
+        out.push(sample);
     }
     Some(out)
 }
@@ -313,12 +516,24 @@ mod tests {
                 name: "a".into(),
                 help: "A.".into(),
                 value: 7,
+                buckets: Vec::new(),
+                sum: 0.0,
             },
             Sample {
                 kind: Kind::Gauge,
                 name: "b".into(),
                 help: String::new(),
                 value: (-3i64) as u64,
+                buckets: Vec::new(),
+                sum: 0.0,
+            },
+            Sample {
+                kind: Kind::Histogram,
+                name: "c".into(),
+                help: "C.".into(),
+                value: 0,
+                buckets: vec![(0.5, 1), (1.0, 0), (f64::INFINITY, 2)],
+                sum: 7.25,
             },
         ];
         let mut bytes = Vec::new();
@@ -329,8 +544,13 @@ mod tests {
         let mut past = Vec::new();
         add_counters(&mut past, &samples);
         add_counters(&mut past, &samples);
-        assert_eq!(past.len(), 1, "the gauge is not carried");
+        assert_eq!(past.len(), 2, "the gauge is not carried");
         assert_eq!(past[0].value, 14);
+        assert_eq!(
+            past[1].buckets,
+            vec![(0.5, 2), (1.0, 0), (f64::INFINITY, 4)]
+        );
+        assert_eq!(past[1].sum, 14.5);
     }
 
     #[test]
@@ -340,8 +560,48 @@ mod tests {
             name: "n".repeat(NAME_BYTES_MAX),
             help: "h".repeat(HELP_BYTES_MAX),
             value: u64::MAX,
+            buckets: Vec::new(),
+            sum: 0.0,
         };
-        let all = vec![longest; METRICS_MAX];
+        let histogram = Sample {
+            kind: Kind::Histogram,
+            buckets: vec![(1.0, u64::MAX); BOUNDS_MAX + 1],
+            ..longest.clone()
+        };
+        let mut all = vec![histogram; HISTOGRAMS_MAX];
+        all.extend(vec![longest; METRICS_MAX - HISTOGRAMS_MAX]);
         assert!(encoded_len(&all) <= crate::ipc::USER_BYTES_MAX);
+    }
+
+    #[test]
+    fn a_histogram_counts_into_its_buckets_and_checks_its_bounds() {
+        static BOUNDS: [f64; 3] = [0.1, 1.0, 10.0];
+        let h = Histogram::new("unit_hist", "A histogram.", &BOUNDS).unwrap();
+        for v in [0.05, 0.1, 0.5, 20.0, f64::NAN] {
+            h.observe(v);
+        }
+        let s = samples()
+            .into_iter()
+            .find(|s| s.name == "unit_hist")
+            .unwrap();
+        assert_eq!(
+            s.buckets,
+            vec![(0.1, 2), (1.0, 1), (10.0, 0), (f64::INFINITY, 1)]
+        );
+        assert!((s.sum - 20.65).abs() < 1e-9);
+        static OTHER: [f64; 1] = [5.0];
+        assert!(matches!(
+            Histogram::new("unit_hist", "x", &OTHER),
+            Err(MetricError::KindConflict(_))
+        ));
+        static UNORDERED: [f64; 2] = [2.0, 1.0];
+        assert_eq!(
+            Histogram::new("unit_bad", "x", &UNORDERED).err(),
+            Some(MetricError::BadBounds)
+        );
+        assert_eq!(
+            Histogram::new("unit_empty", "x", &[]).err(),
+            Some(MetricError::BadBounds)
+        );
     }
 }

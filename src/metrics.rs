@@ -531,6 +531,7 @@ impl Snapshot {
             let kind = match def.kind {
                 Kind::Counter => MetricType::Counter,
                 Kind::Gauge => MetricType::Gauge,
+                Kind::Histogram => MetricType::Histogram,
             };
             let mut family = encoder.encode_descriptor(&def.name, &def.help, None, kind)?;
             for w in &self.workers {
@@ -548,6 +549,16 @@ impl Snapshot {
                         metric.encode_counter::<NoLabelSet, u64, u64>(&s.value, None)?
                     }
                     Kind::Gauge => metric.encode_gauge(&(s.value as i64))?,
+                    Kind::Histogram => {
+                        // `+Inf` is f64::MAX to the encoder.
+                        let buckets: Vec<(f64, u64)> = s
+                            .buckets
+                            .iter()
+                            .map(|&(b, n)| (if b.is_finite() { b } else { f64::MAX }, n))
+                            .collect();
+                        let count = buckets.iter().map(|b| b.1).sum();
+                        metric.encode_histogram::<NoLabelSet>(s.sum, count, &buckets, None)?
+                    }
                 }
             }
         }
@@ -753,6 +764,8 @@ mod tests {
                 name: "app_queue".into(),
                 help: "Queued.".into(),
                 value: (-4i64) as u64,
+                buckets: Vec::new(),
+                sum: 0.0,
             }],
         };
         let text = render(&[worker], &[], MASTER);

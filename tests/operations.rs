@@ -730,7 +730,27 @@ fn a_handlers_own_counter_is_exposed_and_survives_a_worker_replacement() {
         )
     };
     count(5);
-    wait_until("five hits reported", || hits() == 5.0);
+    for v in ["0.2", "0.7", "3"] {
+        let raw = format!("GET /count?v={v} HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(exchange(server.addr, raw.as_bytes()).0.status, 200);
+    }
+    let values = || {
+        let body = scrape(metrics, "/metrics").1;
+        let scrape = parse_metrics(&body);
+        let hist = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "testbed_values")
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(h) => {
+                    h.iter().map(|b| (b.less_than, b.count)).collect::<Vec<_>>()
+                }
+                _ => Vec::new(),
+            });
+        hist.unwrap_or_default()
+    };
+    wait_until("eight hits reported", || hits() == 8.0);
+    assert_eq!(values(), [(0.5, 1.0), (1.0, 2.0), (f64::INFINITY, 3.0)]);
     let body = scrape(metrics, "/metrics").1;
     assert!(
         body.contains("# HELP testbed_hits Requests to /count.\n# TYPE testbed_hits counter"),
@@ -740,7 +760,8 @@ fn a_handlers_own_counter_is_exposed_and_survives_a_worker_replacement() {
     let answer = common::control(&server, "reload");
     assert!(answer.starts_with("ok: reloaded"), "{answer}");
     let after_reload = hits();
-    assert_eq!(after_reload, 5.0, "never down across a replacement");
+    assert_eq!(after_reload, 8.0, "never down across a replacement");
+    assert_eq!(values(), [(0.5, 1.0), (1.0, 2.0), (f64::INFINITY, 3.0)]);
     count(2);
-    wait_until("seven hits", || hits() == 7.0);
+    wait_until("ten hits", || hits() == 10.0);
 }
