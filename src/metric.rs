@@ -1,7 +1,6 @@
 //! A handler's own metrics: counters, gauges and histograms it updates in its worker,
 //! reported to the master with the worker's stats each second and exposed on `/metrics`
-//! beside ringmaster's
-//! own, labelled by slot. A counter or histogram keeps what replaced workers counted (it
+//! beside ringmaster's own, labelled by slot. A counter or histogram keeps what replaced workers counted (it
 //! never goes down across a reload, a recycle or a crash); a gauge is its live workers'
 //! values.
 //!
