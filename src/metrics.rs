@@ -12,6 +12,19 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
+/// The dashboard: one self-contained page (no external assets) that polls
+/// `/dashboard.json` once a second and plots, per worker, requests/s, connections, CPU, RSS
+/// and io_uring enters and completions per second over the last five minutes, with the slots'
+/// states and the last reload. The browser keeps the history; the master answers one small
+/// JSON document per poll.
+pub(crate) const DASHBOARD: &str = include_str!("assets/dashboard.html");
+
+/// The content types the listener answers with.
+pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
+pub(crate) const HTML: &str = "text/html; charset=utf-8";
+pub(crate) const JSON: &str = "application/json";
+
 /// The largest request head the listener reads.
 const HEAD_BYTES_MAX: usize = 4096;
 
@@ -19,6 +32,10 @@ const HEAD_BYTES_MAX: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
     Metrics,
+    /// `/`: the dashboard page ([`DASHBOARD`]).
+    Dashboard,
+    /// `/dashboard.json`: the sample the dashboard polls.
+    DashboardJson,
     Healthz,
     Readyz,
     /// Anything else: 404 (or 405 for a method other than GET and HEAD).
@@ -85,6 +102,8 @@ impl MetricsServer {
                     let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
                     let route = match (method, path) {
                         ("GET" | "HEAD", "/metrics") => Route::Metrics,
+                        ("GET" | "HEAD", "/") => Route::Dashboard,
+                        ("GET" | "HEAD", "/dashboard.json") => Route::DashboardJson,
                         ("GET" | "HEAD", "/healthz") => Route::Healthz,
                         ("GET" | "HEAD", "/readyz") => Route::Readyz,
                         ("GET" | "HEAD", _) => Route::NotFound,
@@ -98,13 +117,15 @@ impl MetricsServer {
         }
     }
 
-    /// Answers connection `id` with `status`, a plain-text or Prometheus body, and closes.
-    pub(crate) fn answer(&mut self, id: u64, status: u16, body: &str, head_only: bool) {
-        let content_type = if body.starts_with("# HELP") {
-            "application/openmetrics-text; version=1.0.0; charset=utf-8"
-        } else {
-            "text/plain; charset=utf-8"
-        };
+    /// Answers connection `id` with `status` and `body` of `content_type`, and closes.
+    pub(crate) fn answer(
+        &mut self,
+        id: u64,
+        status: u16,
+        content_type: &str,
+        body: &str,
+        head_only: bool,
+    ) {
         let mut out = format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             crate::http::response::reason(status),

@@ -52,8 +52,39 @@ pub(super) struct Child {
     /// The generation it belongs to: 1 for the workers started with the master, one more
     /// for each completed reload (a reload's successors belong to the next).
     pub(super) generation: u64,
+    /// Its rates between its last two reports, for the dashboard.
+    pub(super) rates: Rates,
     /// Why it cannot start, as it told the master before exiting ([`ipc::Message::Failed`]).
     pub(super) failure: Option<String>,
+}
+
+/// A worker's rates per second between its last two stats reports (once a second): what the
+/// dashboard plots, worked out as reports arrive so that a poll costs nothing more.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct Rates {
+    /// The last report: when, and its counters (requests, io_uring enters, completions) and
+    /// the worker's CPU time in ms.
+    last: Option<(Instant, [u64; 4])>,
+    /// Requests, enters and completions per second, and CPU use in percent of one CPU.
+    pub(super) per_s: [f64; 4],
+}
+
+impl Rates {
+    /// A report at `now` of `counters` (as in [`Rates::last`]).
+    pub(super) fn update(&mut self, now: Instant, counters: [u64; 4]) {
+        if let Some((at, before)) = self.last {
+            let secs = now.saturating_duration_since(at).as_secs_f64();
+            if secs > 0.0 {
+                for i in 0..4 {
+                    let delta = counters[i].saturating_sub(before[i]) as f64;
+                    // CPU time is in ms: per second of wall time, /10 is percent.
+                    let scale = if i == 3 { 10.0 } else { 1.0 };
+                    self.per_s[i] = delta / secs / scale;
+                }
+            }
+        }
+        self.last = Some((now, counters));
+    }
 }
 
 impl Child {
@@ -82,6 +113,7 @@ impl Child {
             recycle_after,
             generation: 1,
             failure: None,
+            rates: Rates::default(),
         }
     }
 
@@ -121,6 +153,19 @@ impl Child {
 
 #[cfg(test)]
 pub(super) mod tests {
+
+    #[test]
+    fn rates_are_the_change_between_two_reports_per_second() {
+        let t0 = Instant::now();
+        let mut r = Rates::default();
+        r.update(t0, [100, 10, 20, 1_000]);
+        assert_eq!(r.per_s, [0.0; 4], "one report: no rate yet");
+        r.update(t0 + Duration::from_millis(500), [600, 60, 120, 1_250]);
+        assert_eq!(r.per_s, [1000.0, 100.0, 200.0, 50.0]);
+        // Counters never go back; a lower one is no negative rate.
+        r.update(t0 + Duration::from_millis(1500), [500, 60, 120, 1_250]);
+        assert_eq!(r.per_s[0], 0.0);
+    }
     use super::*;
 
     pub(crate) fn ms(n: u64) -> Duration {

@@ -126,6 +126,14 @@ impl<H: Serve> Master<'_, H> {
             Message::Ready => self.on_ready(pid, now),
             Message::Stats(stats) => {
                 if let Some(child) = self.sup.child_mut(pid) {
+                    let cpu = super::report::cpu_ms(pid);
+                    let counters = [
+                        stats.requests,
+                        stats.uring_enters,
+                        stats.uring_completions,
+                        cpu,
+                    ];
+                    child.rates.update(now, counters);
                     child.stats = stats;
                 }
                 self.consider_recycling(pid, now);

@@ -45,6 +45,30 @@ impl StatusRow {
     }
 }
 
+/// A process's CPU time (user and system) in milliseconds, from `/proc` (0 if it cannot be
+/// read, or for pid 0).
+pub(super) fn cpu_ms(pid: Pid) -> u64 {
+    if pid.as_raw() <= 0 {
+        return 0;
+    }
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&t| t > 0)
+        .unwrap_or(100) as u64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // After the command's closing parenthesis: state, then 10 fields, then utime and
+            // stime (fields 14 and 15 of proc(5)).
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+            let utime: u64 = fields.next()?.parse().ok()?;
+            let stime: u64 = fields.next()?.parse().ok()?;
+            Some((utime + stime) * 1000 / ticks)
+        })
+        .unwrap_or(0)
+}
+
 /// A process's resident memory in KiB, from `/proc` (0 if it cannot be read).
 pub(super) fn rss_kib(pid: Pid) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -301,20 +325,76 @@ impl<H: Serve> Master<'_, H> {
         let mut requests = Vec::new();
         server.poll(&mut requests);
         for (id, route, head_only) in requests {
-            let (status, body) = match route {
-                Route::Metrics => (200, self.metrics_text()),
-                Route::Healthz => (200, "ok\n".to_string()),
+            use crate::metrics::{HTML, JSON, OPENMETRICS, TEXT};
+            let (status, kind, body) = match route {
+                Route::Metrics => (200, OPENMETRICS, self.metrics_text()),
+                Route::Dashboard => (200, HTML, crate::metrics::DASHBOARD.to_string()),
+                Route::DashboardJson => (200, JSON, self.dashboard_json()),
+                Route::Healthz => (200, TEXT, "ok\n".to_string()),
                 Route::Readyz => match self.readiness() {
-                    Ok(()) => (200, "ready\n".to_string()),
-                    Err(why) => (503, format!("not ready: {why}\n")),
+                    Ok(()) => (200, TEXT, "ready\n".to_string()),
+                    Err(why) => (503, TEXT, format!("not ready: {why}\n")),
                 },
-                Route::NotFound => (404, "not found: try /metrics, /healthz or /readyz\n".into()),
-                Route::MethodNotAllowed => (405, "only GET and HEAD\n".to_string()),
-                Route::BadRequest => (400, "bad request\n".to_string()),
+                Route::NotFound => (
+                    404,
+                    TEXT,
+                    "not found: try /, /metrics, /healthz or /readyz\n".into(),
+                ),
+                Route::MethodNotAllowed => (405, TEXT, "only GET and HEAD\n".to_string()),
+                Route::BadRequest => (400, TEXT, "bad request\n".to_string()),
             };
-            server.answer(id, status, &body, head_only);
+            server.answer(id, status, kind, &body, head_only);
         }
         self.metrics = Some(server);
+    }
+
+    /// The dashboard's sample: the time, the master, and each worker's row (the slot's
+    /// current one marked `current`; successors and draining ones too) with its CPU time.
+    pub(super) fn dashboard_json(&self) -> String {
+        let rows: Vec<String> = self
+            .status_rows()
+            .into_iter()
+            .map(|(s, row)| {
+                let current = s.child().is_some_and(|c| c.pid.as_raw() == row.pid);
+                let rates = self
+                    .sup
+                    .children()
+                    .find(|c| c.pid.as_raw() == row.pid)
+                    .map_or([0.0; 4], |c| c.rates.per_s);
+                format!(
+                    "{{\"slot\":{},\"pid\":{},\"state\":\"{}\",\"current\":{current},\
+                     \"generation\":{},\"requests\":{},\"connections\":{},\"rss_kib\":{},\
+                     \"requests_per_s\":{:.1},\"enters_per_s\":{:.1},\
+                     \"completions_per_s\":{:.1},\"cpu_percent\":{:.1}}}",
+                    s.index,
+                    row.pid,
+                    row.state,
+                    row.generation,
+                    row.stats.requests,
+                    row.stats.connections,
+                    row.rss_kib,
+                    rates[0],
+                    rates[1],
+                    rates[2],
+                    rates[3],
+                )
+            })
+            .collect();
+        let t_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let last_reload = self
+            .binary
+            .last_reload
+            .as_ref()
+            .map_or("null".to_string(), |(_, answer)| json_string(answer));
+        format!(
+            "{{\"t_ms\":{t_ms},\"master_pid\":{},\"generation\":{},\"last_reload\":{last_reload},\
+             \"workers\":[{}]}}\n",
+            self.pid,
+            self.binary.generation,
+            rows.join(",")
+        )
     }
 
     /// Whether a load balancer should send traffic: every slot has a ready worker and no
