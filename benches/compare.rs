@@ -108,6 +108,22 @@ impl Workload {
         }
     }
 
+    /// The flag's name, for file names.
+    fn slug(self) -> &'static str {
+        match self {
+            Workload::KeepAlive => "keepalive",
+            Workload::Pipelined => "pipelined",
+            Workload::Close => "close",
+            Workload::Wait => "wait",
+            Workload::Idle => "idle",
+            Workload::Static1K => "static1k",
+            Workload::Static64K => "static64k",
+            Workload::Static1M => "static1m",
+            Workload::StaticMix => "staticmix",
+            Workload::Proxy => "proxy",
+        }
+    }
+
     fn is_static(self) -> bool {
         matches!(
             self,
@@ -1070,6 +1086,20 @@ fn main() {
         }
     }
     report.push_str(&table(&results, &servers, args.rounds));
+    // Each load's medians as an SVG chart beside the report, linked from it.
+    let dir = args.out.parent().map(PathBuf::from).unwrap_or_default();
+    let _ = std::fs::create_dir_all(&dir);
+    report.push_str("\nCharts (medians; the floor's CPU per request marked):\n\n");
+    for (w, svg) in charts(&results, &servers) {
+        let file = format!("{}.svg", w.slug());
+        match std::fs::write(dir.join(&file), svg) {
+            Ok(()) => {
+                let _ = writeln!(report, "![{}]({file})", w.name());
+            }
+            Err(e) => eprintln!("compare: cannot write {file}: {e}"),
+        }
+    }
+    report.push('\n');
     report.push_str(&round_ratios(&results));
     if !extra.is_empty() {
         report.push_str("\nringmaster's workers (from `ringmaster status --json`):\n\n");
@@ -1111,6 +1141,89 @@ fn note_workers(
         if max > 0 { (max - min) as f64 * 100.0 / max as f64 } else { 0.0 },
         total as f64 / enters.max(1) as f64
     );
+}
+
+/// One SVG chart per load (idle memory aside): requests/s and CPU per request by server,
+/// medians, as horizontal bars, with the floor's CPU per request marked by a dashed line.
+fn charts(results: &Results, servers: &[Server]) -> Vec<(Workload, String)> {
+    let mut workloads: Vec<Workload> = results.keys().map(|(w, _)| *w).collect();
+    workloads.dedup();
+    workloads
+        .into_iter()
+        .filter(|w| *w != Workload::Idle)
+        .map(|w| {
+            let rows: Vec<(String, f64, f64)> = servers
+                .iter()
+                .filter_map(|s| {
+                    let samples = results.get(&(w, s.name.clone()))?;
+                    Some((
+                        s.name.clone(),
+                        median(samples.iter().map(|x| x.rps).collect()),
+                        median(samples.iter().map(|x| x.cpu_us).collect()),
+                    ))
+                })
+                .collect();
+            (w, chart_svg(w.name(), &rows))
+        })
+        .collect()
+}
+
+/// Two panels of bars, requests/s (left) and µs of CPU per request (right), a row per
+/// server; ringmaster's bars darker, the floor's CPU a dashed line.
+fn chart_svg(title: &str, rows: &[(String, f64, f64)]) -> String {
+    const ROW: f64 = 22.0;
+    const TOP: f64 = 46.0;
+    const LABEL: f64 = 96.0;
+    const PANEL: f64 = 250.0;
+    let height = TOP + ROW * rows.len() as f64 + 14.0;
+    let width = LABEL + 2.0 * PANEL + 60.0;
+    let max_rps = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1.0);
+    let max_cpu = rows.iter().map(|r| r.2).fold(0.0, f64::max).max(1e-9);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n\
+         <text x=\"8\" y=\"16\" font-weight=\"bold\">{title}</text>\n\
+         <text x=\"{LABEL}\" y=\"36\">requests/s (higher is better)</text>\n\
+         <text x=\"{}\" y=\"36\">µs of CPU per request (lower is better)</text>\n",
+        LABEL + PANEL + 30.0
+    );
+    for (i, (name, rps, cpu)) in rows.iter().enumerate() {
+        let y = TOP + ROW * i as f64;
+        let ours = name == "ringmaster";
+        let fill = if ours { "#1f5fa8" } else { "#8fb3d9" };
+        let rps_w = (rps / max_rps * (PANEL - 70.0)).max(1.0);
+        let cpu_x = LABEL + PANEL + 30.0;
+        let cpu_w = (cpu / max_cpu * (PANEL - 70.0)).max(1.0);
+        let _ = write!(
+            svg,
+            "<text x=\"8\" y=\"{ty}\"{bold}>{name}</text>\n\
+             <rect x=\"{LABEL}\" y=\"{y}\" width=\"{rps_w:.1}\" height=\"16\" fill=\"{fill}\"/>\n\
+             <text x=\"{rx:.1}\" y=\"{ty}\">{rps:.0}</text>\n\
+             <rect x=\"{cpu_x}\" y=\"{y}\" width=\"{cpu_w:.1}\" height=\"16\" fill=\"{fill}\"/>\n\
+             <text x=\"{cx:.1}\" y=\"{ty}\">{cpu:.2}</text>\n",
+            ty = y + 12.0,
+            bold = if ours { " font-weight=\"bold\"" } else { "" },
+            rx = LABEL + rps_w + 4.0,
+            cx = cpu_x + cpu_w + 4.0,
+        );
+    }
+    if let Some((_, _, floor)) = rows.iter().find(|r| r.0 == "floor") {
+        let x = LABEL + PANEL + 30.0 + floor / max_cpu * (PANEL - 70.0);
+        let _ = write!(
+            svg,
+            "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#c00\" \
+             stroke-dasharray=\"4 3\"/>\n<text x=\"{x:.1}\" y=\"{}\" fill=\"#c00\" \
+             font-size=\"10\">floor</text>\n",
+            TOP - 4.0,
+            height - 10.0,
+            height - 1.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 fn table(results: &Results, servers: &[Server], rounds: u32) -> String {

@@ -74,9 +74,10 @@ fn main() {
         handler: handle,
     })
     // Bodies stream here, so the largest a request may have is no memory matter.
-    .limits(Limits {
-        request_body_bytes_max: Limits::REQUEST_BODY_BYTES_MAX,
-        ..Limits::default()
+    .limits({
+        let mut limits = Limits::default();
+        limits.request_body_bytes_max = Limits::REQUEST_BODY_BYTES_MAX;
+        limits
     });
     std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
 }

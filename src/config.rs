@@ -148,8 +148,10 @@ impl std::fmt::Display for CpuName {
     }
 }
 
-/// Per-worker limits.
+/// Per-worker limits. Start from [`Limits::default`] and set what differs (new limits come
+/// in later versions, so it is not built field by field outside this crate).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Open connections per worker. At the bound the worker stops accepting (connections wait
     /// in the listen backlog, or go to another worker) and resumes when one closes.
@@ -277,6 +279,7 @@ impl Default for Limits {
 /// Which io_uring features the workers use. All on by default; each can be switched off to
 /// measure what it buys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UringOptions {
     /// `SINGLE_ISSUER | DEFER_TASKRUN` (else `COOP_TASKRUN`, else none).
     pub defer_taskrun: bool,
@@ -341,6 +344,7 @@ impl Default for UringOptions {
 /// // Then: `Server::new(handler).config(config).run()`.
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// The address to listen on. Default `0.0.0.0:3000`.
     pub listen: SocketAddr,

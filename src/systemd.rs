@@ -1,6 +1,15 @@
 //! systemd integration without libsystemd: socket activation (`LISTEN_FDS`) and the
 //! notification protocol (`NOTIFY_SOCKET`: `READY=1`, `RELOADING=1`, `STOPPING=1`,
 //! `STATUS=`, `WATCHDOG=1`). Both are plain environment variables and a datagram socket.
+//!
+//! Written by hand rather than with `sd-notify` or `listenfd`, after trying them against
+//! what the master needs: `sd-notify` reads `NOTIFY_SOCKET` at each call and removes it only
+//! with a notification, while the master must take the variable out of its environment at
+//! start (so that no worker, executed or forked, notifies in its name) and still notify for
+//! its whole life, from one socket opened once; `listenfd` hands listeners by index but
+//! checks neither that each is a listening stream socket nor makes it non-blocking and
+//! close-on-exec, the three checks [`listen_fds`] does with the error that names the
+//! socket unit's setting. What is left is about sixty lines, off every hot path.
 
 use crate::error::Error;
 use crate::log::log;

@@ -135,11 +135,12 @@ impl Timers {
         if self.timers.len() >= TIMERS_MAX {
             return None;
         }
-        // Rounded up: a timer never fires early.
+        // Never early: the turn's time is rounded down to its millisecond, so the real time
+        // may be up to a millisecond past it, and the duration is rounded up.
         let due = self
             .now_ms
             .saturating_add(millis_up(after))
-            .max(self.now_ms + 1);
+            .saturating_add(1);
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         let slot = self.timers.insert(Timer {
@@ -291,5 +292,28 @@ impl<F: Future> Future for Timeout<F> {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timer_is_never_due_before_its_duration_from_the_turns_real_time() {
+        let waker = std::task::Waker::noop();
+        let mut timers = Timers::new(8);
+        // A turn 10.9 ms after the base: its millisecond is 10, the real time 10.9.
+        let turn = timers.base + Duration::from_micros(10_900);
+        timers.set_now(turn);
+        timers.insert(Duration::from_millis(60), waker).unwrap();
+        let due = timers.next_due(turn).unwrap();
+        assert!(due >= Duration::from_millis(60), "{due:?}");
+        assert!(due <= Duration::from_millis(61), "{due:?}");
+        // A zero duration is due after this turn, not in it.
+        let mut timers = Timers::new(8);
+        timers.set_now(timers.base);
+        timers.insert(Duration::ZERO, waker).unwrap();
+        assert!(timers.next_due(timers.base).unwrap() > Duration::ZERO);
     }
 }
