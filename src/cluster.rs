@@ -24,6 +24,7 @@ pub struct WorkerInfo {
 
 /// How a worker ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Exit {
     /// It exited with this code (0 after a graceful drain).
     Code(i32),

@@ -238,6 +238,7 @@ pub(crate) fn add_mounts(sum: &mut Vec<MountStats>, more: &[MountStats]) {
 // worker and moved a few times, where a box would be one more allocation each time.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Message {
     /// worker → master: the worker's ring is up and its accept is armed.
     Ready,
@@ -305,6 +306,7 @@ impl Message {
 
 /// Why bytes could not be framed or unframed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameError {
     /// A frame longer than [`FRAME_BYTES_MAX`], a user payload over [`USER_BYTES_MAX`], or
     /// more than [`MOUNTS_MAX`] mounts.
@@ -484,6 +486,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
 
 /// Why a message was not sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// Over [`USER_BYTES_MAX`] bytes.
     TooLarge,

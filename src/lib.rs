@@ -74,6 +74,18 @@
 //! like. `examples/ipc.rs` sums the workers' request counts in the master and broadcasts
 //! the total back.
 //!
+//! # The rest of the ecosystem, and where each is shown
+//!
+//! | you bring | ringmaster | example |
+//! | --- | --- | --- |
+//! | a command line (`--help`, `--version`, config file, `RINGMASTER_*`, `PORT`) | [`cli::run`] with [`app!`] | `examples/app.rs` |
+//! | `tracing` subscribers, `RUST_LOG` | ringmaster's events are `tracing` events | `examples/own_subscriber.rs` |
+//! | `tower` / `tower-http` layers, axum-style services | [`tower::Tower`], [`tower::RingTimeoutLayer`] | `examples/tower.rs` |
+//! | `http::Request` / `http::Response` | [`Request::to_http`], `From<http::Response<B>>` for [`Response`] | `examples/upstream.rs` |
+//! | Prometheus metrics of your own | [`metric::Counter`], [`metric::Gauge`], [`metric::Histogram`] | `examples/testbed.rs` (`/count`) |
+//! | a router | [`Router`] | `examples/router.rs` |
+//! | a new build to deploy | `ringmaster reload` runs the binary at the start path | `examples/deploy.rs` |
+//!
 //! Layers point one way: `cli → master → worker → {uring, connection} → http`, with `ipc` a
 //! leaf shared by master and worker. See `ARCHITECTURE.md` for the data flow.
 #![deny(

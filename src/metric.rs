@@ -41,6 +41,7 @@ pub const HELP_BYTES_MAX: usize = 96;
 
 /// Why a metric cannot be defined.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MetricError {
     /// [`METRICS_MAX`] are defined already, or [`HISTOGRAMS_MAX`] histograms.
     TooMany,
@@ -86,6 +87,7 @@ impl std::error::Error for MetricError {}
 
 /// What a metric is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Kind {
     /// Only goes up; exposed as `NAME_total`.
     Counter,
