@@ -10,7 +10,8 @@
 use crate::ipc::{self, Message};
 use std::os::fd::BorrowedFd;
 
-/// A worker as the master sees it.
+/// A worker as the master sees it (each hook's argument: see
+/// [`Server::on_fork`](crate::Server::on_fork)'s example).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkerInfo {
     /// Its slot, `0..workers`; a respawned or reloaded worker keeps the slot.
@@ -51,7 +52,7 @@ pub fn send_to_master(bytes: &[u8]) -> Result<(), SendError> {
 }
 
 /// The master's view of its running workers, handed to every hook: send to one worker or
-/// to all.
+/// to all. [`Server::on_fork`](crate::Server::on_fork)'s example uses it.
 pub struct Cluster<'a> {
     pub(crate) workers: &'a [(WorkerInfo, BorrowedFd<'a>)],
 }

@@ -158,6 +158,23 @@ const EACCES: i32 = 13;
 /// - Each worker opens the root once, on its first request: a root that is a symbolic link
 ///   switched to another directory (`current -> releases/N`) is served anew by the workers
 ///   of the next `ringmaster reload`.
+///
+/// Mounted on a [`Router`](crate::Router), beside a reverse proxy and your own routes:
+///
+/// ```no_run
+/// use ringmaster::files::Static;
+/// use ringmaster::proxy::Proxy;
+/// use ringmaster::{Async, Request, Response, Router, Server};
+///
+/// // Both are async handlers: mounted as such, with `Async`.
+/// let router = Router::new()
+///     .get("/health", |_: &Request<'_>, res: &mut Response| {
+///         res.body("ok\n");
+///     })
+///     .mount("/assets", Async(Static::new("./public").expect("a directory")))
+///     .mount("/api", Async(Proxy::new(&["http://127.0.0.1:8080"]).expect("an upstream")));
+/// std::process::exit(ringmaster::cli::run(ringmaster::app!(), Server::new(router)));
+/// ```
 #[derive(Clone, Debug)]
 pub struct Static {
     inner: Rc<Inner>,

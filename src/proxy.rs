@@ -81,6 +81,8 @@ const HEAD_READ_BYTES: usize = 8 * 1024;
 ///   mid-body → the client's connection is closed short of the length it was promised.
 /// - Per worker, [`Proxy::upstream_stats`] tells its failed tries and its open and idle
 ///   upstream connections (the binary's `status` and `/metrics` show them per mount).
+///
+/// Mounted on a [`Router`](crate::Router): see [`Static`](crate::files::Static)'s example.
 #[derive(Clone, Debug)]
 pub struct Proxy {
     inner: Rc<Inner>,

@@ -203,6 +203,25 @@ impl Pipe {
 /// [`Response::stream`](crate::Response::stream)): each write waits while the
 /// connection's unsent output is at the output bound (`--output-bytes-max`), so a body of
 /// any size is never held whole.
+///
+/// ```no_run
+/// use ringmaster::{OwnedRequest, Response, Server};
+///
+/// let server = Server::new_async(|_req: OwnedRequest| async move {
+///     let mut res = Response::new();
+///     // 100 lines, each sent as it is written; no Content-Length, so chunked.
+///     res.stream(None, |mut body| async move {
+///         for i in 0..100 {
+///             body.write(format!("line {i}\n").as_bytes()).await?;
+///         }
+///         Ok(())
+///     });
+///     res
+/// });
+/// std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
+/// ```
+///
+/// Reading an upload as it arrives is [`BodyReader`]'s: `examples/stream.rs` does both.
 #[derive(Debug)]
 pub struct BodyWriter {
     pub(crate) pipe: Shared,
