@@ -36,7 +36,7 @@ pub const WORDS: usize = CLASSES * BUCKETS + CLASSES;
 
 /// Counts of responses by status class and duration bucket (not cumulative), and each
 /// class's total duration in nanoseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Durations {
     /// `counts[class][bucket]`: responses of class `class` (0 for 1xx) that took at most
     /// `BOUNDS_NS[bucket]` and more than the bound before it.

@@ -2,8 +2,12 @@
 //! with a type byte. A leaf module: the master and the worker both use it; it uses neither.
 //!
 //! Frame: `len: u32` (little-endian; the bytes after it: type and payload), `type: u8`,
-//! payload. A frame is at most [`FRAME_BYTES_MAX`] bytes in all, so that one `write(2)` to a
-//! pipe sends it whole or not at all (POSIX: writes up to `PIPE_BUF` are atomic).
+//! payload: the message's data typed with `serde` and encoded by `postcard` (a user
+//! message's bytes as they are). A frame is at most [`FRAME_BYTES_MAX`] bytes in all, so that
+//! one `write(2)` to a pipe sends it whole or not at all (POSIX: writes up to `PIPE_BUF` are
+//! atomic). The type byte stays outside the encoding, so that a frame of a type this build
+//! does not know (a worker of another build, after a reload) is skipped whole; `Stats` goes
+//! as a sequence of words, so that builds with fields appended read each other.
 
 use std::fmt;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -15,6 +19,9 @@ pub const FRAME_BYTES_MAX: usize = 4096;
 const HEADER_BYTES: usize = 5;
 /// The largest user payload one message carries.
 pub const USER_BYTES_MAX: usize = FRAME_BYTES_MAX - HEADER_BYTES;
+/// The longest text one message carries ([`Message::Failed`]): its length goes before it,
+/// in at most two bytes.
+pub const TEXT_BYTES_MAX: usize = USER_BYTES_MAX - 2;
 
 const TYPE_READY: u8 = 1;
 const TYPE_STATS: u8 = 2;
@@ -34,9 +41,11 @@ const TYPE_METRICS: u8 = 12;
 pub const MOUNTS_MAX: usize = 32;
 /// Words of one [`MountStats`] on the wire.
 const MOUNT_WORDS: usize = 5;
-const MOUNT_BYTES: usize = MOUNT_WORDS * 8;
+/// The most bytes `postcard` takes for a `u64` (a varint).
+const VARINT_BYTES_MAX: usize = 10;
 // Every mount's counters fit one frame, so that one write sends them whole.
-const _: () = assert!(HEADER_BYTES + MOUNTS_MAX * MOUNT_BYTES <= FRAME_BYTES_MAX);
+const _: () =
+    assert!(HEADER_BYTES + 2 + MOUNTS_MAX * MOUNT_WORDS * VARINT_BYTES_MAX <= FRAME_BYTES_MAX);
 
 /// Declares [`Stats`] and its wire order from one list of fields.
 macro_rules! stats {
@@ -150,7 +159,6 @@ pub const STATS_GAUGES: [&str; 8] = [
     "buffers_free",
     "splice_pipes",
 ];
-const STATS_BYTES: usize = STATS_FIELDS * 8;
 
 impl Stats {
     /// These totals with every gauge (see [`STATS_GAUGES`]) taken from `now` instead.
@@ -282,7 +290,7 @@ pub enum Message {
         errno: i32,
     },
     /// worker → master: why it cannot start (the line it logs), just before it exits; at
-    /// most [`USER_BYTES_MAX`] bytes ([`Message::failed`] cuts a longer one). The master
+    /// most [`TEXT_BYTES_MAX`] bytes ([`Message::failed`] cuts a longer one). The master
     /// puts it in a failed reload's answer.
     Failed(String),
     /// worker → master: its handled requests' durations so far, with each stats report.
@@ -293,10 +301,10 @@ pub enum Message {
 }
 
 impl Message {
-    /// [`Message::Failed`] with `why`, cut to [`USER_BYTES_MAX`] bytes at a character
+    /// [`Message::Failed`] with `why`, cut to [`TEXT_BYTES_MAX`] bytes at a character
     /// boundary.
     pub fn failed(why: &str) -> Message {
-        let mut end = why.len().min(USER_BYTES_MAX);
+        let mut end = why.len().min(TEXT_BYTES_MAX);
         while !why.is_char_boundary(end) {
             end -= 1;
         }
@@ -347,68 +355,100 @@ pub fn frame_len(buf: &[u8]) -> Option<usize> {
     Some(4 + u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize)
 }
 
-/// Appends `msg` as one frame to `out`.
+/// Appends `value`'s `postcard` encoding to `out`.
+fn put<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let bytes = postcard::to_allocvec(value).map_err(|_| FrameError::Oversized)?;
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// `payload` decoded as a `T`, or the frame's payload error. Bytes after the value are
+/// ignored: a newer build may append fields.
+fn get<'a, T: serde::Deserialize<'a>>(payload: &'a [u8], kind: u8) -> Result<T, FrameError> {
+    postcard::from_bytes(payload).map_err(|_| FrameError::BadPayload(kind))
+}
+
+/// Appends `msg` as one frame to `out`: its length, its type byte, and its payload, the
+/// message's data in `postcard` (serde), except a user message's bytes, sent as they are.
+/// Nothing is appended when it would exceed [`FRAME_BYTES_MAX`].
 #[doc(hidden)]
 pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
-    let (kind, payload_len) = match msg {
-        Message::Ready => (TYPE_READY, 0),
-        Message::Stats(_) => (TYPE_STATS, STATS_BYTES),
-        Message::Mounts(m) if m.len() > MOUNTS_MAX => return Err(FrameError::Oversized),
-        Message::Mounts(m) => (TYPE_MOUNTS, m.len() * MOUNT_BYTES),
-        Message::Shutdown { .. } => (TYPE_SHUTDOWN, 8),
-        Message::Adopt { .. } => (TYPE_ADOPT, 4),
-        Message::Release { .. } => (TYPE_RELEASE, 4),
-        Message::Reopen { .. } => (TYPE_REOPEN, 8),
-        Message::Reopened { .. } => (TYPE_REOPENED, 16),
-        Message::User(bytes) if bytes.len() > USER_BYTES_MAX => return Err(FrameError::Oversized),
-        Message::User(bytes) => (TYPE_USER, bytes.len()),
-        Message::Failed(why) if why.len() > USER_BYTES_MAX => return Err(FrameError::Oversized),
-        Message::Failed(why) => (TYPE_FAILED, why.len()),
-        Message::Durations(_) => (TYPE_DURATIONS, crate::durations::WORDS * 8),
-        Message::Metrics(m) => match crate::metric::encoded_len(m) {
-            len if len > USER_BYTES_MAX => return Err(FrameError::Oversized),
-            len => (TYPE_METRICS, len),
-        },
-    };
-    out.extend_from_slice(&(1 + payload_len as u32).to_le_bytes());
-    out.push(kind);
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let encoded = encode_payload(msg, out);
+    let len = out.len() - start - 4;
+    if encoded.is_err() || 4 + len > FRAME_BYTES_MAX {
+        out.truncate(start);
+        return Err(encoded.err().unwrap_or(FrameError::Oversized));
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// The type byte and the payload of `msg`.
+fn encode_payload(msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
     match msg {
-        Message::Ready => {}
+        Message::Ready => out.push(TYPE_READY),
         Message::Stats(s) => {
-            for v in s.to_words() {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+            out.push(TYPE_STATS);
+            // Its fields as a sequence of words: a build with fields appended sends more.
+            put(&s.to_words()[..], out)?;
         }
-        Message::Mounts(mounts) => {
-            for v in mounts.iter().flat_map(|m| m.to_words()) {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+        Message::Mounts(m) if m.len() > MOUNTS_MAX => return Err(FrameError::Oversized),
+        Message::Mounts(m) => {
+            out.push(TYPE_MOUNTS);
+            let words: Vec<[u64; MOUNT_WORDS]> = m.iter().map(|m| m.to_words()).collect();
+            put(&words, out)?;
         }
-        Message::Shutdown { drain_ms } => out.extend_from_slice(&drain_ms.to_le_bytes()),
-        Message::Adopt { slot } | Message::Release { slot } => {
-            out.extend_from_slice(&slot.to_le_bytes())
+        Message::Shutdown { drain_ms } => {
+            out.push(TYPE_SHUTDOWN);
+            put(drain_ms, out)?;
         }
-        Message::Reopen { round } => out.extend_from_slice(&round.to_le_bytes()),
+        Message::Adopt { slot } => {
+            out.push(TYPE_ADOPT);
+            put(slot, out)?;
+        }
+        Message::Release { slot } => {
+            out.push(TYPE_RELEASE);
+            put(slot, out)?;
+        }
+        Message::Reopen { round } => {
+            out.push(TYPE_REOPEN);
+            put(round, out)?;
+        }
         Message::Reopened { round, errno } => {
-            out.extend_from_slice(&round.to_le_bytes());
-            // Sign-extended, so that any `i32` comes back whole.
-            out.extend_from_slice(&i64::from(*errno).to_le_bytes());
+            out.push(TYPE_REOPENED);
+            put(&(round, errno), out)?;
         }
-        Message::User(bytes) => out.extend_from_slice(bytes),
-        Message::Failed(why) => out.extend_from_slice(why.as_bytes()),
+        Message::User(bytes) if bytes.len() > USER_BYTES_MAX => return Err(FrameError::Oversized),
+        Message::User(bytes) => {
+            out.push(TYPE_USER);
+            out.extend_from_slice(bytes);
+        }
+        Message::Failed(why) if why.len() > TEXT_BYTES_MAX => return Err(FrameError::Oversized),
+        Message::Failed(why) => {
+            out.push(TYPE_FAILED);
+            put(why, out)?;
+        }
         Message::Durations(d) => {
-            for v in d.to_words() {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+            out.push(TYPE_DURATIONS);
+            put(&**d, out)?;
         }
-        Message::Metrics(m) => crate::metric::encode(m, out),
+        Message::Metrics(m) if m.len() > crate::metric::METRICS_MAX => {
+            return Err(FrameError::Oversized)
+        }
+        Message::Metrics(m) => {
+            out.push(TYPE_METRICS);
+            put(m, out)?;
+        }
     }
     Ok(())
 }
 
 /// Takes the first whole frame off the front of `buf`: `Ok(Some((message, consumed)))`,
 /// `Ok(None)` when the frame is not complete yet, or an error when the bytes cannot be a
-/// frame (the stream cannot be trusted after that; close it).
+/// frame (the stream cannot be trusted after that; close it), or a frame this build cannot
+/// read ([`FrameError::is_skippable`]).
 #[doc(hidden)]
 pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
     let Some(prefix) = buf.get(..4) else {
@@ -425,60 +465,53 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
         return Ok(None);
     };
     let (kind, payload) = (frame[0], &frame[1..]);
-    let word = |i: usize| u64::from_le_bytes(payload[i * 8..i * 8 + 8].try_into().expect("8"));
     let msg = match kind {
         TYPE_READY if payload.is_empty() => Message::Ready,
-        // Any whole number of words: a build with fields appended sends more (ignored), an
-        // older one fewer (zeros), so that workers of another build report across a reload.
-        TYPE_STATS if !payload.is_empty() && payload.len() % 8 == 0 => {
-            let words = payload.len() / 8;
+        // Any number of words: a build with fields appended sends more (ignored), an older
+        // one fewer (zeros), so that workers of another build report across a reload.
+        TYPE_STATS => {
+            let words: Vec<u64> = get(payload, kind)?;
+            if words.is_empty() {
+                return Err(FrameError::BadPayload(kind));
+            }
             Message::Stats(Stats::from_words(std::array::from_fn(|i| {
-                if i < words {
-                    word(i)
-                } else {
-                    0
-                }
+                words.get(i).copied().unwrap_or(0)
             })))
         }
-        TYPE_MOUNTS
-            if payload.len() % MOUNT_BYTES == 0 && payload.len() <= MOUNTS_MAX * MOUNT_BYTES =>
-        {
-            let mounts = (0..payload.len() / MOUNT_BYTES)
-                .map(|m| MountStats::from_words(std::array::from_fn(|i| word(m * MOUNT_WORDS + i))))
-                .collect();
-            Message::Mounts(mounts)
-        }
-        TYPE_SHUTDOWN if payload.len() == 8 => Message::Shutdown { drain_ms: word(0) },
-        TYPE_ADOPT | TYPE_RELEASE if payload.len() == 4 => {
-            let slot = u32::from_le_bytes(payload.try_into().expect("4 bytes"));
-            if kind == TYPE_ADOPT {
-                Message::Adopt { slot }
-            } else {
-                Message::Release { slot }
+        TYPE_MOUNTS => {
+            let words: Vec<[u64; MOUNT_WORDS]> = get(payload, kind)?;
+            if words.len() > MOUNTS_MAX {
+                return Err(FrameError::BadPayload(kind));
             }
+            Message::Mounts(words.into_iter().map(MountStats::from_words).collect())
         }
-        TYPE_REOPEN if payload.len() == 8 => Message::Reopen { round: word(0) },
-        TYPE_REOPENED if payload.len() == 16 => {
-            let errno = i32::try_from(word(1) as i64).map_err(|_| FrameError::BadPayload(kind))?;
-            Message::Reopened {
-                round: word(0),
-                errno,
-            }
+        TYPE_SHUTDOWN => Message::Shutdown {
+            drain_ms: get(payload, kind)?,
+        },
+        TYPE_ADOPT => Message::Adopt {
+            slot: get(payload, kind)?,
+        },
+        TYPE_RELEASE => Message::Release {
+            slot: get(payload, kind)?,
+        },
+        TYPE_REOPEN => Message::Reopen {
+            round: get(payload, kind)?,
+        },
+        TYPE_REOPENED => {
+            let (round, errno): (u64, i32) = get(payload, kind)?;
+            Message::Reopened { round, errno }
         }
         TYPE_USER => Message::User(payload.to_vec()),
-        TYPE_FAILED => Message::Failed(String::from_utf8_lossy(payload).into_owned()),
-        TYPE_DURATIONS if payload.len() == crate::durations::WORDS * 8 => {
-            let mut words = [0u64; crate::durations::WORDS];
-            for (i, w) in words.iter_mut().enumerate() {
-                *w = word(i);
-            }
-            Message::Durations(Box::new(crate::durations::Durations::from_words(&words)))
-        }
+        TYPE_FAILED => Message::Failed(get(payload, kind)?),
+        TYPE_DURATIONS => Message::Durations(Box::new(get(payload, kind)?)),
         TYPE_METRICS => {
-            Message::Metrics(crate::metric::decode(payload).ok_or(FrameError::BadPayload(kind))?)
+            let samples: Vec<crate::metric::Sample> = get(payload, kind)?;
+            if samples.len() > crate::metric::METRICS_MAX {
+                return Err(FrameError::BadPayload(kind));
+            }
+            Message::Metrics(samples)
         }
-        TYPE_READY | TYPE_STATS | TYPE_MOUNTS | TYPE_SHUTDOWN | TYPE_ADOPT | TYPE_RELEASE
-        | TYPE_REOPEN | TYPE_REOPENED | TYPE_DURATIONS => return Err(FrameError::BadPayload(kind)),
+        TYPE_READY => return Err(FrameError::BadPayload(kind)),
         other => return Err(FrameError::UnknownType(other)),
     };
     Ok(Some((msg, 4 + len)))
@@ -606,25 +639,31 @@ mod tests {
         assert_eq!(second, Message::User(b"hi".to_vec()));
     }
 
+    /// A frame of type `kind` whose payload is `value` in `postcard`.
+    fn raw_frame<T: serde::Serialize>(kind: u8, value: &T) -> Vec<u8> {
+        let payload = postcard::to_allocvec(value).unwrap();
+        let mut bytes = ((1 + payload.len()) as u32).to_le_bytes().to_vec();
+        bytes.push(kind);
+        bytes.extend(payload);
+        bytes
+    }
+
     #[test]
     fn frames_of_another_build_are_read_or_skipped() {
         // Stats from a build with one more field, and from one with fewer.
         let stats = Stats::from_words(std::array::from_fn(|i| i as u64 + 1));
-        let mut more = vec![0u8; 0];
-        encode(&Message::Stats(stats), &mut more).unwrap();
-        let extra = 99u64.to_le_bytes();
-        let len = u32::from_le_bytes(more[..4].try_into().unwrap()) + 8;
-        more[..4].copy_from_slice(&len.to_le_bytes());
-        more.extend_from_slice(&extra);
+        let mut words = stats.to_words().to_vec();
+        words.push(99);
+        let more = raw_frame(TYPE_STATS, &words);
         assert_eq!(
             decode(&more).unwrap(),
             Some((Message::Stats(stats), more.len()))
         );
-        let mut fewer = vec![9, 0, 0, 0, TYPE_STATS];
-        fewer.extend_from_slice(&7u64.to_le_bytes());
-        let Some((Message::Stats(got), 13)) = decode(&fewer).unwrap() else {
+        let fewer = raw_frame(TYPE_STATS, &vec![7u64]);
+        let Some((Message::Stats(got), used)) = decode(&fewer).unwrap() else {
             panic!("stats of one field")
         };
+        assert_eq!(used, fewer.len());
         assert_eq!(got.requests, 7);
         assert_eq!(got.plus(&Stats::default()).connections, 0);
         // A type this build does not know: whole, so skipped, and the next frame is read.
@@ -649,25 +688,34 @@ mod tests {
                 &[2, 0, 0, 0, TYPE_READY, 0],
                 FrameError::BadPayload(TYPE_READY),
             ),
+            // No words at all.
             (
                 &[2, 0, 0, 0, TYPE_STATS, 0],
                 FrameError::BadPayload(TYPE_STATS),
             ),
+            // One mount announced, one word of its five there.
             (
-                &[2, 0, 0, 0, TYPE_MOUNTS, 0],
+                &[3, 0, 0, 0, TYPE_MOUNTS, 1, 5],
                 FrameError::BadPayload(TYPE_MOUNTS),
             ),
             (
                 &[1, 0, 0, 0, TYPE_SHUTDOWN],
                 FrameError::BadPayload(TYPE_SHUTDOWN),
             ),
+            // A varint that never ends.
             (
-                &[5, 0, 0, 0, TYPE_REOPEN, 1, 0, 0, 0],
+                &[2, 0, 0, 0, TYPE_REOPEN, 0x80],
                 FrameError::BadPayload(TYPE_REOPEN),
             ),
+            // The round without its errno.
             (
-                &[9, 0, 0, 0, TYPE_REOPENED, 1, 0, 0, 0, 0, 0, 0, 0],
+                &[2, 0, 0, 0, TYPE_REOPENED, 1],
                 FrameError::BadPayload(TYPE_REOPENED),
+            ),
+            // Text that is not UTF-8.
+            (
+                &[3, 0, 0, 0, TYPE_FAILED, 1, 0xff],
+                FrameError::BadPayload(TYPE_FAILED),
             ),
         ];
         for (bytes, want) in cases {
@@ -677,9 +725,7 @@ mod tests {
 
     #[test]
     fn a_reopened_errno_past_i32_is_refused() {
-        let mut bytes = frame(&Message::Reopened { round: 1, errno: 0 });
-        let at = bytes.len() - 8;
-        bytes[at..].copy_from_slice(&(i64::from(i32::MAX) + 1).to_le_bytes());
+        let bytes = raw_frame(TYPE_REOPENED, &(1u64, i64::from(i32::MAX) + 1));
         assert_eq!(decode(&bytes), Err(FrameError::BadPayload(TYPE_REOPENED)));
     }
 
@@ -692,12 +738,23 @@ mod tests {
             Err(FrameError::Oversized)
         );
         assert!(out.is_empty());
-        // A frame claiming one mount more than the bound (it still fits a pipe write).
-        let payload = (MOUNTS_MAX + 1) * MOUNT_BYTES;
-        let mut bytes = ((1 + payload) as u32).to_le_bytes().to_vec();
-        bytes.push(TYPE_MOUNTS);
-        bytes.resize(5 + payload, 0);
+        // A frame of one mount more than the bound (it still fits a pipe write).
+        let words = vec![[0u64; MOUNT_WORDS]; MOUNTS_MAX + 1];
+        let bytes = raw_frame(TYPE_MOUNTS, &words);
+        assert!(bytes.len() <= FRAME_BYTES_MAX);
         assert_eq!(decode(&bytes), Err(FrameError::BadPayload(TYPE_MOUNTS)));
+        // The most there may be, each counter at its largest, fit one frame.
+        let most = vec![
+            MountStats {
+                requests: u64::MAX,
+                bytes: u64::MAX,
+                upstream_errors: u64::MAX,
+                upstream_open: u64::MAX,
+                upstream_idle: u64::MAX,
+            };
+            MOUNTS_MAX
+        ];
+        assert!(encode(&Message::Mounts(most), &mut out).is_ok());
     }
 
     #[test]

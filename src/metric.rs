@@ -86,7 +86,7 @@ impl std::fmt::Display for MetricError {
 impl std::error::Error for MetricError {}
 
 /// What a metric is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Kind {
     /// Only goes up; exposed as `NAME_total`.
@@ -98,7 +98,7 @@ pub enum Kind {
 }
 
 /// One metric's definition and value, as a worker reports it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     /// What it is.
     pub kind: Kind,
@@ -378,106 +378,6 @@ pub(crate) fn add_counters(past: &mut Vec<Sample>, samples: &[Sample]) {
     }
 }
 
-/// Encodes `samples` as one frame's payload: for each, its kind, name and help (each with a
-/// length byte) and value; a histogram's bound count, bounds, counts and sum after.
-pub(crate) fn encode(samples: &[Sample], out: &mut Vec<u8>) {
-    for s in samples.iter().take(METRICS_MAX) {
-        out.push(match s.kind {
-            Kind::Counter => 0,
-            Kind::Gauge => 1,
-            Kind::Histogram => 2,
-        });
-        for text in [&s.name, &s.help] {
-            out.push(text.len() as u8);
-            out.extend_from_slice(text.as_bytes());
-        }
-        out.extend_from_slice(&s.value.to_le_bytes());
-        if s.kind == Kind::Histogram {
-            let bounds = s.buckets.len().saturating_sub(1);
-            out.push(bounds as u8);
-            for (bound, _) in &s.buckets[..bounds] {
-                out.extend_from_slice(&bound.to_bits().to_le_bytes());
-            }
-            for (_, count) in &s.buckets {
-                out.extend_from_slice(&count.to_le_bytes());
-            }
-            out.extend_from_slice(&s.sum.to_bits().to_le_bytes());
-        }
-    }
-}
-
-/// The payload bytes `samples` take.
-pub(crate) fn encoded_len(samples: &[Sample]) -> usize {
-    samples
-        .iter()
-        .take(METRICS_MAX)
-        .map(|s| {
-            let hist = match s.kind {
-                Kind::Histogram => 1 + 16 * s.buckets.len(),
-                _ => 0,
-            };
-            1 + 1 + s.name.len() + 1 + s.help.len() + 8 + hist
-        })
-        .sum()
-}
-
-/// Decodes [`encode`]'s payload; `None` when it is not one.
-pub(crate) fn decode(mut payload: &[u8]) -> Option<Vec<Sample>> {
-    let mut out = Vec::new();
-    let word = |payload: &mut &[u8]| -> Option<u64> {
-        let w = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
-        *payload = &payload[8..];
-        Some(w)
-    };
-    while !payload.is_empty() {
-        if out.len() >= METRICS_MAX {
-            return None;
-        }
-        let kind = match payload[0] {
-            0 => Kind::Counter,
-            1 => Kind::Gauge,
-            2 => Kind::Histogram,
-            _ => return None,
-        };
-        payload = &payload[1..];
-        let mut text = || -> Option<String> {
-            let (&len, rest) = payload.split_first()?;
-            let bytes = rest.get(..usize::from(len))?;
-            payload = &rest[usize::from(len)..];
-            String::from_utf8(bytes.to_vec()).ok()
-        };
-        let name = text()?;
-        let help = text()?;
-        let value = word(&mut payload)?;
-        let mut sample = Sample {
-            kind,
-            name,
-            help,
-            value,
-            buckets: Vec::new(),
-            sum: 0.0,
-        };
-        if kind == Kind::Histogram {
-            let (&bounds, rest) = payload.split_first()?;
-            payload = rest;
-            if usize::from(bounds) > BOUNDS_MAX {
-                return None;
-            }
-            let mut limits = Vec::with_capacity(usize::from(bounds) + 1);
-            for _ in 0..bounds {
-                limits.push(f64::from_bits(word(&mut payload)?));
-            }
-            limits.push(f64::INFINITY);
-            for limit in limits {
-                sample.buckets.push((limit, word(&mut payload)?));
-            }
-            sample.sum = f64::from_bits(word(&mut payload)?);
-        }
-        out.push(sample);
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn samples_cross_the_pipe_and_counters_add_up() {
+    fn samples_cross_the_pipe_and_counters_and_histograms_add_up() {
         let samples = vec![
             Sample {
                 kind: Kind::Counter,
@@ -537,11 +437,11 @@ mod tests {
                 sum: 7.25,
             },
         ];
+        let msg = crate::ipc::Message::Metrics(samples.clone());
         let mut bytes = Vec::new();
-        encode(&samples, &mut bytes);
-        assert_eq!(bytes.len(), encoded_len(&samples));
-        assert_eq!(decode(&bytes), Some(samples.clone()));
-        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+        crate::ipc::encode(&msg, &mut bytes).unwrap();
+        let (back, _) = crate::ipc::decode(&bytes).unwrap().unwrap();
+        assert_eq!(back, msg);
         let mut past = Vec::new();
         add_counters(&mut past, &samples);
         add_counters(&mut past, &samples);
@@ -571,7 +471,10 @@ mod tests {
         };
         let mut all = vec![histogram; HISTOGRAMS_MAX];
         all.extend(vec![longest; METRICS_MAX - HISTOGRAMS_MAX]);
-        assert!(encoded_len(&all) <= crate::ipc::USER_BYTES_MAX);
+        let mut frame = Vec::new();
+        crate::ipc::encode(&crate::ipc::Message::Metrics(all), &mut frame)
+            .expect("the most metrics fit one frame");
+        assert!(frame.len() <= crate::ipc::FRAME_BYTES_MAX);
     }
 
     #[test]
