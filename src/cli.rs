@@ -477,6 +477,8 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 /// What a command line is for: the program's name and version, which `--help`,
 /// `--version` and every error line show. [`app!`](crate::app) makes one from the calling
 /// crate's `Cargo.toml`.
+///
+/// See [`app!`](crate::app)'s example, and `examples/app.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct App {
     name: &'static str,

@@ -24,6 +24,8 @@ pub struct WorkerInfo {
 }
 
 /// How a worker ended.
+///
+/// See [`Server::on_fork`](crate::Server::on_fork)'s example (the hooks and IPC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Exit {

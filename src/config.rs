@@ -16,6 +16,8 @@ use std::time::Duration;
 /// only because the idle worker leaves its core to the load generator; on a machine whose
 /// clients are elsewhere, a worker that gets no connections is a core wasted. `ReusePort`
 /// is the default for its balance, and because each slot's socket outlives its workers.
+///
+/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListenMode {
     /// One socket, bound by the master and inherited by every worker. The kernel wakes one
@@ -29,6 +31,8 @@ pub enum ListenMode {
 }
 
 /// How many workers to run.
+///
+/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workers {
     /// One per CPU in the process's affinity mask (so `taskset` and container CPU sets are
@@ -49,6 +53,8 @@ pub enum Workers {
 /// CPUs, unpinned workers served 1.39× the requests/s keep-alive (1.32× pipelined) at 0.89×
 /// the CPU per request; with other builds running too, pinned ones served 1.16× (1.22×).
 /// Which wins depends on what else runs there: measure on the host before choosing.
+///
+/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CpuAffinity {
     /// Worker *i* is pinned to the *i*-th CPU of the process's affinity mask, wrapping
@@ -150,6 +156,8 @@ impl std::fmt::Display for CpuName {
 
 /// Per-worker limits. Start from [`Limits::default`] and set what differs (new limits come
 /// in later versions, so it is not built field by field outside this crate).
+///
+/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -278,6 +286,8 @@ impl Default for Limits {
 
 /// Which io_uring features the workers use. All on by default; each can be switched off to
 /// measure what it buys.
+///
+/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UringOptions {
@@ -419,6 +429,8 @@ pub struct Config {
 }
 
 /// How log lines are written.
+///
+/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     /// `2026-11-26T15:00:00.000Z ringmaster[worker 0] INFO message`
@@ -428,6 +440,8 @@ pub enum LogFormat {
 }
 
 /// How access log lines are written.
+///
+/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AccessLogFormat {
     /// The common log format: `127.0.0.1 - - [27/Nov/2026:12:00:00 +0000] "GET / HTTP/1.1"

@@ -36,6 +36,8 @@ pub const WORDS: usize = CLASSES * BUCKETS + CLASSES;
 
 /// Counts of responses by status class and duration bucket (not cumulative), and each
 /// class's total duration in nanoseconds.
+///
+/// Exposed as `ringmaster_request_duration_seconds` on `/metrics` (README, Operations).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Durations {
     /// `counts[class][bucket]`: responses of class `class` (0 for 1xx) that took at most

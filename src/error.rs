@@ -3,6 +3,8 @@
 use std::fmt;
 
 /// What kind of start-up failure an [`Error`] is.
+///
+/// See the [crate's first example](crate), whose `main` returns this error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -24,6 +26,8 @@ pub enum ErrorKind {
 }
 
 /// A start-up failure. Its `Display` is one line: the cause, then the remedy.
+///
+/// See the [crate's first example](crate), whose `main` returns it.
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,

@@ -21,6 +21,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Why a request path was refused.
+///
+/// See [`Static`]'s example (static files and a proxy on a router).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathError {
     /// A `%` not followed by two hex digits.

@@ -18,6 +18,8 @@ use std::task::{Context, Poll};
 /// ([`Config::exit_on_panic`](crate::Config::exit_on_panic) makes it end the worker instead, which the master respawns).
 ///
 /// Closures `Fn(&Request, &mut Response)` are handlers.
+///
+/// See [`Request`](crate::Request)'s and [`Server::on_fork`](crate::Server::on_fork)'s examples.
 pub trait Handler: 'static {
     /// Answers one request.
     fn handle(&self, req: &Request<'_>, res: &mut Response);
@@ -49,6 +51,8 @@ where
 
 /// The seed's application: `200 OK`, `text/plain`, `Hello World` for every request. The
 /// `ringmaster` binary serves it.
+///
+/// `examples/router.rs` answers with it where no route matches.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HelloWorld;
 
@@ -71,6 +75,8 @@ impl Handler for HelloWorld {
 /// answered `503`. A panic, before or after an await, is treated as a [`Handler`]'s.
 ///
 /// Closures `Fn(OwnedRequest) -> impl Future<Output = Response>` are async handlers.
+///
+/// See the [crate's second example](crate) and [`rt`](crate::rt)'s.
 pub trait AsyncHandler: 'static {
     /// The future of one request.
     type Future: Future<Output = Response> + 'static;
@@ -103,6 +109,8 @@ pub trait AsyncHandler: 'static {
 
 /// An async handler closure whose requests chosen by `when` get their body as it arrives
 /// (see [`AsyncHandler::streams_body`]).
+///
+/// `examples/stream.rs` echoes an upload with it.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamBodies<P, F> {
     /// Which requests' bodies stream, decided from the head.
@@ -141,11 +149,15 @@ where
 }
 
 /// An [`AsyncHandler`] as a server serves it (see [`Server::new_async`](crate::Server::new_async)).
+///
+/// See [`Static`](crate::files::Static)'s example (static files and a proxy on a router).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Async<A>(pub A);
 
 /// What a [`Server`](crate::Server) runs: a [`Handler`], or an [`AsyncHandler`] wrapped in
 /// [`Async`]. Implemented for both; there is nothing else to implement it for.
+///
+/// See the [crate's examples](crate).
 pub trait Serve: sealed::Sealed + 'static {
     #[doc(hidden)]
     type Future: Future<Output = Response> + 'static;
@@ -175,6 +187,8 @@ pub trait Serve: sealed::Sealed + 'static {
 }
 
 /// What [`Serve::handle_now`] did with a request.
+///
+/// See [`AsyncHandler`](crate::AsyncHandler)'s links.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handled {
@@ -192,6 +206,8 @@ mod sealed {
 }
 
 /// The future type of a sync handler: never made.
+///
+/// See [`Handler`](crate::Handler)'s links.
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum NoFuture {}

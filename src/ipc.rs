@@ -176,6 +176,8 @@ impl Stats {
 
 /// One mount's counters as a worker reports them: totals since the worker started, but
 /// `upstream_open` and `upstream_idle`, which are gauges (a value now).
+///
+/// Shown per mount by `status --json` and `/metrics` (README, Operations).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MountStats {
     /// Responses the mount's handler returned (a request it never answered, because its
@@ -241,7 +243,8 @@ pub(crate) fn add_mounts(sum: &mut Vec<MountStats>, more: &[MountStats]) {
     }
 }
 
-/// One message, in either direction.
+/// One message, in either direction. See [`Server::on_fork`](crate::Server::on_fork)'s
+/// example (the hooks and IPC).
 // `Stats` is a few hundred bytes, inline: a message is made about once a second per
 // worker and moved a few times, where a box would be one more allocation each time.
 #[allow(clippy::large_enum_variant)]
@@ -313,6 +316,8 @@ impl Message {
 }
 
 /// Why bytes could not be framed or unframed.
+///
+/// See [`Server::on_fork`](crate::Server::on_fork)'s example (the hooks and IPC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameError {
@@ -518,6 +523,8 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
 }
 
 /// Why a message was not sent.
+///
+/// See [`Server::on_fork`](crate::Server::on_fork)'s example (the hooks and IPC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {

@@ -40,6 +40,8 @@ pub const NAME_BYTES_MAX: usize = 64;
 pub const HELP_BYTES_MAX: usize = 96;
 
 /// Why a metric cannot be defined.
+///
+/// See [`metric`](crate::metric)'s example.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MetricError {
@@ -86,6 +88,8 @@ impl std::fmt::Display for MetricError {
 impl std::error::Error for MetricError {}
 
 /// What a metric is.
+///
+/// See [`metric`](crate::metric)'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Kind {
@@ -98,6 +102,8 @@ pub enum Kind {
 }
 
 /// One metric's definition and value, as a worker reports it.
+///
+/// See [`metric`](crate::metric)'s example.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     /// What it is.
@@ -206,6 +212,8 @@ fn value_cell(
 }
 
 /// A counter: only goes up. Defining the same name again gives the same counter.
+///
+/// See [`metric`](crate::metric)'s example.
 #[derive(Clone, Debug)]
 pub struct Counter(Arc<AtomicU64>);
 
@@ -228,6 +236,8 @@ impl Counter {
 
 /// A gauge: a value that goes up and down. Defining the same name again gives the same
 /// gauge.
+///
+/// See [`metric`](crate::metric)'s example.
 #[derive(Clone, Debug)]
 pub struct Gauge(Arc<AtomicU64>);
 
@@ -256,6 +266,8 @@ impl Gauge {
 
 /// A histogram of observations (sizes, durations in seconds...) over fixed bounds.
 /// Defining the same name again with the same bounds gives the same histogram.
+///
+/// See [`metric`](crate::metric)'s example.
 #[derive(Clone)]
 pub struct Histogram(Arc<HistCell>);
 

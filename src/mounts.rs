@@ -107,6 +107,8 @@ impl Mount {
 
 /// The counted mounts of a router, in the order they were mounted; at most
 /// [`MOUNTS_MAX`].
+///
+/// See [`Static`](crate::files::Static)'s example (static files and a proxy on a router).
 #[derive(Debug, Default)]
 pub struct MountTable {
     mounts: Vec<Mount>,

@@ -89,6 +89,8 @@ pub struct Proxy {
 }
 
 /// The `Host` a request goes upstream with ([`Proxy::host`]).
+///
+/// See [`Static`](crate::files::Static)'s example (static files and a proxy on a router).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum UpstreamHost {
     /// The client's own `Host` (nginx's `$host`); the upstream's address for a client that
@@ -148,6 +150,8 @@ struct Upstream {
 
 /// What a proxy saw of its upstreams, in this worker (each worker has its own connections
 /// and counts): see [`Proxy::upstream_stats`].
+///
+/// See [`Static`](crate::files::Static)'s example (static files and a proxy on a router).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UpstreamStats {
     /// Failed tries at an upstream since the worker started: a connect refused or timed

@@ -137,12 +137,16 @@ impl<A: AsyncHandler> DynAsync for A {
 
 /// What a route can be made of: a [`Handler`], or an [`AsyncHandler`] in
 /// [`Async`](crate::Async).
+///
+/// See [`Router`]'s example.
 pub trait IntoRoute: into_route::Sealed {
     #[doc(hidden)]
     fn into_route(self) -> RouteBox;
 }
 
 /// A route's handler, boxed (what [`IntoRoute`] makes).
+///
+/// See [`Router`](crate::Router)'s example.
 #[doc(hidden)]
 pub struct RouteBox(Route);
 
@@ -165,6 +169,8 @@ impl<A: AsyncHandler> IntoRoute for crate::Async<A> {
 }
 
 /// Why a route was refused.
+///
+/// See [`Router`]'s example.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteError {
     /// The pattern as given.

@@ -40,6 +40,8 @@ pub const COLLECT_BYTES_MAX: usize = 64 * 1024;
 
 /// The client's address, in a request's extensions when the worker looked it up
 /// ([`Config::client_addresses`](crate::Config::client_addresses), or an access log).
+///
+/// See [`Tower`]'s example and `examples/tower.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerAddr(pub IpAddr);
 
@@ -174,6 +176,8 @@ where
 /// A timeout on the ring's clock (`tower`'s and `tower-http`'s need tokio's): a request
 /// whose service has not answered within the limit gets `503 Service Unavailable` with an
 /// empty body (so the body type must have a `Default`), and its service's future is dropped.
+///
+/// See [`Tower`]'s example and `examples/tower.rs`.
 #[derive(Clone, Copy, Debug)]
 pub struct RingTimeoutLayer {
     limit: Duration,
@@ -198,6 +202,8 @@ impl<S> tower_layer::Layer<S> for RingTimeoutLayer {
 }
 
 /// The service [`RingTimeoutLayer`] makes.
+///
+/// See [`Tower`]'s example and `examples/tower.rs`.
 #[derive(Clone, Debug)]
 pub struct RingTimeout<S> {
     inner: S,

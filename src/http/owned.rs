@@ -37,6 +37,8 @@ thread_local! {
 ///
 /// A handle to pooled parts: moving it (into the handler's future, which is moved into the
 /// worker's task table) moves one pointer, and the parts are filled where they lie.
+///
+/// See the [crate's second example](crate) and [`rt`](crate::rt)'s.
 #[derive(Debug)]
 pub struct OwnedRequest {
     /// Taken out only by `drop`.

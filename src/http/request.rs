@@ -17,6 +17,8 @@ pub const EMPTY_LINES_MAX: usize = 4;
 pub const METHOD_BYTES_MAX: usize = 32;
 
 /// The HTTP version of a request.
+///
+/// See [`Request`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
     /// HTTP/1.0: the connection closes after the response unless the client asks for
@@ -29,6 +31,8 @@ pub enum Version {
 /// The form a request-target was sent in (RFC 9112 section 3.2). The authority form, which
 /// only `CONNECT` uses, is refused with that method ([`HeadError::ConnectUnsupported`]); any
 /// other shape is 400.
+///
+/// See [`Request`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetForm {
     /// `/path?query`, as nearly every request sends it.
@@ -50,6 +54,8 @@ pub enum TargetForm {
 pub const OPTIONS_ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 
 /// How the request's body is framed.
+///
+/// See [`Request`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
     /// No body.

@@ -10,6 +10,8 @@ use std::pin::Pin;
 const RESERVED: [&str; 4] = ["content-length", "transfer-encoding", "connection", "date"];
 
 /// Why a header field was refused.
+///
+/// See [`Response`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeaderError {
     /// The name is empty or not an HTTP token.
@@ -37,6 +39,8 @@ impl std::error::Error for HeaderError {}
 
 /// A status code outside `200..=599`: informational codes (1xx) would break the framing,
 /// and codes past 599 do not exist.
+///
+/// See [`Response`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatusError(pub u16);
 
@@ -387,6 +391,8 @@ pub(crate) fn is_token_byte(b: u8) -> bool {
 }
 
 /// Which `Connection` field the response carries.
+///
+/// See [`Response`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectionHeader {
     /// None: HTTP/1.1 keep-alive is the default.

@@ -16,6 +16,8 @@ pub const RESPONSE_FIELDS_MAX: usize = 100;
 pub const RESPONSE_HEAD_BYTES_MAX: usize = 64 * 1024;
 
 /// How the body of an upstream response is delimited.
+///
+/// Used by [`Proxy`](crate::proxy::Proxy): [`Static`](crate::files::Static)'s example (static files and a proxy on a router).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyFraming {
     /// No body: a `1xx`, `204` or `304`, or the answer to a `HEAD`.
@@ -29,6 +31,8 @@ pub enum BodyFraming {
 }
 
 /// Why an upstream response head was refused (the proxy answers `502`).
+///
+/// Used by [`Proxy`](crate::proxy::Proxy): [`Static`](crate::files::Static)'s example (static files and a proxy on a router).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamError {
     /// Not an HTTP/1.x response head; the detail names what was wrong.
@@ -63,6 +67,8 @@ impl std::fmt::Display for UpstreamError {
 impl std::error::Error for UpstreamError {}
 
 /// A parsed upstream response head.
+///
+/// Used by [`Proxy`](crate::proxy::Proxy): [`Static`](crate::files::Static)'s example (static files and a proxy on a router).
 #[derive(Debug)]
 pub struct ResponseHead<'b> {
     /// The version the upstream spoke.
@@ -115,6 +121,8 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// What [`parse_response_head`] found.
+///
+/// Used by [`Proxy`](crate::proxy::Proxy): [`Static`](crate::files::Static)'s example (static files and a proxy on a router).
 #[derive(Debug)]
 pub enum ParsedResponse<'b> {
     /// A whole head.

@@ -79,6 +79,8 @@ where
 }
 
 /// The future of [`blocking`].
+///
+/// See [`rt`](crate::rt)'s example.
 #[must_use = "blocking work does nothing unless awaited"]
 pub struct Blocking<T> {
     /// The closure, until it is queued.

@@ -66,6 +66,8 @@ async fn stat_at(dirfd: RawFd, path: &Path, flags: i32) -> io::Result<Metadata> 
 }
 
 /// What [`metadata`], [`File::metadata`] and [`Dir::metadata`] tell of a file.
+///
+/// See [`rt`](crate::rt)'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Metadata {
     /// Size in bytes.
@@ -113,6 +115,8 @@ pub async fn metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
 }
 
 /// A file open for reading, through the worker's ring.
+///
+/// See [`rt`](crate::rt)'s example.
 #[derive(Debug)]
 pub struct File {
     fd: OwnedFd,
@@ -198,6 +202,8 @@ impl AsRawFd for File {
 /// given to [`Dir::open_file`] or [`Dir::metadata`] reaches outside it, whether by `..`,
 /// an absolute path, or a symbolic link (the kernel refuses them: `openat2` with
 /// `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`).
+///
+/// See [`rt`](crate::rt)'s example.
 #[derive(Debug)]
 pub struct Dir {
     fd: OwnedFd,

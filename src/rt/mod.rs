@@ -194,6 +194,8 @@ pub async fn send_to_master(bytes: &[u8]) -> Result<(), crate::SendError> {
 }
 
 /// Why [`spawn`] refused a task.
+///
+/// See [`rt`](crate::rt)'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpawnError;
 

@@ -74,6 +74,8 @@ fn result(res: i32) -> io::Result<u32> {
 
 /// A TCP connection whose I/O goes through the worker's ring. Not thread-safe: it belongs
 /// to the worker it was made on.
+///
+/// See [`rt`](crate::rt)'s example.
 #[derive(Debug)]
 pub struct TcpStream {
     fd: OwnedFd,

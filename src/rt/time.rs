@@ -25,6 +25,8 @@ pub fn sleep(duration: Duration) -> Sleep {
 }
 
 /// The future of [`sleep`].
+///
+/// See [`rt`](crate::rt)'s example.
 #[derive(Debug)]
 #[must_use = "a sleep does nothing unless awaited"]
 pub struct Sleep {
@@ -248,6 +250,8 @@ fn millis_up(d: Duration) -> u64 {
 }
 
 /// The error of a [`timeout`] whose time ran out.
+///
+/// See [`rt`](crate::rt)'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Elapsed;
 
@@ -269,6 +273,8 @@ pub fn timeout<F: Future>(duration: Duration, fut: F) -> Timeout<F> {
 }
 
 /// The future of [`timeout`].
+///
+/// See [`rt`](crate::rt)'s example.
 #[derive(Debug)]
 #[must_use = "a timeout does nothing unless awaited"]
 pub struct Timeout<F> {
