@@ -1,6 +1,7 @@
 //! The control socket: a Unix stream socket (mode 0600) served by the master, through which
-//! `ringmaster status`, `reload`, `reopen` and `stop` reach a running server. A request is one line
-//! naming the command; the answer is text, then the master closes the connection.
+//! `ringmaster status`, `reload`, `reopen`, `scale` and `stop` reach a running server. A request
+//! is one line naming the command; the answer is text, then the master closes the connection.
+//! Served by the master's own bounded inbox ([`crate::inbox`], which says why by hand).
 //!
 //! # Nobody else's socket
 //!

@@ -3,6 +3,11 @@
 //! quantity is bounded: connections, accepts per loop turn, request bytes, and the time to
 //! send a request.
 //!
+//! Written by hand, not on hyper or axum: the master is one thread that must never block or
+//! spawn (it forks), and waits in one `poll(2)` on its signals, its workers' pipes and these
+//! sockets; a server library would bring a runtime (tokio) and its threads into it, and its
+//! own limits rather than these, where this needs a few hundred lines of plain code.
+//!
 //! # Probes under a flood
 //!
 //! A liveness probe must keep being answered while idle or slow connections (a scanner, a
