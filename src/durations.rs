@@ -2,7 +2,7 @@
 //! handler gave (from the request's head in to the response handed to the connection) into
 //! fixed buckets, reports the counts to the master with its stats, and the master merges them
 //! per slot for `/metrics` (`ringmaster_request_duration_seconds`). Fixed buckets, so that
-//! workers' counts add up and a worker's report is a fixed size: [`BOUNDS_NS`].
+//! workers' counts add up and a worker's report has a bounded size: [`BOUNDS_NS`].
 
 /// The buckets' upper bounds in nanoseconds (Prometheus's defaults, from 100 µs to 10 s);
 /// a last bucket takes the rest (`+Inf`).
@@ -30,9 +30,6 @@ pub const BUCKETS: usize = BOUNDS_NS.len() + 1;
 
 /// Status classes: 1xx to 5xx.
 pub const CLASSES: usize = 5;
-
-/// Words a histogram takes on the wire: each class's buckets, then each class's sum.
-pub const WORDS: usize = CLASSES * BUCKETS + CLASSES;
 
 /// Counts of responses by status class and duration bucket (not cumulative), and each
 /// class's total duration in nanoseconds.
@@ -82,26 +79,6 @@ impl Durations {
     pub fn count(&self, class: usize) -> u64 {
         self.counts[class].iter().sum()
     }
-
-    /// As words, for the pipe.
-    pub fn to_words(&self) -> [u64; WORDS] {
-        let mut words = [0; WORDS];
-        for class in 0..CLASSES {
-            words[class * BUCKETS..(class + 1) * BUCKETS].copy_from_slice(&self.counts[class]);
-        }
-        words[CLASSES * BUCKETS..].copy_from_slice(&self.sum_ns);
-        words
-    }
-
-    /// From [`Durations::to_words`]'s words.
-    pub fn from_words(words: &[u64; WORDS]) -> Durations {
-        let mut d = Durations::default();
-        for class in 0..CLASSES {
-            d.counts[class].copy_from_slice(&words[class * BUCKETS..(class + 1) * BUCKETS]);
-        }
-        d.sum_ns.copy_from_slice(&words[CLASSES * BUCKETS..]);
-        d
-    }
 }
 
 #[cfg(test)]
@@ -129,7 +106,7 @@ mod tests {
     }
 
     #[test]
-    fn histograms_add_up_and_cross_the_pipe_whole() {
+    fn histograms_add_up() {
         let mut a = Durations::default();
         a.record(200, 700);
         let mut b = Durations::default();
@@ -138,6 +115,5 @@ mod tests {
         let sum = a.plus(&b);
         assert_eq!(sum.count(1), 2);
         assert_eq!(sum.sum_ns[1], 1_600);
-        assert_eq!(Durations::from_words(&sum.to_words()), sum);
     }
 }

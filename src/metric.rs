@@ -366,7 +366,7 @@ pub(crate) fn samples() -> Vec<Sample> {
 
 /// Adds the counters and histograms of `samples` into `past` (by name; a gauge is not
 /// carried over): what an exited worker counted.
-pub(crate) fn add_counters(past: &mut Vec<Sample>, samples: &[Sample]) {
+pub(crate) fn add_totals(past: &mut Vec<Sample>, samples: &[Sample]) {
     for s in samples.iter().filter(|s| s.kind != Kind::Gauge) {
         let same_shape = |p: &Sample| {
             p.kind == s.kind
@@ -455,8 +455,8 @@ mod tests {
         let (back, _) = crate::ipc::decode(&bytes).unwrap().unwrap();
         assert_eq!(back, msg);
         let mut past = Vec::new();
-        add_counters(&mut past, &samples);
-        add_counters(&mut past, &samples);
+        add_totals(&mut past, &samples);
+        add_totals(&mut past, &samples);
         assert_eq!(past.len(), 2, "the gauge is not carried");
         assert_eq!(past[0].value, 14);
         assert_eq!(

@@ -141,12 +141,7 @@ where
             Some(Ok(frame)) => {
                 // Trailers have no place in a response ringmaster frames: dropped.
                 if let Ok(mut data) = frame.into_data() {
-                    while data.has_remaining() {
-                        let chunk = data.chunk();
-                        collected.extend_from_slice(chunk);
-                        let n = chunk.len();
-                        data.advance(n);
-                    }
+                    collected.extend_from_slice(&data.copy_to_bytes(data.remaining()));
                 }
             }
         }
@@ -160,12 +155,7 @@ where
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| std::io::Error::other(e.to_string()))?;
             if let Ok(mut data) = frame.into_data() {
-                while data.has_remaining() {
-                    let chunk = data.chunk();
-                    writer.write(chunk).await?;
-                    let n = chunk.len();
-                    data.advance(n);
-                }
+                writer.write(&data.copy_to_bytes(data.remaining())).await?;
             }
         }
         Ok(())

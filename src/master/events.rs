@@ -125,15 +125,20 @@ impl<H: Serve> Master<'_, H> {
         match msg {
             Message::Ready => self.on_ready(pid, now),
             Message::Stats(stats) => {
+                // The dashboard's rates, only where a dashboard is served: each needs the
+                // worker's CPU time from /proc.
+                let dashboard = self.metrics.is_some();
                 if let Some(child) = self.sup.child_mut(pid) {
-                    let cpu = super::report::cpu_ms(pid);
-                    let counters = [
-                        stats.requests,
-                        stats.uring_enters,
-                        stats.uring_completions,
-                        cpu,
-                    ];
-                    child.rates.update(now, counters);
+                    if dashboard {
+                        let cpu = super::report::cpu_ms(pid);
+                        let counters = [
+                            stats.requests,
+                            stats.uring_enters,
+                            stats.uring_completions,
+                            cpu,
+                        ];
+                        child.rates.update(now, counters);
+                    }
                     child.stats = stats;
                 }
                 self.consider_recycling(pid, now);

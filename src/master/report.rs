@@ -20,6 +20,8 @@ pub(super) struct StatusRow {
     pub(super) stats: ipc::Stats,
     /// Its generation (0 for a slot without a worker).
     pub(super) generation: u64,
+    /// Its rates for the dashboard ([`super::child::Rates::per_s`]).
+    pub(super) rates: [f64; 4],
 }
 
 impl StatusRow {
@@ -32,6 +34,7 @@ impl StatusRow {
                 rss_kib: rss_kib(c.pid),
                 stats: c.stats,
                 generation: c.generation,
+                rates: c.rates.per_s,
             },
             None => StatusRow {
                 pid: 0,
@@ -40,6 +43,7 @@ impl StatusRow {
                 rss_kib: 0,
                 stats: ipc::Stats::default(),
                 generation: 0,
+                rates: [0.0; 4],
             },
         }
     }
@@ -356,11 +360,6 @@ impl<H: Serve> Master<'_, H> {
             .into_iter()
             .map(|(s, row)| {
                 let current = s.child().is_some_and(|c| c.pid.as_raw() == row.pid);
-                let rates = self
-                    .sup
-                    .children()
-                    .find(|c| c.pid.as_raw() == row.pid)
-                    .map_or([0.0; 4], |c| c.rates.per_s);
                 format!(
                     "{{\"slot\":{},\"pid\":{},\"state\":\"{}\",\"current\":{current},\
                      \"generation\":{},\"requests\":{},\"connections\":{},\"rss_kib\":{},\
@@ -373,10 +372,10 @@ impl<H: Serve> Master<'_, H> {
                     row.stats.requests,
                     row.stats.connections,
                     row.rss_kib,
-                    rates[0],
-                    rates[1],
-                    rates[2],
-                    rates[3],
+                    row.rates[0],
+                    row.rates[1],
+                    row.rates[2],
+                    row.rates[3],
                 )
             })
             .collect();
@@ -433,7 +432,7 @@ impl<H: Serve> Master<'_, H> {
                 // its gauges: the live one's.
                 let mut custom = s.past_metrics.clone();
                 if let Some(c) = s.child() {
-                    crate::metric::add_counters(&mut custom, &c.metrics);
+                    crate::metric::add_totals(&mut custom, &c.metrics);
                     custom.extend(
                         c.metrics
                             .iter()

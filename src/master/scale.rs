@@ -166,7 +166,6 @@ impl Supervisor {
             drain.push(child.pid);
             self.retiring.push(child);
         }
-        s.state = SlotState::Stopped;
     }
 
     /// A control client (`waiter`) waits for the new slots `from..to` of a scale up.

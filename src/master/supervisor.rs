@@ -218,7 +218,7 @@ impl Supervisor {
         if let Some(s) = slot {
             s.past = s.past.plus(&child.stats);
             s.past_durations = s.past_durations.plus(&child.durations);
-            crate::metric::add_counters(&mut s.past_metrics, &child.metrics);
+            crate::metric::add_totals(&mut s.past_metrics, &child.metrics);
             crate::ipc::add_mounts(&mut s.past_mounts, &child.mounts);
         }
         Some((child, was))
