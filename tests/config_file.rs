@@ -3,39 +3,19 @@
 
 mod common;
 
-use common::{control, exchange, one_error_line, wait_until, Server};
+use common::{control, exchange, one_error_line, wait_until, Server, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A directory for one test's files, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir =
-            std::env::temp_dir().join(format!("ringmaster-config-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Writes `text` to `name` the way an editor or a deploy does: beside it, then renamed.
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let next = self.path(&format!("{name}.next"));
-        std::fs::write(&next, text).unwrap();
-        std::fs::rename(&next, self.path(name)).unwrap();
-        self.path(name)
-    }
+fn test_dir(name: &str) -> TempDir {
+    TempDir::new("config", name)
 }
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Puts `text` at `name` in `dir` the way an editor or a deploy does: written beside it,
+/// then renamed over it.
+fn put(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    dir.replace(name, text, 0o644)
 }
 
 fn ringmaster(args: &[&str]) -> std::process::Output {
@@ -53,7 +33,7 @@ fn get(server: &Server, target: &str) -> (u16, String) {
 
 #[test]
 fn the_file_sets_what_the_flags_do_and_a_flag_overrides_it() {
-    let dir = Dir::new("precedence");
+    let dir = test_dir("precedence");
     let config = dir.write(
         "app.toml",
         "# as the flags, without the dashes\nworkers = 1\nlisten = \"127.0.0.1:0\"\n\
@@ -75,7 +55,7 @@ fn the_file_sets_what_the_flags_do_and_a_flag_overrides_it() {
 
 #[test]
 fn an_unknown_key_or_a_bad_value_is_one_line_naming_the_file_and_the_key() {
-    let dir = Dir::new("bad");
+    let dir = test_dir("bad");
     for (text, says) in [
         ("wokers = 2\n", "unknown key `wokers`"),
         (
@@ -85,7 +65,7 @@ fn an_unknown_key_or_a_bad_value_is_one_line_naming_the_file_and_the_key() {
         ("exit-on-panic = \"yes\"\n", "`exit-on-panic` is a switch"),
         ("workers = 2\nworkers = 3\n", "duplicate key"),
     ] {
-        let config = dir.write("bad.toml", text);
+        let config = put(&dir, "bad.toml", text);
         let out = ringmaster(&[
             "--config",
             config.to_str().unwrap(),
@@ -105,11 +85,9 @@ fn an_unknown_key_or_a_bad_value_is_one_line_naming_the_file_and_the_key() {
 }
 
 /// A file `name` holding `text` in a new directory `sub`.
-fn site(dir: &Dir, sub: &str, text: &str) -> PathBuf {
-    let root = dir.path(sub);
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("page.txt"), text).unwrap();
-    root
+fn site(dir: &TempDir, sub: &str, text: &str) -> PathBuf {
+    dir.write(&format!("{sub}/page.txt"), text);
+    dir.path(sub)
 }
 
 fn mount(root: &Path) -> String {
@@ -118,13 +96,13 @@ fn mount(root: &Path) -> String {
 
 #[test]
 fn a_reload_runs_the_new_workers_with_the_file_as_it_is_then() {
-    let dir = Dir::new("reload");
+    let dir = test_dir("reload");
     let (a, b) = (site(&dir, "a", "site a"), site(&dir, "b", "site b"));
-    let config = dir.write("app.toml", &format!("workers = 2\n{}", mount(&a)));
+    let config = put(&dir, "app.toml", &format!("workers = 2\n{}", mount(&a)));
     let server = Server::start(&["--config", config.to_str().unwrap()]);
     assert_eq!(get(&server, "/files/page.txt"), (200, "site a".to_string()));
 
-    dir.write("app.toml", &format!("workers = 2\n{}", mount(&b)));
+    put(&dir, "app.toml", &format!("workers = 2\n{}", mount(&b)));
     let answer = control(&server, "reload");
     assert!(answer.starts_with("ok: reloaded 2 workers"), "{answer}");
     for _ in 0..10 {
@@ -133,7 +111,7 @@ fn a_reload_runs_the_new_workers_with_the_file_as_it_is_then() {
 
     // A worker of that generation respawned later runs the same settings, whatever the
     // file says since.
-    dir.write("app.toml", &format!("workers = 2\n{}", mount(&a)));
+    put(&dir, "app.toml", &format!("workers = 2\n{}", mount(&a)));
     let workers = server.worker_pids();
     // SAFETY (test): a signal to a worker of the server this test started.
     assert_eq!(unsafe { libc::kill(workers[0] as i32, libc::SIGKILL) }, 0);
@@ -148,7 +126,7 @@ fn a_reload_runs_the_new_workers_with_the_file_as_it_is_then() {
 
     // A file the new workers refuse: the reload fails naming the key, and the workers
     // before serve on.
-    dir.write("app.toml", &format!("wokers = 2\n{}", mount(&a)));
+    put(&dir, "app.toml", &format!("wokers = 2\n{}", mount(&a)));
     let answer = control(&server, "reload");
     assert!(
         answer.starts_with("error: reload failed: the new worker 0 exited before it was ready")
@@ -167,8 +145,8 @@ fn ringmaster_env(args: &[&str], env: &[(&str, &str)]) -> Command {
 
 #[test]
 fn the_environment_sits_between_the_file_and_the_flags_and_port_is_the_platforms() {
-    let dir = Dir::new("env");
-    let config = dir.write("app.toml", "workers = 2\nlisten = \"127.0.0.1:0\"\n");
+    let dir = test_dir("env");
+    let config = put(&dir, "app.toml", "workers = 2\nlisten = \"127.0.0.1:0\"\n");
     let config = config.to_str().unwrap();
     // File 2, environment 1: the environment's.
     let env = [("RINGMASTER_WORKERS", "1")];

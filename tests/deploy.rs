@@ -7,49 +7,32 @@
 mod common;
 
 use common::load::{Load, Style};
-use common::{alive, control, example, exchange, open_fds, wait_until, Server};
+use common::{alive, control, example, exchange, open_fds, wait_until, Server, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const MARK: &[u8] = b"RINGMASTER_DEPLOY_MARK==";
 
 /// A directory for one test's binary, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir =
-            std::env::temp_dir().join(format!("ringmaster-deploy-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-
-    fn app(&self) -> PathBuf {
-        self.0.join("app")
-    }
-
-    /// Puts the build marked `version` at the app's path: written beside, renamed over.
-    fn deploy(&self, version: &str) {
-        let mut bytes = std::fs::read(example("deploy")).unwrap();
-        let at = bytes
-            .windows(MARK.len())
-            .position(|w| w == MARK)
-            .expect("the mark in the binary")
-            + MARK.len();
-        bytes[at..at + 2].copy_from_slice(version.as_bytes());
-        let next = self.0.join("app.next");
-        std::fs::write(&next, &bytes).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::rename(&next, self.app()).unwrap();
-    }
+fn test_dir(name: &str) -> TempDir {
+    TempDir::new("deploy", name)
 }
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The app's path in `dir`.
+fn app(dir: &TempDir) -> PathBuf {
+    dir.path("app")
+}
+
+/// Puts the build marked `version` at the app's path: written beside, renamed over.
+fn deploy(dir: &TempDir, version: &str) {
+    let mut bytes = std::fs::read(example("deploy")).unwrap();
+    let at = bytes
+        .windows(MARK.len())
+        .position(|w| w == MARK)
+        .expect("the mark in the binary")
+        + MARK.len();
+    bytes[at..at + 2].copy_from_slice(version.as_bytes());
+    dir.replace("app", bytes, 0o755);
 }
 
 fn get(server: &Server) -> String {
@@ -64,9 +47,9 @@ fn start(app: &Path) -> Server {
 
 #[test]
 fn a_reload_runs_the_new_build_under_load_without_a_failed_request() {
-    let dir = Dir::new("upgrade");
-    dir.deploy("v1");
-    let server = start(&dir.app());
+    let dir = test_dir("upgrade");
+    deploy(&dir, "v1");
+    let server = start(&app(&dir));
     assert_eq!(get(&server), "v1");
     // The master holds its generation's binary (for respawns): its own at first.
     let fds_before = open_fds(server.pid());
@@ -81,7 +64,7 @@ fn a_reload_runs_the_new_build_under_load_without_a_failed_request() {
     wait_until("load flowing", || {
         keep.tally().ok > 100 && fresh.tally().ok > 20
     });
-    dir.deploy("v2");
+    deploy(&dir, "v2");
     let answer = control(&server, "reload");
     assert!(answer.starts_with("ok: reloaded 2 workers"), "{answer}");
     // Every new connection now meets the new build.
@@ -107,7 +90,7 @@ fn a_reload_runs_the_new_build_under_load_without_a_failed_request() {
     assert!(json.contains("\"last_reload\":{\"at\":"), "{json}");
     assert!(json.contains("\"outcome\":\"ok\""), "{json}");
     let text = control(&server, "status");
-    let app = dir.app().display().to_string();
+    let app = app(&dir).display().to_string();
     assert!(
         text.contains(&format!("generation 2: {app} (inode ")),
         "{text}"
@@ -122,7 +105,7 @@ fn a_reload_runs_the_new_build_under_load_without_a_failed_request() {
     );
     // A worker of the new generation that dies is respawned from the new build, even with
     // another build at the path since.
-    dir.deploy("v3");
+    deploy(&dir, "v3");
     // SAFETY (test): a signal to a worker of the server this test started.
     assert_eq!(
         unsafe { libc::kill(new_workers[0] as i32, libc::SIGKILL) },
@@ -139,9 +122,9 @@ fn a_reload_runs_the_new_build_under_load_without_a_failed_request() {
 
 #[test]
 fn a_build_that_cannot_start_never_takes_over() {
-    let dir = Dir::new("bad");
-    dir.deploy("v2");
-    let server = start(&dir.app());
+    let dir = test_dir("bad");
+    deploy(&dir, "v2");
+    let server = start(&app(&dir));
     const ONLY: &[&str] = &["v2"];
     for (bad, cause) in [
         ("v3", "exited before it was ready (exit code 1)"),
@@ -158,7 +141,7 @@ fn a_build_that_cannot_start_never_takes_over() {
         });
         let mut workers = server.worker_pids();
         workers.sort_unstable();
-        dir.deploy(bad);
+        deploy(&dir, bad);
         let answer = control(&server, "reload");
         assert!(
             answer.starts_with("error: reload failed"),
@@ -188,7 +171,7 @@ fn a_build_that_cannot_start_never_takes_over() {
         for tally in [keep, fresh] {
             assert_eq!((tally.failed, tally.refused), (0, 0), "{bad}: {tally:?}");
         }
-        dir.deploy("v2");
+        deploy(&dir, "v2");
     }
 }
 
@@ -267,8 +250,8 @@ fn exec_reload(line: &str) -> (bool, String) {
 #[test]
 fn the_systemd_unit_deploys_a_new_build_keeping_its_main_pid_and_telling_systemd() {
     use std::os::unix::process::CommandExt;
-    let dir = Dir::new("systemd");
-    dir.deploy("v1");
+    let dir = test_dir("systemd");
+    deploy(&dir, "v1");
     let unit = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd/ringmaster.service"),
     )
@@ -277,12 +260,12 @@ fn the_systemd_unit_deploys_a_new_build_keeping_its_main_pid_and_telling_systemd
     assert_eq!(unit_line(&unit, "NotifyAccess"), "main");
     // The unit's own command lines, with this test's binary, runtime directory and a free
     // metrics port in place of the installed ones.
-    let runtime = dir.0.join("run");
+    let runtime = dir.path("run");
     std::fs::create_dir_all(&runtime).unwrap();
     let local = |line: &str| {
         line.replace(
             "/usr/local/bin/ringmaster",
-            &dir.app().display().to_string(),
+            &app(&dir).display().to_string(),
         )
         .replace("/run/ringmaster", &runtime.display().to_string())
         .replace("127.0.0.1:9100", "127.0.0.1:0")
@@ -294,7 +277,7 @@ fn the_systemd_unit_deploys_a_new_build_keeping_its_main_pid_and_telling_systemd
     // Socket activation as the socket unit does it: the listener at descriptor 3.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut notify = Notify::bind(&dir.0.join("notify.sock"));
+    let mut notify = Notify::bind(&dir.path("notify.sock"));
     let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
     let moved = match fd {
         3 => String::new(),
@@ -304,7 +287,7 @@ fn the_systemd_unit_deploys_a_new_build_keeping_its_main_pid_and_telling_systemd
     let mut command = Command::new("bash");
     command
         .args(["-c", &script])
-        .env("NOTIFY_SOCKET", dir.0.join("notify.sock"))
+        .env("NOTIFY_SOCKET", dir.path("notify.sock"))
         .env("WATCHDOG_USEC", watchdog_usec.to_string());
     // SAFETY (test): between fork and exec, let the listener survive exec (clear its
     // close-on-exec flag); fcntl is async-signal-safe.
@@ -331,7 +314,7 @@ fn the_systemd_unit_deploys_a_new_build_keeping_its_main_pid_and_telling_systemd
     });
 
     // `systemctl reload` after a new build was put at the path.
-    dir.deploy("v2");
+    deploy(&dir, "v2");
     let (ok, answer) = exec_reload(&reload);
     assert!(
         ok && answer.starts_with("ok: reloaded 2 workers"),
@@ -347,7 +330,7 @@ fn the_systemd_unit_deploys_a_new_build_keeping_its_main_pid_and_telling_systemd
 
     // A build whose workers cannot start: `systemctl reload` fails, saying why; the unit is
     // ready again with the build before.
-    dir.deploy("v4");
+    deploy(&dir, "v4");
     let (ok, answer) = exec_reload(&reload);
     assert!(!ok, "{answer}");
     assert!(
@@ -359,7 +342,7 @@ fn the_systemd_unit_deploys_a_new_build_keeping_its_main_pid_and_telling_systemd
     assert_eq!(get(&server), "v2");
     // A build that does not even run: ExecReload runs the binary at the path, so
     // `systemctl reload` fails at once, and the build before serves on untouched.
-    dir.deploy("v3");
+    deploy(&dir, "v3");
     let (ok, answer) = exec_reload(&reload);
     assert!(!ok && answer.contains("v3 exits at start-up"), "{answer}");
     assert_eq!(get(&server), "v2");

@@ -4,10 +4,9 @@
 mod common;
 
 use common::metrics::{self, sample};
-use common::{connect, control, wait_until, Server};
+use common::{connect, control, wait_until, Server, TempDir};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 
 /// The body the upstream answers with a length.
@@ -20,29 +19,12 @@ const LARGE_BYTES: usize = 300 * 1024;
 /// The bound the binary enforces (`ringmaster::ipc::MOUNTS_MAX`).
 const MOUNTS_MAX: usize = ringmaster::ipc::MOUNTS_MAX;
 
-/// A directory of files for one test, removed when dropped.
-struct Root(PathBuf);
-
-impl Root {
-    fn new(name: &str) -> Root {
-        let dir =
-            std::env::temp_dir().join(format!("ringmaster-mounts-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("small.txt"), vec![b's'; SMALL_BYTES]).unwrap();
-        std::fs::write(dir.join("large.bin"), vec![b'l'; LARGE_BYTES]).unwrap();
-        Root(dir)
-    }
-
-    fn arg(&self, prefix: &str) -> String {
-        format!("{prefix}={}", self.0.display())
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory holding `small.txt` and `large.bin` for one test, removed when dropped.
+fn files(name: &str) -> TempDir {
+    let dir = TempDir::new("mounts", name);
+    dir.write("small.txt", vec![b's'; SMALL_BYTES]);
+    dir.write("large.bin", vec![b'l'; LARGE_BYTES]);
+    dir
 }
 
 /// An HTTP/1.1 upstream on a thread per connection, keeping connections alive: `/chunked`
@@ -172,7 +154,7 @@ fn scrape(server: &Server) -> prometheus_parse::Scrape {
 
 #[test]
 fn each_mount_counts_its_requests_and_bytes_in_status_and_metrics() {
-    let root = Root::new("counts");
+    let root = files("counts");
     let url = upstream();
     let server = Server::start(&[
         "--workers",
@@ -180,7 +162,7 @@ fn each_mount_counts_its_requests_and_bytes_in_status_and_metrics() {
         "--metrics",
         "127.0.0.1:0",
         "--static",
-        &root.arg("/files"),
+        &root.mount_arg("/files"),
         "--proxy",
         &format!("/api={url}"),
     ]);
@@ -243,7 +225,7 @@ fn each_mount_counts_its_requests_and_bytes_in_status_and_metrics() {
     assert!(
         json.contains(&format!(
             "{{\"prefix\":\"/files\",\"kind\":\"static\",\"target\":\"{}\",",
-            root.0.display()
+            root.root().display()
         )),
         "{json}"
     );
@@ -344,19 +326,19 @@ fn a_down_upstream_counts_as_upstream_errors() {
 }
 
 /// `ringmaster ARGS` with `n` static mounts of `root`: `/m0`, `/m1`, …
-fn with_mounts(root: &Root, n: usize) -> Vec<String> {
+fn with_mounts(root: &TempDir, n: usize) -> Vec<String> {
     let mut args: Vec<String> = ["--workers", "1", "--listen", "127.0.0.1:0"]
         .map(String::from)
         .to_vec();
     for i in 0..n {
-        args.extend(["--static".to_string(), root.arg(&format!("/m{i}"))]);
+        args.extend(["--static".to_string(), root.mount_arg(&format!("/m{i}"))]);
     }
     args
 }
 
 #[test]
 fn mounts_max_mounts_are_served_and_one_more_is_refused() {
-    let root = Root::new("bound");
+    let root = files("bound");
     let args = with_mounts(&root, MOUNTS_MAX);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&args);

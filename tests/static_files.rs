@@ -2,39 +2,11 @@
 
 mod common;
 
-use common::{connect, exchange, get_with, read_response, wait_until, worker_stat, Server};
+use common::{
+    connect, exchange, get_with, read_response, wait_until, worker_stat, Server, TempDir,
+};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-
-/// A directory of files for one test, removed when dropped.
-struct Root(PathBuf);
-
-impl Root {
-    fn new(name: &str) -> Root {
-        let dir =
-            std::env::temp_dir().join(format!("ringmaster-static-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Root(dir)
-    }
-
-    fn file(&self, rel: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-
-    fn arg(&self, prefix: &str) -> String {
-        format!("{prefix}={}", self.0.display())
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use std::path::Path;
 
 fn serve(mounts: &[String]) -> Server {
     let mut args = vec!["--workers", "1"];
@@ -50,22 +22,22 @@ fn get(target: &str, fields: &[&str]) -> Vec<u8> {
 
 /// Writes the standard files: `a.txt`, `app.js` with a `.gz` beside it, `docs/index.html`,
 /// an empty directory, and a symbolic link out of the root.
-fn standard(root: &Root, outside: &Path) {
-    root.file("a.txt", b"hello file\n");
-    root.file("app.js", b"console.log(1)\n");
-    root.file("app.js.gz", b"GZIPPED");
-    root.file("docs/index.html", b"<h1>docs</h1>\n");
-    std::fs::create_dir_all(root.0.join("empty")).unwrap();
-    std::os::unix::fs::symlink(outside, root.0.join("out")).unwrap();
+fn standard(root: &TempDir, outside: &Path) {
+    root.write("a.txt", b"hello file\n");
+    root.write("app.js", b"console.log(1)\n");
+    root.write("app.js.gz", b"GZIPPED");
+    root.write("docs/index.html", b"<h1>docs</h1>\n");
+    std::fs::create_dir_all(root.path("empty")).unwrap();
+    std::os::unix::fs::symlink(outside, root.path("out")).unwrap();
 }
 
 #[test]
 fn files_are_served_with_type_validators_and_index() {
-    let root = Root::new("serve");
-    let secret = Root::new("serve-outside");
-    let outside = secret.file("secret.txt", b"secret\n");
+    let root = TempDir::new("static", "serve");
+    let secret = TempDir::new("static", "serve-outside");
+    let outside = secret.write("secret.txt", b"secret\n");
     standard(&root, &outside);
-    let server = serve(&[root.arg("/files")]);
+    let server = serve(&[root.mount_arg("/files")]);
     let (res, _) = exchange(server.addr, &get("/files/a.txt", &[]));
     assert_eq!(
         (res.status, res.body.as_slice()),
@@ -125,12 +97,18 @@ fn files_are_served_with_type_validators_and_index() {
 
 #[test]
 fn no_request_leaves_the_root() {
-    let root = Root::new("escape");
-    let secret = Root::new("escape-outside");
-    let outside = secret.file("secret.txt", b"secret\n");
+    let root = TempDir::new("static", "escape");
+    let secret = TempDir::new("static", "escape-outside");
+    let outside = secret.write("secret.txt", b"secret\n");
     standard(&root, &outside);
-    let server = serve(&[root.arg("/files")]);
-    let name = secret.0.file_name().unwrap().to_str().unwrap().to_string();
+    let server = serve(&[root.mount_arg("/files")]);
+    let name = secret
+        .root()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let attempts = [
         ("/files/../".to_string() + &name + "/secret.txt", 400),
         (format!("/files/%2e%2e/{name}/secret.txt"), 400),
@@ -154,7 +132,7 @@ fn no_request_leaves_the_root() {
         );
     }
     // Something that is not a regular file: 403.
-    let fifo = root.0.join("fifo");
+    let fifo = root.path("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     assert_eq!(
         exchange(server.addr, &get("/files/fifo", &[])).0.status,
@@ -164,10 +142,10 @@ fn no_request_leaves_the_root() {
 
 #[test]
 fn validators_answer_304_and_ranges_206_or_416() {
-    let root = Root::new("ranges");
+    let root = TempDir::new("static", "ranges");
     let body: Vec<u8> = (0..100u8).collect();
-    root.file("r.bin", &body);
-    let server = serve(&[root.arg("/")]);
+    root.write("r.bin", &body);
+    let server = serve(&[root.mount_arg("/")]);
     let (res, _) = exchange(server.addr, &get("/r.bin", &[]));
     let etag = res.header("ETag").unwrap().to_string();
     let modified = res.header("Last-Modified").unwrap().to_string();
@@ -244,11 +222,11 @@ fn validators_answer_304_and_ranges_206_or_416() {
 
 #[test]
 fn a_precompressed_variant_is_sent_to_clients_that_take_it() {
-    let root = Root::new("gzip");
-    root.file("app.js", b"console.log(1)\n");
-    root.file("app.js.gz", b"GZIPPED");
-    root.file("plain.css", b"body{}\n");
-    let server = serve(&[root.arg("/")]);
+    let root = TempDir::new("static", "gzip");
+    root.write("app.js", b"console.log(1)\n");
+    root.write("app.js.gz", b"GZIPPED");
+    root.write("plain.css", b"body{}\n");
+    let server = serve(&[root.mount_arg("/")]);
     let (res, _) = exchange(
         server.addr,
         &get("/app.js", &["Accept-Encoding: gzip, deflate"]),
@@ -282,9 +260,9 @@ fn a_precompressed_variant_is_sent_to_clients_that_take_it() {
 
 #[test]
 fn a_changed_file_is_served_changed() {
-    let root = Root::new("change");
-    let path = root.file("c.txt", b"first");
-    let server = serve(&[root.arg("/")]);
+    let root = TempDir::new("static", "change");
+    let path = root.write("c.txt", b"first");
+    let server = serve(&[root.mount_arg("/")]);
     assert_eq!(exchange(server.addr, &get("/c.txt", &[])).0.body, b"first");
     std::fs::write(&path, b"second, longer").unwrap();
     wait_until("the new content", || {
@@ -309,10 +287,10 @@ fn a_changed_file_is_served_changed() {
 
 #[test]
 fn a_large_file_streams_and_a_failed_read_closes_the_connection() {
-    let root = Root::new("large");
+    let root = TempDir::new("static", "large");
     let big: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i % 251) as u8).collect();
-    let path = root.file("big.bin", &big);
-    let server = serve(&[root.arg("/")]);
+    let path = root.write("big.bin", &big);
+    let server = serve(&[root.mount_arg("/")]);
     let (res, _) = exchange(server.addr, &get("/big.bin", &[]));
     assert_eq!(res.status, 200);
     assert!(res.body == big, "the whole file, byte for byte");
@@ -367,13 +345,13 @@ fn a_bad_static_flag_is_refused_at_start() {
 
 #[test]
 fn large_files_go_by_splice_in_order_and_the_pipes_come_back() {
-    let root = Root::new("splice");
+    let root = TempDir::new("static", "splice");
     let big: Vec<u8> = (0..(3 << 20) + 123).map(|i: u32| (i % 253) as u8).collect();
     let mid: Vec<u8> = (0..100_000).map(|i: u32| (i % 241) as u8).collect();
-    root.file("big.bin", &big);
-    root.file("mid.bin", &mid);
-    root.file("small.txt", b"small\n");
-    let server = serve(&[root.arg("/")]);
+    root.write("big.bin", &big);
+    root.write("mid.bin", &mid);
+    root.write("small.txt", b"small\n");
+    let server = serve(&[root.mount_arg("/")]);
     // Pipelined on one connection: spliced bodies and a small one from memory, in order.
     let mut stream = connect(server.addr);
     let mut batch = get("/big.bin", &[]);
@@ -409,10 +387,10 @@ fn large_files_go_by_splice_in_order_and_the_pipes_come_back() {
 #[test]
 fn clients_that_do_not_read_hold_at_most_the_pool_and_others_are_served() {
     const POOL: u64 = ringmaster::rt::SPLICE_PIPES_MAX as u64;
-    let root = Root::new("splice-slow");
+    let root = TempDir::new("static", "splice-slow");
     let huge: Vec<u8> = (0..(24 << 20)).map(|i: u32| (i % 239) as u8).collect();
-    root.file("huge.bin", &huge);
-    let server = serve(&[root.arg("/")]);
+    root.write("huge.bin", &huge);
+    let server = serve(&[root.mount_arg("/")]);
     // More clients than pipes ask for the file and never read: each spliced one blocks
     // in the kernel on its full socket, holding its pipe.
     let stalled: Vec<_> = (0..POOL + 6)

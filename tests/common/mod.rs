@@ -344,6 +344,61 @@ pub fn closed_by_server(reader: &mut BufReader<TcpStream>) -> bool {
     }
 }
 
+/// A directory for one test under the system's temporary directory, empty at first and
+/// removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// `ringmaster-KIND-NAME-PID`: the test file's subject, the test's name, this process.
+    pub fn new(kind: &str, name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("ringmaster-{kind}-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// `rel` beneath it.
+    pub fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.0.join(rel)
+    }
+
+    /// Writes `bytes` at `rel`, its directories created; returns its path.
+    pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> std::path::PathBuf {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Puts `bytes` at `rel` with permissions `mode` the way a deploy or an editor does:
+    /// written beside it, then renamed over it. Returns its path.
+    pub fn replace(&self, rel: &str, bytes: impl AsRef<[u8]>, mode: u32) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let next = self.write(&format!("{rel}.next"), bytes);
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(mode)).unwrap();
+        let path = self.path(rel);
+        std::fs::rename(&next, &path).unwrap();
+        path
+    }
+
+    /// `PREFIX=DIR`, as `--static` takes it.
+    pub fn mount_arg(&self, prefix: &str) -> String {
+        format!("{prefix}={}", self.0.display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The path of a built example program.
 pub fn example(name: &str) -> std::path::PathBuf {
     // Integration tests live in target/<profile>/deps; examples in target/<profile>/examples.
