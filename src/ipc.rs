@@ -21,6 +21,7 @@ const HEADER_BYTES: usize = 5;
 pub const USER_BYTES_MAX: usize = FRAME_BYTES_MAX - HEADER_BYTES;
 /// The longest text one message carries ([`Message::Failed`]): its length goes before it,
 /// in at most two bytes.
+#[doc(hidden)]
 pub const TEXT_BYTES_MAX: usize = USER_BYTES_MAX - 2;
 
 const TYPE_READY: u8 = 1;
@@ -37,7 +38,8 @@ const TYPE_DURATIONS: u8 = 11;
 const TYPE_METRICS: u8 = 12;
 
 /// Mounts (`--static`, `--proxy`) whose counters a worker reports, at most: a server with
-/// more refuses to start. The bound keeps [`Message::Mounts`] within one frame.
+/// more refuses to start. The bound keeps a worker's report of its mounts within one frame
+/// ([`FRAME_BYTES_MAX`]).
 pub const MOUNTS_MAX: usize = 32;
 /// Words of one [`MountStats`] on the wire.
 const MOUNT_WORDS: usize = 5;
@@ -52,6 +54,7 @@ macro_rules! stats {
     ($($(#[$doc:meta])* $field:ident),+ $(,)?) => {
         /// Counters a worker reports to the master; all but `connections` are totals since
         /// the worker started.
+        #[doc(hidden)]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct Stats {
             $($(#[$doc])* pub $field: u64,)+
@@ -149,6 +152,7 @@ const STATS_FIELDS: usize = 29;
 
 /// The fields of [`Stats`] that are gauges (a value now), not totals: summing a worker's
 /// past values would mean nothing.
+#[doc(hidden)]
 pub const STATS_GAUGES: [&str; 8] = [
     "connections",
     "handlers_in_flight",
@@ -178,6 +182,7 @@ impl Stats {
 /// `upstream_open` and `upstream_idle`, which are gauges (a value now).
 ///
 /// Shown per mount by `status --json` and `/metrics` (README, Operations).
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MountStats {
     /// Responses the mount's handler returned (a request it never answered, because its
@@ -245,6 +250,7 @@ pub(crate) fn add_mounts(sum: &mut Vec<MountStats>, more: &[MountStats]) {
 
 /// One message, in either direction. See [`Server::on_fork`](crate::Server::on_fork)'s
 /// example (the hooks and IPC).
+#[doc(hidden)]
 // `Stats` is a few hundred bytes, inline: a message is made about once a second per
 // worker and moved a few times, where a box would be one more allocation each time.
 #[allow(clippy::large_enum_variant)]
@@ -318,6 +324,7 @@ impl Message {
 /// Why bytes could not be framed or unframed.
 ///
 /// See [`Server::on_fork`](crate::Server::on_fork)'s example (the hooks and IPC).
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameError {
@@ -355,6 +362,7 @@ impl FrameError {
 }
 
 /// The length of the first frame of `buf`, prefix included, when its prefix is there.
+#[doc(hidden)]
 pub fn frame_len(buf: &[u8]) -> Option<usize> {
     let prefix = buf.get(..4)?;
     Some(4 + u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize)

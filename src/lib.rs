@@ -102,6 +102,9 @@ mod config;
 mod config_file;
 mod connection;
 mod control;
+// The server's own request histogram, shown by `/metrics`: public because the (hidden)
+// `ipc::Message` carries it, not part of the API.
+#[doc(hidden)]
 pub mod durations;
 mod error;
 pub mod files;

@@ -90,6 +90,7 @@ impl std::error::Error for MetricError {}
 /// What a metric is.
 ///
 /// See [`metric`](crate::metric)'s example.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Kind {
@@ -104,6 +105,7 @@ pub enum Kind {
 /// One metric's definition and value, as a worker reports it.
 ///
 /// See [`metric`](crate::metric)'s example.
+#[doc(hidden)]
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     /// What it is.

@@ -11,6 +11,8 @@ mod interop;
 pub(crate) mod owned;
 pub mod request;
 pub mod response;
+// The proxy's parser of upstream heads: public for its tests, not part of the API.
+#[doc(hidden)]
 pub mod upstream;
 
 pub use body::{BodyReader, BodyWriter};

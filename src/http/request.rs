@@ -67,6 +67,7 @@ pub enum Framing {
 }
 
 /// The size limits a head is checked against.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
 pub struct HeadLimits {
     /// The longest request line, CRLF included; longer is answered with 414.
@@ -89,6 +90,7 @@ impl HeadLimits {
 }
 
 /// Why a head was refused, mapped to a status code in one place ([`HeadError::status`]).
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeadError {
     /// The bytes are not an HTTP/1.x request head; the detail names what was wrong.
@@ -163,6 +165,7 @@ impl fmt::Display for HeadError {
 }
 
 /// A parsed head, borrowing the bytes it was parsed from.
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct Head<'b> {
     /// The method token.
@@ -209,6 +212,7 @@ impl Head<'_> {
 }
 
 /// The outcome of parsing: a whole head, or a need for more bytes.
+#[doc(hidden)]
 #[derive(Debug)]
 pub enum Parsed<'b> {
     /// A complete head.
@@ -218,6 +222,7 @@ pub enum Parsed<'b> {
 }
 
 /// Parses one request head from the start of `buf`, using `headers` as the field table.
+#[doc(hidden)]
 pub fn parse_head<'b>(
     buf: &'b [u8],
     headers: &'b mut [MaybeUninit<httparse::Header<'b>>; HEADERS_MAX],

@@ -393,6 +393,7 @@ pub(crate) fn is_token_byte(b: u8) -> bool {
 /// Which `Connection` field the response carries.
 ///
 /// See [`Response`]'s example.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectionHeader {
     /// None: HTTP/1.1 keep-alive is the default.
