@@ -487,6 +487,19 @@ pub struct App {
 
 impl App {
     /// An application named `name` at `version`.
+    ///
+    /// # Examples
+    ///
+    /// A program installed under a name other than its package's:
+    ///
+    /// ```no_run
+    /// use ringmaster::cli::{self, App};
+    /// use ringmaster::{HelloWorld, Server};
+    ///
+    /// const APP: App = App::new("edge", env!("CARGO_PKG_VERSION"));
+    ///
+    /// std::process::exit(cli::run(APP, Server::new(HelloWorld)));
+    /// ```
     pub const fn new(name: &'static str, version: &'static str) -> App {
         App { name, version }
     }
@@ -513,6 +526,19 @@ macro_rules! app {
 /// (its configuration, then a `--config` file, then the environment, then the flags given,
 /// each over the one before) or talks to a running master (found from the same settings:
 /// `myapp status` finds the server `myapp` started). Returns the exit code.
+///
+/// # Examples
+///
+/// The server's own settings are the defaults: this one listens on port 8080 unless
+/// `--listen`, `RINGMASTER_LISTEN`, `PORT` or the `--config` file says otherwise, and
+/// `--help` shows 8080.
+///
+/// ```no_run
+/// use ringmaster::{HelloWorld, Server};
+///
+/// let server = Server::new(HelloWorld).listen("0.0.0.0:8080".parse().unwrap());
+/// std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
+/// ```
 pub fn run<H: Serve>(app: App, server: Server<H>) -> i32 {
     let _ = APP.set(app);
     let cli = match parse(&app, server.config_ref()) {
@@ -533,6 +559,14 @@ pub fn run<H: Serve>(app: App, server: Server<H>) -> i32 {
 /// each `--static PREFIX=DIR` and the upstreams of each `--proxy PREFIX=URL[,URL…]` mounted
 /// beneath their prefixes, each mount's answers counted for `status` and `/metrics` (at most
 /// [`MOUNTS_MAX`](crate::ipc::MOUNTS_MAX) mounts).
+///
+/// # Examples
+///
+/// The `ringmaster` binary's whole `main`:
+///
+/// ```no_run
+/// std::process::exit(ringmaster::cli::run_builtin());
+/// ```
 pub fn run_builtin() -> i32 {
     let app = App::RINGMASTER;
     let _ = APP.set(app);

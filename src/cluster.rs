@@ -40,6 +40,25 @@ pub use crate::ipc::SendError;
 
 /// Sends `bytes` to the master, from a worker (Node's `process.send`). The master's
 /// [`Server::on_message`](crate::Server::on_message) hook receives them.
+///
+/// # Examples
+///
+/// A handler that asks the master to flush a shared cache; outside a worker there is no
+/// master to send to:
+///
+/// ```
+/// use ringmaster::{send_to_master, Request, Response, SendError};
+///
+/// fn admin(_req: &Request<'_>, res: &mut Response) {
+///     match send_to_master(b"flush cache") {
+///         Ok(()) => res.status(202).body("flush requested\n"),
+///         Err(SendError::Full) => res.status(503).body("the master is busy; retry\n"),
+///         Err(e) => res.status(500).body(format!("{e}\n")),
+///     };
+/// }
+///
+/// assert_eq!(send_to_master(b"flush cache"), Err(SendError::NotAWorker));
+/// ```
 pub fn send_to_master(bytes: &[u8]) -> Result<(), SendError> {
     let Some(fd) = ipc::to_master() else {
         return Err(SendError::NotAWorker);
@@ -61,12 +80,41 @@ pub struct Cluster<'a> {
 
 impl Cluster<'_> {
     /// The workers that are ready, by slot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Server};
+    ///
+    /// let server = Server::new(HelloWorld).on_online(|cluster, worker| {
+    ///     let ready: Vec<u32> = cluster.workers().map(|w| w.slot).collect();
+    ///     eprintln!("slot {} is up; ready: {ready:?}", worker.slot);
+    /// });
+    /// // Then: `server.run()`.
+    /// ```
     pub fn workers(&self) -> impl Iterator<Item = WorkerInfo> + '_ {
         self.workers.iter().map(|(info, _)| *info)
     }
 
     /// Sends `bytes` to the worker of `slot` (Node's `worker.send`); its
     /// [`Handler::on_message`](crate::Handler::on_message) receives them.
+    ///
+    /// # Examples
+    ///
+    /// Telling each worker, once it is ready, which feature flags are on:
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, SendError, Server};
+    ///
+    /// let server = Server::new(HelloWorld).on_online(|cluster, worker| {
+    ///     match cluster.send(worker.slot, b"flags: new-checkout") {
+    ///         Ok(()) => {}
+    ///         Err(SendError::Gone) => eprintln!("slot {} exited already", worker.slot),
+    ///         Err(e) => eprintln!("slot {}: {e}", worker.slot),
+    ///     }
+    /// });
+    /// // Then: `server.run()`.
+    /// ```
     pub fn send(&self, slot: u32, bytes: &[u8]) -> Result<(), SendError> {
         let (_, fd) = self
             .workers
@@ -77,6 +125,20 @@ impl Cluster<'_> {
     }
 
     /// Sends `bytes` to every ready worker; returns how many it reached.
+    ///
+    /// # Examples
+    ///
+    /// Telling the other workers that one exited:
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Server};
+    ///
+    /// let server = Server::new(HelloWorld).on_exit(|cluster, worker, exit| {
+    ///     let told = cluster.broadcast(format!("slot {} exited: {exit:?}", worker.slot).as_bytes());
+    ///     eprintln!("told {told} workers");
+    /// });
+    /// // Then: `server.run()`.
+    /// ```
     pub fn broadcast(&self, bytes: &[u8]) -> usize {
         self.workers
             .iter()

@@ -17,7 +17,8 @@ use std::time::Duration;
 /// clients are elsewhere, a worker that gets no connections is a core wasted. `ReusePort`
 /// is the default for its balance, and because each slot's socket outlives its workers.
 ///
-/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
+/// Set on a [`Config`](crate::Config) given to [`Server::config`](crate::Server::config): see
+/// its example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListenMode {
     /// One socket, bound by the master and inherited by every worker. The kernel wakes one
@@ -32,7 +33,8 @@ pub enum ListenMode {
 
 /// How many workers to run.
 ///
-/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
+/// Set with [`Server::workers`](crate::Server::workers) (see its example), or on a
+/// [`Config`](crate::Config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workers {
     /// One per CPU in the process's affinity mask (so `taskset` and container CPU sets are
@@ -54,7 +56,8 @@ pub enum Workers {
 /// the CPU per request; with other builds running too, pinned ones served 1.16× (1.22×).
 /// Which wins depends on what else runs there: measure on the host before choosing.
 ///
-/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
+/// Set with [`Server::cpu_affinity`](crate::Server::cpu_affinity) (see its example), or on a
+/// [`Config`](crate::Config).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CpuAffinity {
     /// Worker *i* is pinned to the *i*-th CPU of the process's affinity mask, wrapping
@@ -73,6 +76,17 @@ pub enum CpuAffinity {
 impl CpuAffinity {
     /// Parses `auto`, `none`, or a list of CPUs and ranges such as `0,2,4-7` (in the order
     /// given: `4-7,0` puts worker 0 on CPU 4). The error says what is wrong with the text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::CpuAffinity;
+    ///
+    /// assert_eq!(CpuAffinity::parse("none"), Ok(CpuAffinity::Unpinned));
+    /// assert_eq!(CpuAffinity::parse("4-7,0"), Ok(CpuAffinity::List(vec![4, 5, 6, 7, 0])));
+    /// let err = CpuAffinity::parse("7-4").unwrap_err();
+    /// assert!(err.contains("runs backwards; write 4-7"), "{err}");
+    /// ```
     pub fn parse(s: &str) -> Result<CpuAffinity, String> {
         match s {
             "auto" => return Ok(CpuAffinity::Auto),
@@ -157,7 +171,8 @@ impl std::fmt::Display for CpuName {
 /// Per-worker limits. Start from [`Limits::default`] and set what differs (new limits come
 /// in later versions, so it is not built field by field outside this crate).
 ///
-/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
+/// Set with [`Server::limits`](crate::Server::limits) (see its example), or on a
+/// [`Config`](crate::Config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -218,16 +233,69 @@ impl Limits {
     /// The most connections one worker's ring is sized for: its completion queue (at most
     /// 65,536 entries) must hold four completions per connection plus the receive buffers and
     /// the accept burst, at their defaults (a compile-time assertion checks it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::{Config, Limits};
+    /// let mut config = Config::default();
+    /// config.limits.connections_max = Limits::CONNECTIONS_MAX;
+    /// assert!(config.validate().is_ok());
+    /// config.limits.connections_max = Limits::CONNECTIONS_MAX + 1;
+    /// assert!(config.validate().is_err());
+    /// ```
     pub const CONNECTIONS_MAX: u32 = 14_000;
     /// The smallest request line and header section limits: room for a minimal request
     /// (and less than [`METHOD_BYTES_MAX`](crate::http::request::METHOD_BYTES_MAX) could
     /// not tell an over-long method from an over-long line).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::{Config, Limits};
+    /// let mut config = Config::default();
+    /// config.limits.request_line_bytes_max = Limits::HEAD_PART_BYTES_MIN - 1;
+    /// let err = config.validate().unwrap_err();
+    /// assert!(err.to_string().contains("request-line-bytes-max = 63"), "{err}");
+    /// ```
     pub const HEAD_PART_BYTES_MIN: u32 = 64;
     /// The largest request line and header section limits: 1 MiB.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::{Config, Limits};
+    /// let mut config = Config::default();
+    /// config.limits.request_fields_bytes_max = Limits::HEAD_PART_BYTES_MAX;
+    /// assert!(config.validate().is_ok());
+    /// config.limits.request_fields_bytes_max = Limits::HEAD_PART_BYTES_MAX + 1;
+    /// assert!(config.validate().is_err());
+    /// ```
     pub const HEAD_PART_BYTES_MAX: u32 = 1 << 20;
     /// The largest request body limit: 1 GiB (a body not streamed is held whole in memory).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::{Config, Limits};
+    /// let mut config = Config::default();
+    /// config.limits.request_body_bytes_max = Limits::REQUEST_BODY_BYTES_MAX;
+    /// assert!(config.validate().is_ok());
+    /// config.limits.request_body_bytes_max = Limits::REQUEST_BODY_BYTES_MAX + 1;
+    /// assert!(config.validate().is_err());
+    /// ```
     pub const REQUEST_BODY_BYTES_MAX: u32 = 1 << 30;
     /// The largest `handlers_max`: the futures' table is allocated whole at start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::{Config, Limits};
+    /// let mut config = Config::default();
+    /// config.limits.handlers_max = Limits::HANDLERS_MAX + 1;
+    /// let err = config.validate().unwrap_err();
+    /// assert!(err.to_string().contains("handlers-max = 100001 is out of range"), "{err}");
+    /// ```
     pub const HANDLERS_MAX: u32 = 100_000;
 
     pub(crate) fn head(&self) -> HeadLimits {
@@ -287,7 +355,8 @@ impl Default for Limits {
 /// Which io_uring features the workers use. All on by default; each can be switched off to
 /// measure what it buys.
 ///
-/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
+/// Set on a [`Config`](crate::Config) given to [`Server::config`](crate::Server::config): see
+/// its example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UringOptions {
@@ -314,10 +383,37 @@ pub struct UringOptions {
 
 impl UringOptions {
     /// Provided receive buffers per worker by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::UringOptions;
+    /// assert_eq!(UringOptions::default().recv_buffers, UringOptions::RECV_BUFFERS_DEFAULT);
+    /// ```
     pub const RECV_BUFFERS_DEFAULT: u16 = 1024;
     /// The smallest receive buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::{Config, UringOptions};
+    /// let mut config = Config::default();
+    /// config.uring.recv_buffer_bytes = UringOptions::RECV_BUFFER_BYTES_MIN - 1;
+    /// assert!(config.validate().is_err());
+    /// ```
     pub const RECV_BUFFER_BYTES_MIN: u32 = 512;
     /// The largest receive buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::{Config, UringOptions};
+    /// let mut config = Config::default();
+    /// config.uring.recv_buffer_bytes = UringOptions::RECV_BUFFER_BYTES_MAX;
+    /// assert!(config.validate().is_ok());
+    /// config.uring.recv_buffer_bytes = UringOptions::RECV_BUFFER_BYTES_MAX + 1;
+    /// assert!(config.validate().is_err());
+    /// ```
     pub const RECV_BUFFER_BYTES_MAX: u32 = 65_536;
 }
 
@@ -430,7 +526,8 @@ pub struct Config {
 
 /// How log lines are written.
 ///
-/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
+/// Set on a [`Config`](crate::Config) given to [`Server::config`](crate::Server::config): see
+/// its example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     /// `2026-11-26T15:00:00.000Z ringmaster[worker 0] INFO message`
@@ -441,7 +538,8 @@ pub enum LogFormat {
 
 /// How access log lines are written.
 ///
-/// Set on a [`Config`](crate::Config): see its example, and [`Server`](crate::Server)'s builders.
+/// Set on a [`Config`](crate::Config) given to [`Server::config`](crate::Server::config): see
+/// its example.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AccessLogFormat {
     /// The common log format: `127.0.0.1 - - [27/Nov/2026:12:00:00 +0000] "GET / HTTP/1.1"
@@ -461,6 +559,18 @@ pub enum AccessLogFormat {
 
 impl AccessLogFormat {
     /// Parses `common`, `combined` or `json`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{AccessLogFormat, Config};
+    ///
+    /// let mut config = Config::default();
+    /// config.access_log_format = AccessLogFormat::parse("combined").unwrap();
+    /// assert_eq!(config.access_log_format, AccessLogFormat::Combined);
+    /// // Names are lower case.
+    /// assert!(AccessLogFormat::parse("JSON").is_err());
+    /// ```
     pub fn parse(s: &str) -> Result<AccessLogFormat, String> {
         match s {
             "common" => Ok(AccessLogFormat::Common),
@@ -504,20 +614,93 @@ impl Default for Config {
 
 impl Config {
     /// The most workers one master runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::{Config, Workers};
+    /// let mut config = Config::default();
+    /// config.workers = Workers::Count(Config::WORKERS_MAX);
+    /// assert!(config.validate().is_ok());
+    /// config.workers = Workers::Count(Config::WORKERS_MAX + 1);
+    /// assert!(config.validate().is_err());
+    /// ```
     pub const WORKERS_MAX: u32 = 1024;
     /// The longest drain timeout, and of every other timeout and window: one hour.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::Config;
+    /// # use std::time::Duration;
+    /// let mut config = Config::default();
+    /// config.limits.idle_timeout = Config::DRAIN_TIMEOUT_MAX;
+    /// assert!(config.validate().is_ok());
+    /// config.limits.idle_timeout = Config::DRAIN_TIMEOUT_MAX + Duration::from_secs(1);
+    /// assert!(config.validate().is_err());
+    /// ```
     pub const DRAIN_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
     /// The most failures to start that a slot's window may count before it errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::Config;
+    /// let mut config = Config::default();
+    /// config.respawn_failures_max = Config::RESPAWN_FAILURES_MAX + 1;
+    /// assert!(config.validate().is_err());
+    /// ```
     pub const RESPAWN_FAILURES_MAX: u32 = 1000;
     /// The shortest stuck-worker timeout: twice the workers' one-second stats report, so
     /// that one late report is not taken for a stuck loop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::Config;
+    /// # use std::time::Duration;
+    /// let mut config = Config::default();
+    /// config.worker_timeout = Duration::from_secs(1);
+    /// assert!(config.validate().is_err());
+    /// config.worker_timeout = Config::WORKER_TIMEOUT_MIN;
+    /// assert!(config.validate().is_ok());
+    /// // Zero switches the check off.
+    /// config.worker_timeout = Duration::ZERO;
+    /// assert!(config.validate().is_ok());
+    /// ```
     pub const WORKER_TIMEOUT_MIN: Duration = Duration::from_secs(2);
     /// The largest listen backlog (the kernel's `somaxconn` caps it further).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::Config;
+    /// let mut config = Config::default();
+    /// config.backlog = Config::BACKLOG_MAX + 1;
+    /// assert!(config.validate().is_err());
+    /// ```
     pub const BACKLOG_MAX: u32 = 65_535;
     /// The listen backlog by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::Config;
+    /// assert_eq!(Config::default().backlog, Config::BACKLOG_DEFAULT);
+    /// ```
     pub const BACKLOG_DEFAULT: u32 = 4096;
     /// CPU numbers in a [`CpuAffinity::List`] are below this: the size of the kernel's
     /// `cpu_set_t` that the affinity calls pass (glibc's `CPU_SETSIZE`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ringmaster::{Config, CpuAffinity};
+    /// let last = Config::CPU_ID_LIMIT - 1;
+    /// assert!(CpuAffinity::parse(&last.to_string()).is_ok());
+    /// let err = CpuAffinity::parse(&Config::CPU_ID_LIMIT.to_string()).unwrap_err();
+    /// assert!(err.contains("out of range"), "{err}");
+    /// ```
     pub const CPU_ID_LIMIT: usize = 1024;
 
     /// The control socket for a server on `port`: the configured path, else
@@ -527,6 +710,19 @@ impl Config {
     /// directory with mode 0700; it and `ringmaster status|reload|stop` refuse one that is
     /// a symlink, another user's, or open to group or others. This is the one place the
     /// default is computed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::Config;
+    /// use std::path::PathBuf;
+    ///
+    /// let mut config = Config::default();
+    /// let derived = config.control_path(8080);
+    /// assert!(derived.ends_with("ringmaster-8080.sock"), "{derived:?}");
+    /// config.control = Some(PathBuf::from("/run/myapp/rm.sock"));
+    /// assert_eq!(config.control_path(8080), PathBuf::from("/run/myapp/rm.sock"));
+    /// ```
     pub fn control_path(&self, port: u16) -> PathBuf {
         if let Some(path) = &self.control {
             return path.clone();
@@ -539,6 +735,22 @@ impl Config {
     }
 
     /// Checks every value against its range; the error names the value and the range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Config, Limits};
+    ///
+    /// let mut config = Config::default();
+    /// assert!(config.validate().is_ok());
+    /// config.limits.connections_max = 20_000;
+    /// let err = config.validate().unwrap_err();
+    /// assert!(
+    ///     err.to_string().contains("connections-max = 20000 is out of range; use 1..=14000"),
+    ///     "{err}"
+    /// );
+    /// # assert_eq!(Limits::CONNECTIONS_MAX, 14_000);
+    /// ```
     pub fn validate(&self) -> Result<(), Error> {
         self.validate_supervision()?;
         self.validate_listening()?;

@@ -4,7 +4,7 @@ use std::fmt;
 
 /// What kind of start-up failure an [`Error`] is.
 ///
-/// See the [crate's first example](crate), whose `main` returns this error.
+/// See [`Error::kind`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -51,6 +51,18 @@ impl Error {
     }
 
     /// The kind of failure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Config, ErrorKind};
+    ///
+    /// let mut config = Config::default();
+    /// config.reload_parallel = 0;
+    /// let err = config.validate().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Config);
+    /// assert!(err.to_string().contains("reload-parallel = 0 is out of range"));
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }

@@ -9,6 +9,8 @@
 //! The path rules are written by hand: they are few and strict (refuse rather than
 //! normalise), and a crate that normalises `..` would accept what must be refused. MIME
 //! types come from `mime_guess`, HTTP dates from `httpdate`.
+//!
+//! See [`Static`]'s example (static files mounted on a router) and [`relative_path`]'s.
 
 use crate::rt::fs::{Dir, File, Metadata};
 use crate::{AsyncHandler, OwnedRequest, Response};
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Why a request path was refused.
 ///
-/// See [`Static`]'s example (static files and a proxy on a router).
+/// See [`relative_path`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathError {
     /// A `%` not followed by two hex digits.
@@ -55,6 +57,15 @@ impl std::fmt::Display for PathError {
 impl std::error::Error for PathError {}
 
 /// The longest relative path [`relative_path`] gives, in bytes (Linux's `PATH_MAX` is 4096).
+///
+/// # Examples
+///
+/// ```
+/// # use ringmaster::files::{relative_path, PathError, PATH_BYTES_MAX};
+/// let name = "a".repeat(PATH_BYTES_MAX);
+/// assert!(relative_path(&format!("/{name}")).is_ok());
+/// assert_eq!(relative_path(&format!("/{name}a")), Err(PathError::TooLong));
+/// ```
 pub const PATH_BYTES_MAX: usize = 4095;
 
 /// The path below the root that the request path `path` names: percent-decoded, empty and
@@ -121,14 +132,22 @@ fn decode(segment: &str) -> Result<String, PathError> {
 /// (one send); larger ones keep an open descriptor and are sent by `splice` through the
 /// ring (see [`BodyWriter::send_file`](crate::BodyWriter::send_file)), which costs less
 /// from [`crate::rt::SPLICE_BYTES_MIN`] up.
+///
+/// See [`Static`]'s example, whose `/assets` mount is served through this cache.
 pub const CACHED_FILE_BYTES_MAX: u64 = crate::rt::SPLICE_BYTES_MIN;
 /// Entries in each worker's cache of descriptors, metadata and small files (missing files
 /// included); past it the entry checked longest ago is dropped.
+///
+/// See [`Static`]'s example, whose `/assets` mount is served through this cache.
 pub const CACHE_ENTRIES_MAX: usize = 1024;
 /// Bytes of small files each worker's cache holds at most.
+///
+/// See [`Static`]'s example, whose `/assets` mount is served through this cache.
 pub const CACHE_BYTES_MAX: usize = 32 << 20;
 /// How long a cached entry is served before its file is checked again (`statx` through the
 /// ring): a file changed on disk is served changed within this time.
+///
+/// See [`Static`]'s example, whose `/assets` mount is served through this cache.
 pub const CACHE_VALID: Duration = Duration::from_secs(1);
 
 /// `EACCES`: a file this process may not read (`403`). Every other error opening a path,
@@ -193,6 +212,20 @@ struct Inner {
 impl Static {
     /// Serves the files beneath `root`, which must be a directory (checked now, so that a
     /// mistyped root fails at start rather than with a `404` per request).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::files::Static;
+    /// use ringmaster::{Async, Router};
+    ///
+    /// let files = Static::new(std::env::temp_dir()).unwrap();
+    /// let router = Router::new().mount("/files", Async(files));
+    /// # let _ = router;
+    /// // A mistyped root is an error now, not a `404` per request.
+    /// let err = Static::new("/no/such/dir").unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    /// ```
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Static> {
         let root = root.into();
         let meta = std::fs::metadata(&root).map_err(|e| {
@@ -214,6 +247,16 @@ impl Static {
     }
 
     /// The directory served.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::files::Static;
+    ///
+    /// let dir = std::env::temp_dir();
+    /// let files = Static::new(&dir).unwrap();
+    /// assert_eq!(files.root(), dir);
+    /// ```
     pub fn root(&self) -> &Path {
         &self.inner.root
     }

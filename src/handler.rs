@@ -22,11 +22,65 @@ use std::task::{Context, Poll};
 /// See [`Request`](crate::Request)'s and [`Server::on_fork`](crate::Server::on_fork)'s examples.
 pub trait Handler: 'static {
     /// Answers one request.
+    ///
+    /// # Examples
+    ///
+    /// A handler with state of its own, made before the workers are forked:
+    ///
+    /// ```
+    /// use ringmaster::{Handler, Request, Response, Server};
+    ///
+    /// struct Greeter {
+    ///     greeting: String,
+    /// }
+    ///
+    /// impl Handler for Greeter {
+    ///     fn handle(&self, req: &Request<'_>, res: &mut Response) {
+    ///         let name = req.path().trim_start_matches('/');
+    ///         res.header("Content-Type", "text/plain")
+    ///             .body(format!("{}, {name}!\n", self.greeting));
+    ///     }
+    /// }
+    ///
+    /// let server = Server::new(Greeter { greeting: "Hello".into() });
+    /// // Then: `server.run()`.
+    /// ```
     fn handle(&self, req: &Request<'_>, res: &mut Response);
 
     /// Runs once in each worker after fork, before it accepts connections: the place for
     /// per-worker set-up (Node: the code after `cluster.isWorker`). An error ends the
     /// worker as misconfigured: it is logged and the slot is not respawned in a loop.
+    ///
+    /// # Examples
+    ///
+    /// A handler whose data is split into shards, one per worker, refusing a worker that
+    /// has none:
+    ///
+    /// ```
+    /// use ringmaster::{Handler, Request, Response, WorkerInfo};
+    ///
+    /// struct Sharded {
+    ///     shards: u32,
+    /// }
+    ///
+    /// impl Handler for Sharded {
+    ///     fn handle(&self, _req: &Request<'_>, res: &mut Response) {
+    ///         res.body("ok\n");
+    ///     }
+    ///
+    ///     fn start(&self, worker: &WorkerInfo) -> Result<(), String> {
+    ///         if worker.slot >= self.shards {
+    ///             return Err(format!("no shard for slot {}; run at most {} workers",
+    ///                 worker.slot, self.shards));
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let app = Sharded { shards: 2 };
+    /// assert!(app.start(&WorkerInfo { slot: 1, pid: 4242, cpu: Some(1) }).is_ok());
+    /// assert!(app.start(&WorkerInfo { slot: 2, pid: 4243, cpu: Some(2) }).is_err());
+    /// ```
     fn start(&self, worker: &WorkerInfo) -> Result<(), String> {
         let _ = worker;
         Ok(())
@@ -35,6 +89,40 @@ pub trait Handler: 'static {
     /// Receives a message the master sent with [`Cluster::send`](crate::Cluster::send) or
     /// [`Cluster::broadcast`](crate::Cluster::broadcast)
     /// (Node: `process.on('message')`).
+    ///
+    /// # Examples
+    ///
+    /// Maintenance mode, switched by the master for every worker:
+    ///
+    /// ```
+    /// use ringmaster::{Handler, Request, Response};
+    /// use std::cell::Cell;
+    ///
+    /// struct Site {
+    ///     maintenance: Cell<bool>,
+    /// }
+    ///
+    /// impl Handler for Site {
+    ///     fn handle(&self, _req: &Request<'_>, res: &mut Response) {
+    ///         match self.maintenance.get() {
+    ///             true => res.status(503).body("back soon\n"),
+    ///             false => res.body("welcome\n"),
+    ///         };
+    ///     }
+    ///
+    ///     fn on_message(&self, bytes: &[u8]) {
+    ///         match bytes {
+    ///             b"maintenance on" => self.maintenance.set(true),
+    ///             b"maintenance off" => self.maintenance.set(false),
+    ///             _ => {}
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let site = Site { maintenance: Cell::new(false) };
+    /// site.on_message(b"maintenance on");
+    /// assert!(site.maintenance.get());
+    /// ```
     fn on_message(&self, bytes: &[u8]) {
         let _ = bytes;
     }
@@ -52,7 +140,8 @@ where
 /// The seed's application: `200 OK`, `text/plain`, `Hello World` for every request. The
 /// `ringmaster` binary serves it.
 ///
-/// `examples/router.rs` answers with it where no route matches.
+/// `examples/router.rs` answers with it where no route matches. See [`app!`](crate::app)'s
+/// example, which serves it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HelloWorld;
 
@@ -79,18 +168,120 @@ impl Handler for HelloWorld {
 /// See the [crate's second example](crate) and [`rt`](crate::rt)'s.
 pub trait AsyncHandler: 'static {
     /// The future of one request.
+    ///
+    /// See [`AsyncHandler::call`]'s example, which names a boxed future.
     type Future: Future<Output = Response> + 'static;
 
     /// Starts answering one request.
+    ///
+    /// # Examples
+    ///
+    /// A handler type of its own; the future it returns owns what it uses:
+    ///
+    /// ```
+    /// use ringmaster::{AsyncHandler, OwnedRequest, Response, Server};
+    /// use std::future::Future;
+    /// use std::pin::Pin;
+    /// use std::rc::Rc;
+    ///
+    /// struct Echo {
+    ///     prefix: Rc<str>,
+    /// }
+    ///
+    /// impl AsyncHandler for Echo {
+    ///     type Future = Pin<Box<dyn Future<Output = Response>>>;
+    ///
+    ///     fn call(&self, req: OwnedRequest) -> Self::Future {
+    ///         let prefix = self.prefix.clone();
+    ///         Box::pin(async move {
+    ///             let mut res = Response::new();
+    ///             res.body(format!("{prefix}{}\n", req.path()));
+    ///             res
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// let server = Server::new_async(Echo { prefix: "you asked for ".into() });
+    /// // Then: `server.run()`.
+    /// ```
     fn call(&self, req: OwnedRequest) -> Self::Future;
 
     /// As [`Handler::start`].
+    ///
+    /// # Examples
+    ///
+    /// Refusing to start a worker whose data file is missing:
+    ///
+    /// ```
+    /// use ringmaster::{AsyncHandler, OwnedRequest, Response, WorkerInfo};
+    /// use std::future::{ready, Ready};
+    /// use std::path::PathBuf;
+    ///
+    /// struct Catalog {
+    ///     dir: PathBuf,
+    /// }
+    ///
+    /// impl AsyncHandler for Catalog {
+    ///     type Future = Ready<Response>;
+    ///
+    ///     fn call(&self, _req: OwnedRequest) -> Ready<Response> {
+    ///         ready(Response::new())
+    ///     }
+    ///
+    ///     fn start(&self, worker: &WorkerInfo) -> Result<(), String> {
+    ///         let file = self.dir.join(format!("catalog-{}.db", worker.slot));
+    ///         match file.is_file() {
+    ///             true => Ok(()),
+    ///             false => Err(format!("{} is missing; build the catalog first", file.display())),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let catalog = Catalog { dir: PathBuf::from("/nonexistent") };
+    /// let worker = WorkerInfo { slot: 0, pid: 4242, cpu: None };
+    /// assert!(catalog.start(&worker).unwrap_err().contains("catalog-0.db is missing"));
+    /// ```
     fn start(&self, worker: &WorkerInfo) -> Result<(), String> {
         let _ = worker;
         Ok(())
     }
 
     /// As [`Handler::on_message`].
+    ///
+    /// # Examples
+    ///
+    /// The configuration version the master announces, shown in every answer:
+    ///
+    /// ```
+    /// use ringmaster::{AsyncHandler, OwnedRequest, Response};
+    /// use std::cell::Cell;
+    /// use std::future::{ready, Ready};
+    ///
+    /// struct Versioned {
+    ///     version: Cell<u32>,
+    /// }
+    ///
+    /// impl AsyncHandler for Versioned {
+    ///     type Future = Ready<Response>;
+    ///
+    ///     fn call(&self, _req: OwnedRequest) -> Ready<Response> {
+    ///         let mut res = Response::new();
+    ///         res.body(format!("config v{}\n", self.version.get()));
+    ///         ready(res)
+    ///     }
+    ///
+    ///     fn on_message(&self, bytes: &[u8]) {
+    ///         let text = std::str::from_utf8(bytes).unwrap_or("");
+    ///         if let Some(Ok(v)) = text.strip_prefix("config ").map(str::parse) {
+    ///             self.version.set(v);
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let app = Versioned { version: Cell::new(7) };
+    /// app.on_message(b"config 8");
+    /// assert_eq!(app.version.get(), 8);
+    /// ```
     fn on_message(&self, bytes: &[u8]) {
         let _ = bytes;
     }
@@ -101,6 +292,34 @@ pub trait AsyncHandler: 'static {
     /// the head is in, the connection reads only while the reader keeps up, and an upload of
     /// any size (still at most `request_body_bytes_max`) is never held whole. A handler that
     /// answers before reading the whole body gets its connection closed after the answer.
+    ///
+    /// # Examples
+    ///
+    /// Bodies over 1 MiB, or of a length not told in advance (chunked), stream; smaller
+    /// ones arrive whole:
+    ///
+    /// ```
+    /// use ringmaster::{AsyncHandler, OwnedRequest, Request, Response};
+    /// use std::future::{ready, Ready};
+    ///
+    /// struct Uploads;
+    ///
+    /// impl AsyncHandler for Uploads {
+    ///     type Future = Ready<Response>;
+    ///
+    ///     fn call(&self, _req: OwnedRequest) -> Ready<Response> {
+    ///         // Reads `req.body_reader()` when it is `Some`, as `StreamBodies`' example does.
+    ///         ready(Response::new())
+    ///     }
+    ///
+    ///     fn streams_body(&self, req: &Request<'_>) -> bool {
+    ///         let length = req.header("content-length").and_then(|v| {
+    ///             std::str::from_utf8(v).ok()?.parse::<u64>().ok()
+    ///         });
+    ///         length.map_or(true, |n| n > 1 << 20)
+    ///     }
+    /// }
+    /// ```
     fn streams_body(&self, req: &Request<'_>) -> bool {
         let _ = req;
         false
@@ -111,6 +330,37 @@ pub trait AsyncHandler: 'static {
 /// (see [`AsyncHandler::streams_body`]).
 ///
 /// `examples/stream.rs` echoes an upload with it.
+///
+/// ```
+/// use ringmaster::{OwnedRequest, Request, Response, Server, StreamBodies};
+///
+/// // PUTs stream (counted as they arrive); other requests' bodies are read whole first.
+/// let server = Server::new_async(StreamBodies {
+///     when: |req: &Request<'_>| req.method() == "PUT",
+///     handler: |mut req: OwnedRequest| async move {
+///         let mut res = Response::new();
+///         let Some(mut body) = req.body_reader() else {
+///             res.body(format!("{} bytes\n", req.body().len()));
+///             return res;
+///         };
+///         let mut buf = [0u8; 16 * 1024];
+///         let mut total = 0;
+///         loop {
+///             match body.read(&mut buf).await {
+///                 Ok(0) => break,
+///                 Ok(n) => total += n,
+///                 Err(e) => {
+///                     res.status(400).body(format!("{e}\n"));
+///                     return res;
+///                 }
+///             }
+///         }
+///         res.body(format!("{total} bytes\n"));
+///         res
+///     },
+/// });
+/// // Then: `server.run()`.
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct StreamBodies<P, F> {
     /// Which requests' bodies stream, decided from the head.

@@ -8,16 +8,25 @@
 //! atomic). The type byte stays outside the encoding, so that a frame of a type this build
 //! does not know (a worker of another build, after a reload) is skipped whole; `Stats` goes
 //! as a sequence of words, so that builds with fields appended read each other.
+//!
+//! See [`Server::on_fork`](crate::Server::on_fork)'s example for the messages an application
+//! sends both ways (the master's hooks, [`send_to_master`](crate::send_to_master)).
 
 use std::fmt;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The largest frame, header included: `PIPE_BUF` on Linux.
+///
+/// Each message of [`Server::on_fork`](crate::Server::on_fork)'s example travels in one such
+/// frame.
 pub const FRAME_BYTES_MAX: usize = 4096;
 /// Length prefix and type byte.
 const HEADER_BYTES: usize = 5;
-/// The largest user payload one message carries.
+/// The largest user payload one message carries: a longer one is refused with
+/// [`SendError::TooLarge`].
+///
+/// See [`Server::on_fork`](crate::Server::on_fork)'s example, whose worker sends to the master.
 pub const USER_BYTES_MAX: usize = FRAME_BYTES_MAX - HEADER_BYTES;
 /// The longest text one message carries ([`Message::Failed`]): its length goes before it,
 /// in at most two bytes.
@@ -40,6 +49,9 @@ const TYPE_METRICS: u8 = 12;
 /// Mounts (`--static`, `--proxy`) whose counters a worker reports, at most: a server with
 /// more refuses to start. The bound keeps a worker's report of its mounts within one frame
 /// ([`FRAME_BYTES_MAX`]).
+///
+/// The `ringmaster` binary's mounts are made by [`cli::run_builtin`](crate::cli::run_builtin):
+/// see its example.
 pub const MOUNTS_MAX: usize = 32;
 /// Words of one [`MountStats`] on the wire.
 const MOUNT_WORDS: usize = 5;
@@ -533,6 +545,15 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
 /// Why a message was not sent.
 ///
 /// See [`Server::on_fork`](crate::Server::on_fork)'s example (the hooks and IPC).
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::{send_to_master, SendError};
+///
+/// // Only a worker has a master to send to: not this process.
+/// assert_eq!(send_to_master(b"hello"), Err(SendError::NotAWorker));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {

@@ -148,7 +148,8 @@ pub use router::Router;
 
 /// A server: the listening address, the workers and their limits, and the handler.
 ///
-/// Built with chained setters, started with [`run`](Server::run).
+/// Built with chained setters, started with [`run`](Server::run). See the
+/// [crate's examples](crate) for whole programs, and [`Server::on_fork`]'s for the hooks.
 pub struct Server<H: Serve> {
     config: Config,
     handler: H,
@@ -157,6 +158,22 @@ pub struct Server<H: Serve> {
 
 impl<A: AsyncHandler> Server<Async<A>> {
     /// A server for an async handler: `Server::new(Async(handler))`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Async, OwnedRequest, Response, Server};
+    ///
+    /// async fn hello(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     res.body(format!("hello from {}\n", req.path()));
+    ///     res
+    /// }
+    ///
+    /// // The same server as `Server::new(Async(hello))`.
+    /// let server: Server<Async<_>> = Server::new_async(hello);
+    /// # let _ = server;
+    /// ```
     pub fn new_async(handler: A) -> Server<Async<A>> {
         Server::new(Async(handler))
     }
@@ -165,6 +182,18 @@ impl<A: AsyncHandler> Server<Async<A>> {
 impl<H: Serve> Server<H> {
     /// A server for `handler` (a [`Handler`], or an [`AsyncHandler`] in [`Async`]) with
     /// [`Config::default`] (listening on `0.0.0.0:3000`, one worker per allowed CPU).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Server, Workers};
+    ///
+    /// let server = Server::new(|req: &Request<'_>, res: &mut Response| {
+    ///     res.body(format!("you asked for {}\n", req.path()));
+    /// });
+    /// assert_eq!(server.config_ref().listen, "0.0.0.0:3000".parse().unwrap());
+    /// assert_eq!(server.config_ref().workers, Workers::Auto);
+    /// ```
     pub fn new(handler: H) -> Server<H> {
         Server {
             config: Config::default(),
@@ -174,23 +203,70 @@ impl<H: Serve> Server<H> {
     }
 
     /// The configuration so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Server, Workers};
+    ///
+    /// let server = Server::new(HelloWorld).workers(Workers::Count(2));
+    /// assert_eq!(server.config_ref().workers, Workers::Count(2));
+    /// assert!(server.config_ref().validate().is_ok());
+    /// ```
     pub fn config_ref(&self) -> &Config {
         &self.config
     }
 
     /// Replaces the whole configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Config, HelloWorld, ListenMode, Server, Workers};
+    ///
+    /// let mut config = Config::default();
+    /// config.listen_mode = ListenMode::Shared;
+    /// config.backlog = 1024;
+    /// // Set before `config`, the worker count is replaced with the rest.
+    /// let server = Server::new(HelloWorld).workers(Workers::Count(2)).config(config);
+    /// assert_eq!(server.config_ref().backlog, 1024);
+    /// assert_eq!(server.config_ref().workers, Workers::Auto);
+    /// ```
     pub fn config(mut self, config: Config) -> Server<H> {
         self.config = config;
         self
     }
 
     /// The address to listen on; port 0 picks a free port (logged as `listening on ADDR`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Server};
+    /// use std::net::SocketAddr;
+    ///
+    /// let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    /// let server = Server::new(HelloWorld).listen(addr);
+    /// assert_eq!(server.config_ref().listen, addr);
+    /// ```
     pub fn listen(mut self, addr: std::net::SocketAddr) -> Server<H> {
         self.config.listen = addr;
         self
     }
 
     /// How many workers to run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Config, HelloWorld, Server, Workers};
+    ///
+    /// let server = Server::new(HelloWorld).workers(Workers::Count(4));
+    /// assert!(server.config_ref().validate().is_ok());
+    /// // Past the most one master runs, the server refuses to start.
+    /// let server = server.workers(Workers::Count(Config::WORKERS_MAX + 1));
+    /// assert!(server.config_ref().validate().is_err());
+    /// ```
     pub fn workers(mut self, workers: Workers) -> Server<H> {
         self.config.workers = workers;
         self
@@ -198,12 +274,37 @@ impl<H: Serve> Server<H> {
 
     /// Where the workers run: pinned one per CPU (the default), unpinned, or pinned to
     /// listed CPUs (see [`CpuAffinity`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{CpuAffinity, HelloWorld, Server, Workers};
+    ///
+    /// // Two workers, on CPUs 2 and 3 (the other CPUs are left to a database, say).
+    /// let server = Server::new(HelloWorld)
+    ///     .workers(Workers::Count(2))
+    ///     .cpu_affinity(CpuAffinity::parse("2-3").unwrap());
+    /// assert_eq!(server.config_ref().cpu_affinity, CpuAffinity::List(vec![2, 3]));
+    /// ```
     pub fn cpu_affinity(mut self, affinity: CpuAffinity) -> Server<H> {
         self.config.cpu_affinity = affinity;
         self
     }
 
     /// The per-worker limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Limits, Server};
+    /// use std::time::Duration;
+    ///
+    /// let mut limits = Limits::default();
+    /// limits.request_body_bytes_max = 8 << 20;
+    /// limits.idle_timeout = Duration::from_secs(5);
+    /// let server = Server::new(HelloWorld).limits(limits);
+    /// assert_eq!(server.config_ref().limits.request_body_bytes_max, 8 << 20);
+    /// ```
     pub fn limits(mut self, limits: Limits) -> Server<H> {
         self.config.limits = limits;
         self
@@ -213,12 +314,41 @@ impl<H: Serve> Server<H> {
     /// and the `X-Forwarded-For` a [`proxy::Proxy`] appends (see
     /// [`Config::client_addresses`]). Off by default: a program that serves a `Proxy` turns
     /// it on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Server};
+    ///
+    /// let server = Server::new(|req: &Request<'_>, res: &mut Response| {
+    ///     // `None` unless the server looks addresses up.
+    ///     match req.peer_addr() {
+    ///         Some(ip) => res.body(format!("hello, {ip}\n")),
+    ///         None => res.body("hello\n"),
+    ///     };
+    /// })
+    /// .client_addresses(true);
+    /// assert!(server.config_ref().client_addresses);
+    /// ```
     pub fn client_addresses(mut self, on: bool) -> Server<H> {
         self.config.client_addresses = on;
         self
     }
 
     /// How long a shutdown waits for workers to finish before killing them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Config, HelloWorld, Server};
+    /// use std::time::Duration;
+    ///
+    /// let server = Server::new(HelloWorld).drain_timeout(Duration::from_secs(30));
+    /// assert!(server.config_ref().validate().is_ok());
+    /// // Over an hour is refused at start.
+    /// let server = server.drain_timeout(Config::DRAIN_TIMEOUT_MAX + Duration::from_secs(1));
+    /// assert!(server.config_ref().validate().is_err());
+    /// ```
     pub fn drain_timeout(mut self, timeout: std::time::Duration) -> Server<H> {
         self.config.drain_timeout = timeout;
         self
@@ -266,12 +396,39 @@ impl<H: Serve> Server<H> {
 
     /// Called in the master when a worker is ready: its ring is up and it accepts (Node:
     /// `cluster.on('online')`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Server};
+    ///
+    /// let server = Server::new(HelloWorld).on_online(|cluster, worker| {
+    ///     // The worker is among the ready ones now: it can be sent to.
+    ///     if let Err(e) = cluster.send(worker.slot, b"warm up") {
+    ///         tracing::warn!(slot = worker.slot, "not sent: {e}");
+    ///     }
+    /// });
+    /// # let _ = server;
+    /// ```
     pub fn on_online(mut self, hook: impl FnMut(&Cluster<'_>, WorkerInfo) + 'static) -> Server<H> {
         self.hooks.online = Some(Box::new(hook));
         self
     }
 
     /// Called in the master when a worker has exited, with how (Node: `cluster.on('exit')`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Exit, HelloWorld, Server};
+    ///
+    /// let server = Server::new(HelloWorld).on_exit(|_, worker, exit| match exit {
+    ///     Exit::Code(0) => tracing::info!(slot = worker.slot, "drained"),
+    ///     Exit::Signal(sig) => tracing::warn!(slot = worker.slot, sig, "killed"),
+    ///     other => tracing::warn!(slot = worker.slot, "exited: {other:?}"),
+    /// });
+    /// # let _ = server;
+    /// ```
     pub fn on_exit(
         mut self,
         mut hook: impl FnMut(&Cluster<'_>, WorkerInfo, Exit) + 'static,
@@ -282,6 +439,20 @@ impl<H: Serve> Server<H> {
 
     /// Called in the master for each message a worker sent with [`send_to_master`] (Node:
     /// `cluster.on('message')`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Server};
+    ///
+    /// let server = Server::new(HelloWorld).on_message(|cluster, from, bytes| {
+    ///     if bytes == b"ping" {
+    ///         // Back to the worker that sent it (its `Handler::on_message`).
+    ///         let _ = cluster.send(from.slot, b"pong");
+    ///     }
+    /// });
+    /// # let _ = server;
+    /// ```
     pub fn on_message(
         mut self,
         hook: impl FnMut(&Cluster<'_>, WorkerInfo, &[u8]) + 'static,
@@ -299,6 +470,21 @@ impl<H: Serve> Server<H> {
     /// # Errors
     /// A start-up failure, with its cause and remedy: io_uring unavailable, the address in
     /// use, an invalid configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use ringmaster::{HelloWorld, Server};
+    ///
+    /// fn main() {
+    ///     let server = Server::new(HelloWorld).listen("127.0.0.1:8080".parse().unwrap());
+    ///     if let Err(e) = server.run() {
+    ///         // What failed, why, and what to do.
+    ///         eprintln!("{e}");
+    ///         std::process::exit(1);
+    ///     }
+    /// }
+    /// ```
     pub fn run(mut self) -> Result<(), Error> {
         // A worker a reload started from the binary on disk: it serves, and exits.
         if let Some(e) = master::exec::worker_main(&self.config, &self.handler) {

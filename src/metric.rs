@@ -29,19 +29,77 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The most metrics one program defines.
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::metric::{Counter, MetricError, METRICS_MAX};
+///
+/// for i in 0..METRICS_MAX {
+///     Counter::new(format!("myapp_c{i}").leak(), "One of many.")?;
+/// }
+/// assert_eq!(Counter::new("myapp_one_more", "").err(), Some(MetricError::TooMany));
+/// # Ok::<(), MetricError>(())
+/// ```
 pub const METRICS_MAX: usize = 16;
 /// The most of them that are histograms (a histogram's report is the largest).
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::metric::{Counter, Histogram, MetricError, HISTOGRAMS_MAX};
+///
+/// for i in 0..HISTOGRAMS_MAX {
+///     Histogram::new(format!("myapp_h{i}").leak(), "", &[0.1, 1.0])?;
+/// }
+/// let fifth = Histogram::new("myapp_one_more", "", &[0.1, 1.0]);
+/// assert_eq!(fifth.err(), Some(MetricError::TooMany));
+/// // Counters and gauges still fit, up to `METRICS_MAX` in all.
+/// assert!(Counter::new("myapp_requests", "").is_ok());
+/// # Ok::<(), MetricError>(())
+/// ```
 pub const HISTOGRAMS_MAX: usize = 4;
 /// The most bounds a histogram has (a last bucket, `+Inf`, takes the rest).
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::metric::{Histogram, MetricError, BOUNDS_MAX};
+///
+/// let bounds: &'static [f64] = (0..=BOUNDS_MAX).map(|i| i as f64).collect::<Vec<_>>().leak();
+/// assert_eq!(bounds.len(), BOUNDS_MAX + 1);
+/// assert_eq!(Histogram::new("myapp_fine", "", bounds).err(), Some(MetricError::BadBounds));
+/// assert!(Histogram::new("myapp_fine", "", &bounds[..BOUNDS_MAX]).is_ok());
+/// ```
 pub const BOUNDS_MAX: usize = 10;
 /// The longest metric name.
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::metric::{Gauge, MetricError, NAME_BYTES_MAX};
+///
+/// let long: &'static str = "q".repeat(NAME_BYTES_MAX + 1).leak();
+/// assert!(matches!(Gauge::new(long, ""), Err(MetricError::BadName(_))));
+/// assert!(Gauge::new(&long[..NAME_BYTES_MAX], "").is_ok());
+/// ```
 pub const NAME_BYTES_MAX: usize = 64;
 /// The longest help text.
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::metric::{Counter, MetricError, HELP_BYTES_MAX};
+///
+/// let help: &'static str = "h".repeat(HELP_BYTES_MAX + 1).leak();
+/// assert_eq!(Counter::new("myapp_jobs", help).err(), Some(MetricError::BadHelp));
+/// assert!(Counter::new("myapp_jobs", &help[..HELP_BYTES_MAX]).is_ok());
+/// ```
 pub const HELP_BYTES_MAX: usize = 96;
 
 /// Why a metric cannot be defined.
 ///
-/// See [`metric`](crate::metric)'s example.
+/// See [`Counter::new`]'s and [`Histogram::new`]'s examples.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MetricError {
@@ -221,16 +279,64 @@ pub struct Counter(Arc<AtomicU64>);
 
 impl Counter {
     /// Defines the counter `name` (exposed as `name_total`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::metric::{Counter, Gauge, MetricError};
+    ///
+    /// let signups = Counter::new("myapp_signups", "Accounts created.")?;
+    /// // The same name again is the same counter; as another kind it is refused.
+    /// let again = Counter::new("myapp_signups", "Accounts created.")?;
+    /// assert!(matches!(Gauge::new("myapp_signups", ""), Err(MetricError::KindConflict(_))));
+    /// // ringmaster's own names are taken.
+    /// assert!(matches!(Counter::new("ringmaster_requests", ""), Err(MetricError::BadName(_))));
+    /// # let _ = (signups, again);
+    /// # Ok::<(), MetricError>(())
+    /// ```
     pub fn new(name: &'static str, help: &'static str) -> Result<Counter, MetricError> {
         value_cell(Kind::Counter, name, help).map(Counter)
     }
 
     /// Adds one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::metric::Counter;
+    /// use ringmaster::{Request, Response};
+    /// use std::sync::LazyLock;
+    ///
+    /// static NOT_FOUND: LazyLock<Counter> =
+    ///     LazyLock::new(|| Counter::new("myapp_not_found", "Pages not found.").expect("a name"));
+    ///
+    /// fn not_found(_: &Request<'_>, res: &mut Response) {
+    ///     NOT_FOUND.inc();
+    ///     res.status(404).body("no such page\n");
+    /// }
+    /// ```
     pub fn inc(&self) {
         self.add(1);
     }
 
     /// Adds `n`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::metric::Counter;
+    /// use ringmaster::{Request, Response};
+    /// use std::sync::LazyLock;
+    ///
+    /// static UPLOADED: LazyLock<Counter> = LazyLock::new(|| {
+    ///     Counter::new("myapp_uploaded_bytes", "Bytes uploaded.").expect("a name")
+    /// });
+    ///
+    /// fn upload(req: &Request<'_>, res: &mut Response) {
+    ///     UPLOADED.add(req.body().len() as u64);
+    ///     res.status(201).body("stored\n");
+    /// }
+    /// ```
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
@@ -239,28 +345,87 @@ impl Counter {
 /// A gauge: a value that goes up and down. Defining the same name again gives the same
 /// gauge.
 ///
-/// See [`metric`](crate::metric)'s example.
+/// See [`Gauge::new`]'s and [`Gauge::add`]'s examples, and [`metric`](crate::metric)'s.
 #[derive(Clone, Debug)]
 pub struct Gauge(Arc<AtomicU64>);
 
 impl Gauge {
     /// Defines the gauge `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::metric::{Gauge, MetricError};
+    ///
+    /// let queued = Gauge::new("myapp_jobs_queued", "Jobs waiting to run.")?;
+    /// assert_eq!(queued.get(), 0);
+    /// // The same name again is the same gauge.
+    /// Gauge::new("myapp_jobs_queued", "Jobs waiting to run.")?.set(3);
+    /// assert_eq!(queued.get(), 3);
+    /// # Ok::<(), MetricError>(())
+    /// ```
     pub fn new(name: &'static str, help: &'static str) -> Result<Gauge, MetricError> {
         value_cell(Kind::Gauge, name, help).map(Gauge)
     }
 
     /// Sets it to `v`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::metric::{Gauge, MetricError};
+    ///
+    /// let skew = Gauge::new("myapp_clock_skew_ms", "Our clock minus the upstream's.")?;
+    /// skew.set(-40);
+    /// assert_eq!(skew.get(), -40);
+    /// # Ok::<(), MetricError>(())
+    /// ```
     pub fn set(&self, v: i64) {
         self.0.store(v as u64, Ordering::Relaxed);
     }
 
     /// Adds `d` (negative to subtract).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::metric::{Gauge, MetricError};
+    ///
+    /// let active = Gauge::new("myapp_uploads_active", "Uploads in progress.")?;
+    /// active.add(1); // one starts
+    /// active.add(1); // another
+    /// active.add(-1); // the first ends
+    /// assert_eq!(active.get(), 1);
+    /// # Ok::<(), MetricError>(())
+    /// ```
     pub fn add(&self, d: i64) {
         // Two's complement: adding the bits of a negative `d` subtracts.
         self.0.fetch_add(d as u64, Ordering::Relaxed);
     }
 
     /// Its value now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::metric::{Gauge, MetricError};
+    ///
+    /// // Takes a job unless 100 are waiting already.
+    /// fn enqueue(waiting: &Gauge) -> bool {
+    ///     if waiting.get() >= 100 {
+    ///         return false;
+    ///     }
+    ///     waiting.add(1);
+    ///     true
+    /// }
+    ///
+    /// let waiting = Gauge::new("myapp_jobs_waiting", "Jobs waiting to run.")?;
+    /// waiting.set(99);
+    /// assert!(enqueue(&waiting));
+    /// assert!(!enqueue(&waiting));
+    /// assert_eq!(waiting.get(), 100);
+    /// # Ok::<(), MetricError>(())
+    /// ```
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed) as i64
     }
@@ -269,7 +434,7 @@ impl Gauge {
 /// A histogram of observations (sizes, durations in seconds...) over fixed bounds.
 /// Defining the same name again with the same bounds gives the same histogram.
 ///
-/// See [`metric`](crate::metric)'s example.
+/// See [`Histogram::observe`]'s example, and [`metric`](crate::metric)'s.
 #[derive(Clone)]
 pub struct Histogram(Arc<HistCell>);
 
@@ -284,6 +449,25 @@ impl std::fmt::Debug for Histogram {
 impl Histogram {
     /// Defines the histogram `name` with the buckets' upper `bounds` (1 to [`BOUNDS_MAX`],
     /// finite, each above the one before; a last bucket takes the rest).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::metric::{Histogram, MetricError};
+    ///
+    /// let render = Histogram::new(
+    ///     "myapp_render_seconds",
+    ///     "Time to render a page.",
+    ///     &[0.005, 0.05, 0.5, 5.0],
+    /// )?;
+    /// // Bounds out of order are refused, and so is the name again with other bounds.
+    /// let unordered = Histogram::new("myapp_size_bytes", "", &[1e6, 1e3]);
+    /// assert_eq!(unordered.err(), Some(MetricError::BadBounds));
+    /// let other = Histogram::new("myapp_render_seconds", "", &[1.0]);
+    /// assert!(matches!(other, Err(MetricError::KindConflict(_))));
+    /// # let _ = render;
+    /// # Ok::<(), MetricError>(())
+    /// ```
     pub fn new(
         name: &'static str,
         help: &'static str,
@@ -312,6 +496,26 @@ impl Histogram {
     }
 
     /// Counts one observation of `v` (a NaN is not counted).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::metric::Histogram;
+    /// use ringmaster::{Request, Response};
+    /// use std::sync::LazyLock;
+    /// use std::time::Instant;
+    ///
+    /// static RENDER: LazyLock<Histogram> = LazyLock::new(|| {
+    ///     Histogram::new("myapp_render_seconds", "Time to render a page.", &[0.005, 0.05, 0.5])
+    ///         .expect("a name and bounds")
+    /// });
+    ///
+    /// fn page(_: &Request<'_>, res: &mut Response) {
+    ///     let started = Instant::now();
+    ///     res.body("<h1>hello</h1>\n");
+    ///     RENDER.observe(started.elapsed().as_secs_f64());
+    /// }
+    /// ```
     pub fn observe(&self, v: f64) {
         if v.is_nan() {
             return;

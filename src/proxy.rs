@@ -4,12 +4,13 @@
 //! Per worker, each upstream has a pool of idle keep-alive connections (at most
 //! [`IDLE_PER_UPSTREAM_MAX`]); upstreams are taken in turn (round robin), and one that
 //! failed to connect is left out for [`DOWN_FOR`] (passive health). A request whose
-//! connection failed before any byte of the response came back is tried once more: on a
-//! new connection when a pooled one had gone stale, or on the next upstream when the
-//! connect failed. The upstream's response head is parsed as strictly as requests are
-//! ([`http::upstream`](crate::http::upstream)): one that could desynchronise the client is
-//! answered `502`. Its body is streamed to the client with backpressure (a slow client slows
-//! the reads from the upstream; nothing is held whole).
+//! connection failed before any byte of the response came back is tried again, at most
+//! three tries in all: on a new connection when a pooled one had gone stale, or, for an
+//! idempotent method (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`), on the next
+//! upstream when the connect failed. The upstream's response head is parsed as strictly as
+//! requests are ([`http::upstream`](crate::http::upstream)): one that could desynchronise
+//! the client is answered `502`. Its body is streamed to the client with backpressure (a
+//! slow client slows the reads from the upstream; nothing is held whole).
 //!
 //! The upstream learns who asked from `X-Forwarded-Proto`, `X-Forwarded-Host` and
 //! `X-Forwarded-For`, to which the client's address ([`OwnedRequest::peer_addr`]) is
@@ -20,6 +21,22 @@
 //!
 //! Hand-written over `rt::TcpStream`: a client crate (hyper's) would bring its own runtime
 //! and buffers; here the upstream's bytes go through the worker's ring and its pipes.
+//!
+//! # Examples
+//!
+//! A program serving a proxy on a [`Router`](crate::Router), with the client addresses
+//! looked up for `X-Forwarded-For` (see also [`Static`](crate::files::Static)'s example):
+//!
+//! ```
+//! use ringmaster::proxy::Proxy;
+//! use ringmaster::{Async, Router, Server};
+//!
+//! let api = Proxy::new(&["http://127.0.0.1:8080", "http://127.0.0.1:8081"]).expect("upstreams");
+//! let router = Router::new().mount("/api", Async(api));
+//! let server = Server::new(router).client_addresses(true);
+//! assert!(server.config_ref().client_addresses);
+//! // Then: std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
+//! ```
 
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::list;
@@ -40,18 +57,29 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Idle keep-alive connections kept per upstream per worker, at most.
+/// Idle keep-alive connections kept per upstream per worker, at most (a connection freed
+/// when the pool is full is closed).
+///
+/// See [`Proxy::upstream_stats`]'s example (its `idle` count).
 pub const IDLE_PER_UPSTREAM_MAX: usize = 64;
 /// How long an upstream that failed to connect is left out.
+///
+/// See [`Proxy::new`]'s example (two upstreams, taken in turn).
 pub const DOWN_FOR: Duration = Duration::from_secs(10);
 /// The default time to connect to an upstream (past it: the next upstream, or `504`).
+///
+/// See [`Proxy::connect_timeout`]'s example.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default time an upstream may stay silent while a response is awaited or read (past
 /// it: `504` before the head, a closed connection after).
+///
+/// See [`Proxy::read_timeout`]'s example.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default time from a request's start until its upstream response's head is read,
 /// every try included (past it: `504`). Below the server's default `--handler-timeout`
 /// (30 s), so that a slow upstream is answered `504` by the proxy, not `503` by the server.
+///
+/// See [`Proxy::total_timeout`]'s example.
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(25);
 /// Bytes read from an upstream at a time, for a body.
 const READ_BYTES: usize = 64 * 1024;
@@ -76,8 +104,9 @@ const HEAD_READ_BYTES: usize = 8 * 1024;
 ///   request takes a new upstream connection (a streamed body cannot be sent twice, so it
 ///   must not meet a pooled connection the upstream has closed). `Expect: 100-continue` is
 ///   answered by this server when the body is first read, and passed on.
-/// - Connect failures → the next upstream, else `502`; no response within the read timeout
-///   → `504`; a response that cannot be framed safely → `502`; an upstream that closes
+/// - Connect failures → the next upstream (for an idempotent method, when there are
+///   several), else `502` (`504` when the connect timed out); no response within the read
+///   timeout → `504`; a response that cannot be framed safely → `502`; an upstream that closes
 ///   mid-body → the client's connection is closed short of the length it was promised.
 /// - Per worker, [`Proxy::upstream_stats`] tells its failed tries and its open and idle
 ///   upstream connections (the binary's `status` and `/metrics` show them per mount).
@@ -90,7 +119,7 @@ pub struct Proxy {
 
 /// The `Host` a request goes upstream with ([`Proxy::host`]).
 ///
-/// See [`Static`](crate::files::Static)'s example (static files and a proxy on a router).
+/// See [`Proxy::host`]'s and [`UpstreamHost::parse`]'s examples.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum UpstreamHost {
     /// The client's own `Host` (nginx's `$host`); the upstream's address for a client that
@@ -106,6 +135,21 @@ pub enum UpstreamHost {
 impl UpstreamHost {
     /// Parses the command line's form: `$host` (keep, the default), `$proxy_host` (the
     /// upstream's), or a value of its own (visible ASCII, no spaces).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::proxy::UpstreamHost;
+    ///
+    /// assert_eq!(UpstreamHost::parse("$host"), Ok(UpstreamHost::Keep));
+    /// assert_eq!(UpstreamHost::parse("$proxy_host"), Ok(UpstreamHost::Upstream));
+    /// assert_eq!(
+    ///     UpstreamHost::parse("api.internal:8080"),
+    ///     Ok(UpstreamHost::Set("api.internal:8080".into()))
+    /// );
+    /// // A line break would smuggle a field upstream.
+    /// assert!(UpstreamHost::parse("a\r\nX-Admin: 1").is_err());
+    /// ```
     pub fn parse(value: &str) -> Result<UpstreamHost, String> {
         match value {
             "$host" => Ok(UpstreamHost::Keep),
@@ -151,7 +195,7 @@ struct Upstream {
 /// What a proxy saw of its upstreams, in this worker (each worker has its own connections
 /// and counts): see [`Proxy::upstream_stats`].
 ///
-/// See [`Static`](crate::files::Static)'s example (static files and a proxy on a router).
+/// See [`Proxy::upstream_stats`]'s example.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UpstreamStats {
     /// Failed tries at an upstream since the worker started: a connect refused or timed
@@ -209,6 +253,20 @@ impl DerefMut for Conn {
 impl Proxy {
     /// Forwards to `urls` (`http://HOST:PORT[/PATH]`, HOST an IP address or a name resolved
     /// now, once). `https` is refused: there is no TLS here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::proxy::Proxy;
+    ///
+    /// // Two upstreams, taken in turn; a request for `PREFIX/users` goes to `/v1/users`.
+    /// let api = Proxy::new(&["http://10.0.0.5:8080/v1", "http://10.0.0.6:8080/v1"])?;
+    /// assert!(Proxy::new(&["https://10.0.0.5:8443"]).is_err());
+    /// assert!(Proxy::new(&["http://10.0.0.5:8080/v1?debug=1"]).is_err());
+    /// assert!(Proxy::new::<&str>(&[]).is_err());
+    /// # let _ = api;
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn new<S: AsRef<str>>(urls: &[S]) -> Result<Proxy, String> {
         if urls.is_empty() {
             return Err("no upstream URL".into());
@@ -233,6 +291,19 @@ impl Proxy {
 
     /// How long to wait for a connect ([`CONNECT_TIMEOUT`] by default); for every clone of
     /// this proxy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::proxy::Proxy;
+    /// use std::time::Duration;
+    ///
+    /// // Upstreams on the same network: a connect that takes a second has failed.
+    /// let api = Proxy::new(&["http://10.0.0.5:8080", "http://10.0.0.6:8080"])?
+    ///     .connect_timeout(Duration::from_secs(1));
+    /// # let _ = api;
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn connect_timeout(self, limit: Duration) -> Proxy {
         self.inner.connect_timeout.set(limit);
         self
@@ -240,6 +311,21 @@ impl Proxy {
 
     /// How long an upstream may stay silent ([`READ_TIMEOUT`] by default); for every clone
     /// of this proxy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::proxy::Proxy;
+    /// use std::time::Duration;
+    ///
+    /// // A report generator may think for two minutes before its first byte; keep the
+    /// // total timeout and the server's handler timeout above it too.
+    /// let reports = Proxy::new(&["http://127.0.0.1:9000"])?
+    ///     .read_timeout(Duration::from_secs(120))
+    ///     .total_timeout(Duration::from_secs(150));
+    /// # let _ = reports;
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn read_timeout(self, limit: Duration) -> Proxy {
         self.inner.read_timeout.set(limit);
         self
@@ -249,6 +335,18 @@ impl Proxy {
     /// included ([`TOTAL_TIMEOUT`] by default; past it: `504`): an upstream that trickles
     /// its head a byte at a time is cut off here, where the read timeout never fires. For
     /// every clone of this proxy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::proxy::Proxy;
+    /// use std::time::Duration;
+    ///
+    /// // An API that must answer fast: `504` after two seconds, however the time was spent.
+    /// let api = Proxy::new(&["http://127.0.0.1:8080"])?.total_timeout(Duration::from_secs(2));
+    /// # let _ = api;
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn total_timeout(self, limit: Duration) -> Proxy {
         self.inner.total_timeout.set(limit);
         self
@@ -256,6 +354,21 @@ impl Proxy {
 
     /// The `Host` requests go upstream with ([`UpstreamHost::Keep`] by default); for every
     /// clone of this proxy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::proxy::{Proxy, UpstreamHost};
+    ///
+    /// // A virtual host upstream that answers only to its own name.
+    /// let api = Proxy::new(&["http://10.0.0.5:8080"])?
+    ///     .host(UpstreamHost::Set("api.internal".into()));
+    /// // As the command line writes it: `$proxy_host` sends `10.0.0.5:8080`.
+    /// let assets = Proxy::new(&["http://10.0.0.7:8080"])?
+    ///     .host(UpstreamHost::parse("$proxy_host")?);
+    /// # let _ = (api, assets);
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn host(self, host: UpstreamHost) -> Proxy {
         *self.inner.host.borrow_mut() = host;
         self
@@ -263,6 +376,25 @@ impl Proxy {
 
     /// Its upstream errors and connections so far, in this worker (shared by every clone
     /// of this proxy).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::proxy::{Proxy, UpstreamStats};
+    /// use ringmaster::{Async, Request, Response, Router};
+    ///
+    /// let api = Proxy::new(&["http://127.0.0.1:8080"])?;
+    /// assert_eq!(api.upstream_stats(), UpstreamStats::default()); // nothing tried yet
+    /// let stats = api.clone();
+    /// let router = Router::new()
+    ///     .mount("/api", Async(api))
+    ///     .get("/upstream", move |_: &Request<'_>, res: &mut Response| {
+    ///         let s = stats.upstream_stats();
+    ///         res.body(format!("errors {} open {} idle {}\n", s.errors, s.open, s.idle));
+    ///     });
+    /// # let _ = router;
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn upstream_stats(&self) -> UpstreamStats {
         let inner = &self.inner;
         UpstreamStats {

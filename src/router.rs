@@ -7,6 +7,8 @@
 //! An async route is answered by a future, as [`Async`](crate::Async) is, with one heap
 //! allocation per request for the boxed future (routes differ in their future types); the
 //! path is matched once for the decision and once more on the owned request.
+//!
+//! See [`Router`]'s example.
 
 use crate::handler::Handled;
 use crate::http::request::Routed;
@@ -15,12 +17,23 @@ use std::future::Future;
 use std::pin::Pin;
 
 /// Route parameters per route, at most (a route with more is refused).
+///
+/// # Examples
+///
+/// ```
+/// # use ringmaster::router::PARAMS_MAX;
+/// # use ringmaster::{HelloWorld, Router};
+/// let pattern: String = (0..=PARAMS_MAX).map(|i| format!("/:p{i}")).collect();
+/// assert!(Router::new().try_route("GET", &pattern, HelloWorld).is_err());
+/// ```
 pub const PARAMS_MAX: usize = 8;
 
 /// The catch-all parameter a mount adds to its prefix.
 const MOUNT_REST: &str = "__ringmaster_mount_rest";
 
 /// The future of an async route.
+///
+/// See [`Router`]'s example, whose `/wait` route is async.
 pub type RouteFuture = Pin<Box<dyn Future<Output = Response>>>;
 
 /// A request handler, Express-like: routes by method and path pattern, each a sync
@@ -170,7 +183,7 @@ impl<A: AsyncHandler> IntoRoute for crate::Async<A> {
 
 /// Why a route was refused.
 ///
-/// See [`Router`]'s example.
+/// See [`Router::try_route`]'s example.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteError {
     /// The pattern as given.
@@ -248,12 +261,37 @@ fn to_matchit(pattern: &str) -> Result<String, String> {
 
 impl Router {
     /// A router with no routes: every request gets `404`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Router, Server};
+    ///
+    /// // Hello World at `/`, `404` everywhere else.
+    /// let router = Router::new().get("/", HelloWorld);
+    /// let server = Server::new(router);
+    /// # let _ = server;
+    /// ```
     pub fn new() -> Router {
         Router::default()
     }
 
     /// Adds `handler` for `method` requests to paths matching `pattern`; see [`Router`] for
     /// the patterns and the panics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Router};
+    ///
+    /// fn search(req: &Request<'_>, res: &mut Response) {
+    ///     res.body(format!("results for {}\n", req.query().unwrap_or("")));
+    /// }
+    ///
+    /// // A method with no shorthand of its own (WebDAV's, here).
+    /// let router = Router::new().route("SEARCH", "/docs", search);
+    /// # let _ = router;
+    /// ```
     pub fn route(mut self, method: &str, pattern: &str, handler: impl IntoRoute) -> Router {
         if let Err(e) = self.try_route(method, pattern, handler) {
             panic!("{e}");
@@ -262,6 +300,19 @@ impl Router {
     }
 
     /// Like [`Router::route`], returning the error rather than panicking.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Router};
+    ///
+    /// let mut router = Router::new();
+    /// router.try_route("GET", "/users/:id", HelloWorld).unwrap();
+    /// // Another name for the same parameter conflicts; the error names the pattern.
+    /// let err = router.try_route("GET", "/users/:name", HelloWorld).unwrap_err();
+    /// assert_eq!(err.pattern, "/users/:name");
+    /// assert!(router.try_route("GET", "users", HelloWorld).is_err()); // no leading `/`
+    /// ```
     pub fn try_route(
         &mut self,
         method: &str,
@@ -310,26 +361,98 @@ impl Router {
     }
 
     /// `GET` requests to `pattern`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Router};
+    ///
+    /// fn user(req: &Request<'_>, res: &mut Response) {
+    ///     res.body(format!("user {}\n", req.param("id").unwrap_or("")));
+    /// }
+    ///
+    /// // `HEAD /users/7` is answered by this route too, without the body.
+    /// let router = Router::new().get("/users/:id", user);
+    /// # let _ = router;
+    /// ```
     pub fn get(self, pattern: &str, handler: impl IntoRoute) -> Router {
         self.route("GET", pattern, handler)
     }
 
     /// `POST` requests to `pattern`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Router};
+    ///
+    /// fn create(req: &Request<'_>, res: &mut Response) {
+    ///     // The whole body has arrived (at most `Limits::request_body_bytes_max`).
+    ///     res.status(201).body(format!("stored {} bytes\n", req.body().len()));
+    /// }
+    ///
+    /// let router = Router::new().post("/notes", create);
+    /// # let _ = router;
+    /// ```
     pub fn post(self, pattern: &str, handler: impl IntoRoute) -> Router {
         self.route("POST", pattern, handler)
     }
 
     /// `PUT` requests to `pattern`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Router};
+    ///
+    /// fn replace(req: &Request<'_>, res: &mut Response) {
+    ///     let id = req.param("id").unwrap_or("");
+    ///     res.body(format!("note {id}: {} bytes\n", req.body().len()));
+    /// }
+    ///
+    /// let router = Router::new().put("/notes/:id", replace);
+    /// # let _ = router;
+    /// ```
     pub fn put(self, pattern: &str, handler: impl IntoRoute) -> Router {
         self.route("PUT", pattern, handler)
     }
 
     /// `DELETE` requests to `pattern`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Router};
+    ///
+    /// fn remove(_req: &Request<'_>, res: &mut Response) {
+    ///     res.status(204);
+    /// }
+    ///
+    /// // `GET /notes/7` gets `405` with `Allow: DELETE, OPTIONS`.
+    /// let router = Router::new().delete("/notes/:id", remove);
+    /// # let _ = router;
+    /// ```
     pub fn delete(self, pattern: &str, handler: impl IntoRoute) -> Router {
         self.route("DELETE", pattern, handler)
     }
 
     /// `PATCH` requests to `pattern`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response, Router};
+    ///
+    /// // An async route: it may wait (on `rt`) before it answers.
+    /// async fn update(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     res.body(format!("note {} updated\n", req.param("id").unwrap_or("")));
+    ///     res
+    /// }
+    ///
+    /// let router = Router::new().patch("/notes/:id", ringmaster::Async(update));
+    /// # let _ = router;
+    /// ```
     pub fn patch(self, pattern: &str, handler: impl IntoRoute) -> Router {
         self.route("PATCH", pattern, handler)
     }
@@ -346,6 +469,20 @@ impl Router {
     /// # Panics
     ///
     /// As [`Router::route`]; [`Router::try_mount`] returns the error instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Router};
+    ///
+    /// fn api(req: &Request<'_>, res: &mut Response) {
+    ///     // For `/api/v1/users`: `/v1/users` below the base `/api`.
+    ///     res.body(format!("{} below {}\n", req.path(), req.base()));
+    /// }
+    ///
+    /// let router = Router::new().mount("/api", api);
+    /// # let _ = router;
+    /// ```
     pub fn mount(mut self, prefix: &str, handler: impl IntoRoute) -> Router {
         if let Err(e) = self.try_mount(prefix, handler) {
             panic!("{e}");
@@ -354,6 +491,18 @@ impl Router {
     }
 
     /// Like [`Router::mount`], returning the error rather than panicking.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Router};
+    ///
+    /// let mut router = Router::new();
+    /// assert!(router.try_mount("/api", HelloWorld).is_ok());
+    /// // A prefix is a static path.
+    /// let err = router.try_mount("/users/:id", HelloWorld).unwrap_err();
+    /// assert!(err.why.contains("static path"), "{err}");
+    /// ```
     pub fn try_mount(&mut self, prefix: &str, handler: impl IntoRoute) -> Result<(), RouteError> {
         let err = |why: String| RouteError {
             pattern: prefix.to_string(),
@@ -422,6 +571,19 @@ impl Router {
 
     /// What answers requests that no route matches (instead of `404`), as a mount at `/`
     /// would but without taking part in matching.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{HelloWorld, Request, Response, Router};
+    ///
+    /// fn not_found(req: &Request<'_>, res: &mut Response) {
+    ///     res.status(404).body(format!("nothing at {}\n", req.path()));
+    /// }
+    ///
+    /// let router = Router::new().get("/", HelloWorld).fallback(not_found);
+    /// # let _ = router;
+    /// ```
     pub fn fallback(mut self, handler: impl IntoRoute) -> Router {
         self.fallback = Some(handler.into_route().0);
         self

@@ -21,6 +21,9 @@
 //! or longer one is streamed frame by frame through the connection's backpressure
 //! ([`Response::stream`]). A service error, or a body error before anything was sent, is a
 //! `500` and a log line; a body error after is a connection cut short, as for any stream.
+//!
+//! See [`Tower`]'s example for a service served, and [`RingTimeoutLayer::new`]'s for a
+//! layer stacked on one.
 
 use crate::http::{OwnedRequest, Response};
 use crate::log::log_limited;
@@ -36,12 +39,34 @@ use tower_service::Service;
 
 /// Response bodies up to this many bytes are collected and sent in one piece; larger ones
 /// are streamed.
+///
+/// See [`Tower`]'s example (its short bodies are collected) and `examples/tower.rs` (its
+/// `/big` is streamed).
 pub const COLLECT_BYTES_MAX: usize = 64 * 1024;
 
 /// The client's address, in a request's extensions when the worker looked it up
 /// ([`Config::client_addresses`](crate::Config::client_addresses), or an access log).
 ///
-/// See [`Tower`]'s example and `examples/tower.rs`.
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use ringmaster::tower::PeerAddr;
+///
+/// // Who asked, for a service's log line.
+/// fn client(req: &http::Request<Full<Bytes>>) -> String {
+///     match req.extensions().get::<PeerAddr>() {
+///         Some(PeerAddr(ip)) => ip.to_string(),
+///         None => "-".to_string(), // not looked up
+///     }
+/// }
+///
+/// let mut req = http::Request::new(Full::new(Bytes::new()));
+/// assert_eq!(client(&req), "-");
+/// req.extensions_mut().insert(PeerAddr("192.0.2.7".parse().unwrap()));
+/// assert_eq!(client(&req), "192.0.2.7");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerAddr(pub IpAddr);
 
@@ -67,6 +92,22 @@ pub struct Tower<S> {
 
 impl<S> Tower<S> {
     /// Serves with `service`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use ringmaster::tower::Tower;
+    /// use ringmaster::{Async, Router};
+    ///
+    /// // A tower service on one prefix of a router, beside other handlers.
+    /// let echo = tower::service_fn(|req: http::Request<Full<Bytes>>| async move {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(req.into_body()))
+    /// });
+    /// let router = Router::new().mount("/echo", Async(Tower::new(echo)));
+    /// # let _ = router;
+    /// ```
     pub fn new(service: S) -> Tower<S> {
         Tower { service }
     }
@@ -167,7 +208,7 @@ where
 /// whose service has not answered within the limit gets `503 Service Unavailable` with an
 /// empty body (so the body type must have a `Default`), and its service's future is dropped.
 ///
-/// See [`Tower`]'s example and `examples/tower.rs`.
+/// See [`RingTimeoutLayer::new`]'s example and `examples/tower.rs`.
 #[derive(Clone, Copy, Debug)]
 pub struct RingTimeoutLayer {
     limit: Duration,
@@ -175,6 +216,31 @@ pub struct RingTimeoutLayer {
 
 impl RingTimeoutLayer {
     /// Answers `503` to a request not answered within `limit`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use ringmaster::tower::{RingTimeoutLayer, Tower};
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    /// use tower::ServiceBuilder;
+    ///
+    /// type Res = http::Response<Full<Bytes>>;
+    ///
+    /// async fn report(_: http::Request<Full<Bytes>>) -> Result<Res, Infallible> {
+    ///     ringmaster::rt::sleep(Duration::from_secs(5)).await; // a slow report
+    ///     Ok(http::Response::new(Full::new(Bytes::from("done\n"))))
+    /// }
+    ///
+    /// // `503` after one second, on the worker's ring (tower's `TimeoutLayer` needs tokio's).
+    /// let service = ServiceBuilder::new()
+    ///     .layer(RingTimeoutLayer::new(Duration::from_secs(1)))
+    ///     .service_fn(report);
+    /// let server = ringmaster::Server::new_async(Tower::new(service));
+    /// # let _ = server;
+    /// ```
     pub fn new(limit: Duration) -> RingTimeoutLayer {
         RingTimeoutLayer { limit }
     }
@@ -193,7 +259,7 @@ impl<S> tower_layer::Layer<S> for RingTimeoutLayer {
 
 /// The service [`RingTimeoutLayer`] makes.
 ///
-/// See [`Tower`]'s example and `examples/tower.rs`.
+/// See [`RingTimeoutLayer::new`]'s example and `examples/tower.rs`.
 #[derive(Clone, Debug)]
 pub struct RingTimeout<S> {
     inner: S,

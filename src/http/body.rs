@@ -5,6 +5,9 @@
 //!
 //! No I/O and no runtime here: the pipe holds bytes and wakers. The side that is a
 //! connection is woken through a waker the worker maps to that connection.
+//!
+//! See [`BodyWriter`]'s example (a streamed response) and
+//! [`StreamBodies`](crate::StreamBodies)' (an upload read as it arrives).
 
 use crate::rt::splice::FileRange;
 use std::cell::RefCell;
@@ -240,6 +243,24 @@ impl BodyWriter {
     /// Queues `bytes` for the client, waiting for room first. Fails with `BrokenPipe` when
     /// the client is gone (stop producing), and with `InvalidInput` past the declared
     /// length.
+    ///
+    /// # Examples
+    ///
+    /// A CSV export written row by row, each row waiting for room:
+    ///
+    /// ```
+    /// use ringmaster::BodyWriter;
+    /// use std::io;
+    ///
+    /// async fn export(mut body: BodyWriter, rows: Vec<(u32, String)>) -> io::Result<()> {
+    ///     body.write(b"id,name\n").await?;
+    ///     for (id, name) in rows {
+    ///         // An error here (the client went away) ends the export.
+    ///         body.write(format!("{id},{name}\n").as_bytes()).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
@@ -251,6 +272,29 @@ impl BodyWriter {
     /// as it is when the connection has taken everything before it (no copy: a large body
     /// read from a file into `bytes` goes out from there). Gives back an empty vector, for
     /// the next bytes.
+    ///
+    /// # Examples
+    ///
+    /// A file sent in 64 KiB reads, each read into the vector the previous write gave back:
+    ///
+    /// ```
+    /// use ringmaster::rt::fs::File;
+    /// use ringmaster::BodyWriter;
+    /// use std::io;
+    ///
+    /// async fn send_file(mut body: BodyWriter, file: File) -> io::Result<()> {
+    ///     let mut buf = Vec::new();
+    ///     let mut offset = 0;
+    ///     loop {
+    ///         let (read, filled) = file.read_at_vec(buf, offset, 64 * 1024).await;
+    ///         match read? {
+    ///             0 => return Ok(()),
+    ///             n => offset += n as u64,
+    ///         }
+    ///         buf = body.write_vec(filled).await?;
+    ///     }
+    /// }
+    /// ```
     pub async fn write_vec(&mut self, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
         if bytes.is_empty() {
             return Ok(bytes);
@@ -314,6 +358,8 @@ impl Drop for BodyWriter {
 /// [`OwnedRequest::body_reader`](crate::OwnedRequest::body_reader)): the connection reads
 /// from the client only while this end keeps up, so an upload of any size is never held
 /// whole.
+///
+/// See [`StreamBodies`](crate::StreamBodies)' example.
 #[derive(Debug)]
 pub struct BodyReader {
     pipe: Shared,
@@ -326,6 +372,26 @@ impl BodyReader {
 
     /// Reads what has arrived, at most `buf.len()` bytes, waiting for at least one;
     /// `Ok(0)` at the end of the body. Fails when the body was cut short or malformed.
+    ///
+    /// # Examples
+    ///
+    /// Counting the lines of an upload without holding it:
+    ///
+    /// ```
+    /// use ringmaster::BodyReader;
+    /// use std::io;
+    ///
+    /// async fn count_lines(mut body: BodyReader) -> io::Result<u64> {
+    ///     let mut buf = [0u8; 8192];
+    ///     let mut lines = 0;
+    ///     loop {
+    ///         match body.read(&mut buf).await? {
+    ///             0 => return Ok(lines),
+    ///             n => lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64,
+    ///         }
+    ///     }
+    /// }
+    /// ```
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -355,6 +421,28 @@ impl BodyReader {
     }
 
     /// Reads the rest of the body into `out`, at most `max` bytes (`InvalidData` past it).
+    ///
+    /// # Examples
+    ///
+    /// A JSON upload of at most 64 KiB, read whole from a streamed body:
+    ///
+    /// ```
+    /// use ringmaster::{BodyReader, Response};
+    /// use std::io;
+    ///
+    /// async fn answer(mut body: BodyReader) -> Response {
+    ///     let mut res = Response::new();
+    ///     let mut json = Vec::new();
+    ///     match body.read_to_end(&mut json, 64 * 1024).await {
+    ///         Ok(n) => res.body(format!("{n} bytes of JSON\n")),
+    ///         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+    ///             res.status(413).body("at most 64 KiB\n")
+    ///         }
+    ///         Err(_) => res.status(400).body("the body was cut short\n"),
+    ///     };
+    ///     res
+    /// }
+    /// ```
     pub async fn read_to_end(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         let mut buf = [0u8; 16 * 1024];
         let mut total = 0;

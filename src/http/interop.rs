@@ -36,9 +36,32 @@ fn build<'a>(
 }
 
 impl Request<'_> {
-    /// The request as an `http::Request`, its body copied. Fails only for what `http`
-    /// refuses that the parser let through (none of the methods, targets and fields a
-    /// valid HTTP/1.1 request has).
+    /// The request as an `http::Request`, its body copied. Fails only for a target that
+    /// the parser let through and `http` refuses as a URI: one of 65,535 bytes or more, or
+    /// `?q` (the target of `GET http://host?q`, see [`Request::target`]), both of which a
+    /// valid request may send; or one holding bytes no URI may hold (`<`, `>` and `` ` `` in
+    /// the path, `<`, `>` and `"` in the query).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// // Code written against the `http` crate's types.
+    /// fn greet(req: &http::Request<Vec<u8>>) -> http::Response<String> {
+    ///     let name = req.uri().query().unwrap_or("world");
+    ///     http::Response::new(format!("hello {name}\n"))
+    /// }
+    ///
+    /// fn handler(req: &Request<'_>, res: &mut Response) {
+    ///     match req.to_http() {
+    ///         Ok(req) => *res = Response::from(greet(&req)),
+    ///         Err(_) => {
+    ///             res.status(400).body("unusual target\n");
+    ///         }
+    ///     }
+    /// }
+    /// ```
     pub fn to_http(&self) -> Result<::http::Request<Vec<u8>>, ::http::Error> {
         build(
             self.method(),
@@ -52,7 +75,30 @@ impl Request<'_> {
 
 impl OwnedRequest {
     /// The request as an `http::Request`, its body copied (a body handed over as it
-    /// arrives stays with [`OwnedRequest::body_reader`]).
+    /// arrives stays with [`OwnedRequest::body_reader`]). Fails as
+    /// [`Request::to_http`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response};
+    ///
+    /// // Code written against the `http` crate's types: an echo.
+    /// async fn api(req: http::Request<Vec<u8>>) -> http::Response<Vec<u8>> {
+    ///     http::Response::new(req.into_body())
+    /// }
+    ///
+    /// async fn handler(req: OwnedRequest) -> Response {
+    ///     match req.to_http() {
+    ///         Ok(req) => Response::from(api(req).await),
+    ///         Err(_) => {
+    ///             let mut res = Response::new();
+    ///             res.status(400).body("unusual target\n");
+    ///             res
+    ///         }
+    ///     }
+    /// }
+    /// ```
     pub fn to_http(&self) -> Result<::http::Request<Vec<u8>>, ::http::Error> {
         build(
             self.method(),
@@ -75,6 +121,28 @@ fn server_owned(name: &::http::HeaderName) -> bool {
     .contains(name)
 }
 
+/// Keeps the status, fields and body; drops the fields the server writes itself (see
+/// [`Response`]). A status or field a [`Response`] setter would refuse makes the server
+/// answer `500` instead, as that setter's misuse does.
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::Response;
+///
+/// let theirs = http::Response::builder()
+///     .status(404)
+///     .header("Content-Type", "text/plain")
+///     .header("Content-Length", "9")
+///     .body("not here\n")
+///     .unwrap();
+/// let ours = Response::from(theirs);
+/// assert_eq!(ours.status_code(), 404);
+/// // `http` lowercases names; `Content-Length` is the server's to write.
+/// let fields: Vec<_> = ours.fields().collect();
+/// assert_eq!(fields, [("content-type", &b"text/plain"[..])]);
+/// assert_eq!(ours.body_bytes(), b"not here\n");
+/// ```
 impl<B: AsRef<[u8]>> From<::http::Response<B>> for Response {
     fn from(res: ::http::Response<B>) -> Response {
         let (parts, body) = res.into_parts();
@@ -92,7 +160,27 @@ impl<B: AsRef<[u8]>> From<::http::Response<B>> for Response {
 
 impl Response {
     /// The response as an `http::Response` (status, fields and body; a streamed body is
-    /// not included). Fails only for a response a setter already marked invalid.
+    /// not included). Every status and field a setter accepts is one `http` accepts, so it
+    /// does not fail in practice; what a setter refused is not in it (the server would
+    /// answer `500` instead of such a response).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::Response;
+    ///
+    /// let mut res = Response::new();
+    /// res.status(201).header("Location", "/items/7").body("made");
+    /// let res = res.to_http().unwrap();
+    /// assert_eq!(res.status(), 201);
+    /// assert_eq!(res.headers()["location"], "/items/7");
+    /// assert_eq!(res.body(), b"made");
+    ///
+    /// // A field the setter refused is left out.
+    /// let mut bad = Response::new();
+    /// bad.header("Content-Length", "5");
+    /// assert!(bad.to_http().unwrap().headers().is_empty());
+    /// ```
     pub fn to_http(&self) -> Result<::http::Response<Vec<u8>>, ::http::Error> {
         let mut builder = ::http::Response::builder().status(self.status_code());
         for (name, value) in self.fields() {

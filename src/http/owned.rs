@@ -157,6 +157,40 @@ impl OwnedRequest {
     /// The body as it arrives, for a request whose handler asked for it so
     /// ([`AsyncHandler::streams_body`](crate::AsyncHandler::streams_body)); taken once.
     /// `None` otherwise: the body was read whole, and is [`body`](Self::body).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Request, Response, Server, StreamBodies};
+    ///
+    /// // Counts an upload's bytes as they arrive, never holding it whole.
+    /// async fn upload(mut req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     let Some(mut body) = req.body_reader() else {
+    ///         res.body(format!("{} bytes\n", req.body().len()));
+    ///         return res;
+    ///     };
+    ///     let (mut buf, mut total) = (vec![0u8; 16 * 1024], 0u64);
+    ///     loop {
+    ///         match body.read(&mut buf).await {
+    ///             Ok(0) => break,
+    ///             Ok(n) => total += n as u64,
+    ///             Err(_) => {
+    ///                 res.status(400).body("upload cut short\n");
+    ///                 return res;
+    ///             }
+    ///         }
+    ///     }
+    ///     res.body(format!("{total} bytes\n"));
+    ///     res
+    /// }
+    ///
+    /// // Bodies sent to `/upload` stream; others are read whole first.
+    /// let server = Server::new_async(StreamBodies {
+    ///     when: |req: &Request<'_>| req.path() == "/upload",
+    ///     handler: upload,
+    /// });
+    /// ```
     pub fn body_reader(&mut self) -> Option<super::BodyReader> {
         self.p.reader.take()
     }
@@ -176,23 +210,85 @@ impl OwnedRequest {
     }
 
     /// The method, as sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response};
+    ///
+    /// async fn read_only(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     if !matches!(req.method(), "GET" | "HEAD") {
+    ///         res.status(405).header("Allow", "GET, HEAD");
+    ///     }
+    ///     res
+    /// }
+    /// ```
     pub fn method(&self) -> &str {
         self.text(self.p.method)
     }
 
     /// The request-target in origin form (see [`Request::target`](super::Request::target)),
     /// below a mount's prefix under a [`Router::mount`](crate::Router::mount).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Async, OwnedRequest, Response, Router};
+    ///
+    /// // Mounted at `/old`, `GET /old/a?b=1` is sent to `/new/a?b=1`.
+    /// async fn moved(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     res.status(308)
+    ///         .header("Location", format!("/new{}", req.target()));
+    ///     res
+    /// }
+    ///
+    /// let router = Router::new().mount("/old", Async(moved));
+    /// ```
     pub fn target(&self) -> &str {
         below(self.original_target(), self.p.base as usize)
     }
 
     /// The request-target as received, before a mount took its prefix off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Async, OwnedRequest, Response, Router};
+    ///
+    /// // `GET /api/nope` names `/api/nope`, though its target here is `/nope`.
+    /// async fn not_found(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     res.status(404)
+    ///         .body(format!("nothing at {}\n", req.original_target()));
+    ///     res
+    /// }
+    ///
+    /// let router = Router::new().mount("/api", Async(not_found));
+    /// ```
     pub fn original_target(&self) -> &str {
         self.p.target.map_or("/", |t| self.text(t))
     }
 
     /// The prefix a [`Router::mount`](crate::Router::mount) took off the target; empty when
     /// none was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Async, OwnedRequest, Response, Router};
+    ///
+    /// // Mounted at `/v1`, the new user's link keeps the prefix: `/v1/users/7`.
+    /// async fn users(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     res.status(201)
+    ///         .header("Location", format!("{}/users/7", req.base()));
+    ///     res
+    /// }
+    ///
+    /// let router = Router::new().mount("/v1", Async(users));
+    /// ```
     pub fn base(&self) -> &str {
         self.original_target()
             .get(..self.p.base as usize)
@@ -200,22 +296,93 @@ impl OwnedRequest {
     }
 
     /// The path: the request-target up to any `?` (`/` for an empty path).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response};
+    ///
+    /// async fn pages(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     // The query takes no part: `/health?verbose` is `/health`.
+    ///     match req.path() {
+    ///         "/health" => res.body("ok\n"),
+    ///         _ => res.status(404).body("not found\n"),
+    ///     };
+    ///     res
+    /// }
+    /// ```
     pub fn path(&self) -> &str {
         path_of(self.target())
     }
 
     /// The query: what follows the first `?` of the request-target, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response};
+    /// use std::time::Duration;
+    ///
+    /// // `GET /slow?ms=250` answers after 250 ms (a second at most).
+    /// async fn slow(req: OwnedRequest) -> Response {
+    ///     let ms: u64 = req
+    ///         .query()
+    ///         .and_then(|q| q.strip_prefix("ms="))
+    ///         .and_then(|ms| ms.parse().ok())
+    ///         .map_or(0, |ms: u64| ms.min(1000));
+    ///     ringmaster::rt::sleep(Duration::from_millis(ms)).await;
+    ///     let mut res = Response::new();
+    ///     res.body(format!("waited {ms} ms\n"));
+    ///     res
+    /// }
+    /// ```
     pub fn query(&self) -> Option<&str> {
         query_of(self.original_target())
     }
 
     /// The value of the route parameter `name`, as [`Request::param`](super::Request::param)
     /// gives it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Async, OwnedRequest, Response, Router};
+    ///
+    /// async fn user(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     // `GET /users/42` gives `Some("42")`.
+    ///     match req.param("id").and_then(|id| id.parse::<u64>().ok()) {
+    ///         Some(id) => res.body(format!("user {id}\n")),
+    ///         None => res.status(400).body("bad user id\n"),
+    ///     };
+    ///     res
+    /// }
+    ///
+    /// let router = Router::new().get("/users/:id", Async(user));
+    /// ```
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// Every route parameter, in the route's order, as (name, value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Async, OwnedRequest, Response, Router};
+    ///
+    /// // `GET /repos/rust-lang/rust` answers `owner=rust-lang`, then `name=rust`.
+    /// async fn repo(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     for (name, value) in req.params() {
+    ///         res.write(format!("{name}={value}\n"));
+    ///     }
+    ///     res
+    /// }
+    ///
+    /// let router = Router::new().get("/repos/:owner/:name", Async(repo));
+    /// ```
     pub fn params(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.p
             .params
@@ -249,11 +416,44 @@ impl OwnedRequest {
     }
 
     /// The HTTP version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response, Version};
+    ///
+    /// async fn which(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     res.body(match req.version() {
+    ///         Version::Http10 => "HTTP/1.0\n",
+    ///         Version::Http11 => "HTTP/1.1\n",
+    ///     });
+    ///     res
+    /// }
+    /// ```
     pub fn version(&self) -> Version {
         self.p.version
     }
 
     /// The host the request is for (see [`Request::host`](super::Request::host)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response};
+    ///
+    /// // Sends `example.com` to `www.example.com`, keeping the path and query.
+    /// async fn canonical_host(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     if req.host() == Some("example.com") {
+    ///         let location = format!("https://www.example.com{}", req.target());
+    ///         res.status(301).header("Location", location);
+    ///     } else {
+    ///         res.body("welcome\n");
+    ///     }
+    ///     res
+    /// }
+    /// ```
     pub fn host(&self) -> Option<&str> {
         self.p.host.map(|h| self.text(h))
     }
@@ -261,6 +461,22 @@ impl OwnedRequest {
     /// The value of the first field named `name` (ASCII case ignored); `host` gives the
     /// authority of an absolute-form target, as [`Request::header`](super::Request::header)
     /// does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response};
+    ///
+    /// async fn private(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     // `Authorization` or `authorization`: the name's case does not matter.
+    ///     match req.header("authorization") {
+    ///         Some(b"Bearer let-me-in") => res.body("the secret\n"),
+    ///         _ => res.status(401).header("WWW-Authenticate", "Bearer"),
+    ///     };
+    ///     res
+    /// }
+    /// ```
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         if self.p.form == TargetForm::Absolute && name.eq_ignore_ascii_case("host") {
             return self.p.host.map(|h| self.bytes(h));
@@ -271,6 +487,24 @@ impl OwnedRequest {
     }
 
     /// Every header field, in the order received, as (name, value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response};
+    ///
+    /// // Counts the cookies of every `Cookie` field (a client may send several).
+    /// async fn cookies(req: OwnedRequest) -> Response {
+    ///     let count = req
+    ///         .headers()
+    ///         .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+    ///         .flat_map(|(_, value)| value.split(|&b| b == b';'))
+    ///         .count();
+    ///     let mut res = Response::new();
+    ///     res.body(format!("{count} cookies\n"));
+    ///     res
+    /// }
+    /// ```
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         let lines = self.bytes(self.p.fields);
         lines.split(|&b| b == b'\n').filter_map(|line| {
@@ -285,12 +519,46 @@ impl OwnedRequest {
 
     /// The body (empty when the request has none, or when it is handed over as it arrives:
     /// see [`body_reader`](Self::body_reader)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response};
+    ///
+    /// // The body was read whole before the handler ran (up to `request_body_bytes_max`).
+    /// async fn word_count(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     match std::str::from_utf8(req.body()) {
+    ///         Ok(text) => res.body(format!("{} words\n", text.split_whitespace().count())),
+    ///         Err(_) => res.status(400).body("send UTF-8 text\n"),
+    ///     };
+    ///     res
+    /// }
+    /// ```
     pub fn body(&self) -> &[u8] {
         &self.p.buf[self.p.head_len..self.p.body_end]
     }
 
     /// The client's address, `None` when the server did not look it up (see
     /// [`Request::peer_addr`](super::Request::peer_addr)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response, Server};
+    ///
+    /// async fn local_only(req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     // `None` unless the server looks addresses up, as this one does.
+    ///     match req.peer_addr().map(|ip| ip.to_canonical()) {
+    ///         Some(ip) if ip.is_loopback() => res.body("the admin page\n"),
+    ///         _ => res.status(403).body("local clients only\n"),
+    ///     };
+    ///     res
+    /// }
+    ///
+    /// let server = Server::new_async(local_only).client_addresses(true);
+    /// ```
     pub fn peer_addr(&self) -> Option<IpAddr> {
         self.p.peer
     }

@@ -1,24 +1,39 @@
 //! Request heads: parsing (with `httparse`), framing, and the [`Request`] a handler sees.
+//!
+//! See [`Request`]'s example.
 
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
 /// The most header fields a request may carry; one more is answered with 431.
+///
+/// So [`Request::headers`] gives at most this many: see its example.
 pub const HEADERS_MAX: usize = 100;
 /// Empty lines (CRLF) ignored before a request line (RFC 9112 section 2.2 asks for at least
-/// one); more is answered with 400.
+/// one); more is answered with 400, before any handler is called.
+///
+/// See [`Request`]'s example for the handler's side, which never sees those lines.
 pub const EMPTY_LINES_MAX: usize = 4;
 /// The longest method, in bytes: past it a method is longer than any this server implements
 /// and is answered with 501 (RFC 9112 section 3), as soon as `METHOD_BYTES_MAX + 1` bytes of
 /// it have arrived, whatever follows. The longest registered method (`UPDATEREDIRECTREF`)
 /// has 17 bytes. It is below the smallest request line limit (64 bytes, see
-/// `config::Limits`), so a long method gets its 501 before the line could get a 414.
+/// [`Limits::HEAD_PART_BYTES_MIN`](crate::Limits::HEAD_PART_BYTES_MIN)), so a long method
+/// gets its 501 before the line could get a 414.
+///
+/// ```
+/// use ringmaster::http::request::METHOD_BYTES_MAX;
+/// use ringmaster::Limits;
+///
+/// assert!("UPDATEREDIRECTREF".len() <= METHOD_BYTES_MAX);
+/// assert!(METHOD_BYTES_MAX < Limits::HEAD_PART_BYTES_MIN as usize);
+/// ```
 pub const METHOD_BYTES_MAX: usize = 32;
 
 /// The HTTP version of a request.
 ///
-/// See [`Request`]'s example.
+/// See [`Request::version`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
     /// HTTP/1.0: the connection closes after the response unless the client asks for
@@ -31,8 +46,7 @@ pub enum Version {
 /// The form a request-target was sent in (RFC 9112 section 3.2). The authority form, which
 /// only `CONNECT` uses, is refused with that method ([`HeadError::ConnectUnsupported`]); any
 /// other shape is 400.
-///
-/// See [`Request`]'s example.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetForm {
     /// `/path?query`, as nearly every request sends it.
@@ -50,12 +64,18 @@ pub enum TargetForm {
 
 /// The `Allow` field of the server's answer to `OPTIONS *`: the methods a handler is
 /// expected to serve. `CONNECT` is not among them: the server refuses it
-/// ([`HeadError::ConnectUnsupported`]).
+/// (`501 Not Implemented`).
+///
+/// ```
+/// use ringmaster::http::OPTIONS_ALLOW;
+///
+/// assert!(OPTIONS_ALLOW.split(", ").any(|method| method == "PATCH"));
+/// assert!(!OPTIONS_ALLOW.contains("CONNECT"));
+/// ```
 pub const OPTIONS_ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 
 /// How the request's body is framed.
-///
-/// See [`Request`]'s example.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
     /// No body.
@@ -747,6 +767,22 @@ impl<'a> Request<'a> {
     /// (percent-encoded); `None` outside a [`Router`](crate::Router)'s route or for a name
     /// the route does not have. A catch-all (`/files/*path`) gives what it matched, without
     /// its leading `/`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Router};
+    ///
+    /// fn user(req: &Request<'_>, res: &mut Response) {
+    ///     // `GET /users/42` gives `Some("42")`.
+    ///     match req.param("id").and_then(|id| id.parse::<u64>().ok()) {
+    ///         Some(id) => res.body(format!("user {id}\n")),
+    ///         None => res.status(400).body("bad user id\n"),
+    ///     };
+    /// }
+    ///
+    /// let router = Router::new().get("/users/:id", user);
+    /// ```
     pub fn param(&self, name: &str) -> Option<&'a str> {
         self.routed?
             .params
@@ -756,6 +792,20 @@ impl<'a> Request<'a> {
     }
 
     /// Every route parameter, in the route's order, as (name, value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Router};
+    ///
+    /// // `GET /repos/rust-lang/rust` answers `owner=rust-lang name=rust`.
+    /// fn repo(req: &Request<'_>, res: &mut Response) {
+    ///     let pairs: Vec<String> = req.params().map(|(k, v)| format!("{k}={v}")).collect();
+    ///     res.body(pairs.join(" "));
+    /// }
+    ///
+    /// let router = Router::new().get("/repos/:owner/:name", repo);
+    /// ```
     pub fn params(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         self.routed
             .into_iter()
@@ -764,6 +814,20 @@ impl<'a> Request<'a> {
 
     /// The prefix a [`Router::mount`](crate::Router::mount) took off the target (`/api` for
     /// a handler mounted there); empty when none was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Router};
+    ///
+    /// // Mounted at `/api`, the new item's link is `/api/items/7`; mounted elsewhere, it follows.
+    /// fn items(req: &Request<'_>, res: &mut Response) {
+    ///     let location = format!("{}/items/7", req.base());
+    ///     res.status(201).header("Location", location);
+    /// }
+    ///
+    /// let router = Router::new().mount("/api", items);
+    /// ```
     pub fn base(&self) -> &'a str {
         let base = self.routed.map_or(0, |r| r.base);
         self.head.target.get(..base).unwrap_or("")
@@ -771,11 +835,38 @@ impl<'a> Request<'a> {
 
     /// The request-target as received, before a mount took its prefix off (Express's
     /// `req.originalUrl`); the same as [`Request::target`] outside a mount.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Router};
+    ///
+    /// // `GET /api/nope?x=1` names `/api/nope?x=1`, though its target here is `/nope?x=1`.
+    /// fn not_found(req: &Request<'_>, res: &mut Response) {
+    ///     res.status(404)
+    ///         .body(format!("no such resource: {}\n", req.original_target()));
+    /// }
+    ///
+    /// let router = Router::new().mount("/api", not_found);
+    /// ```
     pub fn original_target(&self) -> &'a str {
         self.head.target
     }
 
     /// The method, as sent (`GET`, `POST`, ...; methods are case-sensitive).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// fn read_only(req: &Request<'_>, res: &mut Response) {
+    ///     match req.method() {
+    ///         "GET" | "HEAD" => res.body("the resource\n"),
+    ///         _ => res.status(405).header("Allow", "GET, HEAD"),
+    ///     };
+    /// }
+    /// ```
     pub fn method(&self) -> &'a str {
         self.head.method
     }
@@ -784,10 +875,22 @@ impl<'a> Request<'a> {
     /// target (`http://host/p?q`, as sent to a proxy) is given without its scheme and
     /// authority (`/p?q`), `/` when its path is empty, or just `?q` when a query follows an
     /// empty path (the `/` it stands for is not in the received bytes; [`Request::path`]
-    /// gives it). See [`Head::target`].
+    /// gives it).
     ///
     /// Under a [`Router::mount`](crate::Router::mount), the target below the mount's prefix
     /// (`/api/x?y` mounted at `/api` is `/x?y`; `/api` alone is `/`), as Express's `req.url`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// // `GET /a?b=1` is sent to `https://example.com/a?b=1`.
+    /// fn to_https(req: &Request<'_>, res: &mut Response) {
+    ///     let location = format!("https://example.com{}", req.target());
+    ///     res.status(308).header("Location", location);
+    /// }
+    /// ```
     pub fn target(&self) -> &'a str {
         match self.routed {
             Some(r) if r.base > 0 => below(self.head.target, r.base),
@@ -797,16 +900,63 @@ impl<'a> Request<'a> {
 
     /// The path: the request-target up to any `?`; `/` for an absolute-form target with an
     /// empty path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// fn pages(req: &Request<'_>, res: &mut Response) {
+    ///     // The query takes no part: `/about?lang=fr` is `/about`.
+    ///     match req.path() {
+    ///         "/" => res.body("home\n"),
+    ///         "/about" => res.body("about us\n"),
+    ///         _ => res.status(404).body("not found\n"),
+    ///     };
+    /// }
+    /// ```
     pub fn path(&self) -> &'a str {
         path_of(self.target())
     }
 
     /// The query: what follows the first `?` of the request-target, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// // `GET /items?page=3` shows page 3; without a query, or a `page` in it, page 1.
+    /// fn items(req: &Request<'_>, res: &mut Response) {
+    ///     let page = req
+    ///         .query()
+    ///         .into_iter()
+    ///         .flat_map(|q| q.split('&'))
+    ///         .find_map(|pair| pair.strip_prefix("page="))
+    ///         .and_then(|n| n.parse::<u32>().ok())
+    ///         .unwrap_or(1);
+    ///     res.body(format!("page {page}\n"));
+    /// }
+    /// ```
     pub fn query(&self) -> Option<&'a str> {
         query_of(self.head.target)
     }
 
     /// The HTTP version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Version};
+    ///
+    /// fn which(req: &Request<'_>, res: &mut Response) {
+    ///     let version = match req.version() {
+    ///         Version::Http10 => "HTTP/1.0",
+    ///         Version::Http11 => "HTTP/1.1",
+    ///     };
+    ///     res.body(format!("you spoke {version}\n"));
+    /// }
+    /// ```
     pub fn version(&self) -> Version {
         self.head.version
     }
@@ -815,6 +965,22 @@ impl<'a> Request<'a> {
     /// then ignores the `Host` field, RFC 9112 section 3.2.2), else the `Host` field's value
     /// (empty if the field is). `None` only for an HTTP/1.0 request without exactly one valid
     /// `Host`: HTTP/1.1 requests without one are refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// // One server, two sites. A port, when sent, is part of the host (`a.example:8080`).
+    /// fn sites(req: &Request<'_>, res: &mut Response) {
+    ///     match req.host() {
+    ///         Some("a.example") => res.body("site A\n"),
+    ///         Some("b.example") => res.body("site B\n"),
+    ///         // Another host, or an HTTP/1.0 request without one.
+    ///         _ => res.status(404).body("unknown site\n"),
+    ///     };
+    /// }
+    /// ```
     pub fn host(&self) -> Option<&'a str> {
         // A valid host is ASCII (`valid_host`), so the conversion cannot fail.
         std::str::from_utf8(self.head.host?).ok()
@@ -823,6 +989,24 @@ impl<'a> Request<'a> {
     /// The value of the first field named `name` (compared ignoring ASCII case). For an
     /// absolute-form target, `host` gives the target's authority, as [`Request::host`] does;
     /// the `Host` field as sent is still among [`Request::headers`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// fn upload(req: &Request<'_>, res: &mut Response) {
+    ///     // `Content-Type: application/json; charset=utf-8` passes, whatever the name's case.
+    ///     let json = req
+    ///         .header("content-type")
+    ///         .is_some_and(|v| v.starts_with(b"application/json"));
+    ///     if !json {
+    ///         res.status(415).body("send JSON\n");
+    ///         return;
+    ///     }
+    ///     res.status(204);
+    /// }
+    /// ```
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         if self.head.target_form == TargetForm::Absolute && name.eq_ignore_ascii_case("host") {
             return self.head.host;
@@ -835,11 +1019,38 @@ impl<'a> Request<'a> {
     }
 
     /// Every header field, in the order received, as (name, value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// // Echoes the request's fields, one per line, as received.
+    /// fn echo_headers(req: &Request<'_>, res: &mut Response) {
+    ///     res.header("Content-Type", "text/plain");
+    ///     for (name, value) in req.headers() {
+    ///         res.write(name).write(": ").write(value).write("\n");
+    ///     }
+    /// }
+    /// ```
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         self.head.headers.iter().map(|h| (h.name, h.value))
     }
 
     /// The body (empty when the request has none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// fn word_count(req: &Request<'_>, res: &mut Response) {
+    ///     match std::str::from_utf8(req.body()) {
+    ///         Ok(text) => res.body(format!("{} words\n", text.split_whitespace().count())),
+    ///         Err(_) => res.status(400).body("send UTF-8 text\n"),
+    ///     };
+    /// }
+    /// ```
     pub fn body(&self) -> &'a [u8] {
         self.body
     }
@@ -850,6 +1061,22 @@ impl<'a> Request<'a> {
     /// `ringmaster` binary sets with `--proxy`) or an access log. An IPv4 client of an IPv6
     /// socket shows as an IPv4-mapped address (`::ffff:192.0.2.1`; [`IpAddr::to_canonical`]
     /// gives the IPv4 one). It is whoever opened the connection: behind a proxy, the proxy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response, Server};
+    ///
+    /// let server = Server::new(|req: &Request<'_>, res: &mut Response| {
+    ///     // An IPv4 client of an IPv6 socket: `::ffff:192.0.2.1`, canonical `192.0.2.1`.
+    ///     match req.peer_addr().map(|ip| ip.to_canonical()) {
+    ///         Some(ip) if ip.is_loopback() => res.body("hello, local client\n"),
+    ///         Some(ip) => res.body(format!("hello, {ip}\n")),
+    ///         None => res.body("hello\n"),
+    ///     };
+    /// })
+    /// .client_addresses(true);
+    /// ```
     pub fn peer_addr(&self) -> Option<IpAddr> {
         self.peer
     }

@@ -1,4 +1,6 @@
 //! Responses: what a handler fills in ([`Response`]) and the encoder that frames it.
+//!
+//! See [`Response`]'s example.
 
 use super::body::BodyWriter;
 use std::fmt;
@@ -11,7 +13,7 @@ const RESERVED: [&str; 4] = ["content-length", "transfer-encoding", "connection"
 
 /// Why a header field was refused.
 ///
-/// See [`Response`]'s example.
+/// See [`Response::try_header`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeaderError {
     /// The name is empty or not an HTTP token.
@@ -40,7 +42,7 @@ impl std::error::Error for HeaderError {}
 /// A status code outside `200..=599`: informational codes (1xx) would break the framing,
 /// and codes past 599 do not exist.
 ///
-/// See [`Response`]'s example.
+/// See [`Response::try_status`]'s example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatusError(pub u16);
 
@@ -164,6 +166,24 @@ thread_local! {
 impl Response {
     /// A `200 OK` with no fields and an empty body. Its buffers come from those of
     /// responses dropped earlier on this thread, when there are any.
+    ///
+    /// # Examples
+    ///
+    /// An async handler makes its own:
+    ///
+    /// ```
+    /// use ringmaster::{OwnedRequest, Response};
+    ///
+    /// async fn health(_req: OwnedRequest) -> Response {
+    ///     let mut res = Response::new();
+    ///     res.body("ok\n");
+    ///     res
+    /// }
+    ///
+    /// let res = Response::new();
+    /// assert_eq!(res.status_code(), 200);
+    /// assert!(res.body_bytes().is_empty() && res.fields().next().is_none());
+    /// ```
     #[inline]
     pub fn new() -> Response {
         let spare = SPARE
@@ -201,6 +221,20 @@ impl Response {
     /// A code outside 200..=599 is not set: the server answers `500` instead of this
     /// response and logs the misuse (see [`Response`]). Use [`try_status`](Self::try_status)
     /// for a code from outside.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::Response;
+    ///
+    /// let mut res = Response::new();
+    /// res.status(404).body("no such item\n");
+    /// assert_eq!(res.status_code(), 404);
+    ///
+    /// // A 1xx code is a misuse: it is not set, and the client gets a 500 instead.
+    /// res.status(103);
+    /// assert_eq!(res.status_code(), 404);
+    /// ```
     pub fn status(&mut self, code: u16) -> &mut Response {
         if let Err(e) = self.try_status(code) {
             self.misused(Misuse::Status(e));
@@ -210,6 +244,20 @@ impl Response {
 
     /// Sets the status code, refusing one outside 200..=599 (informational responses would
     /// break the framing); the response is unchanged then.
+    ///
+    /// # Examples
+    ///
+    /// Relaying a status code that came from outside, such as an upstream's:
+    ///
+    /// ```
+    /// use ringmaster::{Response, StatusError};
+    ///
+    /// let mut res = Response::new();
+    /// assert!(res.try_status(503).is_ok());
+    /// assert_eq!(res.try_status(101).unwrap_err(), StatusError(101));
+    /// assert_eq!(res.try_status(600).unwrap_err(), StatusError(600));
+    /// assert_eq!(res.status_code(), 503);
+    /// ```
     pub fn try_status(&mut self, code: u16) -> Result<&mut Response, StatusError> {
         if !(200..=599).contains(&code) {
             return Err(StatusError(code));
@@ -223,6 +271,19 @@ impl Response {
     /// A field [`try_header`](Self::try_header) would refuse is not added: the server answers
     /// `500` instead of this response and logs the misuse (see [`Response`]). Use
     /// `try_header` for names and values from outside.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::Response;
+    ///
+    /// let mut res = Response::new();
+    /// res.header("Content-Type", "text/html; charset=utf-8")
+    ///     .header("Cache-Control", "max-age=60");
+    /// // A value with a line break is a misuse: it is not added, and the client gets a 500.
+    /// res.header("X-Note", "a\r\nSet-Cookie: b");
+    /// assert_eq!(res.fields().count(), 2);
+    /// ```
     pub fn header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Response {
         if let Err(error) = self.try_header(name, value) {
             let name = name.chars().take(64).collect();
@@ -244,6 +305,24 @@ impl Response {
     /// Adds a header field, refusing names that are not tokens, values with control bytes
     /// (which would let a value smuggle in a field or a response), and the fields the server
     /// sets itself.
+    ///
+    /// # Examples
+    ///
+    /// Copying fields from outside (here an upstream's), skipping those refused:
+    ///
+    /// ```
+    /// use ringmaster::{HeaderError, Response};
+    ///
+    /// let upstream = [("ETag", "\"v7\""), ("Content-Length", "12"), ("X-Bad", "a\nb")];
+    /// let mut res = Response::new();
+    /// let refused: Vec<HeaderError> = upstream
+    ///     .iter()
+    ///     .filter_map(|(name, value)| res.try_header(name, value).err())
+    ///     .collect();
+    /// assert_eq!(refused, [HeaderError::Reserved, HeaderError::InvalidValue]);
+    /// assert_eq!(res.try_header("Bad Name", "x"), Err(HeaderError::InvalidName));
+    /// assert_eq!(res.fields().count(), 1);
+    /// ```
     pub fn try_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), HeaderError> {
         let value = value.as_ref();
         if name.is_empty() || !name.bytes().all(is_token_byte) {
@@ -263,6 +342,17 @@ impl Response {
     }
 
     /// Replaces the body.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::Response;
+    ///
+    /// let mut res = Response::new();
+    /// res.body("draft");
+    /// res.header("Content-Type", "application/json").body(r#"{"ok":true}"#);
+    /// assert_eq!(res.body_bytes(), br#"{"ok":true}"#);
+    /// ```
     pub fn body(&mut self, bytes: impl AsRef<[u8]>) -> &mut Response {
         self.p.body.clear();
         self.p.body.extend_from_slice(bytes.as_ref());
@@ -270,6 +360,18 @@ impl Response {
     }
 
     /// Appends to the body.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::Response;
+    ///
+    /// let mut res = Response::new();
+    /// for item in ["apples", "pears"] {
+    ///     res.write(item).write("\n");
+    /// }
+    /// assert_eq!(res.body_bytes(), b"apples\npears\n");
+    /// ```
     pub fn write(&mut self, bytes: impl AsRef<[u8]>) -> &mut Response {
         self.p.body.extend_from_slice(bytes.as_ref());
         self
@@ -288,6 +390,24 @@ impl Response {
     /// short. A client that goes away makes the next write fail with `BrokenPipe`. A `HEAD`
     /// request gets the head only; its producer is never started. Producers in flight count
     /// against `handlers_max`; past it the request is answered `503`.
+    ///
+    /// # Examples
+    ///
+    /// A body of a known length, written in two parts once the head is sent:
+    ///
+    /// ```
+    /// use ringmaster::Response;
+    ///
+    /// let mut res = Response::new();
+    /// res.body("replaced by the stream");
+    /// res.header("Content-Type", "text/plain")
+    ///     .stream(Some(11), |mut body| async move {
+    ///         body.write(b"hello ").await?;
+    ///         body.write(b"world").await
+    ///     });
+    /// // Nothing is written yet: the producer starts when the head is sent.
+    /// assert!(res.body_bytes().is_empty());
+    /// ```
     pub fn stream<F, Fut>(&mut self, length: Option<u64>, produce: F) -> &mut Response
     where
         F: FnOnce(BodyWriter) -> Fut + 'static,
@@ -312,12 +432,40 @@ impl Response {
     }
 
     /// Closes the connection after this response (`Connection: close`).
+    ///
+    /// # Examples
+    ///
+    /// A request the handler cannot make sense of is answered, and the client reconnects
+    /// for its next one:
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// fn api(req: &Request<'_>, res: &mut Response) {
+    ///     if std::str::from_utf8(req.body()).is_err() {
+    ///         res.status(400).body("the body is not UTF-8\n").close();
+    ///         return;
+    ///     }
+    ///     res.body("ok\n");
+    /// }
+    /// ```
     pub fn close(&mut self) -> &mut Response {
         self.p.close = true;
         self
     }
 
     /// The header fields added so far, as (name, value), in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::Response;
+    ///
+    /// let mut res = Response::new();
+    /// res.header("Vary", "Accept").header("Cache-Control", "no-store");
+    /// let fields: Vec<(&str, &[u8])> = res.fields().collect();
+    /// assert_eq!(fields, [("Vary", &b"Accept"[..]), ("Cache-Control", &b"no-store"[..])]);
+    /// ```
     pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.p
             .headers
@@ -332,11 +480,40 @@ impl Response {
     }
 
     /// The status code set so far.
+    ///
+    /// # Examples
+    ///
+    /// A handler that logs the requests another one failed:
+    ///
+    /// ```
+    /// use ringmaster::{Request, Response};
+    ///
+    /// fn app(req: &Request<'_>, res: &mut Response) {
+    ///     res.status(if req.path() == "/" { 200 } else { 404 });
+    /// }
+    ///
+    /// fn logged(req: &Request<'_>, res: &mut Response) {
+    ///     app(req, res);
+    ///     if res.status_code() >= 500 {
+    ///         eprintln!("{} {}: {}", req.method(), req.path(), res.status_code());
+    ///     }
+    /// }
+    /// ```
     pub fn status_code(&self) -> u16 {
         self.p.status
     }
 
     /// The body written so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::Response;
+    ///
+    /// let mut res = Response::new();
+    /// res.body("Hello").write(", World");
+    /// assert_eq!(res.body_bytes(), b"Hello, World");
+    /// ```
     pub fn body_bytes(&self) -> &[u8] {
         &self.p.body
     }
@@ -544,6 +721,16 @@ pub(crate) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// The reason phrase for `status` (empty for codes without a registered one).
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::http::response::reason;
+///
+/// assert_eq!(reason(404), "Not Found");
+/// assert_eq!(reason(503), "Service Unavailable");
+/// assert_eq!(reason(299), "");
+/// ```
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",

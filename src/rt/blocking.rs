@@ -15,8 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 /// Threads of a worker's blocking pool at most.
+///
+/// See [`blocking`]'s example.
 pub const BLOCKING_THREADS_MAX: usize = 4;
 /// Closures waiting for a thread at most.
+///
+/// See [`blocking`]'s example.
 pub const BLOCKING_QUEUE_MAX: usize = 256;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -49,8 +53,33 @@ struct Shared<T> {
 /// Runs `f` on the worker's blocking pool; its result, once done. A panic in `f` resumes in
 /// the awaiting future (a handler's is answered `500`, as any panic of its).
 ///
-/// # Panics
-/// When polled outside a worker's thread.
+/// Meant for handler code, but it does not panic elsewhere: whatever thread polls a
+/// `Blocking` gets a pool of its own.
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::rt::blocking;
+/// use ringmaster::{OwnedRequest, Response};
+///
+/// // Lists a directory with std's `read_dir`, which blocks, off the worker's loop.
+/// async fn listing(_req: OwnedRequest) -> Response {
+///     let names = blocking(|| -> std::io::Result<Vec<String>> {
+///         let mut names = Vec::new();
+///         for entry in std::fs::read_dir("/srv/www")?.take(1000) {
+///             names.push(entry?.file_name().to_string_lossy().into_owned());
+///         }
+///         Ok(names)
+///     })
+///     .await;
+///     let mut res = Response::new();
+///     match names {
+///         Ok(names) => res.body(names.join("\n")),
+///         Err(e) => res.status(500).body(e.to_string()),
+///     };
+///     res
+/// }
+/// ```
 pub fn blocking<T, F>(f: F) -> Blocking<T>
 where
     F: FnOnce() -> T + Send + 'static,

@@ -3,7 +3,9 @@
 //! one wait point (one `io_uring_enter` a loop turn, no epoll, no other thread).
 //!
 //! Use these from handler code (an [`AsyncHandler`](crate::AsyncHandler)'s future, or a task
-//! it [`spawn`]s), on a worker. Called anywhere else they panic, saying so. Futures of other
+//! it [`spawn`]s), on a worker. Called anywhere else they panic, saying so, but for
+//! [`send_to_master`], which fails with [`SendError::NotAWorker`](crate::SendError::NotAWorker),
+//! and [`blocking`], which starts a pool for whatever thread polls it. Futures of other
 //! runtimes that need their runtime's reactor or timer (tokio's `sleep`, a tokio socket) do
 //! not run here.
 //!
@@ -172,6 +174,22 @@ pub(crate) fn run_spawned(i: u32) {
 /// Sends `bytes` to the master, from a worker (Node's `process.send`), as
 /// [`crate::send_to_master`] does, but waiting (a ring write) while the master's pipe is
 /// full instead of failing with [`SendError::Full`](crate::SendError::Full).
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::{rt, OwnedRequest, Response};
+///
+/// // Tells the master of each upload, waiting while its pipe is full.
+/// async fn upload(req: OwnedRequest) -> Response {
+///     let note = format!("upload of {} bytes", req.body().len());
+///     let mut res = Response::new();
+///     if let Err(e) = rt::send_to_master(note.as_bytes()).await {
+///         res.status(500).body(e.to_string());
+///     }
+///     res
+/// }
+/// ```
 pub async fn send_to_master(bytes: &[u8]) -> Result<(), crate::SendError> {
     use crate::ipc::{self, Message};
     use crate::SendError;
@@ -195,7 +213,7 @@ pub async fn send_to_master(bytes: &[u8]) -> Result<(), crate::SendError> {
 
 /// Why [`spawn`] refused a task.
 ///
-/// See [`rt`](crate::rt)'s example.
+/// See [`rt`](crate::rt)'s example, and [`spawn`]'s, which answers `503` with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpawnError;
 
@@ -214,6 +232,30 @@ impl std::error::Error for SpawnError {}
 ///
 /// # Panics
 /// Outside a worker.
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::rt::{sleep, spawn};
+/// use ringmaster::{OwnedRequest, Response};
+/// use std::time::Duration;
+///
+/// // Answers `202` at once and leaves the slow part running on the worker.
+/// async fn enqueue(req: OwnedRequest) -> Response {
+///     let job = req.body().to_vec();
+///     let mut res = Response::new();
+///     let task = async move {
+///         sleep(Duration::from_millis(100)).await;
+///         tracing::info!(bytes = job.len(), "job done");
+///     };
+///     match spawn(task) {
+///         Ok(()) => res.status(202),
+///         // At SPAWNED_MAX: the task is refused, not queued.
+///         Err(e) => res.status(503).body(e.to_string()),
+///     };
+///     res
+/// }
+/// ```
 pub fn spawn(task: impl Future<Output = ()> + 'static) -> Result<(), SpawnError> {
     let i = with(|rt| rt.spawned.add(Box::pin(task))).map_err(|_| SpawnError)?;
     schedule(TaskKey::Spawned(i));
@@ -221,10 +263,15 @@ pub fn spawn(task: impl Future<Output = ()> + 'static) -> Result<(), SpawnError>
 }
 
 /// The most tasks [`spawn`] keeps running at once per worker.
+///
+/// See [`spawn`]'s example.
 pub const SPAWNED_MAX: usize = 1024;
 
-/// The most ring operations a worker's futures may have at once (a sleep, a read...): past it
-/// a future waits for one to end.
+/// The most ring operations a worker's futures may have at once (a connect, a read, an
+/// open...; sleeps are timers, bounded by [`TIMERS_MAX`]): past it a future waits for one to
+/// end.
+///
+/// See [`rt`](crate::rt)'s example: its connect, write and read are one operation each.
 pub const OPS_MAX: usize = 4096;
 
 /// `buf` with spare capacity for exactly `max` bytes, so that a read into it takes no more

@@ -30,10 +30,14 @@ use std::rc::Rc;
 
 /// The most pipes one worker holds for splicing: the most file ranges it sends by splice
 /// at once (others are read and sent), and so the most io-wq threads its splices occupy.
+///
+/// See [`BodyWriter::send_file`]'s example.
 pub const SPLICE_PIPES_MAX: usize = 64;
 
 /// The smallest range sent by splice: below it one read and one send cost less than the
 /// hand-off to an io-wq thread (see the module's measurements).
+///
+/// See [`BodyWriter::send_file`]'s example.
 pub const SPLICE_BYTES_MIN: u64 = 64 * 1024;
 
 /// The most bytes read at once when a range is read and sent instead of spliced.
@@ -48,6 +52,41 @@ impl BodyWriter {
     /// Fails like [`BodyWriter::write`] (the client is gone; past the declared length),
     /// and with `UnexpectedEof` when the file ends before the range does (read path; a
     /// spliced range that ends early closes the connection, the length being promised).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringmaster::rt::fs::File;
+    /// use ringmaster::Response;
+    /// use std::rc::Rc;
+    ///
+    /// // Answers a range request `bytes=from-`: the file from `from` to its end.
+    /// async fn tail_of(path: &str, from: u64) -> Response {
+    ///     let opened = async {
+    ///         let file = File::open(path).await?;
+    ///         let len = file.metadata().await?.len;
+    ///         Ok::<_, std::io::Error>((Rc::new(file), len))
+    ///     };
+    ///     let mut res = Response::new();
+    ///     match opened.await {
+    ///         Ok((file, len)) if from < len => {
+    ///             let range = format!("bytes {from}-{}/{len}", len - 1);
+    ///             res.status(206).header("Content-Range", range);
+    ///             // By splice when the range is large: no byte copied through user space.
+    ///             res.stream(Some(len - from), move |mut body| async move {
+    ///                 body.send_file(&file, from, len - from).await
+    ///             });
+    ///         }
+    ///         Ok((_, len)) => {
+    ///             res.status(416).header("Content-Range", format!("bytes */{len}"));
+    ///         }
+    ///         Err(_) => {
+    ///             res.status(404);
+    ///         }
+    ///     }
+    ///     res
+    /// }
+    /// ```
     pub async fn send_file(&mut self, file: &Rc<File>, offset: u64, len: u64) -> io::Result<()> {
         if len >= SPLICE_BYTES_MIN {
             // Everything before it is taken first; then it goes in whole, or not at all.
@@ -91,6 +130,8 @@ impl BodyWriter {
 /// 1 MiB by default): a range moves a pipe's worth per fill and drain, each a hand-off to an
 /// io-wq thread. A 1 MiB file cost 270 µs of CPU through 64 KiB pipes, 130 µs through
 /// 256 KiB and 108 µs through 1 MiB ones (`ringmaster --static`, 64 connections, wrk).
+///
+/// See [`BodyWriter::send_file`]'s example.
 pub const SPLICE_PIPE_BYTES: usize = 1 << 20;
 
 /// The smallest pipe used (the default size): a smaller one is refused, and the range is

@@ -17,6 +17,24 @@ use std::time::{Duration, Instant};
 ///
 /// # Panics
 /// When polled outside a worker.
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::rt::sleep;
+/// use ringmaster::{OwnedRequest, Response};
+/// use std::time::Duration;
+///
+/// // Holds up a failed login by 250 ms; the worker serves its other requests meanwhile.
+/// async fn login(req: OwnedRequest) -> Response {
+///     let mut res = Response::new();
+///     if req.header("Authorization") != Some(b"Bearer letmein".as_slice()) {
+///         sleep(Duration::from_millis(250)).await;
+///         res.status(401);
+///     }
+///     res
+/// }
+/// ```
 pub fn sleep(duration: Duration) -> Sleep {
     Sleep {
         duration,
@@ -82,6 +100,8 @@ impl Drop for Sleep {
 }
 
 /// The most timers a worker keeps at once; past it a new sleep waits for one to end.
+///
+/// See [`sleep`]'s example (each [`sleep`] and [`timeout`] is one timer while it waits).
 pub const TIMERS_MAX: usize = 1 << 17;
 
 /// Names one timer; stale once it fired or was cancelled.
@@ -251,7 +271,7 @@ fn millis_up(d: Duration) -> u64 {
 
 /// The error of a [`timeout`] whose time ran out.
 ///
-/// See [`rt`](crate::rt)'s example.
+/// See [`rt`](crate::rt)'s example, and [`timeout`]'s, which matches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Elapsed;
 
@@ -265,6 +285,21 @@ impl std::error::Error for Elapsed {}
 
 /// Runs `fut` for at most `duration`: its output, or [`Elapsed`] (and `fut` dropped, which
 /// cancels what it waited on).
+///
+/// # Examples
+///
+/// ```
+/// use ringmaster::rt::{send_to_master, timeout, Elapsed};
+/// use std::time::Duration;
+///
+/// // Reports a hit to the master, but holds the answer up 10 ms at most when its pipe is full.
+/// async fn report_hit() -> bool {
+///     match timeout(Duration::from_millis(10), send_to_master(b"hit")).await {
+///         Ok(Ok(())) => true,
+///         Ok(Err(_)) | Err(Elapsed) => false,
+///     }
+/// }
+/// ```
 pub fn timeout<F: Future>(duration: Duration, fut: F) -> Timeout<F> {
     Timeout {
         fut,
