@@ -180,6 +180,15 @@ async fn answer_async(testbed: Rc<Testbed>, mut req: OwnedRequest) -> Response {
                 res.body(req.body().len().to_string());
                 return res;
             };
+            if let Some(max) = query(&req, "max").and_then(|v| v.parse().ok()) {
+                // Read whole with a limit, after bytes of our own: the limit counts the body's.
+                let mut out = b"received: ".to_vec();
+                match body.read_to_end(&mut out, max).await {
+                    Ok(n) => res.body(format!("{n}\n")),
+                    Err(e) => res.status(413).body(format!("{e}\n")),
+                };
+                return res;
+            }
             let mut buf = vec![0u8; 64 * 1024];
             let mut total = 0u64;
             loop {
@@ -263,6 +272,11 @@ async fn upstream_line(port: u16) -> std::io::Result<Vec<u8>> {
     upstream.set_read_timeout(Some(Duration::from_secs(10)));
     upstream.set_write_timeout(Some(Duration::from_secs(2)));
     upstream.write_all(b"hello upstream\n").await?;
+    // A read of nothing is answered at once, as `read` with an empty buffer is.
+    let (nothing, kept) = upstream.read_vec(b"kept".to_vec(), 0).await;
+    if nothing? != 0 || kept != b"kept" {
+        return Err(std::io::Error::other("a read of nothing read something"));
+    }
     let mut line = Vec::new();
     let mut buf = [0u8; 1024];
     while !line.contains(&b'\n') && line.len() < 4096 {

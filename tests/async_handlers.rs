@@ -544,6 +544,33 @@ fn an_uploaded_gigabyte_is_read_as_it_arrives_in_bounded_memory() {
 }
 
 #[test]
+fn a_body_read_whole_is_held_to_its_limit_at_the_edge() {
+    let server = async_testbed(&["--workers", "1"]);
+    // `/upload?max=N` reads the body with `read_to_end(out, N)` into an `out` that already
+    // holds bytes of its own: only the body's count against N.
+    let upload = |max: usize, body: &[u8], chunked: bool| {
+        let mut raw = if chunked {
+            format!("POST /upload?max={max} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n", body.len()).into_bytes()
+        } else {
+            format!("POST /upload?max={max} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes()
+        };
+        raw.extend_from_slice(body);
+        if chunked {
+            raw.extend_from_slice(b"\r\n0\r\n\r\n");
+        }
+        let res = exchange(server.addr, &raw).0;
+        (res.status, String::from_utf8(res.body).unwrap())
+    };
+    for chunked in [false, true] {
+        assert_eq!(upload(10, b"0123456789", chunked), (200, "10\n".into()));
+        let (status, text) = upload(10, b"0123456789a", chunked);
+        assert_eq!(status, 413, "{text}");
+        assert!(text.contains("larger than 10 bytes"), "{text}");
+        assert_eq!(upload(0, b"x", chunked).0, 413);
+    }
+}
+
+#[test]
 fn streamed_bodies_are_framed_for_each_client_and_cut_short_when_their_producer_fails() {
     let server = async_testbed(&["--workers", "1"]);
     // HEAD: the head alone, with the declared length.

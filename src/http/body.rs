@@ -420,7 +420,8 @@ impl BodyReader {
         .await
     }
 
-    /// Reads the rest of the body into `out`, at most `max` bytes (`InvalidData` past it).
+    /// Appends the rest of the body to `out`: at most `max` bytes of it (`InvalidData` past it,
+    /// with what came before in `out`); returns how many.
     ///
     /// # Examples
     ///
@@ -449,7 +450,7 @@ impl BodyReader {
         loop {
             match self.read(&mut buf).await? {
                 0 => return Ok(total),
-                n if out.len() + n > max => {
+                n if total + n > max => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("the body is larger than {max} bytes"),

@@ -303,8 +303,7 @@ impl File {
     /// the error. The kernel reads into `buf` itself: no copy, and no allocation when `buf`
     /// is reused with room for `max`.
     ///
-    /// # Panics
-    /// When `max` is 0 (a read of nothing).
+    /// A `max` of 0 reads nothing: `Ok(0)`, `buf` as it was.
     ///
     /// # Examples
     ///
@@ -330,6 +329,10 @@ impl File {
         offset: u64,
         max: usize,
     ) -> (io::Result<usize>, Vec<u8>) {
+        if max == 0 {
+            // A read of nothing, as `read` with an empty buffer: nothing to ask the ring.
+            return (Ok(0), buf);
+        }
         let buf = super::room_for(buf, max.min(READ_BYTES_MAX));
         let op = Op::ReadAt {
             fd: self.fd.as_raw_fd(),

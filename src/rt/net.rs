@@ -313,8 +313,7 @@ impl TcpStream {
     /// the buffer stays with the ring until the kernel lets go of it, and an empty one comes
     /// back.
     ///
-    /// # Panics
-    /// When `max` is 0 (a read of nothing).
+    /// A `max` of 0 reads nothing: `Ok(0)`, `buf` as it was.
     ///
     /// # Examples
     ///
@@ -338,6 +337,10 @@ impl TcpStream {
     /// }
     /// ```
     pub async fn read_vec(&mut self, buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
+        if max == 0 {
+            // A read of nothing, as `read` with an empty buffer: nothing to ask the ring.
+            return (Ok(0), buf);
+        }
         let buf = super::room_for(buf, max.min(IO_BYTES_MAX));
         let fd = self.fd.as_raw_fd();
         let mut back = None;
