@@ -5,11 +5,14 @@
 //! [`IDLE_PER_UPSTREAM_MAX`]); upstreams are taken in turn (round robin), and one that
 //! failed to connect is left out for [`DOWN_FOR`] (passive health). A request whose
 //! connection failed before any byte of the response came back is tried again, at most
-//! three tries in all: on a new connection when a pooled one had gone stale, or, for an
-//! idempotent method (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`), on the next
-//! upstream when the connect failed. The upstream's response head is parsed as strictly as
-//! requests are ([`http::upstream`](crate::http::upstream)): one that could desynchronise
-//! the client is answered `502`. Its body is streamed to the client with backpressure (a
+//! three tries in all: on a new connection when a pooled one had gone stale, or on the
+//! next upstream when the connect failed (for any method, as nginx's `proxy_next_upstream
+//! error timeout`: nothing of the request was sent). A pooled connection is used only for
+//! an idempotent method (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`) without a
+//! body: the upstream may have acted on a request before its connection went silent, so a
+//! `POST` or `PATCH` takes a new connection and is never sent twice. The upstream's
+//! response head is parsed as strictly as requests are: one that could desynchronise the
+//! client is answered `502`. Its body is streamed to the client with backpressure (a
 //! slow client slows the reads from the upstream; nothing is held whole).
 //!
 //! The upstream learns who asked from `X-Forwarded-Proto`, `X-Forwarded-Host` and
@@ -104,9 +107,9 @@ const HEAD_READ_BYTES: usize = 8 * 1024;
 ///   request takes a new upstream connection (a streamed body cannot be sent twice, so it
 ///   must not meet a pooled connection the upstream has closed). `Expect: 100-continue` is
 ///   answered by this server when the body is first read, and passed on.
-/// - Connect failures → the next upstream (for an idempotent method, when there are
-///   several), else `502` (`504` when the connect timed out); no response within the read
-///   timeout → `504`; a response that cannot be framed safely → `502`; an upstream that closes
+/// - Connect failures → the next upstream (for any method: nothing was sent yet), when
+///   there are several, else `502` (`504` when the connect timed out); no response within
+///   the read timeout → `504`; a response that cannot be framed safely → `502`; an upstream that closes
 ///   mid-body → the client's connection is closed short of the length it was promised.
 /// - Per worker, [`Proxy::upstream_stats`] tells its failed tries and its open and idle
 ///   upstream connections (the binary's `status` and `/metrics` show them per mount).
@@ -652,16 +655,18 @@ struct Got {
 }
 
 async fn forward(inner: Rc<Inner>, mut req: OwnedRequest) -> Response {
-    let idempotent = matches!(
-        req.method(),
-        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-    );
     // A body is passed on as it arrives. It cannot be sent twice, so it goes on a new
     // connection: a pooled one may have been closed by the upstream meanwhile, and then
     // the request could not be tried again.
     let body = req.body_reader();
+    // A request sent on a pooled connection that then went silent is sent again on a new
+    // one: only for the methods that may be repeated.
+    let repeatable = matches!(
+        req.method(),
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+    );
     let total = inner.total_timeout.get();
-    match crate::rt::timeout(total, tries(&inner, &req, body, idempotent)).await {
+    match crate::rt::timeout(total, tries(&inner, &req, body, repeatable)).await {
         Ok(Ok((index, got))) => respond(inner, index, got),
         Ok(Err(res)) => res,
         Err(_) => {
@@ -678,17 +683,19 @@ async fn tries(
     inner: &Rc<Inner>,
     req: &OwnedRequest,
     mut body: Option<BodyReader>,
-    idempotent: bool,
+    repeatable: bool,
 ) -> Result<(usize, Got), Response> {
     let mut tries = 0;
-    let mut fresh_only = body.is_some();
+    let mut fresh_only = body.is_some() || !repeatable;
     let mut index = inner.pick(Instant::now());
     loop {
         tries += 1;
         match exchange(inner, index, req, &mut body, fresh_only).await {
             Ok(got) => return Ok((index, got)),
             Err(Failed::Stale) if tries < 3 => fresh_only = true,
-            Err(Failed::Connect(e)) if tries < 3 && idempotent && inner.upstreams.len() > 1 => {
+            // Nothing of the request went out (the body is read only once connected), so any
+            // method may go to the next upstream.
+            Err(Failed::Connect(e)) if tries < 3 && inner.upstreams.len() > 1 => {
                 inner.failed();
                 crate::log::log_limited!(
                     "proxy: upstream {} left out for {}s: {e}",

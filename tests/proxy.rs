@@ -217,11 +217,31 @@ fn upstream_connections_are_kept_and_upstreams_taken_in_turn() {
     // Each upstream saw one connection, reused for its ten requests.
     assert_eq!(a.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+    // A POST, even without a body, takes a new connection: were a pooled one to go silent
+    // after the upstream acted on it, it could not be sent again.
+    for _ in 0..2 {
+        stream
+            .write_all(b"POST /p/x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut reader, false).status, 200);
+    }
+    assert_eq!(a.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
+    // The GETs after them go on pooled connections again.
+    stream.write_all(&get("/p/x", &[])).unwrap();
+    assert_eq!(read_response(&mut reader, false).status, 200);
+    let accepted = a.accepted.load(Ordering::SeqCst) + b.accepted.load(Ordering::SeqCst);
+    assert_eq!(accepted, 4);
 }
 
 #[test]
 fn a_down_upstream_is_left_out_and_none_left_is_502() {
-    let a = Upstream::start(|_| (ok("a"), false));
+    let a = Upstream::start(|seen| {
+        (
+            ok(&format!("a{}", String::from_utf8_lossy(&seen.body))),
+            false,
+        )
+    });
     let gone = TcpListener::bind("127.0.0.1:0").unwrap();
     let down = format!("http://127.0.0.1:{}", gone.local_addr().unwrap().port());
     drop(gone);
@@ -229,6 +249,11 @@ fn a_down_upstream_is_left_out_and_none_left_is_502() {
         &[format!("/p={down},{}", a.url()), format!("/none={down}")],
         &[],
     );
+    // The first request meets the down upstream (taken first in turn). A POST goes on to
+    // the next, body and all: nothing of it was sent to the one that refused the connect.
+    let post = b"POST /p/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n hi!\n";
+    let (res, _) = exchange(server.addr, post);
+    assert_eq!((res.status, res.body.as_slice()), (200, &b"a hi!\n"[..]));
     for _ in 0..6 {
         let (res, _) = exchange(server.addr, &get("/p/x", &[]));
         assert_eq!((res.status, res.body.as_slice()), (200, &b"a"[..]));
