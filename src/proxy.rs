@@ -312,8 +312,8 @@ impl Proxy {
         self
     }
 
-    /// How long an upstream may stay silent ([`READ_TIMEOUT`] by default); for every clone
-    /// of this proxy.
+    /// How long an upstream may stay silent, and how long a write to it may wait for room
+    /// ([`READ_TIMEOUT`] by default); for every clone of this proxy.
     ///
     /// # Examples
     ///
