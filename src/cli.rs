@@ -111,7 +111,7 @@ struct Target {
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     listen: Option<SocketAddr>,
     /// Take `listen` and `control` from this TOML file too, as the server does (its other
-    /// keys are the server's).
+    /// keys are the server's) [env: RINGMASTER_CONFIG]
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
 }
@@ -281,7 +281,7 @@ struct ServeArgs {
     control: Option<PathBuf>,
     /// Read settings from this TOML file: one key per flag, named as the flag without `--`
     /// (`workers = 4`, `static = ["/=./public"]`); flags given here override it. Read again
-    /// at each reload, for the new workers.
+    /// at each reload, for the new workers [env: RINGMASTER_CONFIG]
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Provided receive buffers per worker (a power of two). [default: 1024]
@@ -656,10 +656,10 @@ fn parse(app: &App, defaults: &Config) -> Result<Cli, i32> {
     let given: Vec<OsString> = argv.iter().chain(&env_args).cloned().collect();
     let file = match cli.config_path() {
         Some(path) => {
-            let text = config_file::text_for(path).map_err(|e| usage_error(&e))?;
-            let args = config_file::to_args(&text, path, &all, &given, takes)
+            let text = config_file::text_for(&path).map_err(|e| usage_error(&e))?;
+            let args = config_file::to_args(&text, &path, &all, &given, takes)
                 .map_err(|e| usage_error(&e))?;
-            Some((path.to_path_buf(), text, args))
+            Some((path, text, args))
         }
         None => None,
     };
@@ -916,14 +916,22 @@ impl Cli {
         }
     }
 
-    /// The `--config` file given, to the server or to a command.
-    fn config_path(&self) -> Option<&std::path::Path> {
-        let target = match &self.command {
-            Some(Command::Status { target, .. } | Command::Scale { target, .. }) => target,
-            Some(Command::Reload(t) | Command::Reopen(t) | Command::Stop(t)) => t,
-            _ => return self.serve_args().config.as_deref(),
+    /// The `--config` file given, to the server or to a command, else the one
+    /// `RINGMASTER_CONFIG` names.
+    fn config_path(&self) -> Option<PathBuf> {
+        let given = match &self.command {
+            Some(Command::Status { target, .. } | Command::Scale { target, .. }) => {
+                target.config.as_deref()
+            }
+            Some(Command::Reload(t) | Command::Reopen(t) | Command::Stop(t)) => t.config.as_deref(),
+            _ => self.serve_args().config.as_deref(),
         };
-        target.config.as_deref()
+        match given {
+            Some(path) => Some(path.to_path_buf()),
+            None => std::env::var_os(config_file::CONFIG_PATH_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
     }
 }
 

@@ -24,7 +24,11 @@ pub(crate) const CONFIG_BYTES_MAX: u64 = 64 * 1024;
 
 /// The environment variable that hands a worker started from a binary its generation's
 /// configuration text.
-pub(crate) const CONFIG_ENV: &str = "RINGMASTER_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "RINGMASTER_WORKER_CONFIG";
+
+/// The environment variable that names the configuration file where `--config` is not
+/// given, as every other flag's variable stands for it.
+pub(crate) const CONFIG_PATH_ENV: &str = "RINGMASTER_CONFIG";
 
 /// How a flag takes its value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +152,9 @@ pub(crate) fn to_args(
 pub(crate) const ENV_PREFIX: &str = "RINGMASTER_";
 
 /// Variables with [`ENV_PREFIX`] that are ringmaster's own, not settings.
-const ENV_RESERVED: [&str; 2] = [crate::master::exec::WORKER_ENV, CONFIG_ENV];
+/// Variables of the `RINGMASTER_` prefix that are not flags to layer: the two a master hands
+/// a worker, and the file's path, which is read before the layers are.
+const ENV_RESERVED: [&str; 3] = [crate::master::exec::WORKER_ENV, CONFIG_ENV, CONFIG_PATH_ENV];
 
 /// The flags the environment stands for: `RINGMASTER_<FLAG>` for each flag (its name in
 /// capitals, `-` as `_`), and `PORT` (as platforms set it) for `--listen PORT` unless

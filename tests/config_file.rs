@@ -51,6 +51,25 @@ fn the_file_sets_what_the_flags_do_and_a_flag_overrides_it() {
     // `probe` takes the file too.
     let out = ringmaster(&["probe", "--json", "--config", config]);
     assert!(out.status.success(), "{out:?}");
+    drop(server);
+    // `RINGMASTER_CONFIG` names the file where `--config` is not given, and a flag still
+    // beats its keys.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringmaster"));
+    command.env("RINGMASTER_CONFIG", config);
+    let server = Server::start_command(&mut command, 1);
+    assert!(server
+        .wait_log("listening on 127.0.0.1:")
+        .contains("(1 workers"));
+    server.wait_log("cpu none");
+    drop(server);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringmaster"));
+    command
+        .env("RINGMASTER_CONFIG", config)
+        .args(["--workers", "2"]);
+    let server = Server::start_command(&mut command, 2);
+    assert!(server
+        .wait_log("listening on 127.0.0.1:")
+        .contains("(2 workers"));
 }
 
 #[test]
