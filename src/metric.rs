@@ -105,7 +105,8 @@ pub const HELP_BYTES_MAX: usize = 96;
 pub enum MetricError {
     /// [`METRICS_MAX`] are defined already, or [`HISTOGRAMS_MAX`] histograms.
     TooMany,
-    /// The name is not a Prometheus name, is too long, or is ringmaster's.
+    /// The name is not a Prometheus name, is too long, is ringmaster's, or is a counter's
+    /// ending in `_total` (which the exposition adds).
     BadName(String),
     /// The help is too long or holds a line break.
     BadHelp,
@@ -126,7 +127,8 @@ impl std::fmt::Display for MetricError {
             MetricError::BadName(n) => write!(
                 f,
                 "metric name {n:?} is not [a-zA-Z_:][a-zA-Z0-9_:]* of at most {NAME_BYTES_MAX} \
-                 bytes, or starts with ringmaster_"
+                 bytes, starts with ringmaster_, or is a counter's ending in _total (which the \
+                 exposition adds: name it without)"
             ),
             MetricError::BadHelp => write!(
                 f,
@@ -206,10 +208,13 @@ struct Defined {
 /// The program's metrics, in the order defined.
 static DEFINED: Mutex<Vec<Defined>> = Mutex::new(Vec::new());
 
-fn check(name: &str, help: &str) -> Result<(), MetricError> {
+fn check(kind: Kind, name: &str, help: &str) -> Result<(), MetricError> {
     let valid = !name.is_empty()
         && name.len() <= NAME_BYTES_MAX
         && !name.starts_with("ringmaster_")
+        // The exposition adds `_total` to a counter's name: `jobs_total` would be
+        // `jobs_total_total`.
+        && !(kind == Kind::Counter && name.ends_with("_total"))
         && name.bytes().enumerate().all(|(i, b)| {
             b.is_ascii_alphabetic() || b == b'_' || b == b':' || (i > 0 && b.is_ascii_digit())
         });
@@ -230,7 +235,7 @@ fn define(
     make: impl FnOnce() -> Cell,
     same: impl Fn(&Cell) -> bool,
 ) -> Result<Cell, MetricError> {
-    check(name, help)?;
+    check(kind, name, help)?;
     let mut defined = DEFINED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(d) = defined.iter().find(|d| d.name == name) {
         if d.kind != kind || !same(&d.cell) {
@@ -278,7 +283,8 @@ fn value_cell(
 pub struct Counter(Arc<AtomicU64>);
 
 impl Counter {
-    /// Defines the counter `name` (exposed as `name_total`).
+    /// Defines the counter `name` (exposed as `name_total`; a `name` ending in `_total` is
+    /// refused, as it would be exposed as `name_total_total`).
     ///
     /// # Examples
     ///
@@ -291,6 +297,8 @@ impl Counter {
     /// assert!(matches!(Gauge::new("myapp_signups", ""), Err(MetricError::KindConflict(_))));
     /// // ringmaster's own names are taken.
     /// assert!(matches!(Counter::new("ringmaster_requests", ""), Err(MetricError::BadName(_))));
+    /// // The exposition adds `_total`: name a counter without it.
+    /// assert!(matches!(Counter::new("myapp_jobs_total", ""), Err(MetricError::BadName(_))));
     /// # let _ = (signups, again);
     /// # Ok::<(), MetricError>(())
     /// ```
@@ -602,12 +610,14 @@ mod tests {
 
     #[test]
     fn names_and_help_are_checked_and_a_name_defined_again_is_the_same_metric() {
-        for bad in ["", "9lives", "a-b", "ringmaster_x", "é"] {
+        for bad in ["", "9lives", "a-b", "ringmaster_x", "é", "unit_jobs_total"] {
             assert!(
                 matches!(Counter::new(bad, ""), Err(MetricError::BadName(_))),
                 "{bad}"
             );
         }
+        // Only a counter's name gets `_total` added.
+        assert!(Gauge::new("unit_seen_total", "").is_ok());
         assert_eq!(
             Counter::new("unit_long_help", &"h".repeat(HELP_BYTES_MAX + 1).leak()[..]).err(),
             Some(MetricError::BadHelp)

@@ -121,9 +121,11 @@ pub(crate) fn install(ops: usize, cap: Capacity) -> std::io::Result<OwnedFd> {
 pub(crate) fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> R {
     RT.with(|rt| {
         let mut rt = rt.borrow_mut();
-        let rt = rt
-            .as_mut()
-            .expect("ringmaster::rt used outside a worker: call it from handler code");
+        let rt = rt.as_mut().expect(
+            "ringmaster::rt used off a worker's thread (outside a worker, or on a thread the \
+                 handler started, or in rt::blocking): call it from handler code on the worker's \
+                 own thread",
+        );
         f(rt)
     })
 }
