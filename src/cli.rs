@@ -541,15 +541,20 @@ macro_rules! app {
 /// ```
 pub fn run<H: Serve>(app: App, server: Server<H>) -> i32 {
     let _ = APP.set(app);
+    crate::log::set_program(app.name);
     let cli = match parse(&app, server.config_ref()) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
     let args = cli.serve_args();
-    if !args.statics.is_empty() || !args.proxies.is_empty() {
+    let proxy_set = args.proxy_timeout.is_some()
+        || args.proxy_total_timeout.is_some()
+        || args.proxy_host.is_some();
+    if !args.statics.is_empty() || !args.proxies.is_empty() || proxy_set {
         return usage_error(
-            "--static and --proxy are the ringmaster binary's; in a program, mount \
-             ringmaster::files::Static or ringmaster::proxy::Proxy on a Router",
+            "--static, --proxy and the --proxy-* settings are the ringmaster binary's; in a \
+             program, mount ringmaster::files::Static or ringmaster::proxy::Proxy on a Router \
+             and set the proxy's timeouts and host on it",
         );
     }
     dispatch(&cli, server)
@@ -900,7 +905,7 @@ fn usage_error(message: &str) -> i32 {
 
 /// The running program's name, as its error lines start.
 fn app_name() -> &'static str {
-    APP.get().map_or("ringmaster", |app| app.name)
+    crate::log::program()
 }
 
 /// The application this process's command line is for, once [`run`] was called.

@@ -322,9 +322,10 @@ impl ControlServer {
             _ => Err(Error::new(
                 ErrorKind::AddressInUse,
                 format!(
-                    "another ringmaster is already running with control socket {}; stop it \
-                     (`ringmaster stop --control {0}`) or use another port",
-                    path.display()
+                    "another {program} is already running with control socket {}; stop it \
+                     (`{program} stop --control {0}`) or use another port",
+                    path.display(),
+                    program = crate::log::program()
                 ),
             )),
         }

@@ -4,7 +4,7 @@
 //! ringmaster's events), [`set_format`] installs ringmaster's: `RUST_LOG` filters (default
 //! `info`), and each event is one line on stderr, written with one `write(2)` so that lines
 //! from the master and the workers never interleave: text
-//! `TIMESTAMP ringmaster[ROLE] LEVEL message` (with ` key=value` for the fields of events not
+//! `TIMESTAMP PROGRAM[ROLE] LEVEL message` (`ringmaster`, or the application's name) (with ` key=value` for the fields of events not
 //! ringmaster's own, whose messages already say them), or JSON
 //! `{"ts":…,"role":"master"|"worker","slot":N|null,"msg":…,"level":…,"pid":…,"target":…,
 //! "fields":{…}}` for log shippers (`slot` and `pid` are the process's; an event's own
@@ -41,6 +41,20 @@ pub(crate) const LINE_BYTES_MAX: usize = 4000;
 pub(crate) const MESSAGE_BYTES_MAX: usize = 1024;
 /// The longest value of one field; longer ones are cut.
 pub(crate) const FIELD_BYTES_MAX: usize = 256;
+
+/// The program's name, as its log lines and its messages to the operator say it.
+static PROGRAM: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Names the program (once, from `cli::run`): an application built on ringmaster logs and
+/// speaks as itself.
+pub(crate) fn set_program(name: &'static str) {
+    let _ = PROGRAM.set(name);
+}
+
+/// The program's name: the application's, else `ringmaster`.
+pub(crate) fn program() -> &'static str {
+    PROGRAM.get().copied().unwrap_or("ringmaster")
+}
 
 /// Marks this process as the worker of `slot` (called once, right after fork).
 pub(crate) fn set_worker(slot: u32) {
@@ -282,8 +296,8 @@ fn write_prefix(out: &mut impl Write, json: bool, role: u32) -> std::io::Result<
             out,
             "{{\"ts\":\"{ts}\",\"role\":\"worker\",\"slot\":{slot},\"msg\":\""
         ),
-        (false, MASTER) => write!(out, "{ts} ringmaster[master] "),
-        (false, slot) => write!(out, "{ts} ringmaster[worker {slot}] "),
+        (false, MASTER) => write!(out, "{ts} {}[master] ", program()),
+        (false, slot) => write!(out, "{ts} {}[worker {slot}] ", program()),
     }
 }
 

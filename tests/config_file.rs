@@ -271,4 +271,38 @@ fn an_app_on_cli_run_has_its_own_name_version_defaults_and_control_socket() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("ready"));
     assert_eq!(get(&server, "/"), (200, "myapp\n".to_string()));
+    // Its log lines and its answers to the operator name it, not ringmaster.
+    assert!(server
+        .wait_log("listening on")
+        .contains(" myapp[master] INFO "));
+    let out = Command::new(&app)
+        .args(["scale", "0"])
+        .env("MYAPP_PORT", &port)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.contains("(`myapp stop`)"), "{answer}");
+    let second = Command::new(&app)
+        .env("MYAPP_PORT", &port)
+        .output()
+        .unwrap();
+    assert_ne!(second.status.code(), Some(0));
+    let line = String::from_utf8_lossy(&second.stderr).to_string();
+    assert!(line.contains("another myapp is already running"), "{line}");
+    assert!(line.contains("`myapp stop --control "), "{line}");
+    // The binary's proxy settings are refused, not ignored, as its mounts are.
+    for flags in [
+        &["--proxy-timeout", "5"][..],
+        &["--proxy-host", "$proxy_host"],
+    ] {
+        let out = Command::new(&app).args(flags).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {out:?}");
+        let line = String::from_utf8_lossy(&out.stderr);
+        assert!(line.starts_with("myapp: error: "), "{line}");
+        assert!(
+            line.contains("the --proxy-* settings are the ringmaster binary's"),
+            "{line}"
+        );
+    }
 }

@@ -84,11 +84,10 @@ impl Supervisor {
             return Scaled::Refused("shutting down".to_string());
         }
         if self.reload.is_some() {
-            return Scaled::Refused(
-                "a reload is in progress; scale once it is over (`ringmaster reload` waits for \
-                 it)"
-                .to_string(),
-            );
+            return Scaled::Refused(format!(
+                "a reload is in progress; scale once it is over (`{} reload` waits for it)",
+                crate::log::program()
+            ));
         }
         let from = self.slots.len();
         let cpus = self.placement.cpus.len();
@@ -101,10 +100,10 @@ impl Supervisor {
             Resize::Fewer => (from.saturating_sub(1), false),
         };
         if to == 0 {
-            return Scaled::Refused(
-                "at least one worker runs; to run none, stop the server (`ringmaster stop`)"
-                    .to_string(),
-            );
+            return Scaled::Refused(format!(
+                "at least one worker runs; to run none, stop the server (`{} stop`)",
+                crate::log::program()
+            ));
         }
         if to > Config::WORKERS_MAX as usize {
             return Scaled::Refused(format!(
@@ -115,8 +114,9 @@ impl Supervisor {
         if to > from && to > cpus && !oversubscribe {
             return Scaled::Refused(format!(
                 "{to} workers would be more than the {cpus} CPUs they may run on ({}); \
-                 `ringmaster scale {to} --oversubscribe` runs more workers than CPUs",
-                self.placement.describe()
+                 `{} scale {to} --oversubscribe` runs more workers than CPUs",
+                self.placement.describe(),
+                crate::log::program()
             ));
         }
         match to.cmp(&from) {
