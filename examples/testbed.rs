@@ -417,6 +417,12 @@ fn main() {
         }
         _ => {}
     }
+    if std::env::var_os("TESTBED_THREAD").is_some() {
+        // A thread started before the server, as a logger's writer thread would be.
+        std::thread::spawn(|| loop {
+            std::thread::park();
+        });
+    }
     if std::env::var_os("TESTBED_ASYNC").is_some() {
         let testbed = Rc::new(Testbed::default());
         let server = Server::new_async(ringmaster::StreamBodies {

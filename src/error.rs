@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Untrusted,
     /// Every worker slot failed repeatedly and was given up.
     WorkersFailed,
+    /// Other threads were running when the master was to fork its workers: `fork` copies
+    /// only the calling thread.
+    ThreadsRunning,
 }
 
 /// A start-up failure. Its `Display` is one line: the cause, then the remedy.

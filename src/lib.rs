@@ -464,7 +464,10 @@ impl<H: Serve> Server<H> {
     /// Runs the master: binds, forks the workers, supervises them, and returns `Ok(())`
     /// after a graceful shutdown (`SIGTERM` or `SIGINT`).
     ///
-    /// Call it from a single-threaded process (before starting any thread): it forks.
+    /// Call it from a single-threaded process (before starting any thread): it forks, and
+    /// `fork` copies only the calling thread. With other threads running it refuses to
+    /// start ([`ErrorKind::ThreadsRunning`]); start a worker's threads in
+    /// [`Handler::start`].
     /// In workers it never returns; they exit when they are done.
     ///
     /// # Errors

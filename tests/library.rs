@@ -42,3 +42,24 @@ fn the_ipc_example_sums_worker_counts_in_the_master_and_broadcasts_them() {
         total >= 100 && total.is_multiple_of(100)
     });
 }
+
+#[test]
+fn a_program_with_threads_running_is_refused_before_it_forks() {
+    // A thread started before the server (a log writer's, say) would not exist in the
+    // workers, and would take the operator's signals in the master.
+    let out = common::testbed(&["--workers", "1"])
+        .env("TESTBED_THREAD", "1")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("1 other thread(s) run in this process before the server starts")
+            && lines[0].contains("Handler::start"),
+        "{stderr}"
+    );
+    // Nothing was forked: no worker started.
+    assert!(!stderr.contains("worker 0 started"), "{stderr}");
+}

@@ -18,6 +18,7 @@ use std::os::fd::OwnedFd;
 /// allow) and the access log.
 pub(super) fn prepare(config: &Config) -> Result<(Config, Option<OwnedFd>), Error> {
     config.validate()?;
+    alone()?;
     crate::log::set_format(config.log_format);
     let features = check_uring()?;
     let config = worker_config(config, &features);
@@ -26,6 +27,31 @@ pub(super) fn prepare(config: &Config) -> Result<(Config, Option<OwnedFd>), Erro
     // A worker's ring at its real sizes, made and dropped before any fork.
     worker_ring(&config)?;
     Ok((config, access_log))
+}
+
+/// Refuses to start with other threads in the process. `fork` copies only the calling
+/// thread: a worker would wait forever on a lock or a channel one of them serves (a
+/// logger's writer thread, an async runtime's), and, their signals not blocked, they would
+/// take the operator's `SIGTERM` or `SIGHUP` and end the master without a drain. Where
+/// `/proc` cannot be read, nothing is checked.
+fn alone() -> Result<(), Error> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Ok(());
+    };
+    let others = tasks.count().saturating_sub(1);
+    if others == 0 {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::ThreadsRunning,
+        format!(
+            "{others} other thread(s) run in this process before the server starts (a log \
+             writer's or a runtime's, say); fork copies only the calling thread, so workers \
+             would wait on them forever and they would take the operator's signals; start \
+             threads in Handler::start (in each worker) or after forking, and log through a \
+             subscriber that writes from the calling thread"
+        ),
+    ))
 }
 
 /// The configuration workers run with on a kernel offering `features`: the one place that
