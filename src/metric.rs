@@ -214,7 +214,7 @@ fn check(kind: Kind, name: &str, help: &str) -> Result<(), MetricError> {
         && !name.starts_with("ringmaster_")
         // The exposition adds `_total` to a counter's name: `jobs_total` would be
         // `jobs_total_total`.
-        && !(kind == Kind::Counter && name.ends_with("_total"))
+        && (kind != Kind::Counter || !name.ends_with("_total"))
         && name.bytes().enumerate().all(|(i, b)| {
             b.is_ascii_alphabetic() || b == b'_' || b == b':' || (i > 0 && b.is_ascii_digit())
         });
