@@ -765,3 +765,59 @@ fn a_handlers_own_counter_is_exposed_and_survives_a_worker_replacement() {
     count(2);
     wait_until("ten hits", || hits() == 10.0);
 }
+
+#[test]
+fn a_slots_counters_hold_while_its_old_worker_drains() {
+    let mut command = testbed(&["--workers", "1", "--metrics", "127.0.0.1:0"]);
+    command.env("TESTBED_ASYNC", "1");
+    let server = Server::start_command(&mut command, 1);
+    let metrics = metrics_addr(&server);
+    for _ in 0..4 {
+        let raw = b"GET /count HTTP/1.1\r\nHost: t\r\n\r\n";
+        assert_eq!(exchange(server.addr, raw).0.status, 200);
+    }
+    let counts = || {
+        let scrape = parse_metrics(&scrape(metrics, "/metrics").1);
+        let slot = [("slot", "0")];
+        (
+            sample(&scrape, "ringmaster_requests_total", &slot),
+            sample(&scrape, "testbed_hits_total", &slot),
+            durations_2xx(&scrape).0,
+        )
+    };
+    wait_until("four requests reported", || counts() == (4.0, 4.0, 4.0));
+    let slow_done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // A slow request keeps the old worker draining through the reload.
+        scope.spawn(|| {
+            let raw = b"GET /wait?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n";
+            assert_eq!(exchange(server.addr, raw).0.status, 200);
+            slow_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        wait_until("the slow request in flight", || {
+            let scrape = parse_metrics(&scrape(metrics, "/metrics").1);
+            sample(&scrape, "ringmaster_handlers_in_flight", &[("slot", "0")]) == 1.0
+        });
+        // `reload` answers once the old worker is gone: after the slow request.
+        let reload = scope.spawn(|| common::control(&server, "reload"));
+        wait_until("the old worker draining beside its successor", || {
+            common::control(&server, "status json").contains("\"state\":\"draining\"")
+        });
+        // What the draining worker counted stays in its slot's counters.
+        let during = counts();
+        assert!(
+            !slow_done.load(std::sync::atomic::Ordering::SeqCst),
+            "the drain ended before the scrape"
+        );
+        assert!(
+            during.0 >= 4.0 && during.1 >= 4.0 && during.2 >= 4.0,
+            "counters went down while the old worker drained: {during:?}"
+        );
+        let answer = reload.join().unwrap();
+        assert!(answer.starts_with("ok: reloaded"), "{answer}");
+    });
+    // The slow request counted too, once, after the drain.
+    wait_until("five requests after the drain", || {
+        counts() == (5.0, 4.0, 5.0)
+    });
+}

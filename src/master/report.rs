@@ -421,18 +421,33 @@ impl<H: Serve> Master<'_, H> {
             .slots
             .iter()
             .map(|s| {
-                let current = s.child().map(|c| c.stats).unwrap_or_default();
-                let mut stats = s.past.plus(&current);
-                // A gauge, not a total: only the live worker's connections count.
-                stats.connections = current.connections;
-                let durations = s
+                // Every worker of the slot that has not exited: its own, its successor while
+                // one starts, and those that left it and drain (a reload's, a recycle's).
+                // Their totals join `past` only when they exit, so leaving them out would
+                // take a draining worker's counts away for the drain: a counter that went
+                // down, which Prometheus reads as a reset.
+                let alive: Vec<&super::child::Child> = s
                     .child()
-                    .map_or(s.past_durations, |c| s.past_durations.plus(&c.durations));
-                // The handler's counters: the slot's exited workers' plus the live one's;
-                // its gauges: the live one's.
+                    .into_iter()
+                    .chain(s.successor().map(|(c, _)| c))
+                    .chain(self.sup.retiring.iter().filter(|c| c.slot == s.index))
+                    .collect();
+                let current = s.child().map(|c| c.stats).unwrap_or_default();
+                // Gauges, not totals (connections, descriptors...): the live worker's alone.
+                let stats = alive
+                    .iter()
+                    .fold(s.past, |sum, c| sum.plus(&c.stats))
+                    .gauges_from(&current);
+                let durations = alive
+                    .iter()
+                    .fold(s.past_durations, |sum, c| sum.plus(&c.durations));
+                // The handler's counters: the slot's exited workers' plus those alive; its
+                // gauges: the live one's.
                 let mut custom = s.past_metrics.clone();
-                if let Some(c) = s.child() {
+                for c in &alive {
                     crate::metric::add_totals(&mut custom, &c.metrics);
+                }
+                if let Some(c) = s.child() {
                     custom.extend(
                         c.metrics
                             .iter()
