@@ -41,6 +41,12 @@ pub(crate) const LINE_BYTES_MAX: usize = 4000;
 pub(crate) const MESSAGE_BYTES_MAX: usize = 1024;
 /// The longest value of one field; longer ones are cut.
 pub(crate) const FIELD_BYTES_MAX: usize = 256;
+/// The most bytes the message takes once escaped (cut there): room for a message of
+/// control characters at [`MESSAGE_BYTES_MAX`] to show a good part of itself, with the
+/// prefix, the target and the closing within [`LINE_BYTES_MAX`].
+const MESSAGE_ESCAPED_MAX: usize = 2 * MESSAGE_BYTES_MAX;
+/// The most bytes the target takes once escaped.
+const TARGET_ESCAPED_MAX: usize = 256;
 
 /// The program's name, as its log lines and its messages to the operator say it.
 static PROGRAM: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
@@ -211,18 +217,22 @@ fn format_line(
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     let _ = write_prefix(&mut out, json, role);
+    // Escaping may grow a message up to six times (a control byte as `\u00XX`): each part
+    // is escaped within its own budget, so that the line stays within its bound.
+    let message_max = out.len() + MESSAGE_ESCAPED_MAX;
     if json {
-        write_escaped(&mut out, message.as_bytes(), true);
+        write_escaped(&mut out, message, true, message_max);
         let _ = write!(
             out,
             "\",\"level\":\"{level}\",\"pid\":{},\"target\":\"",
             std::process::id()
         );
-        write_escaped(&mut out, target.as_bytes(), true);
+        let target_max = out.len() + TARGET_ESCAPED_MAX;
+        write_escaped(&mut out, target, true, target_max);
         out.push(b'"');
     } else {
         let _ = write!(out, "{level} ");
-        write_escaped(&mut out, message.as_bytes(), false);
+        write_escaped(&mut out, message, false, message_max);
     }
     // Room for the closing braces and the newline.
     let room = LINE_BYTES_MAX - 3;
@@ -237,7 +247,7 @@ fn format_line(
         match (json, value) {
             (true, Value::Text(t)) => {
                 let _ = write!(field, "\"{name}\":\"");
-                write_escaped(&mut field, t.as_bytes(), true);
+                write_escaped(&mut field, t, true, LINE_BYTES_MAX);
                 field.push(b'"');
             }
             (true, Value::Number(n)) => {
@@ -248,7 +258,7 @@ fn format_line(
             }
             (false, Value::Text(t)) => {
                 let _ = write!(field, " {name}=");
-                write_escaped(&mut field, t.as_bytes(), false);
+                write_escaped(&mut field, t, false, LINE_BYTES_MAX);
             }
             (false, Value::Number(n)) => {
                 let _ = write!(field, " {name}={n}");
@@ -301,18 +311,33 @@ fn write_prefix(out: &mut impl Write, json: bool, role: u32) -> std::io::Result<
     }
 }
 
-/// The message, escaped so that one event stays one line: line breaks (a panic's, say) as
-/// `\n` and `\r`, and for JSON quotes, backslashes and other control bytes too.
-fn write_escaped(out: &mut impl Write, msg: &[u8], json: bool) {
-    for &b in msg {
-        let _ = match (json, b) {
-            (_, b'\n') => out.write_all(b"\\n"),
-            (_, b'\r') => out.write_all(b"\\r"),
-            (true, b'"') => out.write_all(b"\\\""),
-            (true, b'\\') => out.write_all(b"\\\\"),
-            (true, 0..=0x1f) => write!(out, "\\u{b:04x}"),
-            _ => out.write_all(&[b]),
+/// `text`, escaped so that one event stays one line and says nothing to a terminal: line
+/// breaks (a panic's, say) as `\n` and `\r`, other control characters as `\u00XX` in JSON
+/// (with quotes and backslashes) and `\xXX` in text. It stops before `out` would pass
+/// `limit` bytes, on a character's (and an escape's) boundary.
+fn write_escaped(out: &mut Vec<u8>, text: &str, json: bool, limit: usize) {
+    let mut utf8 = [0u8; 4];
+    let mut control = [0u8; 6];
+    for c in text.chars() {
+        let piece: &[u8] = match (json, c) {
+            (_, '\n') => b"\\n",
+            (_, '\r') => b"\\r",
+            (true, '"') => b"\\\"",
+            (true, '\\') => b"\\\\",
+            (true, '\0'..='\x1f') => {
+                let _ = write!(&mut control[..], "\\u{:04x}", c as u32);
+                &control[..6]
+            }
+            (false, '\0'..='\x1f' | '\x7f') => {
+                let _ = write!(&mut control[..], "\\x{:02x}", c as u32);
+                &control[..4]
+            }
+            _ => c.encode_utf8(&mut utf8).as_bytes(),
         };
+        if out.len() + piece.len() > limit {
+            return;
+        }
+        out.extend_from_slice(piece);
     }
 }
 
@@ -398,16 +423,37 @@ mod tests {
 
     #[test]
     fn one_event_stays_one_line_in_either_format() {
-        let escaped = |msg: &[u8], json: bool| {
+        let escaped = |msg: &str, json: bool| {
             let mut out = Vec::new();
-            write_escaped(&mut out, msg, json);
+            write_escaped(&mut out, msg, json, usize::MAX);
             String::from_utf8(out).unwrap()
         };
-        assert_eq!(escaped(b"a\nb\rc \"q\" \\", false), "a\\nb\\rc \"q\" \\");
+        assert_eq!(escaped("a\nb\rc \"q\" \\", false), "a\\nb\\rc \"q\" \\");
         assert_eq!(
-            escaped(b"a\nb \"q\" \\ \x01", true),
+            escaped("a\nb \"q\" \\ \x01", true),
             "a\\nb \\\"q\\\" \\\\ \\u0001"
         );
+        // A terminal's escape sequence is shown, not obeyed.
+        assert_eq!(escaped("\x1b[2Jé\x7f", false), "\\x1b[2Jé\\x7f");
+        // Cut at the limit on an escape's and a character's boundary.
+        let mut out = b"ab".to_vec();
+        write_escaped(&mut out, "\x01é", true, 2 + 6 + 1);
+        assert_eq!(out, b"ab\\u0001", "é's two bytes would pass the limit");
+    }
+
+    #[test]
+    fn a_message_of_control_characters_keeps_the_line_within_its_bound() {
+        let nasty: String = "\t\"\x01".repeat(MESSAGE_BYTES_MAX / 3);
+        let fields = vec![("header", Value::Text("\x02".repeat(FIELD_BYTES_MAX)))];
+        for json in [true, false] {
+            let line = format_line(json, 0, Level::WARN, &"t".repeat(300), &nasty, &fields);
+            assert!(line.len() <= LINE_BYTES_MAX, "{}", line.len());
+            assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            if json {
+                let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                assert!(v["msg"].as_str().unwrap().starts_with("\t\"\x01"));
+            }
+        }
     }
 
     #[test]
