@@ -39,8 +39,22 @@ fn each_format_writes_its_fields() {
             format,
         ]);
         assert_eq!(exchange(server.addr, REQUEST).0.status, 200);
+        // A target may hold a quote and a backslash: escaped, the line still parses.
+        let quoted = b"GET /q\"u\\o HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        assert_eq!(exchange(server.addr, quoted).0.status, 200);
         let lines = lines_after_stop(server, &path);
-        assert_eq!(lines.len(), 1, "{format}: {lines:?}");
+        assert_eq!(lines.len(), 2, "{format}: {lines:?}");
+        match format {
+            "json" => {
+                let v: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+                assert_eq!(v["request"], "GET /q\"u\\o HTTP/1.1", "{}", lines[1]);
+            }
+            _ => assert!(
+                lines[1].contains("] \"GET /q\\x22u\\x5Co HTTP/1.1\" 200 11"),
+                "{}",
+                lines[1]
+            ),
+        }
         let line = &lines[0];
         match format {
             "common" => {

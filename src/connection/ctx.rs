@@ -189,8 +189,9 @@ impl AccessLog {
                 b.extend_from_slice(b" - - ");
                 b.extend_from_slice(date.clf());
                 b.extend_from_slice(b" \"");
-                // Quotes and control bytes cannot reach here: the parser refused them.
-                b.extend_from_slice(request);
+                // Control bytes cannot reach here (the parser refused them), but a target may
+                // hold `"` and `\\`: escaped as nginx escapes `$request`.
+                escape_clf(b, request);
                 let _ = write!(b, "\" {} {}", e.status, e.bytes);
                 if self.format == F::Combined {
                     for field in [q.referer, q.user_agent] {
