@@ -132,15 +132,14 @@ pub(crate) fn to_args(
             (Kind::Switch, _) => return Err(shape("is a switch: give true or false")),
             (Kind::Many, toml::Value::Array(items)) => {
                 for item in items {
-                    args.push(long.clone().into());
-                    args.push(scalar(item).ok_or_else(|| shape("lists a table or a list"))?);
+                    let item = scalar(item).ok_or_else(|| shape("lists a table or a list"))?;
+                    args.push(with_value(&long, item));
                 }
             }
             (_, toml::Value::Array(_)) => return Err(shape("takes one value, not a list")),
             (_, value) => {
                 let value = scalar(value).ok_or_else(|| shape("is a table"))?;
-                args.push(long.into());
-                args.push(value);
+                args.push(with_value(&long, value));
             }
         }
     }
@@ -221,21 +220,24 @@ fn env_args_from(
             },
             Kind::Many => {
                 for item in text.split(';').filter(|i| !i.is_empty()) {
-                    args.push(long.clone().into());
-                    args.push(item.into());
+                    args.push(with_value(&long, item.into()));
                 }
             }
-            Kind::One => {
-                args.push(long.into());
-                args.push(text.into());
-            }
+            Kind::One => args.push(with_value(&long, text.into())),
         }
     }
     if let Some(port) = port.filter(|_| !listen_set && !holds(given, "listen") && takes("listen")) {
-        args.push("--listen".into());
-        args.push(port);
+        args.push(with_value("--listen", port));
     }
     Ok(args)
+}
+
+/// `--name=value` as one argument: a value that starts with `-` (a file named `-x.log`)
+/// is then the flag's value, not taken for a flag of its own.
+fn with_value(long: &str, value: OsString) -> OsString {
+    let mut arg = OsString::from(format!("{long}="));
+    arg.push(value);
+    arg
 }
 
 /// A string, number or boolean as the flag's text.
@@ -292,17 +294,12 @@ mod tests {
         let mut got = args(text, &[]).unwrap();
         got.sort();
         let mut want = [
-            "--workers",
-            "4",
-            "--listen",
-            "127.0.0.1:8080",
+            "--workers=4",
+            "--listen=127.0.0.1:8080",
             "--exit-on-panic",
-            "--static",
-            "/=./public",
-            "--static",
-            "/img=/srv/img",
-            "--drain-timeout",
-            "2.5",
+            "--static=/=./public",
+            "--static=/img=/srv/img",
+            "--drain-timeout=2.5",
         ];
         want.sort();
         assert_eq!(got, want);
@@ -314,7 +311,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             got,
-            ["--drain-timeout", "2.5", "--listen", "127.0.0.1:8080"],
+            ["--drain-timeout=2.5", "--listen=127.0.0.1:8080"],
             "toml tables iterate in key order"
         );
         assert_eq!(
@@ -377,14 +374,10 @@ mod tests {
             got,
             [
                 "--exit-on-panic",
-                "--static",
-                "/=./public",
-                "--static",
-                "/img=/srv/img",
-                "--workers",
-                "4",
-                "--listen",
-                "8080"
+                "--static=/=./public",
+                "--static=/img=/srv/img",
+                "--workers=4",
+                "--listen=8080"
             ]
         );
         // RINGMASTER_LISTEN, or --listen given, beats PORT; a flag given beats its variable.
@@ -392,12 +385,15 @@ mod tests {
             &[("PORT", "8080"), ("RINGMASTER_LISTEN", "127.0.0.1:1")],
             &[],
         );
-        assert_eq!(got.unwrap(), ["--listen", "127.0.0.1:1"]);
+        assert_eq!(got.unwrap(), ["--listen=127.0.0.1:1"]);
         let got = env(
             &[("PORT", "8080"), ("RINGMASTER_WORKERS", "4")],
             &["--listen=1", "--workers", "2"],
         );
         assert_eq!(got.unwrap(), Vec::<String>::new());
+        // A value that starts with `-` stays the flag's value.
+        let got = env(&[("RINGMASTER_STATIC", "-odd=/srv")], &[]);
+        assert_eq!(got.unwrap(), ["--static=-odd=/srv"]);
         let got = env(&[("RINGMASTER_EXIT_ON_PANIC", "0")], &[]);
         assert_eq!(got.unwrap(), Vec::<String>::new());
         let err = env(&[("RINGMASTER_WOKERS", "4")], &[]).unwrap_err();

@@ -110,8 +110,8 @@ pub enum MetricError {
     BadName(String),
     /// The help is too long or holds a line break.
     BadHelp,
-    /// A histogram's bounds are not 1 to [`BOUNDS_MAX`] finite values, each above the one
-    /// before.
+    /// A histogram's bounds are not 1 to [`BOUNDS_MAX`] finite values (`f64::MAX` is not
+    /// one), each above the one before.
     BadBounds,
     /// The name is defined already, as another kind (or a histogram with other bounds).
     KindConflict(String),
@@ -485,7 +485,8 @@ impl Histogram {
         if bounds.is_empty()
             || bounds.len() > BOUNDS_MAX
             || !ordered
-            || bounds.iter().any(|b| !b.is_finite())
+            // `f64::MAX` would be written as `+Inf`, beside the `+Inf` bucket.
+            || bounds.iter().any(|b| !b.is_finite() || b.abs() == f64::MAX)
         {
             return Err(MetricError::BadBounds);
         }
@@ -503,7 +504,8 @@ impl Histogram {
         }
     }
 
-    /// Counts one observation of `v` (a NaN is not counted).
+    /// Counts one observation of `v`. A NaN or an infinity is not counted: its sum would
+    /// be NaN for good (sums are kept across worker replacements), which Prometheus refuses.
     ///
     /// # Examples
     ///
@@ -525,7 +527,7 @@ impl Histogram {
     /// }
     /// ```
     pub fn observe(&self, v: f64) {
-        if v.is_nan() {
+        if !v.is_finite() {
             return;
         }
         let h = &self.0;
@@ -709,7 +711,15 @@ mod tests {
     fn a_histogram_counts_into_its_buckets_and_checks_its_bounds() {
         static BOUNDS: [f64; 3] = [0.1, 1.0, 10.0];
         let h = Histogram::new("unit_hist", "A histogram.", &BOUNDS).unwrap();
-        for v in [0.05, 0.1, 0.5, 20.0, f64::NAN] {
+        for v in [
+            0.05,
+            0.1,
+            0.5,
+            20.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
             h.observe(v);
         }
         let s = samples()
@@ -734,6 +744,12 @@ mod tests {
         assert_eq!(
             Histogram::new("unit_empty", "x", &[]).err(),
             Some(MetricError::BadBounds)
+        );
+        static HUGE: [f64; 2] = [1.0, f64::MAX];
+        assert_eq!(
+            Histogram::new("unit_huge", "x", &HUGE).err(),
+            Some(MetricError::BadBounds),
+            "f64::MAX is written +Inf"
         );
     }
 }

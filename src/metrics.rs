@@ -554,7 +554,10 @@ impl Snapshot {
                 Kind::Gauge => MetricType::Gauge,
                 Kind::Histogram => MetricType::Histogram,
             };
-            let mut family = encoder.encode_descriptor(&def.name, &def.help, None, kind)?;
+            // The handler's own help, escaped as OpenMetrics asks (`\\` and `"`; line breaks
+            // were refused when it was defined): the encoder writes it as given.
+            let help = def.help.replace('\\', "\\\\").replace('"', "\\\"");
+            let mut family = encoder.encode_descriptor(&def.name, &help, None, kind)?;
             for w in &self.workers {
                 let Some(s) = w
                     .custom

@@ -128,7 +128,16 @@ where
         Box::pin(async move {
             let req = match to_request(&req) {
                 Ok(req) => req,
-                Err(e) => return failed("the request cannot be an http::Request", &e),
+                // What this server's parser lets through but `http` refuses (`<`, `>` or a
+                // backtick in the path, a target of 64 KiB): the client's doing, not the
+                // service's, so `400`, and nothing logged for a client to flood.
+                Err(e) => {
+                    let mut res = Response::new();
+                    res.status(400)
+                        .header("Content-Type", "text/plain")
+                        .body(format!("the request cannot be served: {e}\n"));
+                    return res;
+                }
             };
             if let Err(e) = poll_fn(|cx| service.poll_ready(cx)).await {
                 return failed("the service is not ready", &e);

@@ -70,6 +70,19 @@ fn the_file_sets_what_the_flags_do_and_a_flag_overrides_it() {
     assert!(server
         .wait_log("listening on 127.0.0.1:")
         .contains("(2 workers"));
+    drop(server);
+    // A value that starts with `-` is the setting's, not a flag of its own.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringmaster"));
+    command
+        .current_dir(dir.path(""))
+        .env("RINGMASTER_CONFIG", config)
+        .env("RINGMASTER_ACCESS_LOG", "-dash.log");
+    let mut server = Server::start_command(&mut command, 1);
+    assert_eq!(get(&server, "/").0, 200);
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    let log = std::fs::read_to_string(dir.path("-dash.log")).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
 }
 
 #[test]

@@ -38,6 +38,11 @@ fn a_tower_stack_serves_with_request_ids_cors_and_its_body() {
     let res = get(&server, "/", &["X-Request-Id: mine-1"]);
     assert_eq!(res.header("x-request-id"), Some("mine-1"));
     assert_eq!(get(&server, "/nowhere", &[]).status, 404);
+    // A target this server's parser takes but `http::Uri` refuses is the client's error.
+    for target in ["/a<b>", "/a`b"] {
+        let res = get(&server, target, &[]);
+        assert_eq!(res.status, 400, "{target}");
+    }
     // TraceLayer's events land in ringmaster's log, one line each, with their fields.
     let line = server.wait_log("finished processing request");
     assert!(
