@@ -6,6 +6,7 @@ mod common;
 
 use common::load::{Load, Style};
 use common::{exchange, testbed, Server};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 fn log_path(name: &str) -> PathBuf {
@@ -147,5 +148,54 @@ fn under_load_every_line_is_whole_and_none_is_lost() {
                 ),
             }
         }
+    }
+}
+
+#[test]
+fn to_a_pipe_every_line_is_whole_and_none_is_lost() {
+    // A container's `--access-log /dev/stdout` is a pipe: two workers' writes to it must
+    // not interleave inside a line, even with a reader slower than the load.
+    let path = log_path("fifo");
+    let _ = std::fs::remove_file(&path);
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; mkfifo reads it and keeps nothing.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let reader_path = path.clone();
+    // A slow reader: small reads, so that the pipe fills and writes wait for room.
+    let reader = std::thread::spawn(move || {
+        let mut fifo = std::fs::File::open(&reader_path).unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match fifo.read(&mut buf).unwrap() {
+                0 => return all,
+                n => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let server = Server::start(&[
+        "--workers",
+        "2",
+        "--access-log",
+        path.to_str().unwrap(),
+        "--access-log-format",
+        "json",
+    ]);
+    let keep = Load::start(server.addr, 4, Style::KeepAlive);
+    common::wait_until("load served", || keep.tally().ok > 5000);
+    let keep = keep.stop();
+    assert_eq!(keep.failed, 0);
+    let mut server = server;
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    let all = reader.join().unwrap();
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8(all).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() as u64, keep.ok, "a line per response");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("a torn line ({e}): {line}"));
+        assert_eq!(v["status"], 200, "{line}");
     }
 }

@@ -21,6 +21,11 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 const SIGINFO_BYTES: usize = 128;
 /// Access log bytes that make a write worth it before the tick forces one.
 const ACCESS_FLUSH_BYTES: usize = 64 * 1024;
+/// The most bytes one write to a pipe, a socket or a terminal moves whole: `PIPE_BUF`. The
+/// workers share the access log; lines written to a regular file opened `O_APPEND` never
+/// interleave, but a longer write to a pipe (a container's `/dev/stdout`) may be split,
+/// and another worker's lines land inside it.
+const ACCESS_ATOMIC_BYTES: usize = 4096;
 /// When draining, an idle keep-alive connection gets this long (at most half the drain
 /// timeout) to send one more request, which is answered with `Connection: close`. Closing
 /// it at once would race a request the client may be sending: the client would see its
@@ -46,6 +51,38 @@ pub(super) struct Side {
     access_path: Option<PathBuf>,
     /// A reopened access log waiting for the write in flight to the old one to complete.
     access_next: Option<Switch>,
+    /// The most bytes one write to the access log takes: unbounded for a regular file,
+    /// [`ACCESS_ATOMIC_BYTES`] (whole lines) for anything else.
+    access_write_max: usize,
+    /// Bytes at the start of the log's buffer already handed to a write (where writes are
+    /// bounded): the buffer is let go of by halves, not moved at every write.
+    access_sent: usize,
+}
+
+/// The most bytes one write to `file` takes, so that lines never interleave with another
+/// worker's: any length for a regular file (appends are atomic), [`ACCESS_ATOMIC_BYTES`]
+/// otherwise.
+fn access_write_max(file: &OwnedFd) -> usize {
+    match nix::sys::stat::fstat(file) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => usize::MAX,
+        _ => ACCESS_ATOMIC_BYTES,
+    }
+}
+
+/// Where the first write of `pending` (whole lines) ends, at most `max` bytes: after the
+/// last line that fits, or after the first line when it alone is longer.
+fn access_write_end(pending: &[u8], max: usize) -> usize {
+    if pending.len() <= max {
+        return pending.len();
+    }
+    let within = &pending[..max];
+    match within.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None => pending
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(pending.len(), |i| i + 1),
+    }
 }
 
 /// A reopened access log, not written to yet: the worker switches to it once no write to
@@ -86,8 +123,13 @@ impl Side {
                 .as_ref()
                 .map(|_| Vec::with_capacity(ACCESS_LOG_BYTES_MAX)),
             access_path: access_path.filter(|_| setup.access_log.is_some()),
+            access_write_max: setup
+                .access_log
+                .as_ref()
+                .map_or(usize::MAX, access_write_max),
             access_file: setup.access_log,
             access_next: None,
+            access_sent: 0,
         })
     }
 }
@@ -307,14 +349,38 @@ impl<H: Serve> Worker<'_, H> {
         let (Some(file), Some(log)) = (&self.side.access_file, &mut self.ctx.access) else {
             return Ok(());
         };
-        if log.buf.is_empty() || (!force && log.buf.len() < ACCESS_FLUSH_BYTES) {
+        let max = self.side.access_write_max;
+        let pending = log.buf.len() - self.side.access_sent;
+        if pending == 0 || (!force && pending < ACCESS_FLUSH_BYTES.min(max)) {
             return Ok(());
         }
         // The spare is the ring's while a write is in flight: then wait for it.
-        let Some(spare) = self.side.access_spare.take() else {
+        let Some(mut spare) = self.side.access_spare.take() else {
             return Ok(());
         };
-        let buf = std::mem::replace(&mut log.buf, spare);
+        let buf = if max == usize::MAX {
+            // What bounded writes sent already, before a reopen made the log a file.
+            log.buf.drain(..self.side.access_sent);
+            self.side.access_sent = 0;
+            std::mem::replace(&mut log.buf, spare)
+        } else {
+            // Bounded writes: whole lines, at most `max` bytes, copied out of the log's
+            // buffer, which lets go of what was sent once half of it is.
+            let at = self.side.access_sent;
+            if at >= log.buf.capacity() / 2 {
+                log.buf.drain(..at);
+                self.side.access_sent = 0;
+            }
+            let at = self.side.access_sent;
+            let end = access_write_end(&log.buf[at..], max);
+            spare.extend_from_slice(&log.buf[at..at + end]);
+            self.side.access_sent += end;
+            if self.side.access_sent == log.buf.len() {
+                log.buf.clear();
+                self.side.access_sent = 0;
+            }
+            spare
+        };
         let op = Op::Write {
             fd: file.as_raw_fd(),
             buf,
@@ -357,6 +423,7 @@ impl<H: Serve> Worker<'_, H> {
             return;
         }
         if let Some(Switch { file, round }) = self.side.access_next.take() {
+            self.side.access_write_max = access_write_max(&file);
             self.side.access_file = Some(file);
             self.send_to_master(&Message::Reopened { round, errno: 0 });
         }
@@ -374,12 +441,17 @@ impl<H: Serve> Worker<'_, H> {
         // With no write in flight, a reopened file is switched to already.
         debug_assert!(self.side.access_next.is_none());
         if let (Some(file), Some(log)) = (&self.side.access_file, &mut self.ctx.access) {
-            if !log.buf.is_empty() {
-                if let Err(e) = nix::unistd::write(file, &log.buf) {
+            let mut at = self.side.access_sent;
+            while at < log.buf.len() {
+                let end = at + access_write_end(&log.buf[at..], self.side.access_write_max);
+                if let Err(e) = nix::unistd::write(file, &log.buf[at..end]) {
                     log!("writing the access log: {e}");
+                    break;
                 }
-                log.buf.clear();
+                at = end;
             }
+            log.buf.clear();
+            self.side.access_sent = 0;
         }
     }
 
@@ -401,6 +473,25 @@ impl<H: Serve> Worker<'_, H> {
                 };
                 self.ring.push(op, Event::Access)?;
                 return Ok(());
+            }
+            Ok(n)
+                if (n as usize) < buf.len()
+                    && n > 0
+                    && self.side.access_write_max != usize::MAX =>
+            {
+                // A short bounded write (a signal): the rest was copied from the log's
+                // buffer, where it still is unless that buffer was let go of.
+                let short = buf.len() - n as usize;
+                if self.side.access_sent >= short {
+                    self.side.access_sent -= short;
+                } else if let Some(log) = &mut self.ctx.access {
+                    buf.drain(..n as usize);
+                    let newer = log.buf.split_off(self.side.access_sent);
+                    log.buf.truncate(self.side.access_sent);
+                    log.buf.extend_from_slice(&buf);
+                    log.buf.extend_from_slice(&newer);
+                    buf.clear();
+                }
             }
             Ok(n) if (n as usize) < buf.len() && n > 0 => {
                 // A short write: the rest goes out next, ahead of newer lines.
@@ -439,4 +530,23 @@ fn worker_signals() -> nix::Result<nix::sys::signalfd::SignalFd> {
     mask.add(Signal::SIGQUIT);
     mask.thread_block()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::access_write_end;
+
+    #[test]
+    fn a_bounded_write_ends_after_the_last_whole_line_that_fits() {
+        assert_eq!(access_write_end(b"ab\ncd\n", 100), 6, "all of it fits");
+        assert_eq!(
+            access_write_end(b"ab\ncd\nef\n", 7),
+            6,
+            "two lines of three"
+        );
+        assert_eq!(access_write_end(b"ab\ncd\nef\n", 6), 6, "at the bound");
+        assert_eq!(access_write_end(b"ab\ncd\nef\n", 5), 3, "one line");
+        // A line longer than the bound goes alone.
+        assert_eq!(access_write_end(b"abcdef\ng\n", 4), 7);
+    }
 }
