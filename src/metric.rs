@@ -581,7 +581,8 @@ pub(crate) fn samples() -> Vec<Sample> {
 }
 
 /// Adds the counters and histograms of `samples` into `past` (by name; a gauge is not
-/// carried over): what an exited worker counted.
+/// carried over): what an exited worker counted. A metric whose kind or bounds changed (a
+/// new build's) replaces the old one.
 pub(crate) fn add_totals(past: &mut Vec<Sample>, samples: &[Sample]) {
     for s in samples.iter().filter(|s| s.kind != Kind::Gauge) {
         let same_shape = |p: &Sample| {
@@ -598,7 +599,9 @@ pub(crate) fn add_totals(past: &mut Vec<Sample>, samples: &[Sample]) {
                     a.1 = a.1.wrapping_add(b.1);
                 }
             }
-            Some(_) => {}
+            // A build that changed the metric's kind or its bounds: the newest shape wins, its
+            // counts start over (Prometheus sees a reset), rather than the old one frozen.
+            Some(i) => past[i] = s.clone(),
             // Bounded: a later build may define other names; each build at most METRICS_MAX.
             None if past.len() < METRICS_MAX * 2 => past.push(s.clone()),
             None => {}
@@ -682,6 +685,16 @@ mod tests {
             vec![(0.5, 2), (1.0, 0), (f64::INFINITY, 4)]
         );
         assert_eq!(past[1].sum, 14.5);
+        // A new build's histogram with other bounds takes the name's place, counts and all.
+        let rebounded = Sample {
+            buckets: vec![(2.0, 5), (f64::INFINITY, 0)],
+            sum: 3.0,
+            ..samples[2].clone()
+        };
+        add_totals(&mut past, std::slice::from_ref(&rebounded));
+        assert_eq!(past[1], rebounded);
+        add_totals(&mut past, std::slice::from_ref(&rebounded));
+        assert_eq!(past[1].buckets, vec![(2.0, 10), (f64::INFINITY, 0)]);
     }
 
     #[test]
