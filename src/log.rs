@@ -24,8 +24,10 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 /// The role of this process: `u32::MAX` for the master, else the worker's slot.
@@ -106,23 +108,82 @@ pub(crate) fn install() {
     });
 }
 
-/// ringmaster's layer: each event one line on stderr, in one write.
+/// ringmaster's layer: each event one line on stderr, in one write, with the fields of the
+/// spans it happened in (a `tower_http` request span's method and URI, say).
 struct Lines;
 
-impl<S: Subscriber> Layer<S> for Lines {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+/// The most fields a span keeps (the first recorded).
+const SPAN_FIELDS_MAX: usize = 16;
+
+/// A span's fields as recorded, kept in its extensions for the events inside it.
+struct SpanFields(Vec<(&'static str, Value)>);
+
+/// A span as an event's line shows it.
+struct SpanLine {
+    name: &'static str,
+    fields: Vec<(&'static str, Value)>,
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Lines {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        let mut kept = fields.others;
+        if !fields.message.is_empty() {
+            kept.insert(0, ("message", Value::Text(fields.message)));
+        }
+        kept.truncate(SPAN_FIELDS_MAX);
+        span.extensions_mut().insert(SpanFields(kept));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut fields = Fields::default();
+        values.record(&mut fields);
+        let mut extensions = span.extensions_mut();
+        let Some(SpanFields(kept)) = extensions.get_mut::<SpanFields>() else {
+            return;
+        };
+        for (name, value) in fields.others {
+            match kept.iter().position(|(n, _)| *n == name) {
+                Some(i) => kept[i].1 = value,
+                None if kept.len() < SPAN_FIELDS_MAX => kept.push((name, value)),
+                None => {}
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         let json = JSON.load(Ordering::Relaxed);
         let mut fields = Fields::default();
         event.record(&mut fields);
         let target = meta.target();
         let ours = target == "ringmaster" || target.starts_with("ringmaster::");
+        let spans: Vec<SpanLine> = ctx.event_scope(event).map_or(Vec::new(), |scope| {
+            scope
+                .from_root()
+                .map(|span| SpanLine {
+                    name: span.name(),
+                    fields: span
+                        .extensions()
+                        .get::<SpanFields>()
+                        .map_or(Vec::new(), |f| f.0.clone()),
+                })
+                .collect()
+        });
         let line = format_line(
             json,
             ROLE.load(Ordering::Relaxed),
             *meta.level(),
             target,
             &fields.message,
+            &spans,
             if ours && !json { &[] } else { &fields.others },
         );
         // Nothing useful can be done when stderr is gone.
@@ -131,7 +192,7 @@ impl<S: Subscriber> Layer<S> for Lines {
 }
 
 /// A field's value as recorded: JSON keeps numbers and booleans as such.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Value {
     Text(String),
     Number(String),
@@ -206,15 +267,21 @@ impl fmt::Write for Bounded<'_> {
     }
 }
 
-/// One line, newline included, at most [`LINE_BYTES_MAX`] bytes.
+/// One line, newline included, at most [`LINE_BYTES_MAX`] bytes. The spans the event
+/// happened in, outermost first, go before the message in text (`outer{k=v}:inner: msg`)
+/// and as `"spans":[{"name":…,"fields":{…}}]` in JSON; what does not fit is left out
+/// whole, spans before the event's own fields.
 fn format_line(
     json: bool,
     role: u32,
     level: Level,
     target: &str,
     message: &str,
+    spans: &[SpanLine],
     fields: &[(&'static str, Value)],
 ) -> Vec<u8> {
+    // Room for the closing braces and the newline.
+    let room = LINE_BYTES_MAX - 3;
     let mut out = Vec::with_capacity(256);
     let _ = write_prefix(&mut out, json, role);
     // Escaping may grow a message up to six times (a control byte as `\u00XX`): each part
@@ -230,43 +297,55 @@ fn format_line(
         let target_max = out.len() + TARGET_ESCAPED_MAX;
         write_escaped(&mut out, target, true, target_max);
         out.push(b'"');
+        if !spans.is_empty() {
+            let mut part = b",\"spans\":[".to_vec();
+            for (i, span) in spans.iter().enumerate() {
+                if i > 0 {
+                    part.push(b',');
+                }
+                let _ = write!(part, "{{\"name\":\"");
+                write_escaped(&mut part, span.name, true, LINE_BYTES_MAX);
+                part.extend_from_slice(b"\",\"fields\":{");
+                for (j, (name, value)) in span.fields.iter().enumerate() {
+                    part.extend_from_slice(&field_bytes(true, j > 0, name, value));
+                }
+                part.extend_from_slice(b"}}");
+            }
+            part.push(b']');
+            if out.len() + part.len() <= room {
+                out.extend_from_slice(&part);
+            }
+        }
     } else {
         let _ = write!(out, "{level} ");
+        if !spans.is_empty() {
+            let mut part = Vec::new();
+            for span in spans {
+                part.extend_from_slice(span.name.as_bytes());
+                if !span.fields.is_empty() {
+                    part.push(b'{');
+                    for (j, (name, value)) in span.fields.iter().enumerate() {
+                        let field = field_bytes(false, false, name, value);
+                        // ` k=v` as the event's fields go; inside braces without the space.
+                        part.extend_from_slice(&field[usize::from(j == 0)..]);
+                    }
+                    part.push(b'}');
+                }
+                part.push(b':');
+            }
+            part.push(b' ');
+            if out.len() + part.len() + MESSAGE_ESCAPED_MAX <= room {
+                out.extend_from_slice(&part);
+            }
+        }
+        let message_max = out.len() + MESSAGE_ESCAPED_MAX;
         write_escaped(&mut out, message, false, message_max);
     }
-    // Room for the closing braces and the newline.
-    let room = LINE_BYTES_MAX - 3;
     if json && !fields.is_empty() {
         out.extend_from_slice(b",\"fields\":{");
     }
     for (i, (name, value)) in fields.iter().enumerate() {
-        let mut field = Vec::with_capacity(64);
-        if json && i > 0 {
-            field.push(b',');
-        }
-        match (json, value) {
-            (true, Value::Text(t)) => {
-                let _ = write!(field, "\"{name}\":\"");
-                write_escaped(&mut field, t, true, LINE_BYTES_MAX);
-                field.push(b'"');
-            }
-            (true, Value::Number(n)) => {
-                let _ = write!(field, "\"{name}\":{n}");
-            }
-            (true, Value::Bool(b)) => {
-                let _ = write!(field, "\"{name}\":{b}");
-            }
-            (false, Value::Text(t)) => {
-                let _ = write!(field, " {name}=");
-                write_escaped(&mut field, t, false, LINE_BYTES_MAX);
-            }
-            (false, Value::Number(n)) => {
-                let _ = write!(field, " {name}={n}");
-            }
-            (false, Value::Bool(b)) => {
-                let _ = write!(field, " {name}={b}");
-            }
-        }
+        let field = field_bytes(json, i > 0, name, value);
         if out.len() + field.len() > room {
             break;
         }
@@ -280,6 +359,39 @@ fn format_line(
     }
     out.push(b'\n');
     out
+}
+
+/// One field as a line carries it: `"name":value` in JSON (after a comma unless `first`
+/// is false), ` name=value` in text.
+fn field_bytes(json: bool, comma: bool, name: &str, value: &Value) -> Vec<u8> {
+    let mut field = Vec::with_capacity(64);
+    if json && comma {
+        field.push(b',');
+    }
+    match (json, value) {
+        (true, Value::Text(t)) => {
+            let _ = write!(field, "\"{name}\":\"");
+            write_escaped(&mut field, t, true, LINE_BYTES_MAX);
+            field.push(b'"');
+        }
+        (true, Value::Number(n)) => {
+            let _ = write!(field, "\"{name}\":{n}");
+        }
+        (true, Value::Bool(b)) => {
+            let _ = write!(field, "\"{name}\":{b}");
+        }
+        (false, Value::Text(t)) => {
+            let _ = write!(field, " {name}=");
+            write_escaped(&mut field, t, false, LINE_BYTES_MAX);
+        }
+        (false, Value::Number(n)) => {
+            let _ = write!(field, " {name}={n}");
+        }
+        (false, Value::Bool(b)) => {
+            let _ = write!(field, " {name}={b}");
+        }
+    }
+    field
 }
 
 /// The line's start: timestamp and role, as text or as the first JSON fields up to the
@@ -446,7 +558,7 @@ mod tests {
         let nasty: String = "\t\"\x01".repeat(MESSAGE_BYTES_MAX / 3);
         let fields = vec![("header", Value::Text("\x02".repeat(FIELD_BYTES_MAX)))];
         for json in [true, false] {
-            let line = format_line(json, 0, Level::WARN, &"t".repeat(300), &nasty, &fields);
+            let line = format_line(json, 0, Level::WARN, &"t".repeat(300), &nasty, &[], &fields);
             assert!(line.len() <= LINE_BYTES_MAX, "{}", line.len());
             assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
             if json {
@@ -463,7 +575,7 @@ mod tests {
             ("ok", Value::Bool(true)),
             ("path", Value::Text("/a \"b\"\nc".into())),
         ];
-        let line = format_line(true, 2, Level::WARN, "app::x", "hi \"there\"", &fields);
+        let line = format_line(true, 2, Level::WARN, "app::x", "hi \"there\"", &[], &fields);
         let text = String::from_utf8(line).unwrap();
         assert!(
             text.ends_with("}\n") && text.matches('\n').count() == 1,
@@ -478,7 +590,7 @@ mod tests {
         assert_eq!(v["fields"]["slot"], 3);
         assert_eq!(v["fields"]["ok"], true);
         assert_eq!(v["fields"]["path"], "/a \"b\"\nc");
-        let line = format_line(false, MASTER, Level::INFO, "app", "done", &fields);
+        let line = format_line(false, MASTER, Level::INFO, "app", "done", &[], &fields);
         let text = String::from_utf8(line).unwrap();
         assert!(
             text.ends_with(" ringmaster[master] INFO done slot=3 ok=true path=/a \"b\"\\nc\n"),
@@ -495,6 +607,7 @@ mod tests {
                 Level::INFO,
                 "app",
                 &"m".repeat(MESSAGE_BYTES_MAX),
+                &[],
                 &many,
             );
             assert!(line.len() <= LINE_BYTES_MAX, "{}", line.len());
@@ -503,6 +616,36 @@ mod tests {
                 serde_json::from_slice::<serde_json::Value>(&line).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn an_events_spans_go_before_its_message_outermost_first() {
+        let spans = [
+            SpanLine {
+                name: "request",
+                fields: vec![
+                    ("method", Value::Text("GET".into())),
+                    ("uri", Value::Text("/a b".into())),
+                ],
+            },
+            SpanLine {
+                name: "inner",
+                fields: Vec::new(),
+            },
+        ];
+        let fields = [("status", Value::Number("200".into()))];
+        let line = format_line(false, 0, Level::DEBUG, "t", "done", &spans, &fields);
+        let text = String::from_utf8(line).unwrap();
+        assert!(
+            text.ends_with(" DEBUG request{method=GET uri=/a b}:inner: done status=200\n"),
+            "{text}"
+        );
+        let line = format_line(true, 0, Level::DEBUG, "t", "done", &spans, &fields);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["spans"][0]["name"], "request");
+        assert_eq!(v["spans"][0]["fields"]["uri"], "/a b");
+        assert_eq!(v["spans"][1]["name"], "inner");
+        assert_eq!(v["fields"]["status"], 200);
     }
 
     #[test]

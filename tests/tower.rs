@@ -49,6 +49,11 @@ fn a_tower_stack_serves_with_request_ids_cors_and_its_body() {
         line.contains("ringmaster[worker 0] DEBUG") && line.contains("status=200"),
         "{line}"
     );
+    // With the fields of the span it happened in: TraceLayer's request span.
+    assert!(
+        line.contains("DEBUG request{method=GET uri=/ version=HTTP/1.1}: finished"),
+        "{line}"
+    );
 }
 
 #[test]
