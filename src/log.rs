@@ -168,6 +168,10 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Lines {
         let spans: Vec<SpanLine> = ctx.event_scope(event).map_or(Vec::new(), |scope| {
             scope
                 .from_root()
+                // The worker's own span: the line's prefix (or `role` and `slot`) says it.
+                .filter(|span| {
+                    span.name() != "worker" || span.metadata().target() != "ringmaster::worker"
+                })
                 .map(|span| SpanLine {
                     name: span.name(),
                     fields: span

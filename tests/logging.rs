@@ -26,8 +26,20 @@ fn a_programs_own_subscriber_gets_ringmasters_events_with_their_fields() {
         "{started}"
     );
     assert_eq!(get(&server, "/hello"), 200);
+    // The handler's event, in the worker's span: which worker it came from.
     let handled = server.wait_log("handled");
-    assert_eq!(handled, "SUB INFO own_subscriber handled path=\"/hello\"");
+    assert_eq!(
+        handled,
+        format!("SUB INFO own_subscriber worker{{slot=0 pid={pid}}}: handled path=\"/hello\"")
+    );
+    // And the worker's own events.
+    let ready = server.wait_log("ready (");
+    assert!(
+        ready.starts_with(&format!(
+            "SUB INFO ringmaster::worker worker{{slot=0 pid={pid}}}: "
+        )),
+        "{ready}"
+    );
     // ringmaster installed no subscriber of its own: every line is the program's.
     let log = server.log();
     assert!(log.iter().all(|l| l.starts_with("SUB ")), "{log:?}");

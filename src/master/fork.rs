@@ -161,6 +161,16 @@ pub(super) fn child_main<H: Serve>(
     setup: worker::Setup,
 ) -> i32 {
     crate::log::set_worker(setup.slot);
+    // Every event of this worker (its own, its handler's, a panic) happens in this span, so
+    // that a program's own subscriber can tell the workers apart. ringmaster's own lines
+    // say the same in their prefix and leave it out.
+    let _worker = tracing::info_span!(
+        target: "ringmaster::worker",
+        "worker",
+        slot = setup.slot,
+        pid = std::process::id()
+    )
+    .entered();
     if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
         log!("PR_SET_PDEATHSIG: {e}");
         return 1;
@@ -177,15 +187,7 @@ pub(super) fn child_main<H: Serve>(
     }
     // A panic is one log line, where the default hook writes several to stderr. A handler
     // that wants its own hook sets it in `Handler::start`, which runs after this.
-    std::panic::set_hook(Box::new(|info| {
-        let message = info
-            .payload_as_str()
-            .unwrap_or("(a panic without a message)");
-        match info.location() {
-            Some(at) => crate::log::log_limited!("panicked at {at}: {message}"),
-            None => crate::log::log_limited!("panicked: {message}"),
-        }
-    }));
+    std::panic::set_hook(Box::new(worker::log_panic));
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         worker::run(config, handler, setup)
     }))

@@ -130,6 +130,18 @@ pub(crate) fn build_ring(config: &Config, accept_queue: u32) -> Result<Ring<Even
     Ok(ring)
 }
 
+/// A worker's panic hook: a panic is one log line (target `ringmaster::worker`), where the
+/// default hook writes several to stderr.
+pub(crate) fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let message = info
+        .payload_as_str()
+        .unwrap_or("(a panic without a message)");
+    match info.location() {
+        Some(at) => crate::log::log_limited!("panicked at {at}: {message}"),
+        None => crate::log::log_limited!("panicked: {message}"),
+    }
+}
+
 /// Runs a worker until it has drained; returns its exit code.
 pub(crate) fn run<H: Serve>(config: &Config, handler: &H, setup: Setup) -> i32 {
     ipc::set_to_master(std::os::fd::AsRawFd::as_raw_fd(&setup.to_master));
