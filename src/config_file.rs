@@ -61,6 +61,42 @@ pub(crate) fn started_with() -> Option<&'static (PathBuf, String)> {
     STARTED_WITH.get()
 }
 
+/// The keys of the master's own settings, which it reads once at start: a reload hands the
+/// file to the new workers, but these take a restart (`workers` also `scale`).
+const RESTART_KEYS: [&str; 19] = [
+    "listen",
+    "workers",
+    "cpu-affinity",
+    "listen-mode",
+    "backlog",
+    "control",
+    "metrics",
+    "access-log",
+    "log-format",
+    "drain-timeout",
+    "reload-parallel",
+    "ready-timeout",
+    "respawn-failures-max",
+    "respawn-window",
+    "min-uptime",
+    "max-requests",
+    "max-requests-jitter",
+    "max-memory",
+    "worker-timeout",
+];
+
+/// The keys of the master's own settings whose values differ between the file the server
+/// started with (`started`) and the file now (`now`): what a reload does not apply.
+pub(crate) fn needs_restart(started: &str, now: &str) -> Vec<&'static str> {
+    let (Ok(a), Ok(b)) = (started.parse::<toml::Table>(), now.parse::<toml::Table>()) else {
+        return Vec::new();
+    };
+    RESTART_KEYS
+        .into_iter()
+        .filter(|key| a.get(*key) != b.get(*key))
+        .collect()
+}
+
 /// The configuration text for `path`: the one handed in [`CONFIG_ENV`] to a worker started
 /// from a binary, else the file's, read whole (at most [`CONFIG_BYTES_MAX`]).
 pub(crate) fn text_for(path: &Path) -> Result<String, String> {
@@ -400,6 +436,15 @@ mod tests {
         assert!(err.contains("RINGMASTER_WOKERS names no setting"), "{err}");
         let err = env(&[("RINGMASTER_EXIT_ON_PANIC", "sure")], &[]).unwrap_err();
         assert!(err.contains("a switch is true or false"), "{err}");
+    }
+
+    #[test]
+    fn a_reload_names_the_masters_settings_the_file_changed() {
+        let started = "workers = 2\nlisten = \"127.0.0.1:80\"\nidle-timeout = 5\n";
+        assert!(needs_restart(started, started).is_empty());
+        // A worker's setting is applied by the reload; the master's are not.
+        let now = "workers = 4\nlisten = \"127.0.0.1:80\"\nidle-timeout = 9\nmetrics = \"x\"\n";
+        assert_eq!(needs_restart(started, now), ["workers", "metrics"]);
     }
 
     #[test]

@@ -137,9 +137,20 @@ fn a_reload_runs_the_new_workers_with_the_file_as_it_is_then() {
     put(&dir, "app.toml", &format!("workers = 2\n{}", mount(&b)));
     let answer = control(&server, "reload");
     assert!(answer.starts_with("ok: reloaded 2 workers"), "{answer}");
+    assert!(!answer.contains("restart"), "{answer}");
     for _ in 0..10 {
         assert_eq!(get(&server, "/files/page.txt"), (200, "site b".to_string()));
     }
+    // The master's own settings take a restart: the answer says which were not applied.
+    put(&dir, "app.toml", &format!("workers = 1\n{}", mount(&b)));
+    let answer = control(&server, "reload");
+    assert!(
+        answer.starts_with("ok: reloaded 2 workers")
+            && answer.contains("; not applied until a restart: workers"),
+        "{answer}"
+    );
+    assert_eq!(server.worker_pids().len(), 2);
+    put(&dir, "app.toml", &format!("workers = 2\n{}", mount(&b)));
 
     // A worker of that generation respawned later runs the same settings, whatever the
     // file says since.
@@ -151,7 +162,7 @@ fn a_reload_runs_the_new_workers_with_the_file_as_it_is_then() {
         let now = server.worker_pids();
         now.len() == 2 && !now.contains(&workers[0])
     });
-    server.wait_log_count("ready (pid", 5);
+    server.wait_log_count("ready (pid", 7);
     for _ in 0..10 {
         assert_eq!(get(&server, "/files/page.txt"), (200, "site b".to_string()));
     }

@@ -70,8 +70,28 @@ impl<H: Serve> Master<'_, H> {
         // old code, and `reload` answers that the new code serves.
         if plan.complete && self.sup.retiring.is_empty() {
             let ended = self.sup.end_reload(Instant::now()).expect("a reload runs");
+            // The master's own settings the file changed are not applied: say so, rather
+            // than answer as if they were.
+            let unapplied = match (
+                &self.binary.reload_config,
+                crate::config_file::started_with(),
+            ) {
+                (Some(now), Some((_, started))) => crate::config_file::needs_restart(started, now),
+                _ => Vec::new(),
+            };
+            let note = match unapplied.is_empty() {
+                true => String::new(),
+                false => {
+                    tracing::warn!(
+                        "reload: the config file changes {} since the start, which only a \
+                         restart applies (the master's own settings; workers: `scale N`)",
+                        unapplied.join(", ")
+                    );
+                    format!("; not applied until a restart: {}", unapplied.join(", "))
+                }
+            };
             let text = format!(
-                "ok: reloaded {} workers in {}ms\n",
+                "ok: reloaded {} workers in {}ms{note}\n",
                 ended.replaced,
                 ended.took.as_millis()
             );
