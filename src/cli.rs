@@ -720,9 +720,19 @@ fn parse_from(
             let _ = e.print();
             return 0;
         }
+        // clap's message up to its first blank line (the usage and tips follow), as one
+        // line: a message that lists arguments on lines of their own keeps them.
         let rendered = e.render().to_string();
-        let first = rendered.lines().next().unwrap_or("invalid arguments");
-        let first = first.strip_prefix("error: ").unwrap_or(first);
+        let message: Vec<&str> = rendered
+            .lines()
+            .map(str::trim)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        let joined = message.join(" ");
+        let first = match joined.is_empty() {
+            true => "invalid arguments",
+            false => joined.strip_prefix("error: ").unwrap_or(&joined),
+        };
         match source {
             Some(source) => usage_error(&format!("{source}: {first}")),
             None => usage_error(&format!("{first}; see `{} --help`", app.name)),

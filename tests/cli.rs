@@ -26,6 +26,11 @@ fn bad_flag_values_exit_2_with_one_line() {
         (&["--connections-max", "1000000"], "connections-max"),
         (&["--recv-buffers", "1000"], "power of two"),
         (&["--no-such-flag"], "--no-such-flag"),
+        // clap lists the conflicting flags on lines of their own: kept on the one line.
+        (
+            &["--workers", "2", "--listen", "127.0.0.1:1", "serve"],
+            "cannot be used with: --workers <N|auto> --listen <ADDR>",
+        ),
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
