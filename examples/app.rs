@@ -26,5 +26,6 @@ fn main() {
     })
     .listen(([127, 0, 0, 1], port).into())
     .workers(Workers::Count(1));
-    std::process::exit(ringmaster::cli::run(App::new("myapp", "2.3.4"), server));
+    let app = App::new("myapp", "2.3.4").about("the example application (answers `myapp`)");
+    std::process::exit(ringmaster::cli::run(app, server));
 }

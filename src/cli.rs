@@ -483,6 +483,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 pub struct App {
     name: &'static str,
     version: &'static str,
+    about: Option<&'static str>,
 }
 
 impl App {
@@ -501,7 +502,29 @@ impl App {
     /// std::process::exit(cli::run(APP, Server::new(HelloWorld)));
     /// ```
     pub const fn new(name: &'static str, version: &'static str) -> App {
-        App { name, version }
+        App {
+            name,
+            version,
+            about: None,
+        }
+    }
+
+    /// What the program is, as `--help` says it first (by default: an HTTP server on
+    /// ringmaster).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use ringmaster::{HelloWorld, Server};
+    ///
+    /// let app = ringmaster::app!().about("the edge of the shop: static files and the API");
+    /// std::process::exit(ringmaster::cli::run(app, Server::new(HelloWorld)));
+    /// ```
+    pub const fn about(self, about: &'static str) -> App {
+        App {
+            about: Some(about),
+            ..self
+        }
     }
 
     /// The `ringmaster` binary's own.
@@ -748,12 +771,12 @@ fn command(app: &App, defaults: &Config) -> clap::Command {
         .name(app.name)
         .bin_name(app.name)
         .version(app.version);
-    if app.name != "ringmaster" {
-        cmd = cmd.about(format!(
-            "{} {}: an HTTP server on ringmaster (a master and one worker per CPU, each serving \
+    if app.name != "ringmaster" || app.about.is_some() {
+        let about = app.about.unwrap_or(
+            "an HTTP server on ringmaster (a master and one worker per CPU, each serving \
              through its own io_uring)",
-            app.name, app.version
-        ));
+        );
+        cmd = cmd.about(format!("{} {}: {about}", app.name, app.version));
     }
     let shown = shown_defaults(defaults);
     cmd = with_defaults(cmd, &shown);

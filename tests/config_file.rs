@@ -267,7 +267,10 @@ fn an_app_on_cli_run_has_its_own_name_version_defaults_and_control_socket() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout).to_string();
-    assert!(help.starts_with("myapp 2.3.4: "), "{help}");
+    assert!(
+        help.starts_with("myapp 2.3.4: the example application (answers `myapp`)"),
+        "{help}"
+    );
     assert!(help.contains("Usage: myapp [OPTIONS]"), "{help}");
     assert!(
         help.contains(&format!("[default: 127.0.0.1:{port}]")),
