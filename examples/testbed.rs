@@ -417,6 +417,14 @@ fn main() {
         }
         _ => {}
     }
+    if std::env::var_os("TESTBED_SCOPED").is_some() {
+        // Start-up work on threads that end before the server starts: no thread is left.
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| std::hint::black_box(0));
+            }
+        });
+    }
     if std::env::var_os("TESTBED_THREAD").is_some() {
         // A thread started before the server, as a logger's writer thread would be.
         std::thread::spawn(|| loop {

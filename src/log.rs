@@ -64,6 +64,22 @@ pub(crate) fn program() -> &'static str {
     PROGRAM.get().copied().unwrap_or("ringmaster")
 }
 
+/// The worker's span (`worker{slot, pid}`), for the threads it starts.
+static WORKER_SPAN: std::sync::OnceLock<tracing::Span> = std::sync::OnceLock::new();
+
+/// Keeps `span` as this worker's, for the threads it starts (once, right after fork).
+pub(crate) fn set_worker_span(span: &tracing::Span) {
+    let _ = WORKER_SPAN.set(span.clone());
+}
+
+/// This worker's span; none outside a worker.
+pub(crate) fn worker_span() -> tracing::Span {
+    WORKER_SPAN
+        .get()
+        .cloned()
+        .unwrap_or_else(tracing::Span::none)
+}
+
 /// Marks this process as the worker of `slot` (called once, right after fork).
 pub(crate) fn set_worker(slot: u32) {
     ROLE.store(slot, Ordering::Relaxed);
@@ -316,7 +332,9 @@ fn format_line(
                 part.extend_from_slice(b"}}");
             }
             part.push(b']');
-            if out.len() + part.len() <= room {
+            // Room kept for the event's `,"fields":{` as well, which follows.
+            let fields_open = if fields.is_empty() { 0 } else { 11 };
+            if out.len() + part.len() + fields_open <= room {
                 out.extend_from_slice(&part);
             }
         }
@@ -650,6 +668,32 @@ mod tests {
         assert_eq!(v["spans"][0]["fields"]["uri"], "/a b");
         assert_eq!(v["spans"][1]["name"], "inner");
         assert_eq!(v["fields"]["status"], 200);
+    }
+
+    #[test]
+    fn spans_full_of_quotes_and_a_field_keep_a_json_line_within_its_bound() {
+        let fields = [("x", Value::Number("1".into()))];
+        // Spans that just fit, or just do not, beside messages of every length near it.
+        for n in 1..=9 {
+            for quotes in (150..=FIELD_BYTES_MAX).step_by(13) {
+                let spans = [SpanLine {
+                    name: "s",
+                    fields: (0..n)
+                        .map(|_| ("f", Value::Text("\"".repeat(quotes))))
+                        .collect(),
+                }];
+                for len in (0..400).step_by(7) {
+                    let message = "m".repeat(len);
+                    let line = format_line(true, 0, Level::INFO, "t", &message, &spans, &fields);
+                    assert!(
+                        line.len() <= LINE_BYTES_MAX,
+                        "{n} {quotes} {len}: {}",
+                        line.len()
+                    );
+                    serde_json::from_slice::<serde_json::Value>(&line).unwrap();
+                }
+            }
+        }
     }
 
     #[test]

@@ -63,3 +63,15 @@ fn a_program_with_threads_running_is_refused_before_it_forks() {
     // Nothing was forked: no worker started.
     assert!(!stderr.contains("worker 0 started"), "{stderr}");
 }
+
+#[test]
+fn threads_that_ended_before_the_server_starts_are_no_obstacle() {
+    // `std::thread::scope` returns while its threads may still be leaving the kernel's list.
+    for _ in 0..3 {
+        let mut command = common::testbed(&["--workers", "1"]);
+        command.env("TESTBED_SCOPED", "1");
+        let server = Server::start_command(&mut command, 1);
+        let (res, _) = exchange(server.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(res.status, 200);
+    }
+}

@@ -164,13 +164,14 @@ pub(super) fn child_main<H: Serve>(
     // Every event of this worker (its own, its handler's, a panic) happens in this span, so
     // that a program's own subscriber can tell the workers apart. ringmaster's own lines
     // say the same in their prefix and leave it out.
-    let _worker = tracing::info_span!(
+    let span = tracing::info_span!(
         target: "ringmaster::worker",
         "worker",
         slot = setup.slot,
         pid = std::process::id()
-    )
-    .entered();
+    );
+    crate::log::set_worker_span(&span);
+    let _worker = span.entered();
     if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
         log!("PR_SET_PDEATHSIG: {e}");
         return 1;

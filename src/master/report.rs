@@ -426,11 +426,15 @@ impl<H: Serve> Master<'_, H> {
                 // Their totals join `past` only when they exit, so leaving them out would
                 // take a draining worker's counts away for the drain: a counter that went
                 // down, which Prometheus reads as a reset.
-                let alive: Vec<&super::child::Child> = s
-                    .child()
-                    .into_iter()
+                // Oldest first, so that a histogram whose bounds a new build changed takes
+                // the newest build's shape ([`crate::metric::add_totals`]).
+                let alive: Vec<&super::child::Child> = self
+                    .sup
+                    .retiring
+                    .iter()
+                    .filter(|c| c.slot == s.index)
+                    .chain(s.child())
                     .chain(s.successor().map(|(c, _)| c))
-                    .chain(self.sup.retiring.iter().filter(|c| c.slot == s.index))
                     .collect();
                 let current = s.child().map(|c| c.stats).unwrap_or_default();
                 // Gauges, not totals (connections, descriptors...): the live worker's alone.

@@ -29,16 +29,26 @@ pub(super) fn prepare(config: &Config) -> Result<(Config, Option<OwnedFd>), Erro
     Ok((config, access_log))
 }
 
+/// How long start-up waits for threads that ended to leave `/proc/self/task`.
+const ALONE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Refuses to start with other threads in the process. `fork` copies only the calling
 /// thread: a worker would wait forever on a lock or a channel one of them serves (a
 /// logger's writer thread, an async runtime's), and, their signals not blocked, they would
 /// take the operator's `SIGTERM` or `SIGHUP` and end the master without a drain. Where
 /// `/proc` cannot be read, nothing is checked.
 fn alone() -> Result<(), Error> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Ok(());
-    };
-    let others = tasks.count().saturating_sub(1);
+    let others =
+        || std::fs::read_dir("/proc/self/task").map_or(0, |tasks| tasks.count().saturating_sub(1));
+    let mut seen = others();
+    // A thread joined (or ended with `std::thread::scope`) may still be leaving the kernel's
+    // list for a moment: look again briefly before refusing, [`ALONE_WAIT`] at most.
+    let since = std::time::Instant::now();
+    while seen > 0 && since.elapsed() < ALONE_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        seen = others();
+    }
+    let others = seen;
     if others == 0 {
         return Ok(());
     }

@@ -177,9 +177,14 @@ fn submit(run: Job, waker: &Waker) -> Result<(), Job> {
         if busy > pool.threads && pool.threads < BLOCKING_THREADS_MAX {
             let (queue, busy, waiting) =
                 (pool.queue.clone(), pool.busy.clone(), pool.waiting.clone());
+            // The pool's events (a closure's, a panic's) happen in the worker's span too.
+            let span = crate::log::worker_span();
             let spawned = std::thread::Builder::new()
                 .name("ringmaster-blocking".into())
-                .spawn(move || serve(&queue, &busy, &waiting));
+                .spawn(move || {
+                    let _worker = span.entered();
+                    serve(&queue, &busy, &waiting)
+                });
             if spawned.is_ok() {
                 pool.threads += 1;
             }

@@ -444,11 +444,16 @@ impl<H: Serve> Worker<'_, H> {
             let mut at = self.side.access_sent;
             while at < log.buf.len() {
                 let end = at + access_write_end(&log.buf[at..], self.side.access_write_max);
-                if let Err(e) = nix::unistd::write(file, &log.buf[at..end]) {
-                    log!("writing the access log: {e}");
-                    break;
+                match nix::unistd::write(file, &log.buf[at..end]) {
+                    // A short write (a file system short of room): the rest next.
+                    Ok(n) if n > 0 => at += n,
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Ok(_) => break,
+                    Err(e) => {
+                        log!("writing the access log: {e}");
+                        break;
+                    }
                 }
-                at = end;
             }
             log.buf.clear();
             self.side.access_sent = 0;
@@ -503,7 +508,15 @@ impl<H: Serve> Worker<'_, H> {
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::error!("writing the access log: {e}; lines lost"),
+            Err(e) => {
+                // Counted as dropped, and said at most once a second: a pipe whose reader
+                // died fails every write.
+                let lost = buf.iter().filter(|&&b| b == b'\n').count() as u64;
+                if let Some(log) = &mut self.ctx.access {
+                    log.dropped += lost;
+                }
+                crate::log::log_limited!("writing the access log: {e}; {lost} lines lost");
+            }
         }
         buf.clear();
         self.side.access_spare = Some(buf);
