@@ -33,7 +33,7 @@ fn a_programs_own_subscriber_gets_ringmasters_events_with_their_fields() {
         format!("SUB INFO own_subscriber worker{{slot=0 pid={pid}}}: handled path=\"/hello\"")
     );
     // And the worker's own events.
-    let ready = server.wait_log("ready (");
+    let ready = server.wait_log("ready (io_uring");
     assert!(
         ready.starts_with(&format!(
             "SUB INFO ringmaster::worker worker{{slot=0 pid={pid}}}: "
