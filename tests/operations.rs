@@ -786,19 +786,18 @@ fn a_slots_counters_hold_while_its_old_worker_drains() {
         )
     };
     wait_until("four requests reported", || counts() == (4.0, 4.0, 4.0));
-    let slow_done = std::sync::atomic::AtomicBool::new(false);
+    // An upload whose body is held back keeps the old worker draining through the reload,
+    // until the test sends the rest.
+    let mut upload = common::connect(server.addr);
+    upload
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345")
+        .unwrap();
+    wait_until("the upload in flight", || {
+        let scrape = parse_metrics(&scrape(metrics, "/metrics").1);
+        sample(&scrape, "ringmaster_handlers_in_flight", &[("slot", "0")]) == 1.0
+    });
     std::thread::scope(|scope| {
-        // A slow request keeps the old worker draining through the reload.
-        scope.spawn(|| {
-            let raw = b"GET /wait?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n";
-            assert_eq!(exchange(server.addr, raw).0.status, 200);
-            slow_done.store(true, std::sync::atomic::Ordering::SeqCst);
-        });
-        wait_until("the slow request in flight", || {
-            let scrape = parse_metrics(&scrape(metrics, "/metrics").1);
-            sample(&scrape, "ringmaster_handlers_in_flight", &[("slot", "0")]) == 1.0
-        });
-        // `reload` answers once the old worker is gone: after the slow request.
+        // `reload` answers once the old worker is gone: after the upload.
         let reload = scope.spawn(|| common::control(&server, "reload"));
         wait_until("the old worker draining beside its successor", || {
             common::control(&server, "status json").contains("\"state\":\"draining\"")
@@ -806,17 +805,17 @@ fn a_slots_counters_hold_while_its_old_worker_drains() {
         // What the draining worker counted stays in its slot's counters.
         let during = counts();
         assert!(
-            !slow_done.load(std::sync::atomic::Ordering::SeqCst),
-            "the drain ended before the scrape"
-        );
-        assert!(
             during.0 >= 4.0 && during.1 >= 4.0 && during.2 >= 4.0,
             "counters went down while the old worker drained: {during:?}"
         );
+        upload.write_all(b"67890").unwrap();
+        let mut reader = std::io::BufReader::new(upload.try_clone().unwrap());
+        let res = common::read_response(&mut reader, false);
+        assert_eq!((res.status, res.body), (200, b"10".to_vec()));
         let answer = reload.join().unwrap();
         assert!(answer.starts_with("ok: reloaded"), "{answer}");
     });
-    // The slow request counted too, once, after the drain.
+    // The upload counted too, once, after the drain.
     wait_until("five requests after the drain", || {
         counts() == (5.0, 4.0, 5.0)
     });
