@@ -349,36 +349,36 @@ impl<H: Serve> Worker<'_, H> {
         let (Some(file), Some(log)) = (&self.side.access_file, &mut self.ctx.access) else {
             return Ok(());
         };
+        // The spare is the ring's while a write is in flight: then wait for it. The log's
+        // buffer is not changed under a bounded write either (its bytes are counted back
+        // after a short one): what was sent is let go of only here, with none in flight.
+        if self.side.access_spare.is_none() {
+            return Ok(());
+        }
         let max = self.side.access_write_max;
+        let sent = self.side.access_sent;
+        if sent > 0
+            && (sent == log.buf.len() || max == usize::MAX || sent >= log.buf.capacity() / 2)
+        {
+            // All of it, what bounded writes sent before a reopen made the log a file, or
+            // half the buffer: let go of it, moving what follows once.
+            log.buf.drain(..sent);
+            self.side.access_sent = 0;
+        }
         let pending = log.buf.len() - self.side.access_sent;
         if pending == 0 || (!force && pending < ACCESS_FLUSH_BYTES.min(max)) {
             return Ok(());
         }
-        // The spare is the ring's while a write is in flight: then wait for it.
-        let Some(mut spare) = self.side.access_spare.take() else {
-            return Ok(());
-        };
+        let mut spare = self.side.access_spare.take().expect("checked above");
         let buf = if max == usize::MAX {
-            // What bounded writes sent already, before a reopen made the log a file.
-            log.buf.drain(..self.side.access_sent);
-            self.side.access_sent = 0;
             std::mem::replace(&mut log.buf, spare)
         } else {
             // Bounded writes: whole lines, at most `max` bytes, copied out of the log's
-            // buffer, which lets go of what was sent once half of it is.
-            let at = self.side.access_sent;
-            if at >= log.buf.capacity() / 2 {
-                log.buf.drain(..at);
-                self.side.access_sent = 0;
-            }
+            // buffer.
             let at = self.side.access_sent;
             let end = access_write_end(&log.buf[at..], max);
             spare.extend_from_slice(&log.buf[at..at + end]);
             self.side.access_sent += end;
-            if self.side.access_sent == log.buf.len() {
-                log.buf.clear();
-                self.side.access_sent = 0;
-            }
             spare
         };
         let op = Op::Write {
@@ -485,18 +485,8 @@ impl<H: Serve> Worker<'_, H> {
                     && self.side.access_write_max != usize::MAX =>
             {
                 // A short bounded write (a signal): the rest was copied from the log's
-                // buffer, where it still is unless that buffer was let go of.
-                let short = buf.len() - n as usize;
-                if self.side.access_sent >= short {
-                    self.side.access_sent -= short;
-                } else if let Some(log) = &mut self.ctx.access {
-                    buf.drain(..n as usize);
-                    let newer = log.buf.split_off(self.side.access_sent);
-                    log.buf.truncate(self.side.access_sent);
-                    log.buf.extend_from_slice(&buf);
-                    log.buf.extend_from_slice(&newer);
-                    buf.clear();
-                }
+                // buffer, still there as it was: it goes out next.
+                self.side.access_sent -= buf.len() - n as usize;
             }
             Ok(n) if (n as usize) < buf.len() && n > 0 => {
                 // A short write: the rest goes out next, ahead of newer lines.
