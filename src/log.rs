@@ -422,13 +422,9 @@ fn write_prefix(out: &mut impl Write, json: bool, role: u32) -> std::io::Result<
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let (y, mo, d) = crate::civil::civil_from_days((now.as_secs() / 86_400) as i64);
-    let secs = now.as_secs() % 86_400;
     let ts = format_args!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
+        "{}.{:03}Z",
+        crate::civil::DateTime(now.as_secs()),
         now.subsec_millis()
     );
     match (json, role) {

@@ -205,14 +205,10 @@ impl AccessLog {
                 }
             }
             F::Json => {
-                let (y, mo, d) = crate::civil::civil_from_days((date.secs() / 86_400) as i64);
-                let secs = date.secs() % 86_400;
                 let _ = write!(
                     b,
-                    "{{\"time\":\"{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z\",\"remote_addr\":",
-                    secs / 3600,
-                    secs / 60 % 60,
-                    secs % 60
+                    "{{\"time\":\"{}Z\",\"remote_addr\":",
+                    crate::civil::DateTime(date.secs())
                 );
                 match e.peer {
                     Some(ip) => {
