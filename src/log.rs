@@ -67,11 +67,6 @@ pub(crate) fn program() -> &'static str {
 /// The worker's span (`worker{slot, pid}`), for the threads it starts.
 static WORKER_SPAN: std::sync::OnceLock<tracing::Span> = std::sync::OnceLock::new();
 
-/// Keeps `span` as this worker's, for the threads it starts (once, right after fork).
-pub(crate) fn set_worker_span(span: &tracing::Span) {
-    let _ = WORKER_SPAN.set(span.clone());
-}
-
 /// This worker's span; none outside a worker.
 pub(crate) fn worker_span() -> tracing::Span {
     WORKER_SPAN
@@ -80,9 +75,16 @@ pub(crate) fn worker_span() -> tracing::Span {
         .unwrap_or_else(tracing::Span::none)
 }
 
-/// Marks this process as the worker of `slot` (called once, right after fork).
-pub(crate) fn set_worker(slot: u32) {
+/// Marks this process as the worker of `slot` (called once, right after fork) and enters
+/// its span, kept for the threads it starts: every event of the worker (its own, its
+/// handler's, a panic) happens in it, so that a program's own subscriber can tell the
+/// workers apart. ringmaster's own lines say the same in their prefix and leave it out.
+pub(crate) fn set_worker(slot: u32) -> tracing::span::EnteredSpan {
     ROLE.store(slot, Ordering::Relaxed);
+    let span =
+        tracing::info_span!(target: "ringmaster::worker", "worker", slot, pid = std::process::id());
+    let _ = WORKER_SPAN.set(span.clone());
+    span.entered()
 }
 
 /// Chooses the line format (before the first fork, so that workers inherit it) and installs
@@ -186,7 +188,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Lines {
                 .from_root()
                 // The worker's own span: the line's prefix (or `role` and `slot`) says it.
                 .filter(|span| {
-                    span.name() != "worker" || span.metadata().target() != "ringmaster::worker"
+                    WORKER_SPAN.get().and_then(tracing::Span::id).as_ref() != Some(&span.id())
                 })
                 .map(|span| SpanLine {
                     name: span.name(),

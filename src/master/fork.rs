@@ -160,18 +160,7 @@ pub(super) fn child_main<H: Serve>(
     master: Pid,
     setup: worker::Setup,
 ) -> i32 {
-    crate::log::set_worker(setup.slot);
-    // Every event of this worker (its own, its handler's, a panic) happens in this span, so
-    // that a program's own subscriber can tell the workers apart. ringmaster's own lines
-    // say the same in their prefix and leave it out.
-    let span = tracing::info_span!(
-        target: "ringmaster::worker",
-        "worker",
-        slot = setup.slot,
-        pid = std::process::id()
-    );
-    crate::log::set_worker_span(&span);
-    let _worker = span.entered();
+    let _worker = crate::log::set_worker(setup.slot);
     if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
         log!("PR_SET_PDEATHSIG: {e}");
         return 1;
