@@ -563,7 +563,6 @@ macro_rules! app {
 /// std::process::exit(ringmaster::cli::run(ringmaster::app!(), server));
 /// ```
 pub fn run<H: Serve>(app: App, server: Server<H>) -> i32 {
-    let _ = APP.set(app);
     crate::log::set_program(app.name);
     let cli = match parse(&app, server.config_ref()) {
         Ok(cli) => cli,
@@ -597,7 +596,7 @@ pub fn run<H: Serve>(app: App, server: Server<H>) -> i32 {
 /// ```
 pub fn run_builtin() -> i32 {
     let app = App::RINGMASTER;
-    let _ = APP.set(app);
+    crate::log::set_program(app.name);
     let cli = match parse(&app, &Config::default()) {
         Ok(cli) => cli,
         Err(code) => return code,
@@ -931,18 +930,10 @@ fn file_flags() -> Vec<config_file::Flag> {
 /// Prints a usage or start-up error (one line), tells the master when this process was
 /// started as a new worker (a reload's answer then names it), and returns exit code 2.
 fn usage_error(message: &str) -> i32 {
-    eprintln!("{}: error: {message}", app_name());
+    eprintln!("{}: error: {message}", crate::log::program());
     crate::master::exec::tell_master_failed(message);
     EXIT_USAGE
 }
-
-/// The running program's name, as its error lines start.
-fn app_name() -> &'static str {
-    crate::log::program()
-}
-
-/// The application this process's command line is for, once [`run`] was called.
-static APP: std::sync::OnceLock<App> = std::sync::OnceLock::new();
 
 impl Cli {
     /// The serve flags, whether given before a `serve` subcommand or after it.
@@ -1008,7 +999,7 @@ fn serve<H: Serve>(server: Server<H>, args: &ServeArgs) -> i32 {
     match server.config(config).run() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{}: error: {e}", app_name());
+            eprintln!("{}: error: {e}", crate::log::program());
             if e.kind() == ErrorKind::WorkersFailed {
                 EXIT_FAILED
             } else {
@@ -1021,7 +1012,7 @@ fn serve<H: Serve>(server: Server<H>, args: &ServeArgs) -> i32 {
 fn probe<H: Serve>(server: Server<H>, args: &ProbeArgs) -> i32 {
     let config = args.serve.apply(server.config_ref().clone());
     if let Err(e) = config.validate() {
-        eprintln!("{}: error: {e}", app_name());
+        eprintln!("{}: error: {e}", crate::log::program());
         return EXIT_USAGE;
     }
     crate::probe::run(&config, args.json)
@@ -1040,14 +1031,14 @@ fn talk(target: &Target, defaults: &Config, command: &str, wait: Duration) -> i3
             }
         }
         Err(RequestError::Untrusted(e)) => {
-            eprintln!("{}: error: {e}", app_name());
+            eprintln!("{}: error: {e}", crate::log::program());
             EXIT_USAGE
         }
         Err(RequestError::Unreachable(e)) => {
             eprintln!(
                 "{}: error: no master answers on {} ({e}); is it running? pass --listen with \
                  its address or --control with its socket",
-                app_name(),
+                crate::log::program(),
                 path.display()
             );
             EXIT_USAGE
